@@ -1,0 +1,68 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Snapback",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "snapbackd", targets: ["snapbackd"]),
+        .executable(name: "snapback", targets: ["snapback"]),
+        .library(name: "SnapbackCore", targets: ["SnapbackCore"]),
+        .library(name: "SnapbackLog", targets: ["SnapbackLog"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // The C shim: Debian's liblmdb-dev, found through pkg-config.
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        // The pure core: domain model, decide/evolve, policy, encodings. No I/O, no clock.
+        .target(name: "SnapbackCore"),
+        // The write-ahead event log on LMDB.
+        .target(
+            name: "SnapbackLog",
+            dependencies: [
+                "CLMDB",
+                "SnapbackCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
+        .target(
+            name: "SnapbackCLI",
+            dependencies: [
+                "SnapbackCore",
+                "SnapbackLog",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "snapbackd",
+            dependencies: [
+                "SnapbackCore",
+                "SnapbackLog",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "snapback", dependencies: ["SnapbackCLI"]),
+        // A test driver: appends events to a log as fast as asked, printing every acknowledged
+        // sequence number. Used by the crash tests (SIGKILL mid-append) and by tools/bench.
+        .executableTarget(
+            name: "snapback-log-driver",
+            dependencies: ["SnapbackCore", "SnapbackLog"],
+            path: "Sources/LogDriver"
+        ),
+        .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore"]),
+        .testTarget(
+            name: "SnapbackLogTests",
+            dependencies: ["SnapbackCore", "SnapbackLog", "CLMDB"]
+        ),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef SNAPBACK_CLMDB_SHIM_H
+#define SNAPBACK_CLMDB_SHIM_H
+#include <lmdb.h>
+#endif

@@ -1,0 +1,53 @@
+/// What a user, the controller or the data plane asks of the state machine. Operator commands
+/// name objects as the user typed them (a name or a decimal id); the controller's own commands
+/// carry ids.
+public enum Command: Sendable, Equatable {
+    case createVolume(name: String, sizeBytes: UInt64, path: String?)
+    case removeVolume(volume: String)
+    case createMap(CreateMap)
+    case changeMap(map: String, autorestore: Bool?, copyRate: Int?, newName: String?)
+    /// Prepare without starting (IBM's prestartfcmap).
+    case prepareMap(map: String)
+    /// Start, preparing first when needed (`startlcmap [-prep]`).
+    case startMap(map: String)
+    /// Roll the map's image back onto its source (`startlcmap -restore`).
+    case startRestore(map: String)
+    case stopMap(map: String, force: Bool)
+    case removeMap(map: String, force: Bool)
+    case reportFault(volume: String, cause: FaultCause, reason: String)
+    /// Accept a faulted volume's data as it is (`recovervolume`).
+    case recoverVolume(volume: String)
+    /// The data plane's background copy reached `grainsCopied` grains.
+    case recordCopyProgress(map: MapID, grainsCopied: UInt64)
+    /// The data plane's background copy finished.
+    case completeCopy(map: MapID)
+    /// The data plane restored `grainsRestored` of `grainsToRestore` dirty grains.
+    case recordRollbackProgress(map: MapID, grainsRestored: UInt64, grainsToRestore: UInt64)
+    /// The data plane restored every dirty grain and made the marks durable.
+    case completeRollback(map: MapID)
+    /// A controller process started on this log.
+    case recordControllerStart(version: String)
+}
+
+/// The parameters of `mklcmap`.
+public struct CreateMap: Sendable, Equatable {
+    public var source: String
+    public var target: String
+    /// `nil` picks `lcmapN` with N the new map's id.
+    public var name: String?
+    public var autorestore: Bool
+    public var copyRate: Int
+    public var grainSizeBytes: UInt32
+
+    public init(
+        source: String, target: String, name: String? = nil, autorestore: Bool = false,
+        copyRate: Int = Limits.copyRateDefault, grainSizeBytes: UInt32 = Limits.grainSizeBytesDefault
+    ) {
+        self.source = source
+        self.target = target
+        self.name = name
+        self.autorestore = autorestore
+        self.copyRate = copyRate
+        self.grainSizeBytes = grainSizeBytes
+    }
+}

@@ -1,0 +1,333 @@
+/// Validates `command` against `state` and returns the events that record it, in order.
+///
+/// All business rules live here. The returned events are recorded atomically (one log
+/// transaction); applying them with ``evolve(_:_:)`` gives the new state.
+/// - Throws: ``CommandError`` with a stable code when the command is rejected; nothing changes.
+public func decide(_ command: Command, _ state: ControllerState) throws(CommandError) -> [Event] {
+    switch command {
+    case let .createVolume(name, sizeBytes, path):
+        try validateName(name, bytesMax: Limits.nameBytesMax, kind: "volume")
+        guard state.volumeIDsByName[name] == nil else {
+            throw CommandError(.duplicateName, "a volume named \"\(name)\" already exists")
+        }
+        guard state.volumes.count < Limits.volumesMax else {
+            throw CommandError(.limitReached, "the controller already holds \(Limits.volumesMax) volumes")
+        }
+        guard sizeBytes >= Limits.volumeSizeBytesMin, sizeBytes <= Limits.volumeSizeBytesMax,
+            sizeBytes % Limits.sectorBytes == 0
+        else {
+            throw CommandError(
+                .invalidSize,
+                "volume size \(sizeBytes) bytes must be a multiple of 512 between 512 bytes and 16 TiB")
+        }
+        if let path {
+            guard path.hasPrefix("/"), path.utf8.count <= Limits.pathBytesMax, !path.contains("\0") else {
+                throw CommandError(.invalidPath, "backing path must be absolute and at most 4096 bytes")
+            }
+            if let other = state.volumes.values.first(where: { $0.path == path }) {
+                throw CommandError(.invalidPath, "backing path \(path) is already used by volume \(other.name)")
+            }
+        }
+        return [.volumeCreated(id: state.nextVolumeID, name: name, sizeBytes: sizeBytes, path: path)]
+
+    case let .removeVolume(reference):
+        let volume = try resolveVolume(reference, state)
+        if let map = state.maps(touching: volume.id).first {
+            throw CommandError(.volumeInMap, "volume \(volume.name) is in lcmap \(map.name); remove the map first")
+        }
+        return [.volumeRemoved(id: volume.id)]
+
+    case let .createMap(spec):
+        return try decideCreateMap(spec, state)
+
+    case let .changeMap(reference, autorestore, copyRate, newName):
+        let map = try resolveMap(reference, state)
+        guard map.role == .forward else {
+            throw CommandError(.mapIsReverse, "lcmap \(map.name) is a reverse map; change its forward map \(partnerName(map, state))")
+        }
+        guard autorestore != nil || copyRate != nil || newName != nil else {
+            throw CommandError(.nothingToChange, "chlcmap needs -autorestore, -copyrate or -name")
+        }
+        var events: [Event] = []
+        if let newName, newName != map.name {
+            try validateName(newName, bytesMax: Limits.mapNameBytesMax, kind: "lcmap")
+            let reverseName = newName + Limits.reverseNameSuffix
+            for candidate in [newName, reverseName] {
+                if let holder = state.mapIDsByName[candidate], holder != map.id, holder != map.partnerID {
+                    throw CommandError(.duplicateName, "an lcmap named \"\(candidate)\" already exists")
+                }
+            }
+            events.append(.mapRenamed(id: map.id, name: newName, reverseName: reverseName))
+        }
+        if let copyRate {
+            try validateCopyRate(copyRate)
+            if copyRate != map.copyRate { events.append(.mapCopyRateChanged(id: map.id, copyRate: copyRate)) }
+        }
+        if let autorestore, autorestore != map.autorestore {
+            events.append(.mapAutorestoreChanged(id: map.id, autorestore: autorestore))
+        }
+        return events
+
+    case let .prepareMap(reference):
+        let map = try resolveStartable(reference, state)
+        guard map.state != .prepared else {
+            throw CommandError(.invalidState, "lcmap \(map.name) is already prepared")
+        }
+        return [.mapPreparing(id: map.id), .mapPrepared(id: map.id)]
+
+    case let .startMap(reference):
+        let map = try resolveStartable(reference, state)
+        let started = Event.mapStarted(id: map.id, startOrdinal: state.nextStartOrdinal)
+        if map.state == .prepared { return [started] }
+        return [.mapPreparing(id: map.id), .mapPrepared(id: map.id), started]
+
+    case let .startRestore(reference):
+        var map = try resolveMap(reference, state)
+        if map.role == .reverse, let forward = state.maps[map.partnerID] { map = forward }
+        let source = state.volumes[map.sourceID]!
+        if map.rollback != nil {
+            throw CommandError(.mapRestoring, "lcmap \(map.name) is already rolling back onto \(source.name)")
+        }
+        if let running = state.runningRollback(onto: source.id) {
+            throw CommandError(.volumeRestoring, "volume \(source.name) is being restored from lcmap \(running.name)")
+        }
+        try requireValidImage(map, state)
+        return [.rollbackStarted(id: map.id, trigger: .operator, faultID: source.fault?.id)]
+
+    case let .stopMap(reference, force):
+        let map = try resolveForward(reference, state, verb: "stop")
+        if map.rollback != nil {
+            throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back; it cannot stop until the rollback ends")
+        }
+        switch map.state {
+        case .preparing, .prepared:
+            return [.mapStopped(id: map.id)]
+        case .copying:
+            return force ? [.mapStopped(id: map.id)] : [.mapStopping(id: map.id), .mapStopped(id: map.id)]
+        case .idleOrCopied where map.imageValid:
+            return [.mapStopped(id: map.id)]
+        case .idleOrCopied, .stopped, .stopping:
+            throw CommandError(.mapNotStarted, "lcmap \(map.name) is \(map.state) and has nothing to stop")
+        }
+
+    case let .removeMap(reference, force):
+        let map = try resolveForward(reference, state, verb: "remove")
+        if map.rollback != nil {
+            throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back; it cannot be removed until the rollback ends")
+        }
+        let idle = map.state == .stopped || (map.state == .idleOrCopied && !map.imageValid)
+        if !idle && !force {
+            throw CommandError(.mapActive, "lcmap \(map.name) is \(map.state) with a valid image; stop it first or use -force")
+        }
+        return [.mapRemoved(id: map.id)]
+
+    case let .reportFault(reference, cause, reason):
+        let volume = try resolveVolume(reference, state)
+        let trimmed = reason.trimmingWhitespace
+        guard !trimmed.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
+            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
+            throw CommandError(.invalidReason, "a fault reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
+        }
+        let faultID = state.nextFaultID
+        let fault = Event.volumeFaulted(id: volume.id, faultID: faultID, cause: cause, reason: reason)
+        var events = [fault]
+        let faulted = evolve(state, fault)
+        if let map = automaticRollbackChoice(for: volume.id, in: faulted) {
+            events.append(.rollbackStarted(id: map.id, trigger: .auto, faultID: faultID))
+        }
+        return events
+
+    case let .recoverVolume(reference):
+        let volume = try resolveVolume(reference, state)
+        switch volume.status {
+        case .faulted: return [.volumeRecovered(id: volume.id)]
+        case .restoring:
+            throw CommandError(.volumeRestoring, "volume \(volume.name) is being restored; wait for the rollback to finish")
+        case .online:
+            throw CommandError(.volumeNotFaulted, "volume \(volume.name) is online, not faulted")
+        }
+
+    case let .recordCopyProgress(id, grainsCopied):
+        let map = try resolveInternal(id, state)
+        guard map.role == .forward, map.state == .copying else {
+            throw CommandError(.invalidState, "lcmap \(map.name) is \(map.state), not copying")
+        }
+        guard grainsCopied >= map.grainsCopied, grainsCopied <= map.grainsTotal else {
+            throw CommandError(.invalidProgress, "copy progress \(grainsCopied) of \(map.grainsTotal) grains for lcmap \(map.name) goes backwards or past the end")
+        }
+        return grainsCopied == map.grainsCopied ? [] : [.mapCopyProgressed(id: id, grainsCopied: grainsCopied)]
+
+    case let .completeCopy(id):
+        let map = try resolveInternal(id, state)
+        guard map.role == .forward, map.state == .copying else {
+            throw CommandError(.invalidState, "lcmap \(map.name) is \(map.state), not copying")
+        }
+        return [.mapCopyCompleted(id: id)]
+
+    case let .recordRollbackProgress(id, grainsRestored, grainsToRestore):
+        let map = try resolveInternal(id, state)
+        guard let rollback = map.rollback else {
+            throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
+        }
+        guard grainsRestored <= grainsToRestore, grainsToRestore <= map.grainsTotal,
+            grainsRestored >= rollback.grainsRestored || grainsToRestore != rollback.grainsToRestore
+        else {
+            throw CommandError(.invalidProgress, "rollback progress \(grainsRestored) of \(grainsToRestore) grains for lcmap \(map.name) is inconsistent")
+        }
+        if grainsRestored == rollback.grainsRestored && grainsToRestore == rollback.grainsToRestore { return [] }
+        return [.rollbackProgressed(id: id, grainsRestored: grainsRestored, grainsToRestore: grainsToRestore)]
+
+    case let .completeRollback(id):
+        let map = try resolveInternal(id, state)
+        guard map.rollback != nil else {
+            throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
+        }
+        return [.rollbackCompleted(id: id)]
+
+    case let .recordControllerStart(version):
+        guard !version.isEmpty, version.utf8.count <= Limits.versionBytesMax else {
+            throw CommandError(.invalidName, "controller version must be 1 to \(Limits.versionBytesMax) bytes")
+        }
+        return [.controllerStarted(version: version)]
+    }
+}
+
+private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws(CommandError) -> [Event] {
+    let source = try resolveVolume(spec.source, state)
+    let target = try resolveVolume(spec.target, state)
+    guard source.id != target.id else {
+        throw CommandError(.sameSourceTarget, "source and target are the same volume \(source.name)")
+    }
+    guard source.sizeBytes == target.sizeBytes else {
+        throw CommandError(.sizeMismatch, "source \(source.name) has \(source.sizeBytes) bytes and target \(target.name) has \(target.sizeBytes)")
+    }
+    if let map = state.maps.values.first(where: { $0.role == .forward && $0.targetID == target.id }) {
+        throw CommandError(.targetInUse, "volume \(target.name) is already the target of lcmap \(map.name)")
+    }
+    if let map = state.maps.values.first(where: { $0.role == .forward && $0.sourceID == target.id }) {
+        throw CommandError(.targetInUse, "volume \(target.name) is the source of lcmap \(map.name) and cannot be a target")
+    }
+    if let map = state.maps.values.first(where: { $0.role == .forward && $0.targetID == source.id }) {
+        throw CommandError(.targetInUse, "volume \(source.name) is the target of lcmap \(map.name) and cannot be a source")
+    }
+    try validateCopyRate(spec.copyRate)
+    guard Limits.grainSizesBytes.contains(spec.grainSizeBytes) else {
+        throw CommandError(.invalidGrainSize, "grain size must be 64 or 256 (KiB), not \(spec.grainSizeBytes / 1024)")
+    }
+    guard state.maps.count + 2 <= Limits.mapsMax else {
+        throw CommandError(.limitReached, "the controller already holds \(Limits.mapsMax) lcmaps")
+    }
+    let id = state.nextMapID
+    let name = spec.name ?? "lcmap\(id)"
+    try validateName(name, bytesMax: Limits.mapNameBytesMax, kind: "lcmap")
+    let reverseName = name + Limits.reverseNameSuffix
+    for candidate in [name, reverseName] where state.mapIDsByName[candidate] != nil {
+        throw CommandError(.duplicateName, "an lcmap named \"\(candidate)\" already exists")
+    }
+    return [
+        .mapCreated(
+            MapCreated(
+                id: id, name: name, reverseID: id + 1, reverseName: reverseName, sourceID: source.id,
+                targetID: target.id, copyRate: spec.copyRate, grainSizeBytes: spec.grainSizeBytes,
+                autorestore: spec.autorestore))
+    ]
+}
+
+// MARK: - Validation helpers
+
+/// Names: 1–`bytesMax` bytes of ASCII letters, digits, `_`, `-` and `.`, starting with a letter
+/// or `_` (so a name never reads as an id).
+func validateName(_ name: String, bytesMax: Int, kind: String) throws(CommandError) {
+    let bytes = Array(name.utf8)
+    func isLetter(_ byte: UInt8) -> Bool { (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) }
+    func isDigit(_ byte: UInt8) -> Bool { (0x30...0x39).contains(byte) }
+    guard let first = bytes.first, bytes.count <= bytesMax, isLetter(first) || first == 0x5F,
+        bytes.allSatisfy({ isLetter($0) || isDigit($0) || $0 == 0x5F || $0 == 0x2D || $0 == 0x2E })
+    else {
+        throw CommandError(
+            .invalidName,
+            "\(kind) name \"\(name.prefix(80))\" must be 1 to \(bytesMax) letters, digits, _ - or ., starting with a letter or _")
+    }
+}
+
+func validateCopyRate(_ copyRate: Int) throws(CommandError) {
+    guard (0...Limits.copyRateMax).contains(copyRate) else {
+        throw CommandError(.copyRateOutOfRange, "copyrate \(copyRate) is outside 0–150")
+    }
+}
+
+func resolveVolume(_ reference: String, _ state: ControllerState) throws(CommandError) -> Volume {
+    guard let volume = state.volume(reference) else {
+        throw CommandError(.unknownVolume, "volume \"\(reference.prefix(80))\" does not exist")
+    }
+    return volume
+}
+
+func resolveMap(_ reference: String, _ state: ControllerState) throws(CommandError) -> LCMap {
+    guard let map = state.map(reference) else {
+        throw CommandError(.unknownMap, "lcmap \"\(reference.prefix(80))\" does not exist")
+    }
+    return map
+}
+
+private func resolveInternal(_ id: MapID, _ state: ControllerState) throws(CommandError) -> LCMap {
+    guard let map = state.maps[id] else { throw CommandError(.unknownMap, "lcmap id \(id) does not exist") }
+    return map
+}
+
+private func resolveForward(_ reference: String, _ state: ControllerState, verb: String) throws(CommandError) -> LCMap {
+    let map = try resolveMap(reference, state)
+    guard map.role == .forward else {
+        throw CommandError(.mapIsReverse, "lcmap \(map.name) is a reverse map; \(verb) its forward map \(partnerName(map, state))")
+    }
+    return map
+}
+
+private func partnerName(_ map: LCMap, _ state: ControllerState) -> String {
+    state.maps[map.partnerID]?.name ?? String(map.partnerID)
+}
+
+/// A forward map that may be prepared or started: not running, no rollback, both volumes usable.
+private func resolveStartable(_ reference: String, _ state: ControllerState) throws(CommandError) -> LCMap {
+    let map = try resolveForward(reference, state, verb: "start")
+    if map.rollback != nil {
+        throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back onto its source")
+    }
+    switch map.state {
+    case .idleOrCopied, .stopped, .prepared: break
+    case .preparing, .copying, .stopping:
+        throw CommandError(.mapAlreadyStarted, "lcmap \(map.name) is already \(map.state)")
+    }
+    for volumeID in [map.sourceID, map.targetID] {
+        let volume = state.volumes[volumeID]!
+        switch volume.status {
+        case .online: continue
+        case .faulted:
+            throw CommandError(.volumeFaulted, "volume \(volume.name) is faulted; recover or restore it before starting lcmap \(map.name)")
+        case .restoring:
+            throw CommandError(.volumeRestoring, "volume \(volume.name) is being restored; wait for the rollback to finish")
+        }
+    }
+    return map
+}
+
+private func requireValidImage(_ map: LCMap, _ state: ControllerState) throws(CommandError) {
+    guard map.imageValid, map.startOrdinal != nil, map.state == .copying || map.state == .idleOrCopied else {
+        throw CommandError(.noValidImage, "lcmap \(map.name) is \(map.state) and holds no valid point-in-time image")
+    }
+    let target = state.volumes[map.targetID]!
+    guard target.status == .online else {
+        throw CommandError(.noValidImage, "target \(target.name) of lcmap \(map.name) is \(target.status)")
+    }
+}
+
+extension String {
+    var trimmingWhitespace: Substring {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return Substring(scalars[first...last])
+    }
+}

@@ -1,0 +1,187 @@
+/// The binary payload of each event (format version 1). Field order and widths are normative:
+/// `Specs/events.md` lists them. Integers are little-endian; strings are a UInt16 byte count
+/// followed by UTF-8; optionals are a presence byte followed by the value.
+extension Event {
+    /// The payload bytes of this event, without the record header.
+    public func encodedPayload() -> [UInt8] {
+        var writer = ByteWriter()
+        encodePayload(into: &writer)
+        return writer.bytes
+    }
+
+    public func encodePayload(into writer: inout ByteWriter) {
+        switch self {
+        case let .volumeCreated(id, name, sizeBytes, path):
+            writer.write(id)
+            writer.write(name)
+            writer.write(sizeBytes)
+            writer.write(path)
+        case let .volumeRemoved(id), let .volumeRecovered(id):
+            writer.write(id)
+        case let .mapCreated(created):
+            writer.write(created.id)
+            writer.write(created.name)
+            writer.write(created.reverseID)
+            writer.write(created.reverseName)
+            writer.write(created.sourceID)
+            writer.write(created.targetID)
+            writer.write(UInt8(created.copyRate))
+            writer.write(created.grainSizeBytes)
+            writer.write(created.autorestore)
+        case let .mapRenamed(id, name, reverseName):
+            writer.write(id)
+            writer.write(name)
+            writer.write(reverseName)
+        case let .mapAutorestoreChanged(id, autorestore):
+            writer.write(id)
+            writer.write(autorestore)
+        case let .mapCopyRateChanged(id, copyRate):
+            writer.write(id)
+            writer.write(UInt8(copyRate))
+        case let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapCopyCompleted(id),
+            let .mapStopping(id), let .mapStopped(id), let .rollbackCompleted(id):
+            writer.write(id)
+        case let .mapStarted(id, startOrdinal):
+            writer.write(id)
+            writer.write(startOrdinal)
+        case let .mapCopyProgressed(id, grainsCopied):
+            writer.write(id)
+            writer.write(grainsCopied)
+        case let .volumeFaulted(id, faultID, cause, reason):
+            writer.write(id)
+            writer.write(faultID)
+            writer.write(cause.rawValue)
+            writer.write(reason)
+        case let .rollbackStarted(id, trigger, faultID):
+            writer.write(id)
+            writer.write(trigger.rawValue)
+            writer.write(faultID)
+        case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
+            writer.write(id)
+            writer.write(grainsRestored)
+            writer.write(grainsToRestore)
+        case let .controllerStarted(version):
+            writer.write(version)
+        }
+    }
+
+    /// Decodes the payload of an event of type code `typeCode`.
+    /// - Throws: ``DecodeError`` for an unknown type, a truncated or over-long payload, or a
+    ///   field outside its domain. Nothing is guessed.
+    public static func decode(typeCode: UInt16, payload: UnsafeRawBufferPointer) throws(DecodeError) -> Event {
+        guard let type = EventType(rawValue: typeCode) else { throw .unknownEventType(typeCode) }
+        var reader = ByteReader(payload)
+        let event: Event
+        switch type {
+        case .volumeCreated:
+            let id = try reader.readUInt32("id")
+            let name = try reader.readString("name")
+            let sizeBytes = try reader.readUInt64("sizeBytes")
+            let path = try reader.readOptionalString("path")
+            event = .volumeCreated(id: id, name: name, sizeBytes: sizeBytes, path: path)
+        case .volumeRemoved:
+            event = .volumeRemoved(id: try reader.readUInt32("id"))
+        case .volumeRecovered:
+            event = .volumeRecovered(id: try reader.readUInt32("id"))
+        case .mapCreated:
+            let id = try reader.readUInt32("id")
+            let name = try reader.readString("name")
+            let reverseID = try reader.readUInt32("reverseID")
+            let reverseName = try reader.readString("reverseName")
+            let sourceID = try reader.readUInt32("sourceID")
+            let targetID = try reader.readUInt32("targetID")
+            let copyRate = try readCopyRate(&reader)
+            let grainSizeBytes = try reader.readUInt32("grainSizeBytes")
+            guard Limits.grainSizesBytes.contains(grainSizeBytes) else {
+                throw .invalidValue(field: "grainSizeBytes", value: UInt64(grainSizeBytes))
+            }
+            let autorestore = try reader.readBool("autorestore")
+            event = .mapCreated(
+                MapCreated(
+                    id: id, name: name, reverseID: reverseID, reverseName: reverseName, sourceID: sourceID,
+                    targetID: targetID, copyRate: copyRate, grainSizeBytes: grainSizeBytes, autorestore: autorestore))
+        case .mapRenamed:
+            let id = try reader.readUInt32("id")
+            let name = try reader.readString("name")
+            let reverseName = try reader.readString("reverseName")
+            event = .mapRenamed(id: id, name: name, reverseName: reverseName)
+        case .mapAutorestoreChanged:
+            let id = try reader.readUInt32("id")
+            event = .mapAutorestoreChanged(id: id, autorestore: try reader.readBool("autorestore"))
+        case .mapCopyRateChanged:
+            let id = try reader.readUInt32("id")
+            event = .mapCopyRateChanged(id: id, copyRate: try readCopyRate(&reader))
+        case .mapRemoved: event = .mapRemoved(id: try reader.readUInt32("id"))
+        case .mapPreparing: event = .mapPreparing(id: try reader.readUInt32("id"))
+        case .mapPrepared: event = .mapPrepared(id: try reader.readUInt32("id"))
+        case .mapCopyCompleted: event = .mapCopyCompleted(id: try reader.readUInt32("id"))
+        case .mapStopping: event = .mapStopping(id: try reader.readUInt32("id"))
+        case .mapStopped: event = .mapStopped(id: try reader.readUInt32("id"))
+        case .rollbackCompleted: event = .rollbackCompleted(id: try reader.readUInt32("id"))
+        case .mapStarted:
+            let id = try reader.readUInt32("id")
+            event = .mapStarted(id: id, startOrdinal: try reader.readUInt64("startOrdinal"))
+        case .mapCopyProgressed:
+            let id = try reader.readUInt32("id")
+            event = .mapCopyProgressed(id: id, grainsCopied: try reader.readUInt64("grainsCopied"))
+        case .volumeFaulted:
+            let id = try reader.readUInt32("id")
+            let faultID = try reader.readUInt64("faultID")
+            let causeCode = try reader.readUInt8("cause")
+            guard let cause = FaultCause(rawValue: causeCode) else {
+                throw .invalidValue(field: "cause", value: UInt64(causeCode))
+            }
+            let reason = try reader.readString("reason")
+            event = .volumeFaulted(id: id, faultID: faultID, cause: cause, reason: reason)
+        case .rollbackStarted:
+            let id = try reader.readUInt32("id")
+            let triggerCode = try reader.readUInt8("trigger")
+            guard let trigger = RollbackTrigger(rawValue: triggerCode) else {
+                throw .invalidValue(field: "trigger", value: UInt64(triggerCode))
+            }
+            event = .rollbackStarted(id: id, trigger: trigger, faultID: try reader.readOptionalUInt64("faultID"))
+        case .rollbackProgressed:
+            let id = try reader.readUInt32("id")
+            let grainsRestored = try reader.readUInt64("grainsRestored")
+            let grainsToRestore = try reader.readUInt64("grainsToRestore")
+            guard grainsRestored <= grainsToRestore else {
+                throw .invalidValue(field: "grainsRestored", value: grainsRestored)
+            }
+            event = .rollbackProgressed(id: id, grainsRestored: grainsRestored, grainsToRestore: grainsToRestore)
+        case .controllerStarted:
+            event = .controllerStarted(version: try reader.readString("version"))
+        }
+        try reader.expectEnd()
+        return event
+    }
+
+    private static func readCopyRate(_ reader: inout ByteReader) throws(DecodeError) -> Int {
+        let copyRate = try reader.readUInt8("copyRate")
+        guard Int(copyRate) <= Limits.copyRateMax else { throw .invalidValue(field: "copyRate", value: UInt64(copyRate)) }
+        return Int(copyRate)
+    }
+
+    /// The volumes and maps this event names, for filtering (`snapback log show -volume/-map`).
+    public var mapIDs: [MapID] {
+        switch self {
+        case let .mapCreated(created): [created.id, created.reverseID]
+        case let .mapRenamed(id, _, _), let .mapAutorestoreChanged(id, _), let .mapCopyRateChanged(id, _),
+            let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapStarted(id, _),
+            let .mapCopyProgressed(id, _), let .mapCopyCompleted(id), let .mapStopping(id), let .mapStopped(id),
+            let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id):
+            [id]
+        case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted: []
+        }
+    }
+
+    /// The volumes this event names directly.
+    public var volumeIDs: [VolumeID] {
+        switch self {
+        case let .volumeCreated(id, _, _, _), let .volumeRemoved(id), let .volumeFaulted(id, _, _, _),
+            let .volumeRecovered(id):
+            [id]
+        case let .mapCreated(created): [created.sourceID, created.targetID]
+        default: []
+        }
+    }
+}

@@ -1,0 +1,138 @@
+/// A fact recorded in the log. Events are past tense; each has a stable numeric type code
+/// (see `Specs/events.md`) that never changes meaning.
+public enum Event: Sendable, Equatable {
+    case volumeCreated(id: VolumeID, name: String, sizeBytes: UInt64, path: String?)
+    case volumeRemoved(id: VolumeID)
+    case mapCreated(MapCreated)
+    case mapRenamed(id: MapID, name: String, reverseName: String)
+    case mapAutorestoreChanged(id: MapID, autorestore: Bool)
+    case mapCopyRateChanged(id: MapID, copyRate: Int)
+    /// Removes the forward map and its reverse map.
+    case mapRemoved(id: MapID)
+    case mapPreparing(id: MapID)
+    case mapPrepared(id: MapID)
+    case mapStarted(id: MapID, startOrdinal: UInt64)
+    case mapCopyProgressed(id: MapID, grainsCopied: UInt64)
+    case mapCopyCompleted(id: MapID)
+    case mapStopping(id: MapID)
+    case mapStopped(id: MapID)
+    case volumeFaulted(id: VolumeID, faultID: FaultID, cause: FaultCause, reason: String)
+    case rollbackStarted(id: MapID, trigger: RollbackTrigger, faultID: FaultID?)
+    case rollbackProgressed(id: MapID, grainsRestored: UInt64, grainsToRestore: UInt64)
+    case rollbackCompleted(id: MapID)
+    case volumeRecovered(id: VolumeID)
+    case controllerStarted(version: String)
+}
+
+/// The facts of `mklcmap`: the forward map and the reverse map created with it.
+public struct MapCreated: Sendable, Equatable {
+    public var id: MapID
+    public var name: String
+    public var reverseID: MapID
+    public var reverseName: String
+    public var sourceID: VolumeID
+    public var targetID: VolumeID
+    public var copyRate: Int
+    public var grainSizeBytes: UInt32
+    public var autorestore: Bool
+
+    public init(
+        id: MapID, name: String, reverseID: MapID, reverseName: String, sourceID: VolumeID,
+        targetID: VolumeID, copyRate: Int, grainSizeBytes: UInt32, autorestore: Bool
+    ) {
+        self.id = id
+        self.name = name
+        self.reverseID = reverseID
+        self.reverseName = reverseName
+        self.sourceID = sourceID
+        self.targetID = targetID
+        self.copyRate = copyRate
+        self.grainSizeBytes = grainSizeBytes
+        self.autorestore = autorestore
+    }
+}
+
+/// The stable numeric code of each event type, stored in every log record.
+public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+    case volumeCreated = 1
+    case volumeRemoved = 2
+    case mapCreated = 3
+    case mapRenamed = 4
+    case mapAutorestoreChanged = 5
+    case mapCopyRateChanged = 6
+    case mapRemoved = 7
+    case mapPreparing = 8
+    case mapPrepared = 9
+    case mapStarted = 10
+    case mapCopyProgressed = 11
+    case mapCopyCompleted = 12
+    case mapStopping = 13
+    case mapStopped = 14
+    case volumeFaulted = 15
+    case rollbackStarted = 16
+    case rollbackProgressed = 17
+    case rollbackCompleted = 18
+    case volumeRecovered = 19
+    case controllerStarted = 20
+
+    /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
+    public var description: String {
+        switch self {
+        case .volumeCreated: "VolumeCreated"
+        case .volumeRemoved: "VolumeRemoved"
+        case .mapCreated: "MapCreated"
+        case .mapRenamed: "MapRenamed"
+        case .mapAutorestoreChanged: "MapAutorestoreChanged"
+        case .mapCopyRateChanged: "MapCopyRateChanged"
+        case .mapRemoved: "MapRemoved"
+        case .mapPreparing: "MapPreparing"
+        case .mapPrepared: "MapPrepared"
+        case .mapStarted: "MapStarted"
+        case .mapCopyProgressed: "MapCopyProgressed"
+        case .mapCopyCompleted: "MapCopyCompleted"
+        case .mapStopping: "MapStopping"
+        case .mapStopped: "MapStopped"
+        case .volumeFaulted: "VolumeFaulted"
+        case .rollbackStarted: "RollbackStarted"
+        case .rollbackProgressed: "RollbackProgressed"
+        case .rollbackCompleted: "RollbackCompleted"
+        case .volumeRecovered: "VolumeRecovered"
+        case .controllerStarted: "ControllerStarted"
+        }
+    }
+
+    /// The type called `name` (as printed by ``description``), case-insensitively.
+    public init?(name: String) {
+        guard let match = EventType.allCases.first(where: { $0.description.lowercased() == name.lowercased() }) else {
+            return nil
+        }
+        self = match
+    }
+}
+
+extension Event {
+    public var type: EventType {
+        switch self {
+        case .volumeCreated: .volumeCreated
+        case .volumeRemoved: .volumeRemoved
+        case .mapCreated: .mapCreated
+        case .mapRenamed: .mapRenamed
+        case .mapAutorestoreChanged: .mapAutorestoreChanged
+        case .mapCopyRateChanged: .mapCopyRateChanged
+        case .mapRemoved: .mapRemoved
+        case .mapPreparing: .mapPreparing
+        case .mapPrepared: .mapPrepared
+        case .mapStarted: .mapStarted
+        case .mapCopyProgressed: .mapCopyProgressed
+        case .mapCopyCompleted: .mapCopyCompleted
+        case .mapStopping: .mapStopping
+        case .mapStopped: .mapStopped
+        case .volumeFaulted: .volumeFaulted
+        case .rollbackStarted: .rollbackStarted
+        case .rollbackProgressed: .rollbackProgressed
+        case .rollbackCompleted: .rollbackCompleted
+        case .volumeRecovered: .volumeRecovered
+        case .controllerStarted: .controllerStarted
+        }
+    }
+}

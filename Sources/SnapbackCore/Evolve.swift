@@ -1,0 +1,139 @@
+/// Applies one event to the state. Never fails and never validates: events were validated by
+/// ``decide(_:_:)`` before they were recorded. An event that names an object the state does not
+/// hold changes nothing.
+public func evolve(_ state: ControllerState, _ event: Event) -> ControllerState {
+    var next = state
+    next.apply(event)
+    return next
+}
+
+extension ControllerState {
+    /// Applies one event in place; see ``evolve(_:_:)``.
+    public mutating func apply(_ event: Event) {
+        eventsApplied += 1
+        switch event {
+        case let .volumeCreated(id, name, sizeBytes, path):
+            volumes[id] = Volume(id: id, name: name, sizeBytes: sizeBytes, path: path)
+            volumeIDsByName[name] = id
+            nextVolumeID = max(nextVolumeID, id &+ 1)
+
+        case let .volumeRemoved(id):
+            guard let volume = volumes.removeValue(forKey: id) else { return }
+            volumeIDsByName.removeValue(forKey: volume.name)
+
+        case let .mapCreated(created):
+            let sizeBytes = volumes[created.sourceID]?.sizeBytes ?? 0
+            let grainsTotal = grainCount(sizeBytes: sizeBytes, grainSizeBytes: created.grainSizeBytes)
+            maps[created.id] = LCMap(
+                id: created.id, name: created.name, role: .forward, partnerID: created.reverseID,
+                sourceID: created.sourceID, targetID: created.targetID, copyRate: created.copyRate,
+                grainSizeBytes: created.grainSizeBytes, autorestore: created.autorestore, grainsTotal: grainsTotal)
+            maps[created.reverseID] = LCMap(
+                id: created.reverseID, name: created.reverseName, role: .reverse, partnerID: created.id,
+                sourceID: created.targetID, targetID: created.sourceID, copyRate: Limits.copyRateMax,
+                grainSizeBytes: created.grainSizeBytes, autorestore: created.autorestore, grainsTotal: grainsTotal)
+            mapIDsByName[created.name] = created.id
+            mapIDsByName[created.reverseName] = created.reverseID
+            nextMapID = max(nextMapID, max(created.id, created.reverseID) &+ 1)
+
+        case let .mapRenamed(id, name, reverseName):
+            guard let map = maps[id] else { return }
+            rename(map.id, to: name)
+            rename(map.partnerID, to: reverseName)
+
+        case let .mapAutorestoreChanged(id, autorestore):
+            guard let map = maps[id] else { return }
+            maps[id]?.autorestore = autorestore
+            maps[map.partnerID]?.autorestore = autorestore
+
+        case let .mapCopyRateChanged(id, copyRate):
+            maps[id]?.copyRate = copyRate
+
+        case let .mapRemoved(id):
+            guard let map = maps.removeValue(forKey: id) else { return }
+            mapIDsByName.removeValue(forKey: map.name)
+            if let partner = maps.removeValue(forKey: map.partnerID) {
+                mapIDsByName.removeValue(forKey: partner.name)
+            }
+
+        case let .mapPreparing(id):
+            maps[id]?.state = .preparing
+
+        case let .mapPrepared(id):
+            maps[id]?.state = .prepared
+
+        case let .mapStarted(id, startOrdinal):
+            guard maps[id] != nil else { return }
+            maps[id]?.state = .copying
+            maps[id]?.imageValid = true
+            maps[id]?.startOrdinal = startOrdinal
+            maps[id]?.grainsCopied = 0
+            nextStartOrdinal = max(nextStartOrdinal, startOrdinal &+ 1)
+
+        case let .mapCopyProgressed(id, grainsCopied):
+            maps[id]?.grainsCopied = grainsCopied
+
+        case let .mapCopyCompleted(id):
+            guard let map = maps[id] else { return }
+            maps[id]?.grainsCopied = map.grainsTotal
+            maps[id]?.state = .idleOrCopied
+
+        case let .mapStopping(id):
+            maps[id]?.state = .stopping
+
+        case let .mapStopped(id):
+            maps[id]?.state = .stopped
+            maps[id]?.imageValid = false
+
+        case let .volumeFaulted(id, faultID, cause, reason):
+            nextFaultID = max(nextFaultID, faultID &+ 1)
+            guard let volume = volumes[id] else { return }
+            volumes[id]?.fault = Fault(id: faultID, cause: cause, reason: reason)
+            if volume.status != .restoring {
+                volumes[id]?.status = .faulted
+            }
+            // A faulted target no longer holds a trustworthy image.
+            for map in maps.values where map.role == .forward && map.targetID == id && map.imageValid {
+                maps[map.id]?.imageValid = false
+            }
+
+        case let .rollbackStarted(id, trigger, faultID):
+            guard let map = maps[id] else { return }
+            maps[id]?.rollback = Rollback(trigger: trigger, faultID: faultID)
+            maps[map.partnerID]?.state = .copying
+            maps[map.partnerID]?.grainsCopied = 0
+            volumes[map.sourceID]?.status = .restoring
+
+        case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
+            guard let map = maps[id], map.rollback != nil else { return }
+            maps[id]?.rollback?.grainsRestored = grainsRestored
+            maps[id]?.rollback?.grainsToRestore = grainsToRestore
+            maps[map.partnerID]?.grainsCopied = grainsRestored
+            maps[map.partnerID]?.grainsTotal = grainsToRestore
+
+        case let .rollbackCompleted(id):
+            guard let map = maps[id] else { return }
+            maps[id]?.rollback = nil
+            maps[map.partnerID]?.state = .idleOrCopied
+            if let partnerTotal = maps[map.partnerID]?.grainsTotal {
+                maps[map.partnerID]?.grainsCopied = partnerTotal
+            }
+            volumes[map.sourceID]?.status = .online
+            volumes[map.sourceID]?.fault = nil
+
+        case let .volumeRecovered(id):
+            volumes[id]?.status = .online
+            volumes[id]?.fault = nil
+
+        case .controllerStarted:
+            controllerStarts += 1
+        }
+    }
+
+    private mutating func rename(_ id: MapID, to name: String) {
+        guard let old = maps[id]?.name else { return }
+        mapIDsByName.removeValue(forKey: old)
+        maps[id]?.name = name
+        mapIDsByName[name] = id
+    }
+}

@@ -1,0 +1,145 @@
+/// The binary encoding of a whole ``ControllerState``, used by checkpoints (`Specs/events.md`,
+/// "Checkpoint state encoding"). Deterministic: volumes and maps are written in id order, so equal
+/// states encode to equal bytes.
+extension ControllerState {
+    /// The version of this encoding; a decoder refuses any other.
+    public static let encodingVersion: UInt8 = 1
+
+    public func encoded() -> [UInt8] {
+        var writer = ByteWriter(capacity: 64 + volumes.count * 48 + maps.count * 96)
+        writer.write(Self.encodingVersion)
+        writer.write(eventsApplied)
+        writer.write(nextVolumeID)
+        writer.write(nextMapID)
+        writer.write(nextFaultID)
+        writer.write(nextStartOrdinal)
+        writer.write(controllerStarts)
+        writer.write(UInt32(volumes.count))
+        for volume in volumesByID {
+            writer.write(volume.id)
+            writer.write(volume.name)
+            writer.write(volume.sizeBytes)
+            writer.write(volume.path)
+            writer.write(volume.status.rawValue)
+            writer.write(volume.fault != nil)
+            if let fault = volume.fault {
+                writer.write(fault.id)
+                writer.write(fault.cause.rawValue)
+                writer.write(fault.reason)
+            }
+        }
+        writer.write(UInt32(maps.count))
+        for map in mapsByID {
+            writer.write(map.id)
+            writer.write(map.name)
+            writer.write(map.role.rawValue)
+            writer.write(map.partnerID)
+            writer.write(map.sourceID)
+            writer.write(map.targetID)
+            writer.write(UInt8(map.copyRate))
+            writer.write(map.grainSizeBytes)
+            writer.write(map.autorestore)
+            writer.write(map.state.rawValue)
+            writer.write(map.imageValid)
+            writer.write(map.startOrdinal)
+            writer.write(map.grainsCopied)
+            writer.write(map.grainsTotal)
+            writer.write(map.rollback != nil)
+            if let rollback = map.rollback {
+                writer.write(rollback.trigger.rawValue)
+                writer.write(rollback.faultID)
+                writer.write(rollback.grainsRestored)
+                writer.write(rollback.grainsToRestore)
+            }
+        }
+        return writer.bytes
+    }
+
+    /// Decodes what ``encoded()`` wrote.
+    /// - Throws: ``DecodeError`` for another version, a truncated buffer, trailing bytes or a value
+    ///   outside its domain.
+    public static func decode(_ buffer: UnsafeRawBufferPointer) throws(DecodeError) -> ControllerState {
+        var reader = ByteReader(buffer)
+        let version = try reader.readUInt8("version")
+        guard version == encodingVersion else { throw .invalidValue(field: "version", value: UInt64(version)) }
+        var state = ControllerState()
+        state.eventsApplied = try reader.readUInt64("eventsApplied")
+        state.nextVolumeID = try reader.readUInt32("nextVolumeID")
+        state.nextMapID = try reader.readUInt32("nextMapID")
+        state.nextFaultID = try reader.readUInt64("nextFaultID")
+        state.nextStartOrdinal = try reader.readUInt64("nextStartOrdinal")
+        state.controllerStarts = try reader.readUInt64("controllerStarts")
+        let volumeCount = try reader.readUInt32("volumeCount")
+        guard volumeCount <= Limits.volumesMax else { throw .invalidValue(field: "volumeCount", value: UInt64(volumeCount)) }
+        for _ in 0..<volumeCount {
+            let id = try reader.readUInt32("volume.id")
+            let name = try reader.readString("volume.name")
+            let sizeBytes = try reader.readUInt64("volume.sizeBytes")
+            let path = try reader.readOptionalString("volume.path")
+            let statusCode = try reader.readUInt8("volume.status")
+            guard let status = VolumeStatus(rawValue: statusCode) else {
+                throw .invalidValue(field: "volume.status", value: UInt64(statusCode))
+            }
+            var fault: Fault?
+            if try reader.readBool("volume.fault") {
+                let faultID = try reader.readUInt64("fault.id")
+                let causeCode = try reader.readUInt8("fault.cause")
+                guard let cause = FaultCause(rawValue: causeCode) else {
+                    throw .invalidValue(field: "fault.cause", value: UInt64(causeCode))
+                }
+                fault = Fault(id: faultID, cause: cause, reason: try reader.readString("fault.reason"))
+            }
+            guard state.volumes[id] == nil, state.volumeIDsByName[name] == nil else {
+                throw .invalidValue(field: "volume.id", value: UInt64(id))
+            }
+            state.volumes[id] = Volume(id: id, name: name, sizeBytes: sizeBytes, path: path, status: status, fault: fault)
+            state.volumeIDsByName[name] = id
+        }
+        let mapCount = try reader.readUInt32("mapCount")
+        guard mapCount <= Limits.mapsMax else { throw .invalidValue(field: "mapCount", value: UInt64(mapCount)) }
+        for _ in 0..<mapCount {
+            let id = try reader.readUInt32("map.id")
+            let name = try reader.readString("map.name")
+            let roleCode = try reader.readUInt8("map.role")
+            guard let role = MapRole(rawValue: roleCode) else { throw .invalidValue(field: "map.role", value: UInt64(roleCode)) }
+            let partnerID = try reader.readUInt32("map.partnerID")
+            let sourceID = try reader.readUInt32("map.sourceID")
+            let targetID = try reader.readUInt32("map.targetID")
+            let copyRate = try reader.readUInt8("map.copyRate")
+            guard Int(copyRate) <= Limits.copyRateMax else { throw .invalidValue(field: "map.copyRate", value: UInt64(copyRate)) }
+            let grainSizeBytes = try reader.readUInt32("map.grainSizeBytes")
+            guard Limits.grainSizesBytes.contains(grainSizeBytes) else {
+                throw .invalidValue(field: "map.grainSizeBytes", value: UInt64(grainSizeBytes))
+            }
+            let autorestore = try reader.readBool("map.autorestore")
+            let stateCode = try reader.readUInt8("map.state")
+            guard let mapState = MapState(rawValue: stateCode) else { throw .invalidValue(field: "map.state", value: UInt64(stateCode)) }
+            let imageValid = try reader.readBool("map.imageValid")
+            let startOrdinal = try reader.readOptionalUInt64("map.startOrdinal")
+            let grainsCopied = try reader.readUInt64("map.grainsCopied")
+            let grainsTotal = try reader.readUInt64("map.grainsTotal")
+            var rollback: Rollback?
+            if try reader.readBool("map.rollback") {
+                let triggerCode = try reader.readUInt8("rollback.trigger")
+                guard let trigger = RollbackTrigger(rawValue: triggerCode) else {
+                    throw .invalidValue(field: "rollback.trigger", value: UInt64(triggerCode))
+                }
+                let faultID = try reader.readOptionalUInt64("rollback.faultID")
+                let restored = try reader.readUInt64("rollback.grainsRestored")
+                let toRestore = try reader.readUInt64("rollback.grainsToRestore")
+                rollback = Rollback(trigger: trigger, faultID: faultID, grainsRestored: restored, grainsToRestore: toRestore)
+            }
+            guard state.maps[id] == nil, state.mapIDsByName[name] == nil else {
+                throw .invalidValue(field: "map.id", value: UInt64(id))
+            }
+            state.maps[id] = LCMap(
+                id: id, name: name, role: role, partnerID: partnerID, sourceID: sourceID, targetID: targetID,
+                copyRate: Int(copyRate), grainSizeBytes: grainSizeBytes, autorestore: autorestore, state: mapState,
+                imageValid: imageValid, startOrdinal: startOrdinal, grainsCopied: grainsCopied, grainsTotal: grainsTotal,
+                rollback: rollback)
+            state.mapIDsByName[name] = id
+        }
+        try reader.expectEnd()
+        return state
+    }
+}

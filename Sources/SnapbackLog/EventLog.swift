@@ -1,0 +1,252 @@
+import CLMDB
+import Foundation
+import SnapbackCore
+
+/// The acknowledgement of an append: the sequence numbers given to its events.
+public struct AppendReceipt: Sendable, Equatable {
+    public var firstSequence: UInt64
+    public var lastSequence: UInt64
+}
+
+/// The write-ahead event log: an append-only LMDB database of records keyed by sequence number,
+/// chained by SHA-256, with checkpoints of the reduced state in the same environment.
+///
+/// One writer thread owns every write transaction. Appends from any thread or task queue up and
+/// are group-committed: each commit is synced before any of its appenders is acknowledged.
+public final class EventLog: @unchecked Sendable {
+    /// Names of the databases in the environment.
+    enum DatabaseName {
+        static let events = "events"
+        static let meta = "meta"
+        static let checkpoints = "checkpoints"
+    }
+
+    static let formatMarker = Array("snapback-log/1".utf8)
+    static let formatKey = Array("format".utf8)
+    static let headKey = Array("head".utf8)
+
+    /// Default virtual map size: 16 GiB (LMDB reserves address space, not disk).
+    public static let mapSizeBytesDefault = 16 << 30
+    /// A bound on events per group commit.
+    public static let batchEventsMax = 8192
+    /// Checkpoints kept; older ones are deleted when a new one is written.
+    public static let checkpointsKept = 2
+
+    public let environment: LMDBEnvironment
+    let events: MDB_dbi
+    let meta: MDB_dbi
+    let checkpoints: MDB_dbi
+    private let writer: LogWriter?
+
+    /// Opens the log in `directory`. Read-write creates it when missing and starts the writer;
+    /// read-only never writes and never takes the writer lock, so it works beside a running
+    /// snapbackd.
+    /// - Throws: ``LogError/noLog(directory:)`` when a read-only open finds no log,
+    ///   ``LogError/incompatibleFormat(found:)`` for another format, ``LogError/lmdb(_:)``.
+    public init(directory: String, readOnly: Bool = false, mapSizeBytes: Int = EventLog.mapSizeBytesDefault) throws(LogError) {
+        do {
+            environment = try LMDBEnvironment(directory: directory, mapSizeBytes: mapSizeBytes, maxDatabases: 16, readOnly: readOnly)
+        } catch {
+            if readOnly, case .system(ENOENT) = error.code { throw .noLog(directory: directory) }
+            throw .lmdb(error)
+        }
+        // A data file shorter than its meta page claims would fault (SIGBUS) on the first read of
+        // a missing page: refuse it before reading anything.
+        let info = environment.info()
+        let neededBytes = (info.lastPageNumber + 1) * info.pageSizeBytes
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")[.size] as? Int) ?? 0
+        guard fileBytes >= neededBytes else { throw .truncatedDataFile(bytes: fileBytes, neededBytes: neededBytes) }
+        do {
+            events = try environment.openDatabase(DatabaseName.events, create: !readOnly)
+            meta = try environment.openDatabase(DatabaseName.meta, create: !readOnly)
+            checkpoints = try environment.openDatabase(DatabaseName.checkpoints, create: !readOnly)
+        } catch {
+            if error.code == .notFound { throw .noLog(directory: directory) }
+            throw .lmdb(error)
+        }
+        let head = try Self.checkFormatAndHead(environment: environment, events: events, meta: meta, readOnly: readOnly)
+        writer = readOnly ? nil : LogWriter(environment: environment, events: events, meta: meta, head: head)
+        writer?.start()
+    }
+
+    deinit { writer?.stop() }
+
+    /// Stops the writer after the appends already queued; later appends fail with `.closed`.
+    public func close() { writer?.stop() }
+
+    // MARK: - Appending
+
+    /// Appends `events` as one atomic, durable transaction (possibly shared with other appenders)
+    /// and returns once it is synced.
+    /// - Throws: ``LogError``; on error none of the events was recorded.
+    public func append(_ events: [Event], timestampMilliseconds: Int64) throws(LogError) -> AppendReceipt {
+        guard let writer else { throw .readOnly }
+        let semaphore = DispatchSemaphore(value: 0)
+        let outcome = ResultBox()
+        writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds) { result in
+            outcome.result = result
+            semaphore.signal()
+        })
+        semaphore.wait()
+        return try outcome.result!.get()
+    }
+
+    /// The asynchronous form of ``append(_:timestampMilliseconds:)``.
+    public func append(_ events: [Event], timestampMilliseconds: Int64) async throws(LogError) -> AppendReceipt {
+        guard let writer else { throw .readOnly }
+        let result: Result<AppendReceipt, LogError> = await withCheckedContinuation { continuation in
+            writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds) { continuation.resume(returning: $0) })
+        }
+        return try result.get()
+    }
+
+    /// Runs `body` in a write transaction on the writer thread, after every append queued before
+    /// it, and commits it durably. Used for checkpoints and by layers that keep their own tables
+    /// in this environment. When `body` throws, the transaction is aborted and the error rethrown.
+    public func write<T>(_ body: @escaping (Transaction) throws -> T) throws -> T {
+        guard let writer else { throw LogError.readOnly }
+        let semaphore = DispatchSemaphore(value: 0)
+        let box = AnyResultBox<T>()
+        writer.submit(.transaction({ transaction in
+            box.value = try body(transaction)
+        }, completion: { error in
+            box.error = error
+            semaphore.signal()
+        }))
+        semaphore.wait()
+        if let error = box.error { throw error }
+        return box.value!
+    }
+
+    /// The sequence number of the last durable record (0 for an empty log).
+    public var lastSequence: UInt64 {
+        if let writer { return writer.headSequence }
+        return (try? readHead().sequence) ?? 0
+    }
+
+    // MARK: - Reading
+
+    /// Calls `body` with each record from `first` through `last` (inclusive) in order; `body`
+    /// returns false to stop. Records are read in place: copy what must outlive the call.
+    public func scan(from first: UInt64 = 1, through last: UInt64 = .max, _ body: (RecordView) throws -> Bool) throws {
+        try environment.read { transaction in
+            let startKey = LogRecord.key(first)
+            try startKey.withUnsafeBytes { start in
+                try transaction.scan(events, from: start) { key, value in
+                    guard let sequence = LogRecord.sequence(ofKey: key) else {
+                        throw LogError.damagedRecord(sequence: 0, problem: .malformed("a key of \(key.count) bytes"))
+                    }
+                    if sequence > last { return false }
+                    let record: RecordView
+                    do throws(RecordProblem) { record = try RecordView(sequence: sequence, value: value) } catch {
+                        throw LogError.damagedRecord(sequence: sequence, problem: error)
+                    }
+                    return try body(record)
+                }
+            }
+        }
+    }
+
+    /// Decoded events from `first` through `last`, each checked against its checksum.
+    public func storedEvents(from first: UInt64 = 1, through last: UInt64 = .max) throws -> [StoredEvent] {
+        var result: [StoredEvent] = []
+        try scan(from: first, through: last) { record in
+            result.append(try Self.storedEvent(record))
+            return true
+        }
+        return result
+    }
+
+    /// The last `count` records, oldest first.
+    public func tail(_ count: Int) throws -> [StoredEvent] {
+        var result: [StoredEvent] = []
+        guard count > 0 else { return [] }
+        try environment.read { transaction in
+            try transaction.scan(events, from: nil, backwards: true) { key, value in
+                guard let sequence = LogRecord.sequence(ofKey: key) else { return false }
+                do {
+                    result.append(try Self.storedEvent(try RecordView(sequence: sequence, value: value)))
+                } catch let problem as RecordProblem {
+                    throw LogError.damagedRecord(sequence: sequence, problem: problem)
+                }
+                return result.count < count
+            }
+        }
+        return result.reversed()
+    }
+
+    static func storedEvent(_ record: RecordView) throws -> StoredEvent {
+        do throws(RecordProblem) {
+            try record.checkChecksum()
+            return StoredEvent(sequence: record.sequence, timestampMilliseconds: record.timestampMilliseconds, event: try record.decodeEvent())
+        } catch {
+            throw LogError.damagedRecord(sequence: record.sequence, problem: error)
+        }
+    }
+
+    /// The recorded head: the last sequence number and its hash.
+    public func readHead() throws -> (sequence: UInt64, hash: [UInt8]) {
+        try environment.read { transaction in
+            try Self.decodeHead(try Self.headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
+        }
+    }
+
+    static func decodeHead(_ bytes: UnsafeRawBufferPointer?) throws -> (sequence: UInt64, hash: [UInt8]) {
+        guard let bytes else { return (0, LogRecord.zeroHash) }
+        guard bytes.count == 40, let sequence = LogRecord.sequence(ofKey: UnsafeRawBufferPointer(rebasing: bytes[0..<8])) else {
+            throw LogError.headMismatch("the head entry has \(bytes.count) bytes, not 40")
+        }
+        return (sequence, Array(bytes[8..<40]))
+    }
+
+    /// Checks the format marker (writing it into a new log) and that the head matches the last
+    /// record. Returns the head.
+    private static func checkFormatAndHead(
+        environment: LMDBEnvironment, events: MDB_dbi, meta: MDB_dbi, readOnly: Bool
+    ) throws(LogError) -> (sequence: UInt64, hash: [UInt8]) {
+        do {
+            let found: [UInt8]? = try environment.read { transaction in
+                try formatKey.withUnsafeBytes { try transaction.get(meta, key: $0) }.map { Array($0) }
+            }
+            if let found {
+                guard found == formatMarker else { throw LogError.incompatibleFormat(found: String(decoding: found, as: UTF8.self)) }
+            } else if !readOnly {
+                try environment.write { transaction in
+                    try formatKey.withUnsafeBytes { key in
+                        try formatMarker.withUnsafeBytes { try transaction.put(meta, key: key, value: $0) }
+                    }
+                }
+            }
+            return try environment.read { transaction in
+                let head = try decodeHead(try headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
+                var lastSequence: UInt64 = 0
+                var lastHash = LogRecord.zeroHash
+                try transaction.scan(events, from: nil, backwards: true) { key, value in
+                    lastSequence = LogRecord.sequence(ofKey: key) ?? 0
+                    lastHash = LogRecord.hash(sequence: lastSequence, value: value)
+                    return false
+                }
+                guard head.sequence == lastSequence, head.hash == lastHash else {
+                    throw LogError.headMismatch("head says seq \(head.sequence), last record is seq \(lastSequence)")
+                }
+                return head
+            }
+        } catch let error as LogError {
+            throw error
+        } catch let error as LMDBError {
+            throw .lmdb(error)
+        } catch {
+            preconditionFailure("unexpected error \(error)")
+        }
+    }
+}
+
+/// Carries a result from the writer thread to a blocked caller.
+final class ResultBox: @unchecked Sendable {
+    var result: Result<AppendReceipt, LogError>?
+}
+
+final class AnyResultBox<T>: @unchecked Sendable {
+    var value: T?
+    var error: Error?
+}

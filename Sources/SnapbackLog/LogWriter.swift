@@ -1,0 +1,182 @@
+import CLMDB
+import Foundation
+import SnapbackCore
+
+/// The single writer: a dedicated thread that owns every write transaction of the environment
+/// (LMDB's rule) and group-commits queued appends.
+final class LogWriter: @unchecked Sendable {
+    enum Job {
+        case append(events: [Event], timestampMilliseconds: Int64, completion: @Sendable (Result<AppendReceipt, LogError>) -> Void)
+        case transaction((Transaction) throws -> Void, completion: (Error?) -> Void)
+    }
+
+    /// The map doubles when full, up to this bound; then appends fail with `.mapFull`.
+    static let mapSizeBytesMax = 1 << 40
+
+    private let environment: LMDBEnvironment
+    private let events: MDB_dbi
+    private let meta: MDB_dbi
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var stopping = false
+    private var stopped = false
+    private let finished = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+    // Written only by the writer thread, under `condition`.
+    private var head: (sequence: UInt64, hash: [UInt8])
+    /// Counters for benchmarks and `log stats`: commits made and events in them.
+    private(set) var commits: UInt64 = 0
+
+    init(environment: LMDBEnvironment, events: MDB_dbi, meta: MDB_dbi, head: (sequence: UInt64, hash: [UInt8])) {
+        self.environment = environment
+        self.events = events
+        self.meta = meta
+        self.head = head
+    }
+
+    var headSequence: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return head.sequence
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "snapback-log-writer"
+        thread.stackSize = 1 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    func submit(_ job: Job) {
+        condition.lock()
+        if stopping {
+            condition.unlock()
+            fail(job, with: .closed)
+            return
+        }
+        queue.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Drains the queue, then ends the thread. Idempotent.
+    func stop() {
+        condition.lock()
+        let wasStopping = stopping
+        stopping = true
+        condition.signal()
+        condition.unlock()
+        if !wasStopping && thread != nil { finished.wait() }
+    }
+
+    private func fail(_ job: Job, with error: LogError) {
+        switch job {
+        case let .append(_, _, completion): completion(.failure(error))
+        case let .transaction(_, completion): completion(error)
+        }
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty && stopping {
+                condition.unlock()
+                finished.signal()
+                return
+            }
+            // Take one transaction job alone, or as many appends as fit in one batch.
+            var batch: [Job] = []
+            var eventCount = 0
+            var taken = 0
+            for job in queue {
+                if case .append(let events, _, _) = job {
+                    if !batch.isEmpty, eventCount + events.count > EventLog.batchEventsMax { break }
+                    if let first = batch.first, case .transaction = first { break }
+                    batch.append(job)
+                    eventCount += events.count
+                } else {
+                    if !batch.isEmpty { break }
+                    batch.append(job)
+                }
+                taken += 1
+            }
+            queue.removeFirst(taken)
+            condition.unlock()
+
+            if case let .transaction(body, completion) = batch[0] {
+                do {
+                    try environment.write(body)
+                    completion(nil)
+                } catch {
+                    completion(error)
+                }
+            } else {
+                commitAppends(batch)
+            }
+        }
+    }
+
+    private func commitAppends(_ batch: [Job]) {
+        var receipts: [AppendReceipt] = []
+        var newHead = head
+        while true {
+            do {
+                (receipts, newHead) = try environment.write { transaction in try self.writeRecords(batch, transaction) }
+                break
+            } catch let error as LMDBError where error.code == .mapFull {
+                let grown = environment.mapSizeBytes * 2
+                guard grown <= Self.mapSizeBytesMax, (try? environment.setMapSize(grown)) != nil else {
+                    batch.forEach { fail($0, with: .mapFull(mapSizeBytes: environment.mapSizeBytes)) }
+                    return
+                }
+            } catch let error as LMDBError {
+                batch.forEach { fail($0, with: .lmdb(error)) }
+                return
+            } catch {
+                preconditionFailure("unexpected error \(error)")
+            }
+        }
+        condition.lock()
+        head = newHead
+        commits += 1
+        condition.unlock()
+        for (job, receipt) in zip(batch, receipts) {
+            if case let .append(_, _, completion) = job { completion(.success(receipt)) }
+        }
+    }
+
+    private func writeRecords(_ batch: [Job], _ transaction: Transaction) throws -> ([AppendReceipt], (sequence: UInt64, hash: [UInt8])) {
+        var sequence = head.sequence
+        var hash = head.hash
+        var receipts: [AppendReceipt] = []
+        receipts.reserveCapacity(batch.count)
+        for job in batch {
+            guard case let .append(events, timestampMilliseconds, _) = job else { continue }
+            let first = sequence + 1
+            for event in events {
+                sequence += 1
+                let value = LogRecord.encode(event: event, timestampMilliseconds: timestampMilliseconds, previousHash: hash)
+                let key = LogRecord.key(sequence)
+                try key.withUnsafeBytes { keyBytes in
+                    try value.withUnsafeBytes { valueBytes in
+                        // Paired assertion: what is about to be stored reads back as written.
+                        let view = try! RecordView(sequence: sequence, value: valueBytes)
+                        precondition(view.typeCode == event.type.rawValue && view.storedChecksum == view.computedChecksum)
+                        try transaction.put(self.events, key: keyBytes, value: valueBytes, append: true)
+                        hash = LogRecord.hash(sequence: sequence, value: valueBytes)
+                    }
+                }
+            }
+            receipts.append(AppendReceipt(firstSequence: first, lastSequence: sequence))
+        }
+        var headValue = LogRecord.key(sequence)
+        headValue.append(contentsOf: hash)
+        try EventLog.headKey.withUnsafeBytes { key in
+            try headValue.withUnsafeBytes { try transaction.put(meta, key: key, value: $0) }
+        }
+        return (receipts, (sequence, hash))
+    }
+
+}
