@@ -1,1 +1,87 @@
-print("placeholder")
+import Foundation
+import SnapbackCore
+import SnapbackLog
+
+// snapback-log-driver: appends synthetic events to a log, for crash tests and benchmarks.
+//
+//   snapback-log-driver --dir DIR --events N [--batch B] [--clients C] [--print-acks]
+//
+// --batch B     events per append (one durable transaction each when --clients is 1)
+// --clients C   C threads appending concurrently (group commit)
+// --print-acks  print "ack FIRST LAST" to stdout, flushed, after each acknowledged append
+// Prints one JSON line at the end: events, seconds, eventsPerSecond.
+
+func number(_ text: String, _ option: String) -> Int {
+    guard let value = Int(text) else { fail("\(option) takes a number") }
+    return value
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("snapback-log-driver: \(message)\n".utf8))
+    exit(2)
+}
+
+var directory: String?
+var eventsTotal = 1000
+var batch = 1
+var clients = 1
+var printAcks = false
+var arguments = CommandLine.arguments.dropFirst()
+while let argument = arguments.popFirst() {
+    func value() -> String {
+        guard let value = arguments.popFirst() else { fail("\(argument) needs a value") }
+        return value
+    }
+    switch argument {
+    case "--dir": directory = value()
+    case "--events": eventsTotal = number(value(), argument)
+    case "--batch": batch = number(value(), argument)
+    case "--clients": clients = number(value(), argument)
+    case "--print-acks": printAcks = true
+    default: fail("unknown option \(argument)")
+    }
+}
+guard let directory, batch > 0, clients > 0, eventsTotal >= 0 else { fail("usage: --dir DIR --events N [--batch B] [--clients C] [--print-acks]") }
+
+let batchEvents = batch
+let shouldPrintAcks = printAcks
+let log: EventLog
+do { log = try EventLog(directory: directory) } catch { fail("\(error)") }
+let output = FileHandle.standardOutput
+let outputLock = NSLock()
+let start = Date()
+let perClient = eventsTotal / clients
+let group = DispatchGroup()
+for client in 0..<clients {
+    group.enter()
+    let thread = Thread {
+        var appended = 0
+        var grains = UInt64(client) << 40
+        while appended < perClient {
+            let count = min(batchEvents, perClient - appended)
+            var events: [Event] = []
+            for _ in 0..<count {
+                grains += 1
+                events.append(.mapCopyProgressed(id: MapID(client), grainsCopied: grains))
+            }
+            do {
+                let receipt = try log.append(events, timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+                if shouldPrintAcks {
+                    outputLock.lock()
+                    output.write(Data("ack \(receipt.firstSequence) \(receipt.lastSequence)\n".utf8))
+                    outputLock.unlock()
+                }
+            } catch {
+                fail("append: \(error)")
+            }
+            appended += count
+        }
+        group.leave()
+    }
+    thread.start()
+}
+group.wait()
+let seconds = Date().timeIntervalSince(start)
+log.close()
+let total = perClient * clients
+print("{\"events\": \(total), \"seconds\": \(seconds), \"eventsPerSecond\": \(Double(total) / max(seconds, 1e-9))}")

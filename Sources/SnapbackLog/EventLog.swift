@@ -27,6 +27,8 @@ public final class EventLog: @unchecked Sendable {
 
     /// Default virtual map size: 16 GiB (LMDB reserves address space, not disk).
     public static let mapSizeBytesDefault = 16 << 30
+    /// The default bound on map growth: 1 TiB.
+    public static let mapSizeBytesMaxDefault = 1 << 40
     /// A bound on events per group commit.
     public static let batchEventsMax = 8192
     /// Checkpoints kept; older ones are deleted when a new one is written.
@@ -43,7 +45,13 @@ public final class EventLog: @unchecked Sendable {
     /// snapbackd.
     /// - Throws: ``LogError/noLog(directory:)`` when a read-only open finds no log,
     ///   ``LogError/incompatibleFormat(found:)`` for another format, ``LogError/lmdb(_:)``.
-    public init(directory: String, readOnly: Bool = false, mapSizeBytes: Int = EventLog.mapSizeBytesDefault) throws(LogError) {
+    /// - Parameters:
+    ///   - mapSizeBytes: the initial virtual map size; the writer doubles it when it fills.
+    ///   - mapSizeBytesMax: the bound on that growth; past it appends fail with ``LogError/mapFull(mapSizeBytes:)``.
+    public init(
+        directory: String, readOnly: Bool = false, mapSizeBytes: Int = EventLog.mapSizeBytesDefault,
+        mapSizeBytesMax: Int = EventLog.mapSizeBytesMaxDefault
+    ) throws(LogError) {
         do {
             environment = try LMDBEnvironment(directory: directory, mapSizeBytes: mapSizeBytes, maxDatabases: 16, readOnly: readOnly)
         } catch {
@@ -64,8 +72,9 @@ public final class EventLog: @unchecked Sendable {
             if error.code == .notFound { throw .noLog(directory: directory) }
             throw .lmdb(error)
         }
+        // The writer must start from the true head; a reader leaves head checks to `verify`.
         let head = try Self.checkFormatAndHead(environment: environment, events: events, meta: meta, readOnly: readOnly)
-        writer = readOnly ? nil : LogWriter(environment: environment, events: events, meta: meta, head: head)
+        writer = readOnly ? nil : LogWriter(environment: environment, events: events, meta: meta, head: head, mapSizeBytesMax: mapSizeBytesMax)
         writer?.start()
     }
 
@@ -124,6 +133,9 @@ public final class EventLog: @unchecked Sendable {
         return (try? readHead().sequence) ?? 0
     }
 
+    /// Group commits made by this process's writer since the log was opened.
+    public var commitCount: UInt64 { writer?.commitCount ?? 0 }
+
     // MARK: - Reading
 
     /// Calls `body` with each record from `first` through `last` (inclusive) in order; `body`
@@ -175,7 +187,8 @@ public final class EventLog: @unchecked Sendable {
         return result.reversed()
     }
 
-    static func storedEvent(_ record: RecordView) throws -> StoredEvent {
+    /// Checks the record's checksum and decodes it.
+    public static func storedEvent(_ record: RecordView) throws -> StoredEvent {
         do throws(RecordProblem) {
             try record.checkChecksum()
             return StoredEvent(sequence: record.sequence, timestampMilliseconds: record.timestampMilliseconds, event: try record.decodeEvent())
@@ -217,6 +230,7 @@ public final class EventLog: @unchecked Sendable {
                     }
                 }
             }
+            if readOnly { return (0, LogRecord.zeroHash) }
             return try environment.read { transaction in
                 let head = try decodeHead(try headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
                 var lastSequence: UInt64 = 0

@@ -11,7 +11,7 @@ final class LogWriter: @unchecked Sendable {
     }
 
     /// The map doubles when full, up to this bound; then appends fail with `.mapFull`.
-    static let mapSizeBytesMax = 1 << 40
+    private let mapSizeBytesMax: Int
 
     private let environment: LMDBEnvironment
     private let events: MDB_dbi
@@ -24,10 +24,17 @@ final class LogWriter: @unchecked Sendable {
     private var thread: Thread?
     // Written only by the writer thread, under `condition`.
     private var head: (sequence: UInt64, hash: [UInt8])
-    /// Counters for benchmarks and `log stats`: commits made and events in them.
-    private(set) var commits: UInt64 = 0
+    private var commits: UInt64 = 0
 
-    init(environment: LMDBEnvironment, events: MDB_dbi, meta: MDB_dbi, head: (sequence: UInt64, hash: [UInt8])) {
+    /// Group commits made so far.
+    var commitCount: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return commits
+    }
+
+    init(environment: LMDBEnvironment, events: MDB_dbi, meta: MDB_dbi, head: (sequence: UInt64, hash: [UInt8]), mapSizeBytesMax: Int) {
+        self.mapSizeBytesMax = mapSizeBytesMax
         self.environment = environment
         self.events = events
         self.meta = meta
@@ -127,7 +134,7 @@ final class LogWriter: @unchecked Sendable {
                 break
             } catch let error as LMDBError where error.code == .mapFull {
                 let grown = environment.mapSizeBytes * 2
-                guard grown <= Self.mapSizeBytesMax, (try? environment.setMapSize(grown)) != nil else {
+                guard grown <= mapSizeBytesMax, (try? environment.setMapSize(grown)) != nil else {
                     batch.forEach { fail($0, with: .mapFull(mapSizeBytes: environment.mapSizeBytes)) }
                     return
                 }

@@ -1,0 +1,109 @@
+import Foundation
+import SnapbackCore
+import SnapbackLog
+
+/// How `snapback log` presents events: fields for JSON and CSV, and one human-readable line.
+enum EventText {
+    /// The event's fields by name, in encoding order (the names of `Specs/events.md`).
+    static func fields(_ event: Event) -> [(String, Listing.Field)] {
+        switch event {
+        case let .volumeCreated(id, name, sizeBytes, path):
+            return [("volumeID", .number(UInt64(id))), ("name", .text(name)), ("sizeBytes", .number(sizeBytes))]
+                + (path.map { [("path", .text($0))] } ?? [])
+        case let .volumeRemoved(id), let .volumeRecovered(id):
+            return [("volumeID", .number(UInt64(id)))]
+        case let .mapCreated(created):
+            return [
+                ("mapID", .number(UInt64(created.id))), ("name", .text(created.name)),
+                ("reverseID", .number(UInt64(created.reverseID))), ("reverseName", .text(created.reverseName)),
+                ("sourceID", .number(UInt64(created.sourceID))), ("targetID", .number(UInt64(created.targetID))),
+                ("copyRate", .number(UInt64(created.copyRate))), ("grainSizeBytes", .number(UInt64(created.grainSizeBytes))),
+                ("autorestore", .text(created.autorestore ? "on" : "off")),
+            ]
+        case let .mapRenamed(id, name, reverseName):
+            return [("mapID", .number(UInt64(id))), ("name", .text(name)), ("reverseName", .text(reverseName))]
+        case let .mapAutorestoreChanged(id, autorestore):
+            return [("mapID", .number(UInt64(id))), ("autorestore", .text(autorestore ? "on" : "off"))]
+        case let .mapCopyRateChanged(id, copyRate):
+            return [("mapID", .number(UInt64(id))), ("copyRate", .number(UInt64(copyRate)))]
+        case let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapCopyCompleted(id),
+            let .mapStopping(id), let .mapStopped(id), let .rollbackCompleted(id):
+            return [("mapID", .number(UInt64(id)))]
+        case let .mapStarted(id, startOrdinal):
+            return [("mapID", .number(UInt64(id))), ("startOrdinal", .number(startOrdinal))]
+        case let .mapCopyProgressed(id, grainsCopied):
+            return [("mapID", .number(UInt64(id))), ("grainsCopied", .number(grainsCopied))]
+        case let .volumeFaulted(id, faultID, cause, reason):
+            return [
+                ("volumeID", .number(UInt64(id))), ("faultID", .number(faultID)), ("cause", .text(cause.description)),
+                ("reason", .text(reason)),
+            ]
+        case let .rollbackStarted(id, trigger, faultID):
+            return [("mapID", .number(UInt64(id))), ("trigger", .text(trigger.description))]
+                + (faultID.map { [("faultID", .number($0))] } ?? [])
+        case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
+            return [
+                ("mapID", .number(UInt64(id))), ("grainsRestored", .number(grainsRestored)),
+                ("grainsToRestore", .number(grainsToRestore)),
+            ]
+        case let .controllerStarted(version):
+            return [("version", .text(version))]
+        }
+    }
+
+    /// One line in plain words; `state` is the state before the event (for names).
+    static func sentence(_ event: Event, _ state: ControllerState) -> String {
+        func volume(_ id: VolumeID) -> String { "volume \(state.volumes[id]?.name ?? "#\(id)")" }
+        func map(_ id: MapID) -> String { "lcmap \(state.maps[id]?.name ?? "#\(id)")" }
+        switch event {
+        case let .volumeCreated(_, name, sizeBytes, path):
+            return "volume \(name) created, \(sizeBytes) bytes" + (path.map { ", backed by \($0)" } ?? "")
+        case let .volumeRemoved(id): return "\(volume(id)) removed"
+        case let .volumeRecovered(id): return "\(volume(id)) recovered: data accepted as it is (operator)"
+        case let .mapCreated(created):
+            return "lcmap \(created.name) created: \(volume(created.sourceID)) -> \(volume(created.targetID)), reverse map \(created.reverseName), copyrate \(created.copyRate), grainsize \(created.grainSizeBytes / 1024), autorestore \(created.autorestore ? "on" : "off")"
+        case let .mapRenamed(id, name, _): return "\(map(id)) renamed to \(name)"
+        case let .mapAutorestoreChanged(id, autorestore): return "\(map(id)) autorestore set \(autorestore ? "on" : "off")"
+        case let .mapCopyRateChanged(id, copyRate): return "\(map(id)) copyrate set to \(copyRate)"
+        case let .mapRemoved(id): return "\(map(id)) removed"
+        case let .mapPreparing(id): return "\(map(id)) preparing"
+        case let .mapPrepared(id): return "\(map(id)) prepared"
+        case let .mapStarted(id, _): return "\(map(id)) started: point-in-time image taken"
+        case let .mapCopyProgressed(id, grainsCopied):
+            let total = state.maps[id]?.grainsTotal ?? 0
+            return "\(map(id)) background copy at \(grainsCopied) of \(total) grains"
+        case let .mapCopyCompleted(id): return "\(map(id)) background copy complete"
+        case let .mapStopping(id): return "\(map(id)) stopping"
+        case let .mapStopped(id): return "\(map(id)) stopped: image no longer valid"
+        case let .volumeFaulted(id, faultID, cause, reason):
+            return "\(volume(id)) faulted (fault \(faultID), cause \(cause)): \(reason)"
+        case let .rollbackStarted(id, trigger, faultID):
+            let who = trigger == .auto ? "automatically" : "by operator"
+            let cause = faultID.map { " after fault \($0)" } ?? ""
+            return "rollback of \(map(id)) onto its source started \(who)\(cause)"
+        case let .rollbackProgressed(id, restored, toRestore):
+            return "rollback of \(map(id)) at \(restored) of \(toRestore) dirty grains"
+        case let .rollbackCompleted(id): return "rollback of \(map(id)) finished; source online"
+        case let .controllerStarted(version): return "controller started (snapbackd \(version))"
+        }
+    }
+
+    /// The time as ISO 8601 in UTC with milliseconds.
+    static func time(_ timestampMilliseconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date(timeIntervalSince1970: Double(timestampMilliseconds) / 1000))
+    }
+
+    /// One JSON object (a single line) for `log show -json` and `log export -format jsonl`.
+    static func jsonLine(_ stored: StoredEvent) -> String {
+        var object: [String: Any] = [
+            "seq": stored.sequence, "time": time(stored.timestampMilliseconds),
+            "timestampMilliseconds": stored.timestampMilliseconds, "type": stored.event.type.description,
+        ]
+        for (name, field) in fields(stored.event) { object[name] = field.json }
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,308 @@
+import ArgumentParser
+import Foundation
+import SnapbackCore
+import SnapbackLog
+
+/// `snapback log ...`: the audit CLI. It opens the data directory's LMDB log read-only, needs no
+/// daemon, and works while one runs.
+struct LogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log",
+        abstract: "Inspect, verify and export the event log (read-only; no daemon needed).",
+        subcommands: [LogShow.self, LogVerify.self, LogState.self, LogStats.self, LogExport.self]
+    )
+}
+
+/// Where the log is.
+struct LogLocation: ParsableArguments {
+    @Option(name: .ibm("data-dir"), help: "The snapbackd data directory.")
+    var dataDirectory: String = "./var"
+
+    /// The log directory inside the data directory.
+    static func logDirectory(_ dataDirectory: String) -> String { dataDirectory + "/log" }
+
+    func open() throws -> EventLog {
+        try EventLog(directory: Self.logDirectory(dataDirectory), readOnly: true)
+    }
+}
+
+/// Buffers standard output and writes it in large chunks.
+final class OutputBuffer {
+    private var buffer: [UInt8] = []
+    private let flushBytes = 1 << 16
+
+    init() { buffer.reserveCapacity(flushBytes * 2) }
+
+    func line(_ text: String) {
+        buffer.append(contentsOf: text.utf8)
+        buffer.append(0x0A)
+        if buffer.count >= flushBytes { flush() }
+    }
+
+    func flush() {
+        guard !buffer.isEmpty else { return }
+        FileHandle.standardOutput.write(Data(buffer))
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    deinit { flush() }
+}
+
+/// Parses a time given as ISO 8601 (`2026-11-26T12:00:00Z`, fractional seconds allowed) or as
+/// milliseconds since 1970.
+func parseTime(_ text: String) -> Int64? {
+    if let milliseconds = Int64(text) { return milliseconds }
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    formatter.formatOptions = [.withInternetDateTime]
+    if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    return nil
+}
+
+struct LogShow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Print events: seq, time, type, the objects touched and the cause.")
+
+    @OptionGroup var location: LogLocation
+    @Option(name: .ibm("from"), help: "First sequence number.") var from: UInt64?
+    @Option(name: .ibm("to"), help: "Last sequence number.") var to: UInt64?
+    @Option(name: .ibm("since"), help: "Earliest time (ISO 8601 or ms since 1970).") var since: String?
+    @Option(name: .ibm("until"), help: "Latest time (ISO 8601 or ms since 1970).") var until: String?
+    @Option(name: .ibm("volume"), help: "Only events about this volume (name or id) and its maps.") var volume: String?
+    @Option(name: .ibm("map"), help: "Only events about this lcmap (name or id).") var map: String?
+    @Option(name: .ibm("type"), help: "Only events of this type, e.g. RollbackStarted.") var type: String?
+    @Option(name: .ibm("last"), help: "Only the last N matching events.") var last: Int?
+    @Flag(name: .ibm("json"), help: "One JSON object per line.") var json = false
+
+    func validate() throws {
+        if let type, EventType(name: type) == nil {
+            throw ValidationError("unknown event type \(type); known: \(EventType.allCases.map(\.description).joined(separator: ", "))")
+        }
+        if let since, parseTime(since) == nil { throw ValidationError("-since \(since) is not a time") }
+        if let until, parseTime(until) == nil { throw ValidationError("-until \(until) is not a time") }
+        if let last, last < 0 { throw ValidationError("-last must be 0 or more") }
+    }
+
+    func run() throws {
+        let log = try location.open()
+        let sinceMilliseconds = since.flatMap(parseTime)
+        let untilMilliseconds = until.flatMap(parseTime)
+        let wantedType = type.flatMap { EventType(name: $0) }
+        var first = from ?? 1
+        let lastSequence = to ?? .max
+        // With no filter but -last, read only the tail.
+        if let last, volume == nil, map == nil, wantedType == nil, since == nil, until == nil {
+            let end = min(lastSequence, log.lastSequence)
+            first = max(first, end >= UInt64(last) ? end - UInt64(last) + 1 : 1)
+        }
+        var state = first > 1 ? try log.replay(through: first - 1).state : ControllerState()
+        let output = OutputBuffer()
+        var kept: [String] = []
+        try log.scan(from: first, through: lastSequence) { record in
+            let stored = try EventLog.storedEvent(record)
+            defer { state.apply(stored.event) }
+            if let wantedType, stored.event.type != wantedType { return true }
+            if let sinceMilliseconds, stored.timestampMilliseconds < sinceMilliseconds { return true }
+            if let untilMilliseconds, stored.timestampMilliseconds > untilMilliseconds { return true }
+            if let volume, !Self.touches(stored.event, volume: volume, state) { return true }
+            if let map, !Self.touches(stored.event, map: map, state) { return true }
+            let line = json ? EventText.jsonLine(stored) : Self.humanLine(stored, state)
+            if let last {
+                kept.append(line)
+                if kept.count > last { kept.removeFirst(kept.count - last) }
+            } else {
+                output.line(line)
+            }
+            return true
+        }
+        kept.forEach(output.line)
+        output.flush()
+    }
+
+    static func humanLine(_ stored: StoredEvent, _ state: ControllerState) -> String {
+        "\(stored.sequence)  \(EventText.time(stored.timestampMilliseconds))  \(stored.event.type)  \(EventText.sentence(stored.event, state))"
+    }
+
+    /// True when the event names the volume, or a map whose source or target it is.
+    static func touches(_ event: Event, volume reference: String, _ state: ControllerState) -> Bool {
+        func matches(_ id: VolumeID) -> Bool { String(id) == reference || state.volumes[id]?.name == reference }
+        if case let .volumeCreated(_, name, _, _) = event, name == reference { return true }
+        if event.volumeIDs.contains(where: matches) { return true }
+        return event.mapIDs.contains { id in
+            guard let map = state.maps[id] else { return false }
+            return matches(map.sourceID) || matches(map.targetID)
+        }
+    }
+
+    /// True when the event names the map or its partner.
+    static func touches(_ event: Event, map reference: String, _ state: ControllerState) -> Bool {
+        if case let .mapCreated(created) = event, created.name == reference || created.reverseName == reference { return true }
+        return event.mapIDs.contains { id in
+            guard let map = state.maps[id] else { return String(id) == reference }
+            return String(id) == reference || map.name == reference || state.maps[map.partnerID]?.name == reference
+        }
+    }
+}
+
+struct LogVerify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check every record's checksum, the hash chain, gaps, versions and checkpoints.",
+        discussion: "Exit 0 when all hold; otherwise the first bad record is named and the exit code tells the kind: 3 checksum, 4 chain, 5 gap or missing records, 6 unsupported version, 7 malformed or undecodable record, 8 checkpoint, 9 unreadable log."
+    )
+
+    @OptionGroup var location: LogLocation
+    @Flag(name: .ibm("json"), help: "Print the report as JSON.") var json = false
+
+    func run() throws {
+        let log: EventLog
+        do {
+            log = try location.open()
+        } catch let error as LogError {
+            if case .noLog = error { throw error }
+            throw CLIError(code: "log_unreadable", message: error.description, exitCode: VerifyProblem.Kind.unreadable.exitCode)
+        }
+        let report = log.verify()
+        if json {
+            var object: [String: Any] = [
+                "ok": report.isSound, "records": report.recordsChecked, "lastSeq": report.lastSequence,
+                "checkpoints": report.checkpointsChecked,
+            ]
+            if let problem = report.problem {
+                object["problem"] = ["kind": problem.kind.rawValue, "seq": problem.sequence as Any, "detail": problem.detail]
+            }
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+        if let problem = report.problem {
+            throw CLIError(code: "log_\(problem.kind.rawValue)", message: problem.description, exitCode: problem.kind.exitCode)
+        }
+        if !json {
+            print("ok: \(report.recordsChecked) records (seq 1 to \(report.lastSequence)), checksums and hash chain intact, \(report.checkpointsChecked) checkpoints match the log")
+        }
+    }
+}
+
+struct LogState: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "state", abstract: "The mapping tables as they stood at a sequence number.")
+
+    @OptionGroup var location: LogLocation
+    @Option(name: .ibm("at"), help: "The sequence number (default: the last).") var at: UInt64?
+    @Option(name: .ibm("delim"), help: "Separate columns with this character.") var delimiter: String?
+    @Flag(name: .ibm("json"), help: "Print JSON.") var json = false
+
+    func run() throws {
+        let log = try location.open()
+        let lastSequence = log.lastSequence
+        if let at, at > lastSequence {
+            throw CLIError(code: "seq_out_of_range", message: "-at \(at) is past the last record, seq \(lastSequence)")
+        }
+        let state = try log.replay(through: at ?? lastSequence).state
+        let volumes = Listing.volumes(state.volumesByID)
+        let maps = Listing.maps(state.mapsByID, in: state)
+        if json {
+            let volumesJSON = volumes.json()
+            let mapsJSON = maps.json()
+            print("{\"seq\": \(state.eventsApplied), \"volumes\": \(volumesJSON), \"lcmaps\": \(mapsJSON)}")
+        } else {
+            print("seq \(state.eventsApplied)")
+            print("volumes:")
+            print(volumes.table(delimiter: delimiter))
+            print("lcmaps:")
+            print(maps.table(delimiter: delimiter))
+        }
+    }
+}
+
+struct LogStats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats", abstract: "Counts by type, first and last times, size on disk and LMDB map usage.")
+
+    @OptionGroup var location: LogLocation
+    @Flag(name: .ibm("json"), help: "Print JSON.") var json = false
+
+    func run() throws {
+        let log = try location.open()
+        var counts: [EventType: UInt64] = [:]
+        var unknown: UInt64 = 0
+        var firstTime: Int64?
+        var lastTime: Int64?
+        var records: UInt64 = 0
+        try log.scan { record in
+            if let type = EventType(rawValue: record.typeCode) { counts[type, default: 0] += 1 } else { unknown += 1 }
+            if firstTime == nil { firstTime = record.timestampMilliseconds }
+            lastTime = record.timestampMilliseconds
+            records += 1
+            return true
+        }
+        let directory = LogLocation.logDirectory(location.dataDirectory)
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")[.size] as? Int) ?? 0
+        let info = log.environment.info()
+        let usedBytes = (info.lastPageNumber + 1) * info.pageSizeBytes
+        let checkpoints = try log.checkpointSequences()
+        if json {
+            var object: [String: Any] = [
+                "records": records, "lastSeq": log.lastSequence, "fileBytes": fileBytes, "mapUsedBytes": usedBytes,
+                "mapSizeBytes": info.mapSizeBytes, "checkpoints": checkpoints,
+                "countsByType": Dictionary(uniqueKeysWithValues: counts.map { ($0.key.description, $0.value) }),
+            ]
+            if let firstTime { object["firstTime"] = EventText.time(firstTime) }
+            if let lastTime { object["lastTime"] = EventText.time(lastTime) }
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print("records: \(records) (last seq \(log.lastSequence))")
+        print("first: \(firstTime.map(EventText.time) ?? "-")")
+        print("last: \(lastTime.map(EventText.time) ?? "-")")
+        print("size on disk: \(fileBytes) bytes")
+        let percent = info.mapSizeBytes > 0 ? Double(usedBytes) * 100 / Double(info.mapSizeBytes) : 0
+        print("LMDB map: \(usedBytes) of \(info.mapSizeBytes) bytes used (\(String(format: "%.2f", percent))%)")
+        print("checkpoints: \(checkpoints.isEmpty ? "none" : checkpoints.map(String.init).joined(separator: ", "))")
+        print("by type:")
+        for type in EventType.allCases where counts[type] != nil {
+            print("  \(type.description) \(counts[type]!)")
+        }
+        if unknown > 0 { print("  (unknown types) \(unknown)") }
+    }
+}
+
+struct LogExport: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export", abstract: "Stream the log as JSON lines or CSV for external audit tools.")
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case jsonl
+        case csv
+    }
+
+    @OptionGroup var location: LogLocation
+    @Option(name: .ibm("format"), help: "jsonl or csv.") var format: Format = .jsonl
+    @Option(name: .ibm("from"), help: "First sequence number.") var from: UInt64 = 1
+
+    func run() throws {
+        let log = try location.open()
+        let output = OutputBuffer()
+        if format == .csv { output.line("seq,time,type,fields") }
+        try log.scan(from: from) { record in
+            let stored = try EventLog.storedEvent(record)
+            switch format {
+            case .jsonl:
+                output.line(EventText.jsonLine(stored))
+            case .csv:
+                let fields = EventText.fields(stored.event).map { "\($0.0)=\($0.1.text)" }.joined(separator: ";")
+                output.line("\(stored.sequence),\(EventText.time(stored.timestampMilliseconds)),\(stored.event.type),\(Self.csvQuoted(fields))")
+            }
+            return true
+        }
+        output.flush()
+    }
+
+    /// RFC 4180 quoting.
+    static func csvQuoted(_ text: String) -> String {
+        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
