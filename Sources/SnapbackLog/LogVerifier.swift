@@ -84,7 +84,10 @@ extension EventLog {
             var state = ControllerState()
             var previousHash = LogRecord.zeroHash
             var expected: UInt64 = 1
+            // The head and the records must come from one snapshot: a writer may be appending.
+            var head: (sequence: UInt64, hash: [UInt8]) = (0, LogRecord.zeroHash)
             try environment.read { transaction in
+                head = try Self.decodeHead(try Self.headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
                 try transaction.scan(events, from: nil) { key, value in
                     guard let sequence = LogRecord.sequence(ofKey: key) else {
                         report.problem = VerifyProblem(kind: .malformed, sequence: expected, detail: "a key of \(key.count) bytes after seq \(expected - 1)")
@@ -117,7 +120,6 @@ extension EventLog {
                 }
             }
             if report.problem != nil { return report }
-            let head = try readHead()
             if head.sequence != report.lastSequence || head.hash != previousHash {
                 report.problem = VerifyProblem(
                     kind: .head, sequence: report.lastSequence + 1,
