@@ -36,6 +36,20 @@ public struct ByteWriter: Sendable {
 
     public mutating func write(bytes other: some Sequence<UInt8>) { bytes.append(contentsOf: other) }
 
+    /// The number of bytes written.
+    public var count: Int { bytes.count }
+
+    /// Empties the writer, keeping its capacity for reuse.
+    public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
+
+    /// Overwrites 4 bytes at `offset` (written earlier as a placeholder) with `value`.
+    public mutating func patch(_ value: UInt32, at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= bytes.count)
+        withUnsafeBytes(of: value.littleEndian) { source in
+            for index in 0..<4 { bytes[offset + index] = source[index] }
+        }
+    }
+
     private mutating func writeInteger<T: FixedWidthInteger>(_ value: T) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }

@@ -37,22 +37,42 @@ public enum LogRecord {
 
     /// Encodes the record value of `event`.
     public static func encode(event: Event, timestampMilliseconds: Int64, previousHash: [UInt8]) -> [UInt8] {
+        var writer = ByteWriter(capacity: headerBytes + 64)
+        previousHash.withUnsafeBytes { encode(event: event, timestampMilliseconds: timestampMilliseconds, previousHash: $0, into: &writer) }
+        return writer.bytes
+    }
+
+    /// Encodes the record value of `event` into `writer`, replacing what it held (the writer's
+    /// storage is reused across records on the append path).
+    public static func encode(event: Event, timestampMilliseconds: Int64, previousHash: UnsafeRawBufferPointer, into writer: inout ByteWriter) {
         precondition(previousHash.count == 32)
-        var payload = ByteWriter(capacity: 64)
-        event.encodePayload(into: &payload)
-        precondition(payload.bytes.count <= payloadBytesMax, "event payload of \(payload.bytes.count) bytes is over the bound")
-        var writer = ByteWriter(capacity: headerBytes + payload.bytes.count)
+        writer.removeAll()
         writer.write(formatVersion)
         writer.write(UInt8(0))
         writer.write(event.type.rawValue)
         writer.write(timestampMilliseconds)
-        writer.write(UInt32(payload.bytes.count))
+        writer.write(UInt32(0))  // payloadBytes, patched below
         writer.write(bytes: previousHash)
-        var crc = writer.bytes.withUnsafeBytes { CRC32C.checksum($0) }
-        crc = CRC32C.checksum(payload.bytes, continuing: crc)
-        writer.write(crc)
-        writer.write(bytes: payload.bytes)
-        return writer.bytes
+        writer.write(UInt32(0))  // crc32c, patched below
+        event.encodePayload(into: &writer)
+        let payloadBytes = writer.count - headerBytes
+        precondition(payloadBytes <= payloadBytesMax, "event payload of \(payloadBytes) bytes is over the bound")
+        writer.patch(UInt32(payloadBytes), at: 12)
+        let crc = writer.bytes.withUnsafeBytes { value in
+            CRC32C.checksum(
+                UnsafeRawBufferPointer(rebasing: value[headerBytes...]),
+                continuing: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: value[0..<48])))
+        }
+        writer.patch(crc, at: 48)
+    }
+
+    /// SHA-256 of a record's key and value, written into `hash` (32 bytes).
+    public static func hash(sequence: UInt64, value: UnsafeRawBufferPointer, into hash: inout [UInt8]) {
+        var hasher = SHA256()
+        withUnsafeBytes(of: sequence.bigEndian) { hasher.update(bufferPointer: $0) }
+        hasher.update(bufferPointer: value)
+        let digest = hasher.finalize()
+        hash.withUnsafeMutableBytes { target in digest.withUnsafeBytes { target.copyMemory(from: $0) } }
     }
 
     /// SHA-256 of a record's key and value: what the next record stores as `previousHash`.

@@ -159,20 +159,24 @@ final class LogWriter: @unchecked Sendable {
         var hash = head.hash
         var receipts: [AppendReceipt] = []
         receipts.reserveCapacity(batch.count)
+        var writer = ByteWriter(capacity: 256)
         for job in batch {
             guard case let .append(events, timestampMilliseconds, _) = job else { continue }
             let first = sequence + 1
             for event in events {
                 sequence += 1
-                let value = LogRecord.encode(event: event, timestampMilliseconds: timestampMilliseconds, previousHash: hash)
-                let key = LogRecord.key(sequence)
-                try key.withUnsafeBytes { keyBytes in
-                    try value.withUnsafeBytes { valueBytes in
-                        // Paired assertion: what is about to be stored reads back as written.
+                hash.withUnsafeBytes { previous in
+                    LogRecord.encode(event: event, timestampMilliseconds: timestampMilliseconds, previousHash: previous, into: &writer)
+                }
+                var key = sequence.bigEndian
+                try withUnsafeBytes(of: &key) { keyBytes in
+                    try writer.bytes.withUnsafeBytes { valueBytes in
+                        // Paired assertion: what is about to be stored parses back as written (the
+                        // checksum is checked again by every reader).
                         let view = try! RecordView(sequence: sequence, value: valueBytes)
-                        precondition(view.typeCode == event.type.rawValue && view.storedChecksum == view.computedChecksum)
+                        precondition(view.typeCode == event.type.rawValue && view.timestampMilliseconds == timestampMilliseconds)
                         try transaction.put(self.events, key: keyBytes, value: valueBytes, append: true)
-                        hash = LogRecord.hash(sequence: sequence, value: valueBytes)
+                        LogRecord.hash(sequence: sequence, value: valueBytes, into: &hash)
                     }
                 }
             }

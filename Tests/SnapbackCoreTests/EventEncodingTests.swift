@@ -1,0 +1,328 @@
+@testable import SnapbackCore
+import Testing
+
+/// At least one event of every type, with each optional present and absent and extreme values.
+let sampleEvents: [Event] = [
+    .volumeCreated(id: 0, name: "v0", sizeBytes: 512, path: nil),
+    .volumeCreated(id: .max, name: "vølume-ünïcode", sizeBytes: 16 << 40, path: "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"),
+    .volumeCreated(id: 3, name: "", sizeBytes: 0, path: ""),
+    .volumeRemoved(id: 7),
+    .mapCreated(
+        MapCreated(id: 0, name: "m", reverseID: 1, reverseName: "m_rev", sourceID: 0, targetID: 1, copyRate: 0, grainSizeBytes: 64 << 10, autorestore: false)),
+    .mapCreated(
+        MapCreated(id: .max - 1, name: String(repeating: "n", count: 59), reverseID: .max, reverseName: String(repeating: "n", count: 59) + "_rev", sourceID: .max, targetID: 0, copyRate: 150, grainSizeBytes: 256 << 10, autorestore: true)),
+    .mapRenamed(id: 2, name: "daily", reverseName: "daily_rev"),
+    .mapAutorestoreChanged(id: 2, autorestore: true),
+    .mapAutorestoreChanged(id: 2, autorestore: false),
+    .mapCopyRateChanged(id: 2, copyRate: 0),
+    .mapCopyRateChanged(id: 2, copyRate: 150),
+    .mapRemoved(id: 4),
+    .mapPreparing(id: 5),
+    .mapPrepared(id: 6),
+    .mapStarted(id: 7, startOrdinal: 1),
+    .mapStarted(id: 7, startOrdinal: .max),
+    .mapCopyProgressed(id: 8, grainsCopied: 123_456_789),
+    .mapCopyCompleted(id: 9),
+    .mapStopping(id: 10),
+    .mapStopped(id: 11),
+    .volumeFaulted(id: 1, faultID: 1, cause: .operator, reason: "ransomware detected"),
+    .volumeFaulted(id: 1, faultID: .max, cause: .ioError, reason: "EIO 🔥"),
+    .volumeFaulted(id: 1, faultID: 2, cause: .backingMissing, reason: ""),
+    .volumeFaulted(id: 1, faultID: 3, cause: .backingResized, reason: String(repeating: "r", count: 256)),
+    .rollbackStarted(id: 0, trigger: .auto, faultID: 1),
+    .rollbackStarted(id: 0, trigger: .operator, faultID: nil),
+    .rollbackStarted(id: 0, trigger: .operator, faultID: .max),
+    .rollbackProgressed(id: 0, grainsRestored: 0, grainsToRestore: 0),
+    .rollbackProgressed(id: 0, grainsRestored: 5, grainsToRestore: .max),
+    .rollbackCompleted(id: 12),
+    .volumeRecovered(id: 13),
+    .controllerStarted(version: "1.0.0"),
+    .controllerStarted(version: ""),
+]
+
+private func payload(_ build: (inout ByteWriter) -> Void) -> [UInt8] {
+    var writer = ByteWriter()
+    build(&writer)
+    return writer.bytes
+}
+
+@Suite("event encoding")
+struct EventEncodingTests {
+    @Test("the samples cover every event type")
+    func coverage() {
+        #expect(Set(sampleEvents.map(\.type)) == Set(EventType.allCases))
+    }
+
+    @Test("every event round-trips through its payload", arguments: sampleEvents)
+    func roundTrip(event: Event) throws {
+        let bytes = event.encodedPayload()
+        let decoded = try Event.decode(typeCode: event.type.rawValue, bytes)
+        #expect(decoded == event)
+        #expect(decoded.encodedPayload() == bytes)
+        // encodePayload(into:) appends exactly the same bytes.
+        var writer = ByteWriter()
+        writer.write(UInt8(0xAB))
+        event.encodePayload(into: &writer)
+        #expect(writer.bytes == [0xAB] + bytes)
+    }
+
+    @Test("every strict prefix of a payload is refused as truncated", arguments: sampleEvents)
+    func truncation(event: Event) {
+        let bytes = event.encodedPayload()
+        for length in 0..<bytes.count {
+            let result = decodeResult { () throws(DecodeError) in try Event.decode(typeCode: event.type.rawValue, Array(bytes[..<length])) }
+            guard case .failure(.truncated) = result else {
+                Issue.record("\(event) prefix of \(length)/\(bytes.count) bytes: \(result)")
+                continue
+            }
+        }
+    }
+
+    @Test("trailing bytes are refused", arguments: sampleEvents)
+    func trailingBytes(event: Event) {
+        let bytes = event.encodedPayload()
+        for extra in [[UInt8(0)], [1, 2, 3]] {
+            let result = decodeResult { () throws(DecodeError) in try Event.decode(typeCode: event.type.rawValue, bytes + extra) }
+            #expect(result == .failure(.trailingBytes(count: extra.count)))
+        }
+    }
+
+    @Test("unknown type codes are refused", arguments: [0, 21, 22, 100, 0x8000, UInt16.max] as [UInt16])
+    func unknownType(code: UInt16) {
+        #expect(EventType(rawValue: code) == nil)
+        for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
+            #expect(decodeResult { () throws(DecodeError) in try Event.decode(typeCode: code, bytes) } == .failure(.unknownEventType(code)))
+        }
+    }
+
+    @Test("a payload decoded under another type's code is refused or is that type")
+    func crossType() {
+        for event in sampleEvents {
+            let bytes = event.encodedPayload()
+            for type in EventType.allCases where type != event.type {
+                if case let .success(other) = decodeResult({ () throws(DecodeError) in try Event.decode(typeCode: type.rawValue, bytes) }) {
+                    #expect(other.type == type)
+                    #expect(other.encodedPayload() == bytes)
+                }
+            }
+        }
+    }
+
+    @Test("the payload layout is the documented one: little-endian integers, UInt16-prefixed strings, presence bytes")
+    func layout() {
+        #expect(
+            Event.volumeCreated(id: 1, name: "ab", sizeBytes: 512, path: nil).encodedPayload()
+                == [1, 0, 0, 0, 2, 0, 0x61, 0x62, 0, 2, 0, 0, 0, 0, 0, 0, 0])
+        #expect(
+            Event.volumeCreated(id: 0x0102_0304, name: "", sizeBytes: 0, path: "/x").encodedPayload()
+                == [4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0x2F, 0x78])
+        #expect(
+            Event.mapCreated(MapCreated(id: 2, name: "m", reverseID: 3, reverseName: "r", sourceID: 4, targetID: 5, copyRate: 150, grainSizeBytes: 64 << 10, autorestore: true)).encodedPayload()
+                == [2, 0, 0, 0, 1, 0, 0x6D, 3, 0, 0, 0, 1, 0, 0x72, 4, 0, 0, 0, 5, 0, 0, 0, 150, 0, 0, 1, 0, 1])
+        #expect(Event.mapStarted(id: 1, startOrdinal: 0x0102).encodedPayload() == [1, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0])
+        #expect(
+            Event.volumeFaulted(id: 1, faultID: 2, cause: .backingResized, reason: "r").encodedPayload()
+                == [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 1, 0, 0x72])
+        #expect(Event.rollbackStarted(id: 1, trigger: .auto, faultID: nil).encodedPayload() == [1, 0, 0, 0, 1, 0])
+        #expect(Event.rollbackStarted(id: 1, trigger: .operator, faultID: 9).encodedPayload() == [1, 0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0])
+        #expect(Event.mapCopyRateChanged(id: 1, copyRate: 42).encodedPayload() == [1, 0, 0, 0, 42])
+        #expect(Event.controllerStarted(version: "1").encodedPayload() == [1, 0, 0x31])
+    }
+
+    @Test("booleans other than 0 and 1 are refused")
+    func invalidBools() {
+        let cases: [(EventType, [UInt8], String)] = [
+            (.mapAutorestoreChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(2)) }, "autorestore"),
+            (.mapAutorestoreChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(0xFF)) }, "autorestore"),
+            (.volumeCreated, payload { $0.write(UInt32(1)); $0.write("v"); $0.write(UInt64(512)); $0.write(UInt8(2)) }, "path"),
+            (.rollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(0)); $0.write(UInt8(2)) }, "faultID"),
+            (
+                .mapCreated,
+                payload {
+                    $0.write(UInt32(0)); $0.write("m"); $0.write(UInt32(1)); $0.write("m_rev"); $0.write(UInt32(0)); $0.write(UInt32(1))
+                    $0.write(UInt8(50)); $0.write(UInt32(64 << 10)); $0.write(UInt8(7))
+                }, "autorestore"
+            ),
+        ]
+        for (type, bytes, field) in cases {
+            let result = decodeResult { () throws(DecodeError) in try Event.decode(typeCode: type.rawValue, bytes) }
+            guard case let .failure(.invalidValue(actual, _)) = result else {
+                Issue.record("\(type): \(result)")
+                continue
+            }
+            #expect(actual == field)
+        }
+    }
+
+    @Test("enum raw values, copy rates, grain sizes and rollback counts outside their domains are refused")
+    func invalidValues() {
+        let mapCreated = { (copyRate: UInt8, grainSizeBytes: UInt32) in
+            payload {
+                $0.write(UInt32(0)); $0.write("m"); $0.write(UInt32(1)); $0.write("m_rev"); $0.write(UInt32(0)); $0.write(UInt32(1))
+                $0.write(copyRate); $0.write(grainSizeBytes); $0.write(false)
+            }
+        }
+        let cases: [(EventType, [UInt8], DecodeError)] = [
+            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(4)); $0.write("r") }, .invalidValue(field: "cause", value: 4)),
+            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(255)); $0.write("r") }, .invalidValue(field: "cause", value: 255)),
+            (.rollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(2)); $0.write(UInt64?.none) }, .invalidValue(field: "trigger", value: 2)),
+            (.mapCopyRateChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(151)) }, .invalidValue(field: "copyRate", value: 151)),
+            (.mapCopyRateChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(255)) }, .invalidValue(field: "copyRate", value: 255)),
+            (.mapCreated, mapCreated(151, 64 << 10), .invalidValue(field: "copyRate", value: 151)),
+            (.mapCreated, mapCreated(50, 128 << 10), .invalidValue(field: "grainSizeBytes", value: 128 << 10)),
+            (.mapCreated, mapCreated(50, 0), .invalidValue(field: "grainSizeBytes", value: 0)),
+            (
+                .rollbackProgressed, payload { $0.write(UInt32(1)); $0.write(UInt64(3)); $0.write(UInt64(2)) },
+                .invalidValue(field: "grainsRestored", value: 3)
+            ),
+        ]
+        for (type, bytes, expected) in cases {
+            #expect(decodeResult { () throws(DecodeError) in try Event.decode(typeCode: type.rawValue, bytes) } == .failure(expected), "\(type)")
+        }
+        // The boundary values are accepted.
+        #expect(throws: Never.self) { try Event.decode(typeCode: EventType.mapCopyRateChanged.rawValue, payload { $0.write(UInt32(1)); $0.write(UInt8(150)) }) }
+        #expect(throws: Never.self) { try Event.decode(typeCode: EventType.mapCreated.rawValue, mapCreated(150, 256 << 10)) }
+    }
+
+    @Test("strings that are not valid UTF-8 are refused", arguments: [
+        [0xFF], [0xC0, 0x80], [0xED, 0xA0, 0x80], [0xE2, 0x82], [0x61, 0x80], [0xF5, 0x80, 0x80, 0x80], [0xF0, 0x9F, 0x94],
+    ] as [[UInt8]])
+    func invalidUTF8(bad: [UInt8]) {
+        func string(_ writer: inout ByteWriter) {
+            writer.write(UInt16(bad.count))
+            writer.write(bytes: bad)
+        }
+        let cases: [(EventType, [UInt8], String)] = [
+            (.volumeCreated, payload { $0.write(UInt32(1)); string(&$0); $0.write(UInt64(512)); $0.write(false) }, "name"),
+            (.volumeCreated, payload { $0.write(UInt32(1)); $0.write("v"); $0.write(UInt64(512)); $0.write(true); string(&$0) }, "path"),
+            (.mapRenamed, payload { $0.write(UInt32(1)); string(&$0); $0.write("r") }, "name"),
+            (.mapRenamed, payload { $0.write(UInt32(1)); $0.write("n"); string(&$0) }, "reverseName"),
+            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(0)); string(&$0) }, "reason"),
+            (.controllerStarted, payload { string(&$0) }, "version"),
+            (
+                .mapCreated,
+                payload {
+                    $0.write(UInt32(0)); string(&$0); $0.write(UInt32(1)); $0.write("r"); $0.write(UInt32(0)); $0.write(UInt32(1))
+                    $0.write(UInt8(0)); $0.write(UInt32(64 << 10)); $0.write(false)
+                }, "name"
+            ),
+        ]
+        for (type, bytes, field) in cases {
+            #expect(decodeResult { () throws(DecodeError) in try Event.decode(typeCode: type.rawValue, bytes) } == .failure(.invalidUTF8(field: field)), "\(type) \(field)")
+        }
+    }
+
+    @Test("a string length running past the end is truncation, not a crash")
+    func stringLengthPastEnd() {
+        let bytes = payload { $0.write(UInt16.max); $0.write(bytes: [0x61, 0x62]) }
+        #expect(decodeResult { () throws(DecodeError) in try Event.decode(typeCode: EventType.controllerStarted.rawValue, bytes) } == .failure(.truncated(field: "version")))
+    }
+
+    @Test("event type names round-trip, case-insensitively")
+    func typeNames() {
+        for type in EventType.allCases {
+            #expect(EventType(name: type.description) == type)
+            #expect(EventType(name: type.description.uppercased()) == type)
+            #expect(EventType(name: type.description.lowercased()) == type)
+        }
+        #expect(EventType(name: "") == nil)
+        #expect(EventType(name: "VolumeCreatedX") == nil)
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...20))
+        #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
+    }
+
+    @Test("events name the maps and volumes they touch")
+    func namedObjects() {
+        let created = Event.mapCreated(MapCreated(id: 4, name: "m", reverseID: 5, reverseName: "m_rev", sourceID: 1, targetID: 2, copyRate: 0, grainSizeBytes: 64 << 10, autorestore: false))
+        #expect(created.mapIDs == [4, 5])
+        #expect(created.volumeIDs == [1, 2])
+        #expect(Event.rollbackStarted(id: 3, trigger: .auto, faultID: 1).mapIDs == [3])
+        #expect(Event.rollbackStarted(id: 3, trigger: .auto, faultID: 1).volumeIDs == [])
+        #expect(Event.volumeFaulted(id: 6, faultID: 1, cause: .operator, reason: "x").volumeIDs == [6])
+        #expect(Event.volumeFaulted(id: 6, faultID: 1, cause: .operator, reason: "x").mapIDs == [])
+        #expect(Event.controllerStarted(version: "1").mapIDs.isEmpty && Event.controllerStarted(version: "1").volumeIDs.isEmpty)
+        for event in sampleEvents {
+            switch event.type {
+            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered: #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty)
+            case .controllerStarted: #expect(event.volumeIDs.isEmpty && event.mapIDs.isEmpty)
+            case .mapCreated: #expect(event.mapIDs.count == 2)
+            default: #expect(event.mapIDs.count == 1 && event.volumeIDs.isEmpty)
+            }
+        }
+    }
+
+    @Test("DecodeError descriptions are one line and name the field")
+    func decodeErrorDescriptions() {
+        let errors: [DecodeError] = [
+            .truncated(field: "id"), .trailingBytes(count: 3), .invalidValue(field: "cause", value: 9), .invalidUTF8(field: "name"),
+            .unknownEventType(99),
+        ]
+        for error in errors {
+            #expect(!error.description.isEmpty)
+            #expect(!error.description.contains("\n"))
+        }
+        #expect(DecodeError.invalidValue(field: "cause", value: 9).description.contains("cause"))
+        #expect(DecodeError.unknownEventType(99).description.contains("99"))
+    }
+}
+
+@Suite("byte codec")
+struct ByteCodecTests {
+    @Test("integers, strings and optionals read back what was written")
+    func roundTrip() throws {
+        var writer = ByteWriter()
+        writer.write(UInt8(0xFE))
+        writer.write(true)
+        writer.write(UInt16(0xBEEF))
+        writer.write(UInt32(0xDEAD_BEEF))
+        writer.write(UInt64.max - 1)
+        writer.write(Int64.min)
+        writer.write("héllo")
+        writer.write(String?.none)
+        writer.write(String?.some(""))
+        writer.write(UInt64?.none)
+        writer.write(UInt64?.some(7))
+        writer.write(bytes: [1, 2, 3])
+        let bytes = writer.bytes
+        try bytes.withUnsafeBytes { buffer throws(DecodeError) in
+            var reader = ByteReader(buffer)
+            #expect(try reader.readUInt8("a") == 0xFE)
+            #expect(try reader.readBool("b") == true)
+            #expect(try reader.readUInt16("c") == 0xBEEF)
+            #expect(try reader.readUInt32("d") == 0xDEAD_BEEF)
+            #expect(try reader.readUInt64("e") == UInt64.max - 1)
+            #expect(try reader.readInt64("f") == Int64.min)
+            #expect(try reader.readString("g") == "héllo")
+            #expect(try reader.readOptionalString("h") == nil)
+            #expect(try reader.readOptionalString("i") == "")
+            #expect(try reader.readOptionalUInt64("j") == nil)
+            #expect(try reader.readOptionalUInt64("k") == 7)
+            #expect(Array(try reader.readBytes(3, "l")) == [1, 2, 3])
+            #expect(reader.remaining == 0)
+            try reader.expectEnd()
+            #expect(throws: DecodeError.truncated(field: "m")) { try reader.readUInt8("m") }
+            #expect(throws: DecodeError.truncated(field: "n")) { try reader.readBytes(-1, "n") }
+        }
+    }
+
+    @Test("integers are little-endian")
+    func littleEndian() {
+        var writer = ByteWriter()
+        writer.write(UInt16(0x0102))
+        writer.write(UInt32(0x0304_0506))
+        writer.write(UInt64(0x0708_090A_0B0C_0D0E))
+        writer.write(Int64(-2))
+        #expect(writer.bytes == [2, 1, 6, 5, 4, 3, 0x0E, 0x0D, 0x0C, 0x0B, 0x0A, 9, 8, 7, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    @Test("a failed read does not consume bytes")
+    func failedReadKeepsOffset() throws {
+        let bytes: [UInt8] = [1, 2, 3]
+        bytes.withUnsafeBytes { buffer in
+            var reader = ByteReader(buffer)
+            #expect(throws: DecodeError.truncated(field: "x")) { try reader.readUInt32("x") }
+            #expect(reader.offset == 0)
+            #expect(throws: DecodeError.trailingBytes(count: 3)) { try reader.expectEnd() }
+        }
+    }
+}
