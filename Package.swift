@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The C shim: Debian's liblmdb-dev, found through pkg-config.
@@ -33,6 +34,22 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The NBD server (fixed-newstyle handshake, transmission phase), independent of the
+        // controller: it serves any `NBDExportProvider`.
+        .target(
+            name: "SnapbackNBD",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The data plane's ports and structures: block stores, bitmaps, the durable store.
+        .target(name: "SnapbackData", dependencies: ["SnapbackCore", "SnapbackLog"]),
+        // The controller: commands, host I/O with copy-on-write, background copy, rollback,
+        // recovery. The same code runs in snapbackd and in the simulator.
+        .target(name: "SnapbackController", dependencies: ["SnapbackCore", "SnapbackData"]),
+        // Simulated ports (disk, durable store, clock) for deterministic tests and the simulator.
+        .target(name: "SnapbackTesting", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackController"]),
         // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
         .target(
             name: "SnapbackCLI",
@@ -60,6 +77,11 @@ let package = Package(
             path: "Sources/LogDriver"
         ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore"]),
+        .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD"]),
+        .testTarget(
+            name: "SnapbackDataTests",
+            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackTesting"]
+        ),
         .testTarget(
             name: "SnapbackLogTests",
             dependencies: ["SnapbackCore", "SnapbackLog", "CLMDB"]

@@ -75,16 +75,18 @@ struct LogShow: ParsableCommand {
     @Option(name: .ibm("last"), help: "Only the last N matching events.") var last: Int?
     @Flag(name: .ibm("json"), help: "One JSON object per line.") var json = false
 
-    func validate() throws {
+    /// Values that parse but mean nothing are rejected like any command error (exit 1).
+    func checkValues() throws {
         if let type, EventType(name: type) == nil {
-            throw ValidationError("unknown event type \(type); known: \(EventType.allCases.map(\.description).joined(separator: ", "))")
+            throw CLIError(code: "unknown_event_type", message: "unknown event type \(type); known: \(EventType.allCases.map(\.description).joined(separator: ", "))")
         }
-        if let since, parseTime(since) == nil { throw ValidationError("-since \(since) is not a time") }
-        if let until, parseTime(until) == nil { throw ValidationError("-until \(until) is not a time") }
-        if let last, last < 0 { throw ValidationError("-last must be 0 or more") }
+        if let since, parseTime(since) == nil { throw CLIError(code: "invalid_time", message: "-since \(since) is not a time") }
+        if let until, parseTime(until) == nil { throw CLIError(code: "invalid_time", message: "-until \(until) is not a time") }
+        if let last, last < 0 { throw CLIError(code: "invalid_value", message: "-last must be 0 or more") }
     }
 
     func run() throws {
+        try checkValues()
         let log = try location.open()
         let sinceMilliseconds = since.flatMap(parseTime)
         let untilMilliseconds = until.flatMap(parseTime)

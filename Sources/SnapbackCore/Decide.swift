@@ -117,7 +117,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         }
         let idle = map.state == .stopped || (map.state == .idleOrCopied && !map.imageValid)
         if !idle && !force {
-            throw CommandError(.mapActive, "lcmap \(map.name) is \(map.state) with a valid image; stop it first or use -force")
+            throw CommandError(.mapActive, "lcmap \(map.name) is \(map.state); stop it first or use -force")
         }
         return [.mapRemoved(id: map.id)]
 

@@ -38,8 +38,16 @@ extension ControllerState {
 
         case let .mapRenamed(id, name, reverseName):
             guard let map = maps[id] else { return }
-            rename(map.id, to: name)
-            rename(map.partnerID, to: reverseName)
+            // Drop both old names before adding the new ones: the new forward name may be the
+            // old reverse name.
+            mapIDsByName.removeValue(forKey: map.name)
+            if let partner = maps[map.partnerID] { mapIDsByName.removeValue(forKey: partner.name) }
+            maps[id]?.name = name
+            mapIDsByName[name] = id
+            if maps[map.partnerID] != nil {
+                maps[map.partnerID]?.name = reverseName
+                mapIDsByName[reverseName] = map.partnerID
+            }
 
         case let .mapAutorestoreChanged(id, autorestore):
             guard let map = maps[id] else { return }
@@ -57,7 +65,9 @@ extension ControllerState {
             }
 
         case let .mapPreparing(id):
+            // Preparing a new point in time discards the old image.
             maps[id]?.state = .preparing
+            maps[id]?.imageValid = false
 
         case let .mapPrepared(id):
             maps[id]?.state = .prepared
@@ -92,9 +102,11 @@ extension ControllerState {
             if volume.status != .restoring {
                 volumes[id]?.status = .faulted
             }
-            // A faulted target no longer holds a trustworthy image.
-            for map in maps.values where map.role == .forward && map.targetID == id && map.imageValid {
+            // A faulted target no longer holds a trustworthy image: its maps stop (as IBM's do
+            // when a target goes offline), unless a rollback is reading from it.
+            for map in maps.values where map.role == .forward && map.targetID == id && map.rollback == nil {
                 maps[map.id]?.imageValid = false
+                if map.state != .idleOrCopied || map.imageValid { maps[map.id]?.state = .stopped }
             }
 
         case let .rollbackStarted(id, trigger, faultID):
@@ -102,6 +114,7 @@ extension ControllerState {
             maps[id]?.rollback = Rollback(trigger: trigger, faultID: faultID)
             maps[map.partnerID]?.state = .copying
             maps[map.partnerID]?.grainsCopied = 0
+            maps[map.partnerID]?.grainsTotal = map.grainsTotal
             volumes[map.sourceID]?.status = .restoring
 
         case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
@@ -128,12 +141,5 @@ extension ControllerState {
         case .controllerStarted:
             controllerStarts += 1
         }
-    }
-
-    private mutating func rename(_ id: MapID, to name: String) {
-        guard let old = maps[id]?.name else { return }
-        mapIDsByName.removeValue(forKey: old)
-        maps[id]?.name = name
-        mapIDsByName[name] = id
     }
 }

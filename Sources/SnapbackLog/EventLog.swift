@@ -6,6 +6,11 @@ import SnapbackCore
 public struct AppendReceipt: Sendable, Equatable {
     public var firstSequence: UInt64
     public var lastSequence: UInt64
+
+    public init(firstSequence: UInt64, lastSequence: UInt64) {
+        self.firstSequence = firstSequence
+        self.lastSequence = lastSequence
+    }
 }
 
 /// The write-ahead event log: an append-only LMDB database of records keyed by sequence number,
@@ -89,10 +94,11 @@ public final class EventLog: @unchecked Sendable {
     /// and returns once it is synced.
     /// - Throws: ``LogError``; on error none of the events was recorded.
     public func append(_ events: [Event], timestampMilliseconds: Int64) throws(LogError) -> AppendReceipt {
+        precondition(!events.isEmpty, "an append records at least one event")
         guard let writer else { throw .readOnly }
         let semaphore = DispatchSemaphore(value: 0)
         let outcome = ResultBox()
-        writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds) { result in
+        writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds, alongside: nil) { result in
             outcome.result = result
             semaphore.signal()
         })
@@ -102,11 +108,39 @@ public final class EventLog: @unchecked Sendable {
 
     /// The asynchronous form of ``append(_:timestampMilliseconds:)``.
     public func append(_ events: [Event], timestampMilliseconds: Int64) async throws(LogError) -> AppendReceipt {
+        precondition(!events.isEmpty, "an append records at least one event")
         guard let writer else { throw .readOnly }
         let result: Result<AppendReceipt, LogError> = await withCheckedContinuation { continuation in
-            writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds) { continuation.resume(returning: $0) })
+            writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds, alongside: nil) { continuation.resume(returning: $0) })
         }
         return try result.get()
+    }
+
+    /// Appends `events` (possibly none) and runs `alongside` in the same durable transaction, so
+    /// that writes to other databases of this environment (the data plane's bitmaps) commit
+    /// atomically with the events that record them. Group-committed like any append.
+    /// - Throws: ``LogError``; on error neither the events nor the writes were recorded.
+    public func append(
+        _ events: [Event], timestampMilliseconds: Int64, alongside: @escaping (Transaction) throws -> Void
+    ) throws(LogError) -> AppendReceipt {
+        guard let writer else { throw .readOnly }
+        let semaphore = DispatchSemaphore(value: 0)
+        let outcome = ResultBox()
+        writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds, alongside: alongside) { result in
+            outcome.result = result
+            semaphore.signal()
+        })
+        semaphore.wait()
+        return try outcome.result!.get()
+    }
+
+    /// Opens (creating it when the log is writable) another named database in this environment.
+    public func openDatabase(_ name: String) throws(LogError) -> MDB_dbi {
+        do {
+            return try environment.openDatabase(name, create: !environment.readOnly)
+        } catch {
+            throw .lmdb(error)
+        }
     }
 
     /// Runs `body` in a write transaction on the writer thread, after every append queued before
@@ -123,6 +157,7 @@ public final class EventLog: @unchecked Sendable {
             semaphore.signal()
         }))
         semaphore.wait()
+        if let error = box.error as? LMDBError { throw LogError.lmdb(error) }
         if let error = box.error { throw error }
         return box.value!
     }

@@ -18,6 +18,8 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
     case readOnly
     /// The log is closed.
     case closed
+    /// Writes committed alongside an append failed; nothing of that commit was recorded.
+    case sideWriteFailed(String)
     /// The data file is shorter than its own meta page says.
     case truncatedDataFile(bytes: Int, neededBytes: Int)
     /// A checkpoint was asked for a state that does not match the log.
@@ -35,6 +37,7 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
         case .readOnly: "log_read_only"
         case .closed: "log_closed"
         case .truncatedDataFile: "truncated_data_file"
+        case .sideWriteFailed: "side_write_failed"
         case .checkpointRejected: "checkpoint_rejected"
         }
     }
@@ -50,6 +53,7 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
             "the log's LMDB map is full at \(bytes) bytes; restart snapbackd with a larger --map-size-mib, or free disk space"
         case .readOnly: "the log is open read-only"
         case .closed: "the log is closed"
+        case let .sideWriteFailed(detail): "writes committed with the events failed: \(detail); nothing was recorded"
         case let .truncatedDataFile(bytes, neededBytes):
             "the LMDB data file is truncated: \(bytes) bytes, but its pages reach \(neededBytes) bytes"
         case let .checkpointRejected(detail): "checkpoint rejected: \(detail)"

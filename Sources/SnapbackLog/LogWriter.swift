@@ -6,7 +6,12 @@ import SnapbackCore
 /// (LMDB's rule) and group-commits queued appends.
 final class LogWriter: @unchecked Sendable {
     enum Job {
-        case append(events: [Event], timestampMilliseconds: Int64, completion: @Sendable (Result<AppendReceipt, LogError>) -> Void)
+        /// Events to append and, optionally, writes to other databases that must commit in the
+        /// same transaction (the data plane's bitmap marks). `events` may be empty only when
+        /// `alongside` is given; the receipt then has `lastSequence == firstSequence - 1`.
+        case append(
+            events: [Event], timestampMilliseconds: Int64, alongside: ((Transaction) throws -> Void)?,
+            completion: @Sendable (Result<AppendReceipt, LogError>) -> Void)
         case transaction((Transaction) throws -> Void, completion: (Error?) -> Void)
     }
 
@@ -79,7 +84,7 @@ final class LogWriter: @unchecked Sendable {
 
     private func fail(_ job: Job, with error: LogError) {
         switch job {
-        case let .append(_, _, completion): completion(.failure(error))
+        case let .append(_, _, _, completion): completion(.failure(error))
         case let .transaction(_, completion): completion(error)
         }
     }
@@ -98,7 +103,7 @@ final class LogWriter: @unchecked Sendable {
             var eventCount = 0
             var taken = 0
             for job in queue {
-                if case .append(let events, _, _) = job {
+                if case .append(let events, _, _, _) = job {
                     if !batch.isEmpty, eventCount + events.count > EventLog.batchEventsMax { break }
                     if let first = batch.first, case .transaction = first { break }
                     batch.append(job)
@@ -141,8 +146,13 @@ final class LogWriter: @unchecked Sendable {
             } catch let error as LMDBError {
                 batch.forEach { fail($0, with: .lmdb(error)) }
                 return
+            } catch let error as LogError {
+                batch.forEach { fail($0, with: error) }
+                return
             } catch {
-                preconditionFailure("unexpected error \(error)")
+                // An `alongside` writer failed for its own reasons: nothing of the batch commits.
+                batch.forEach { fail($0, with: .sideWriteFailed("\(error)")) }
+                return
             }
         }
         condition.lock()
@@ -150,7 +160,7 @@ final class LogWriter: @unchecked Sendable {
         commits += 1
         condition.unlock()
         for (job, receipt) in zip(batch, receipts) {
-            if case let .append(_, _, completion) = job { completion(.success(receipt)) }
+            if case let .append(_, _, _, completion) = job { completion(.success(receipt)) }
         }
     }
 
@@ -161,7 +171,7 @@ final class LogWriter: @unchecked Sendable {
         receipts.reserveCapacity(batch.count)
         var writer = ByteWriter(capacity: 256)
         for job in batch {
-            guard case let .append(events, timestampMilliseconds, _) = job else { continue }
+            guard case let .append(events, timestampMilliseconds, alongside, _) = job else { continue }
             let first = sequence + 1
             for event in events {
                 sequence += 1
@@ -180,6 +190,7 @@ final class LogWriter: @unchecked Sendable {
                     }
                 }
             }
+            try alongside?(transaction)
             receipts.append(AppendReceipt(firstSequence: first, lastSequence: sequence))
         }
         var headValue = LogRecord.key(sequence)

@@ -209,6 +209,21 @@ struct DecideChangeMapTests {
         #expect(rejection(.changeMap(map: "x", autorestore: nil, copyRate: nil, newName: "x_rev"), harness.state) == nil)
     }
 
+    @Test("a map may be renamed to its own reverse map's name; both indexes stay consistent")
+    func renameToOwnReverseName() throws {
+        var harness = try Fixture.mapped()  // m, m_rev
+        expectAccepted(
+            .changeMap(map: "m", autorestore: nil, copyRate: nil, newName: "m_rev"), harness.state,
+            [.mapRenamed(id: 0, name: "m_rev", reverseName: "m_rev_rev")])
+        try harness.run(.changeMap(map: "m", autorestore: nil, copyRate: nil, newName: "m_rev"))
+        #expect(harness.state.map("m_rev")?.id == 0)
+        #expect(harness.state.map("m_rev_rev")?.id == 1)
+        #expect(harness.state.map("m") == nil)
+        #expect(harness.state.mapIDsByName == ["m_rev": 0, "m_rev_rev": 1])
+        checkInvariants(harness.state)
+        #expect(try ControllerState.decode(harness.state.encoded()) == harness.state)
+    }
+
     @Test("a map may take its reverse map's suffix-less name back")
     func renameWithinPair() throws {
         var harness = try Fixture.twoVolumes()

@@ -284,7 +284,7 @@ struct ByteCodecTests {
         writer.write(UInt64?.some(7))
         writer.write(bytes: [1, 2, 3])
         let bytes = writer.bytes
-        try bytes.withUnsafeBytes { buffer throws(DecodeError) in
+        try bytes.withUnsafeBytes { buffer in
             var reader = ByteReader(buffer)
             #expect(try reader.readUInt8("a") == 0xFE)
             #expect(try reader.readBool("b") == true)

@@ -44,6 +44,7 @@ struct EvolveTests {
         #expect(harness.state.maps[0]?.rollback == Rollback(trigger: .auto, faultID: 1))
         #expect(harness.state.maps[1]?.state == .copying)
         #expect(harness.state.maps[1]?.grainsCopied == 0)
+        #expect(harness.state.maps[1]?.grainsTotal == 16)
         #expect(harness.state.runningRollback(onto: 0)?.id == 0)
         // The target is untouched.
         #expect(harness.state.volumes[1]?.status == .online)
@@ -103,15 +104,35 @@ struct EvolveTests {
         #expect(harness.state.maps[0]?.rollback?.faultID == 1)
     }
 
-    @Test("a faulted target invalidates the image of the map writing it")
+    @Test("a faulted target stops the map writing it and invalidates its image")
     func targetFault() throws {
-        var harness = try Fixture.started()
-        try harness.run(.reportFault(volume: "tgt", cause: .backingResized, reason: "resized"))
+        for fixture in [Fixture.started, Fixture.copied] {
+            var harness = try fixture(false)
+            try harness.run(.reportFault(volume: "tgt", cause: .backingResized, reason: "resized"))
+            #expect(harness.state.volumes[1]?.status == .faulted)
+            #expect(harness.state.maps[0]?.imageValid == false)
+            #expect(harness.state.maps[0]?.state == .stopped)
+            #expect(harness.state.maps[0]?.isActive == false)
+            // The source is untouched.
+            #expect(harness.state.volumes[0]?.status == .online)
+            checkInvariants(harness.state)
+        }
+        // A map that never started has nothing to stop.
+        var idle = try Fixture.mapped()
+        try idle.run(.reportFault(volume: "tgt", cause: .ioError, reason: "EIO"))
+        #expect(idle.state.maps[0]?.state == .idleOrCopied)
+        #expect(idle.state.maps[0]?.imageValid == false)
+    }
+
+    @Test("a target fault during a rollback leaves the rollback that reads from it running")
+    func targetFaultDuringRollback() throws {
+        var harness = try Fixture.restoring()
+        try harness.run(.reportFault(volume: "tgt", cause: .ioError, reason: "EIO"))
         #expect(harness.state.volumes[1]?.status == .faulted)
-        #expect(harness.state.maps[0]?.imageValid == false)
+        #expect(harness.state.maps[0]?.rollback != nil)
         #expect(harness.state.maps[0]?.state == .copying)
-        // The source is untouched.
-        #expect(harness.state.volumes[0]?.status == .online)
+        #expect(harness.state.volumes[0]?.status == .restoring)
+        checkInvariants(harness.state)
     }
 
     @Test("stopping a map invalidates its image; restarting resets its progress")

@@ -1,0 +1,122 @@
+import SnapbackCore
+import SnapbackData
+
+/// Background work: rollbacks first (a faulted source waits for them), then background copies.
+extension Controller {
+    /// What one step did.
+    public struct StepOutcome: Sendable, Equatable {
+        /// Bytes copied (grain copies, either direction).
+        public var bytesCopied: UInt64 = 0
+        /// True when background work remains.
+        public var workRemains = false
+    }
+
+    /// Bounds on one step: grains copied between two durable marks.
+    public static let stepGrainsMax = 64
+
+    /// Does up to `budgetBytes` of background work and returns what it did. A rollback runs at
+    /// full speed; a background copy is paced by the caller from each map's copy rate (see
+    /// ``copyRatesBytesPerSecond``). Errors fault the failing volume and end the step.
+    @discardableResult
+    public func step(budgetBytes: UInt64, copies: Bool = true) -> StepOutcome {
+        locked {
+            var outcome = StepOutcome()
+            for map in committed.mapsByID where map.role == .forward && map.rollback != nil {
+                rollbackStepLocked(map, budgetBytes: budgetBytes, &outcome)
+                if outcome.bytesCopied >= budgetBytes { outcome.workRemains = true; return outcome }
+            }
+            guard copies else { return outcome }
+            for map in committed.mapsByID where map.role == .forward && map.state == .copying && map.copyRate > 0 && map.imageValid {
+                copyStepLocked(map, budgetBytes: budgetBytes - min(budgetBytes, outcome.bytesCopied), &outcome)
+                if outcome.bytesCopied >= budgetBytes { outcome.workRemains = true; return outcome }
+            }
+            outcome.workRemains = outcome.workRemains || hasBackgroundWorkLocked()
+            return outcome
+        }
+    }
+
+    /// True while a rollback runs or a map with a copy rate is copying.
+    public var hasBackgroundWork: Bool { locked { hasBackgroundWorkLocked() } }
+
+    func hasBackgroundWorkLocked() -> Bool {
+        committed.maps.values.contains {
+            $0.role == .forward && ($0.rollback != nil || ($0.state == .copying && $0.copyRate > 0 && $0.imageValid))
+        }
+    }
+
+    /// The copy rate of every copying map, in bytes per second (IBM's table).
+    public var copyRatesBytesPerSecond: [MapID: UInt64] {
+        locked {
+            var rates: [MapID: UInt64] = [:]
+            for map in committed.maps.values where map.role == .forward && map.state == .copying && map.imageValid {
+                rates[map.id] = CopyRate.bytesPerSecond(map.copyRate)
+            }
+            return rates
+        }
+    }
+
+    /// Copies up to `budgetBytes` of grains the target does not hold yet, syncs the target, then
+    /// durably marks them split together with the progress event (or the completion).
+    private func copyStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
+        guard var maps = bitmaps[map.id], let source = committed.volumes[map.sourceID], source.status != .faulted else { return }
+        let grainsMax = max(1, min(Self.stepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
+        var batch: [UInt64] = []
+        var cursor = copyCursors[map.id] ?? 0
+        while batch.count < grainsMax, let grain = maps.split.nextClear(from: cursor) {
+            batch.append(grain)
+            cursor = grain + 1
+        }
+        if batch.isEmpty, cursor > 0, let grain = maps.split.nextClear(from: 0) {
+            batch.append(grain)
+            cursor = grain + 1
+        }
+        copyCursors[map.id] = cursor
+        if !batch.isEmpty {
+            do {
+                try copyGrainsLocked(map, batch)
+            } catch {
+                return  // the failing volume was faulted; the map stops or the source is faulted
+            }
+            for grain in batch { maps.split[grain] = true }
+            outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
+        }
+        let splitCount = maps.split.setCount
+        let command: Command = splitCount == map.grainsTotal
+            ? .completeCopy(map: map.id) : .recordCopyProgress(map: map.id, grainsCopied: splitCount)
+        _ = try? commitBitmaps([map.id: maps], command: command)
+    }
+
+    /// Restores up to `budgetBytes` of dirty, not yet restored grains (target → source), syncs the
+    /// source, then durably marks them restored with the progress event; completes the rollback
+    /// when none remain.
+    private func rollbackStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
+        guard var maps = bitmaps[map.id], let rollback = map.rollback else { return }
+        var toRestore = rollback.grainsToRestore
+        if toRestore == 0 {
+            // First step (or first after a restart before any progress): count the work.
+            toRestore = maps.dirty.setCount + maps.restored.setCount
+            if toRestore > 0 {
+                _ = try? commitLocked(.recordRollbackProgress(map: map.id, grainsRestored: maps.restored.setCount, grainsToRestore: toRestore))
+            }
+        }
+        let grainsMax = max(1, min(Self.stepGrainsMax * 4, Int(budgetBytes / UInt64(map.grainSizeBytes))))
+        var batch: [UInt64] = []
+        var cursor: UInt64 = 0
+        while batch.count < grainsMax, let grain = maps.dirty.nextSet(from: cursor) {
+            if !maps.restored[grain] { batch.append(grain) }
+            cursor = grain + 1
+        }
+        if batch.isEmpty {
+            _ = try? commitBitmaps([map.id: maps], command: .completeRollback(map: map.id))
+            return
+        }
+        do {
+            try restoreGrainsLocked(map, batch, &maps)
+        } catch {
+            return  // the failing volume was faulted
+        }
+        outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
+        let restored = min(maps.restored.setCount, toRestore)
+        _ = try? commitBitmaps([map.id: maps], command: .recordRollbackProgress(map: map.id, grainsRestored: restored, grainsToRestore: toRestore))
+    }
+}

@@ -1,0 +1,269 @@
+import SnapbackCore
+import SnapbackData
+
+/// Host I/O (brief section 3): copy-on-write on sources, point-in-time images on targets, and
+/// restore-before-write during a rollback.
+extension Controller {
+    /// How a host sees a volume: its size and whether it may write.
+    public struct Export: Sendable, Equatable {
+        public var volumeID: VolumeID
+        public var sizeBytes: UInt64
+        public var readOnly: Bool
+    }
+
+    /// The export of volume `name` (by name or id), or `nil`.
+    public func export(_ name: String) -> Export? {
+        locked {
+            guard let volume = committed.volume(name) else { return nil }
+            return Export(volumeID: volume.id, sizeBytes: volume.sizeBytes, readOnly: isReadOnlyLocked(volume.id))
+        }
+    }
+
+    /// A target is read-only to hosts while its map has autorestore on, and while a rollback
+    /// reads from it.
+    func isReadOnlyLocked(_ volumeID: VolumeID) -> Bool {
+        committed.maps.values.contains { $0.role == .forward && $0.targetID == volumeID && ($0.autorestore || $0.rollback != nil) }
+    }
+
+    /// The forward map whose target is `volumeID`, if any.
+    func mapTargetingLocked(_ volumeID: VolumeID) -> LCMap? {
+        committed.maps.values.first { $0.role == .forward && $0.targetID == volumeID }
+    }
+
+    /// Checks that the volume exists, is online to hosts and that the range lies inside it.
+    private func hostVolumeLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int) throws(HostIOError) -> (Volume, BlockStore) {
+        guard let volume = committed.volumes[volumeID] else { throw .unknownVolume(String(volumeID)) }
+        guard volume.status != .faulted, let store = stores[volumeID] else { throw .faulted(volume: volume.name) }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
+        guard length >= 0, !overflow, end <= volume.sizeBytes else {
+            throw .outOfRange(offset: offset, length: length, sizeBytes: volume.sizeBytes)
+        }
+        return (volume, store)
+    }
+
+    /// The grains of `map` that `offset..<offset+length` touches.
+    func grains(of map: LCMap, _ offset: UInt64, _ length: Int) -> ClosedRange<UInt64>? {
+        guard length > 0 else { return nil }
+        let grainBytes = UInt64(map.grainSizeBytes)
+        return (offset / grainBytes)...((offset + UInt64(length) - 1) / grainBytes)
+    }
+
+    /// The byte range of grain `grain` of `map` (the last grain may be short).
+    func grainRange(_ map: LCMap, _ grain: UInt64, sizeBytes: UInt64) -> (offset: UInt64, length: Int) {
+        let offset = grain * UInt64(map.grainSizeBytes)
+        return (offset, Int(min(UInt64(map.grainSizeBytes), sizeBytes - offset)))
+    }
+
+    // MARK: Reads
+
+    /// Reads what a host sees: a target's point-in-time image while its map is active, a
+    /// restoring source's image for grains not yet restored, else the volume's bytes.
+    public func read(volume volumeID: VolumeID, offset: UInt64, length: Int) throws(HostIOError) -> [UInt8] {
+        try locked { () throws(HostIOError) -> [UInt8] in
+            let (volume, store) = try hostVolumeLocked(volumeID, offset, length)
+            var bytes = [UInt8](repeating: 0, count: length)
+            do throws(BlockStoreError) {
+                try store.read(at: offset, into: &bytes, range: 0..<length)
+            } catch {
+                throw faultLocked(volume, error)
+            }
+            if let map = mapTargetingLocked(volumeID), map.imageValid, let maps = bitmaps[map.id] {
+                // Target: grains the target does not hold come from the source.
+                try overlayLocked(&bytes, offset, map, from: map.sourceID, where: { !maps.split[$0] })
+            }
+            if let rollback = committed.runningRollback(onto: volumeID), let maps = bitmaps[rollback.id] {
+                // Restoring source: grains not yet restored come from the image on the target.
+                try overlayLocked(&bytes, offset, rollback, from: rollback.targetID, where: { maps.dirty[$0] && !maps.restored[$0] })
+            }
+            return bytes
+        }
+    }
+
+    /// Replaces the parts of `bytes` (read at `offset`) in grains of `map` matching `condition`
+    /// with the bytes of volume `otherID`.
+    private func overlayLocked(
+        _ bytes: inout [UInt8], _ offset: UInt64, _ map: LCMap, from otherID: VolumeID, where condition: (UInt64) -> Bool
+    ) throws(HostIOError) {
+        guard let range = grains(of: map, offset, bytes.count), let other = committed.volumes[otherID] else { return }
+        let end = offset + UInt64(bytes.count)
+        for grain in range where condition(grain) {
+            let start = max(offset, grain * UInt64(map.grainSizeBytes))
+            let stop = min(end, (grain + 1) * UInt64(map.grainSizeBytes))
+            guard let store = stores[otherID] else { throw .faulted(volume: other.name) }
+            do throws(BlockStoreError) {
+                try store.read(at: start, into: &bytes, range: Int(start - offset)..<Int(stop - offset))
+            } catch {
+                throw faultLocked(other, error)
+            }
+        }
+    }
+
+    // MARK: Writes
+
+    /// Writes for a host, following the durability rules: on a restoring source, dirty grains not
+    /// yet restored are restored first; for every active map of the source, grains not yet split
+    /// are copied to the target and made durable, and `split`/`dirty` are durably marked, before
+    /// the source is written. `fua` makes the write itself durable before returning.
+    public func write(volume volumeID: VolumeID, offset: UInt64, bytes: [UInt8], fua: Bool) throws(HostIOError) {
+        try locked { () throws(HostIOError) in
+            let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+            if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
+            if let map = mapTargetingLocked(volumeID), map.imageValid {
+                try prepareTargetWriteLocked(map, offset, bytes.count)
+            }
+            if let rollback = committed.runningRollback(onto: volumeID) {
+                try restoreBeforeWriteLocked(rollback, offset, bytes.count)
+            }
+            try copyOnWriteLocked(volume, offset, bytes.count)
+            do throws(BlockStoreError) {
+                try store.write(at: offset, bytes: bytes)
+                if fua { try store.sync() }
+            } catch {
+                throw faultLocked(volume, error)
+            }
+        }
+    }
+
+    /// Makes every completed host write on the volume durable.
+    public func flush(volume volumeID: VolumeID) throws(HostIOError) {
+        try locked { () throws(HostIOError) in
+            let (volume, store) = try hostVolumeLocked(volumeID, 0, 0)
+            do throws(BlockStoreError) { try store.sync() } catch { throw faultLocked(volume, error) }
+        }
+    }
+
+    /// Restores the dirty, not yet restored grains of the running rollback that the write touches,
+    /// and durably marks them restored, so that a replayed copy can never overwrite this write.
+    private func restoreBeforeWriteLocked(_ map: LCMap, _ offset: UInt64, _ length: Int) throws(HostIOError) {
+        guard var maps = bitmaps[map.id], let range = grains(of: map, offset, length) else { return }
+        let pending = range.filter { maps.dirty[$0] && !maps.restored[$0] }
+        guard !pending.isEmpty else { return }
+        try restoreGrainsLocked(map, pending, &maps)
+        do {
+            try commitBitmaps([map.id: maps])
+        } catch {
+            throw HostIOError.io(volume: committed.volumes[map.sourceID]?.name ?? "", detail: "\(error)")
+        }
+    }
+
+    /// Copies grains `grains` of `map` from target to source and syncs the source; marks them
+    /// restored and clean in `maps` (not yet durable).
+    func restoreGrainsLocked(_ map: LCMap, _ grains: [UInt64], _ maps: inout MapBitmaps) throws(HostIOError) {
+        guard let source = committed.volumes[map.sourceID], let target = committed.volumes[map.targetID] else { return }
+        guard let sourceStore = stores[source.id] else { throw .faulted(volume: source.name) }
+        guard let targetStore = stores[target.id] else { throw .faulted(volume: target.name) }
+        var buffer = [UInt8](repeating: 0, count: Int(map.grainSizeBytes))
+        for grain in grains {
+            let (grainOffset, grainLength) = grainRange(map, grain, sizeBytes: source.sizeBytes)
+            do throws(BlockStoreError) {
+                try targetStore.read(at: grainOffset, into: &buffer, range: 0..<grainLength)
+            } catch {
+                throw faultLocked(target, error)
+            }
+            do throws(BlockStoreError) {
+                try sourceStore.write(at: grainOffset, from: buffer, range: 0..<grainLength)
+            } catch {
+                throw faultLocked(source, error)
+            }
+            maps.restored[grain] = true
+            maps.dirty[grain] = false
+        }
+        do throws(BlockStoreError) { try sourceStore.sync() } catch { throw faultLocked(source, error) }
+    }
+
+    /// For every active map of the source: copy the unsplit grains the write touches to the
+    /// target and sync it, then durably mark split and dirty (one commit for all maps).
+    private func copyOnWriteLocked(_ source: Volume, _ offset: UInt64, _ length: Int) throws(HostIOError) {
+        var updated: [MapID: MapBitmaps] = [:]
+        for map in committed.forwardMaps(ofSource: source.id) where map.isActive {
+            guard var maps = bitmaps[map.id], let range = grains(of: map, offset, length) else { continue }
+            let unsplit = range.filter { !maps.split[$0] }
+            if !unsplit.isEmpty {
+                do {
+                    try copyGrainsLocked(map, unsplit)
+                } catch let error as TargetFailure {
+                    // The target faulted and its map stopped: no copy-on-write is owed to it.
+                    _ = error
+                    continue
+                } catch let error as HostIOError {
+                    throw error
+                } catch {
+                    preconditionFailure("\(error)")
+                }
+                for grain in unsplit { maps.split[grain] = true }
+            }
+            for grain in range where !maps.dirty[grain] { maps.dirty[grain] = true }
+            if maps.split != bitmaps[map.id]!.split || maps.dirty != bitmaps[map.id]!.dirty { updated[map.id] = maps }
+        }
+        guard !updated.isEmpty else { return }
+        do {
+            try commitBitmaps(updated)
+        } catch {
+            throw HostIOError.io(volume: source.name, detail: "\(error)")
+        }
+    }
+
+    /// Raised when a target failed during a grain copy (the target is then faulted).
+    struct TargetFailure: Error {}
+
+    /// Copies grains `grains` of `map` from source to target and syncs the target.
+    /// - Throws: ``TargetFailure`` when the target failed (and was faulted), ``HostIOError``
+    ///   when the source failed (and was faulted).
+    func copyGrainsLocked(_ map: LCMap, _ grains: [UInt64]) throws {
+        guard let source = committed.volumes[map.sourceID], let target = committed.volumes[map.targetID] else { return }
+        guard let sourceStore = stores[source.id] else { throw HostIOError.faulted(volume: source.name) }
+        guard let targetStore = stores[target.id] else { throw TargetFailure() }
+        var buffer = [UInt8](repeating: 0, count: Int(map.grainSizeBytes))
+        for grain in grains {
+            let (grainOffset, grainLength) = grainRange(map, grain, sizeBytes: source.sizeBytes)
+            do throws(BlockStoreError) {
+                try sourceStore.read(at: grainOffset, into: &buffer, range: 0..<grainLength)
+            } catch {
+                throw faultLocked(source, error)
+            }
+            do throws(BlockStoreError) {
+                try targetStore.write(at: grainOffset, from: buffer, range: 0..<grainLength)
+            } catch {
+                _ = faultLocked(target, error)
+                throw TargetFailure()
+            }
+        }
+        do throws(BlockStoreError) {
+            try targetStore.sync()
+        } catch {
+            _ = faultLocked(target, error)
+            throw TargetFailure()
+        }
+    }
+
+    /// A write to the target of an active map with autorestore off: grains the target does not
+    /// hold yet are first copied from the source (so the rest of each grain stays the image's),
+    /// durably marked split, then the write goes to the target.
+    private func prepareTargetWriteLocked(_ map: LCMap, _ offset: UInt64, _ length: Int) throws(HostIOError) {
+        guard var maps = bitmaps[map.id], let range = grains(of: map, offset, length) else { return }
+        let unsplit = range.filter { !maps.split[$0] }
+        guard !unsplit.isEmpty else { return }
+        let target = committed.volumes[map.targetID]!
+        do {
+            try copyGrainsLocked(map, unsplit)
+        } catch is TargetFailure {
+            throw .io(volume: target.name, detail: "copying grains from the source failed")
+        } catch let error as HostIOError {
+            throw error
+        } catch {
+            preconditionFailure("\(error)")
+        }
+        for grain in unsplit { maps.split[grain] = true }
+        do { try commitBitmaps([map.id: maps]) } catch { throw .io(volume: target.name, detail: "\(error)") }
+    }
+
+    /// Records an I/O error on `volume` as a fault (which may start an automatic rollback) and
+    /// returns the error to give the host.
+    func faultLocked(_ volume: Volume, _ error: BlockStoreError) -> HostIOError {
+        if committed.volumes[volume.id]?.status != .faulted {
+            let reason = String("\(error)".prefix(Limits.reasonBytesMax / 4))
+            _ = try? commitLocked(.reportFault(volume: String(volume.id), cause: .ioError, reason: reason))
+        }
+        return .io(volume: volume.name, detail: "\(error)")
+    }
+}

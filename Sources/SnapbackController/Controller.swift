@@ -1,0 +1,257 @@
+import Foundation
+import SnapbackCore
+import SnapbackData
+
+/// Why a host read or write was refused. Nothing was written.
+public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unknownVolume(String)
+    case outOfRange(offset: UInt64, length: Int, sizeBytes: UInt64)
+    /// The volume is a target whose map has autorestore on (or is being read for a rollback).
+    case readOnly(volume: String)
+    /// The volume is faulted: offline to hosts.
+    case faulted(volume: String)
+    /// An I/O error; the volume has been faulted.
+    case io(volume: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownVolume(name): "volume \(name) does not exist"
+        case let .outOfRange(offset, length, size): "range \(offset)+\(length) is outside the volume's \(size) bytes"
+        case let .readOnly(volume): "volume \(volume) is read-only to hosts"
+        case let .faulted(volume): "volume \(volume) is faulted"
+        case let .io(volume, detail): "I/O error on volume \(volume): \(detail)"
+        }
+    }
+}
+
+/// A command refused by the controller: by the state machine, or because its effects could not
+/// be made durable. Nothing changed.
+public enum ControllerError: Error, Sendable, CustomStringConvertible {
+    case rejected(CommandError)
+    /// The log or a backing store failed; the command was not recorded.
+    case storage(String)
+
+    public var code: String {
+        switch self {
+        case let .rejected(error): error.code.rawValue
+        case .storage: "storage_error"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case let .rejected(error): error.description
+        case let .storage(detail): "storage_error: \(detail)"
+        }
+    }
+}
+
+/// The controller: the committed state, the durable store, the volumes' bytes and the maps'
+/// bitmaps, and the rules that carry the state machine's decisions out on the bytes (brief
+/// sections 2 and 3).
+///
+/// Every public method runs under one lock, in a total order, so the outcome depends only on the
+/// order of calls: snapbackd calls it from its runtime, the simulator from a seeded loop. Time
+/// comes in through `clock`; nothing here reads a clock, a random source or a file directly
+/// except through the ports.
+public final class Controller: @unchecked Sendable {
+    /// Runs `body` under the controller's lock, keeping its typed error.
+    func locked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    /// The committed state: always `reduce(durable log)`.
+    public var state: ControllerState { locked { committed } }
+
+    let durable: DurableStore
+    let volumeProvider: VolumeProvider
+    let clock: @Sendable () -> Int64
+    let lock = NSLock()
+    var committed: ControllerState
+    var stores: [VolumeID: BlockStore] = [:]
+    var bitmaps: [MapID: MapBitmaps] = [:]
+    /// Where each map's background copy resumes its scan.
+    var copyCursors: [MapID: UInt64] = [:]
+    /// Volumes whose backing store failed to open at start-up (faulted by `start`).
+    public private(set) var backingProblems: [VolumeID: BackingProblem] = [:]
+
+    /// The bitmaps of one forward map, in memory (grains / 8 bytes each).
+    struct MapBitmaps {
+        var split: GrainBitmap
+        var dirty: GrainBitmap
+        var restored: GrainBitmap
+
+        init(grainCount: UInt64) {
+            split = GrainBitmap(grainCount: grainCount)
+            dirty = GrainBitmap(grainCount: grainCount)
+            restored = GrainBitmap(grainCount: grainCount)
+        }
+
+        subscript(kind: BitmapKind) -> GrainBitmap {
+            get {
+                switch kind {
+                case .split: split
+                case .dirty: dirty
+                case .restored: restored
+                }
+            }
+            set {
+                switch kind {
+                case .split: split = newValue
+                case .dirty: dirty = newValue
+                case .restored: restored = newValue
+                }
+            }
+        }
+    }
+
+    /// Recovers from the durable store: replays the log, opens every volume (faulting those whose
+    /// backing store is missing or resized, which may start automatic rollbacks), loads the
+    /// bitmaps and records the start. Interrupted copies and rollbacks resume with ``step(budgetBytes:)``.
+    public init(durable: DurableStore, volumes: VolumeProvider, clock: @escaping @Sendable () -> Int64, version: String) throws {
+        self.durable = durable
+        volumeProvider = volumes
+        self.clock = clock
+        committed = try durable.replayState()
+        try locked {
+            for volume in committed.volumesByID {
+                do throws(BackingProblem) {
+                    stores[volume.id] = try volumeProvider.open(volume)
+                } catch {
+                    backingProblems[volume.id] = error
+                }
+            }
+            for map in committed.mapsByID where map.role == .forward {
+                var loaded = MapBitmaps(grainCount: map.grainsTotal)
+                for kind in BitmapKind.allCases {
+                    loaded[kind] = try durable.loadBitmap(map: map.id, kind: kind, grainCount: map.grainsTotal)
+                }
+                bitmaps[map.id] = loaded
+            }
+            _ = try commitLocked(.recordControllerStart(version: version))
+            for (volumeID, problem) in backingProblems.sorted(by: { $0.key < $1.key }) {
+                guard let volume = committed.volumes[volumeID], volume.status != .faulted else { continue }
+                let reason = String(problem.description.prefix(Limits.reasonBytesMax / 4))
+                _ = try commitLocked(.reportFault(volume: String(volumeID), cause: problem.faultCause, reason: reason))
+            }
+        }
+    }
+
+    // MARK: - Commands
+
+    /// Decides `command` against the committed state and, when accepted, makes its events (and
+    /// the bitmap changes and backing stores they need) durable before returning them.
+    /// - Throws: ``ControllerError``; on error nothing was recorded or changed.
+    @discardableResult
+    public func execute(_ command: Command) throws(ControllerError) -> [Event] {
+        try locked { () throws(ControllerError) -> [Event] in try commitLocked(command) }
+    }
+
+    /// Decide, prepare side effects, commit durably, then apply. Must hold the lock.
+    func commitLocked(_ command: Command, bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) -> [Event] {
+        let events: [Event]
+        do throws(CommandError) {
+            events = try decide(command, committed)
+        } catch {
+            throw .rejected(error)
+        }
+        try commitEventsLocked(events, bitmapChanges: extra)
+        return events
+    }
+
+    /// Commits decided events with their bitmap side effects, then applies them. Must hold the lock.
+    func commitEventsLocked(_ events: [Event], bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) {
+        guard !events.isEmpty || !extra.isEmpty else { return }
+        var created: [VolumeID: BlockStore] = [:]
+        var changes = extra
+        var preview = committed
+        for event in events {
+            switch event {
+            case let .volumeCreated(id, name, sizeBytes, path):
+                do {
+                    created[id] = try volumeProvider.create(Volume(id: id, name: name, sizeBytes: sizeBytes, path: path))
+                } catch {
+                    throw .rejected(CommandError(.invalidPath, "cannot create the backing store of volume \(name): \(error)"))
+                }
+            case let .mapStarted(id, _):
+                // A new point in time: the bitmaps start clear, atomically with the start.
+                changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
+            case let .mapRemoved(id):
+                changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
+            case let .rollbackCompleted(id):
+                changes.append(.clear(map: id, kind: .restored))
+            default:
+                break
+            }
+            preview.apply(event)
+        }
+        do {
+            _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: clock())
+        } catch {
+            for (id, _) in created {
+                if let volume = preview.volumes[id] { volumeProvider.remove(volume) }
+            }
+            throw .storage("\(error)")
+        }
+        for event in events { applyCommitted(event, created: created) }
+    }
+
+    /// Mirrors a committed event onto the in-memory bytes and bitmaps.
+    private func applyCommitted(_ event: Event, created: [VolumeID: BlockStore]) {
+        let before = committed
+        committed.apply(event)
+        switch event {
+        case let .volumeCreated(id, _, _, _):
+            stores[id] = created[id]
+        case let .volumeRemoved(id):
+            stores[id] = nil
+            if let volume = before.volumes[id] { volumeProvider.remove(volume) }
+        case let .mapCreated(created):
+            bitmaps[created.id] = MapBitmaps(grainCount: committed.maps[created.id]?.grainsTotal ?? 0)
+        case let .mapStarted(id, _):
+            bitmaps[id] = MapBitmaps(grainCount: committed.maps[id]?.grainsTotal ?? 0)
+            copyCursors[id] = 0
+        case let .mapRemoved(id):
+            bitmaps[id] = nil
+            copyCursors[id] = nil
+        case let .rollbackCompleted(id):
+            bitmaps[id]?.restored.clearAll()
+        default:
+            break
+        }
+    }
+
+    /// Commits bitmap `updated` for the maps in it, writing only the chunks that changed, with
+    /// `command`'s events when one is given; on success replaces the in-memory bitmaps.
+    func commitBitmaps(_ updated: [MapID: MapBitmaps], command: Command? = nil) throws(ControllerError) {
+        var changes: [BitmapChange] = []
+        for (id, new) in updated.sorted(by: { $0.key < $1.key }) {
+            guard let old = bitmaps[id] else { continue }
+            for kind in BitmapKind.allCases where old[kind] != new[kind] {
+                for chunk in 0..<new[kind].chunkCount where new[kind].chunkDiffers(from: old[kind], chunk: chunk) {
+                    changes.append(.setChunk(map: id, kind: kind, chunk: chunk, bytes: new[kind].chunkBytes(chunk)))
+                }
+            }
+        }
+        if let command {
+            let events: [Event]
+            do throws(CommandError) { events = try decide(command, committed) } catch { throw .rejected(error) }
+            try commitEventsLocked(events, bitmapChanges: changes)
+        } else {
+            try commitEventsLocked([], bitmapChanges: changes)
+        }
+        for (id, new) in updated where bitmaps[id] != nil { bitmaps[id] = new }
+    }
+
+    /// A copy of `map`'s bitmaps (for tests and the simulator's invariants).
+    public func bitmaps(of map: MapID) -> (split: GrainBitmap, dirty: GrainBitmap, restored: GrainBitmap)? {
+        locked { bitmaps[map].map { ($0.split, $0.dirty, $0.restored) } }
+    }
+
+    /// Saves a checkpoint of the committed state.
+    public func checkpoint() throws {
+        try locked { try durable.checkpoint(committed) }
+    }
+}

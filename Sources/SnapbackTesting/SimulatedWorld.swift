@@ -1,0 +1,215 @@
+import SnapbackCore
+import SnapbackData
+import SnapbackLog
+
+/// SplitMix64: one seed drives a whole simulated run.
+public struct SeededRandom: RandomNumberGenerator, Sendable {
+    public private(set) var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The shared fate of a simulated machine: every I/O point (a block write, a sync, a durable
+/// commit) is counted, and a crash can be scheduled at any of them. From the crash on, every
+/// operation fails and nothing more becomes durable, until ``restart()``.
+public final class SimulatedWorld: @unchecked Sendable {
+    public var random: SeededRandom
+    /// I/O points passed since the world began.
+    public private(set) var ioPoints = 0
+    /// Crash when this many I/O points have passed (the point itself does not happen).
+    public var crashAtIOPoint: Int?
+    public private(set) var crashed = false
+    /// The simulated clock, in milliseconds.
+    public var nowMilliseconds: Int64 = 1_800_000_000_000
+    /// Volumes that answer every operation with an I/O error.
+    public var failingVolumes: Set<VolumeID> = []
+    /// Block stores created in this world, for crash processing.
+    var blockStores: [SimulatedBlockStore] = []
+
+    public init(seed: UInt64) { random = SeededRandom(seed: seed) }
+
+    /// Passes one I/O point; throws when the world has crashed or crashes now.
+    func ioPoint(_ what: String) throws(BlockStoreError) {
+        if crashed { throw .io(operation: "\(what) after a simulated crash", errno: 5) }
+        ioPoints += 1
+        if let crashAt = crashAtIOPoint, ioPoints >= crashAt {
+            crashed = true
+            throw .io(operation: "\(what): simulated crash", errno: 5)
+        }
+    }
+
+    /// Crashes now (if not already), then applies crash semantics to every disk: each unsynced
+    /// write is lost, kept, or torn at sector granularity, chosen by the seed. The world runs again.
+    public func restart() {
+        crashed = false
+        crashAtIOPoint = nil
+        for store in blockStores { store.applyCrash(&random) }
+    }
+
+    /// A clock for the controller.
+    public var clock: @Sendable () -> Int64 {
+        { [unowned self] in
+            nowMilliseconds += 1
+            return nowMilliseconds
+        }
+    }
+}
+
+/// A simulated disk: reads see every write; only synced writes are durable.
+public final class SimulatedBlockStore: BlockStore, @unchecked Sendable {
+    public let sizeBytes: UInt64
+    public let volumeID: VolumeID
+    private unowned let world: SimulatedWorld
+    /// What reads return now.
+    public private(set) var current: [UInt8]
+    /// What survives a crash for sure.
+    public private(set) var durable: [UInt8]
+    private var pending: [(offset: Int, bytes: [UInt8])] = []
+    public static let sectorBytes = 512
+
+    init(world: SimulatedWorld, volumeID: VolumeID, sizeBytes: UInt64) {
+        self.world = world
+        self.volumeID = volumeID
+        self.sizeBytes = sizeBytes
+        current = [UInt8](repeating: 0, count: Int(sizeBytes))
+        durable = current
+        world.blockStores.append(self)
+    }
+
+    private func check(_ what: String) throws(BlockStoreError) {
+        if world.failingVolumes.contains(volumeID) { throw .io(operation: "\(what) (injected error)", errno: 5) }
+    }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(BlockStoreError) {
+        try checkRange(offset, buffer.count)
+        try check("read")
+        if world.crashed { throw .io(operation: "read after a simulated crash", errno: 5) }
+        current.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<Int(offset) + buffer.count])) }
+    }
+
+    public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockStoreError) {
+        try checkRange(offset, buffer.count)
+        try check("write")
+        try world.ioPoint("write volume \(volumeID)")
+        let bytes = Array(buffer)
+        current.replaceSubrange(Int(offset)..<Int(offset) + bytes.count, with: bytes)
+        pending.append((Int(offset), bytes))
+    }
+
+    public func sync() throws(BlockStoreError) {
+        try check("sync")
+        try world.ioPoint("sync volume \(volumeID)")
+        durable = current
+        pending.removeAll()
+    }
+
+    /// Crash semantics: every unsynced write is lost, kept or torn (a random subset of its
+    /// sectors lands), in order.
+    func applyCrash(_ random: inout SeededRandom) {
+        var survivor = durable
+        for write in pending {
+            switch Int.random(in: 0..<3, using: &random) {
+            case 0:
+                continue
+            case 1:
+                survivor.replaceSubrange(write.offset..<write.offset + write.bytes.count, with: write.bytes)
+            default:
+                var start = 0
+                while start < write.bytes.count {
+                    let sectorEnd = min(write.bytes.count, ((write.offset + start) / Self.sectorBytes + 1) * Self.sectorBytes - write.offset)
+                    if Bool.random(using: &random) {
+                        survivor.replaceSubrange(write.offset + start..<write.offset + sectorEnd, with: write.bytes[start..<sectorEnd])
+                    }
+                    start = sectorEnd
+                }
+            }
+        }
+        durable = survivor
+        current = survivor
+        pending.removeAll()
+    }
+}
+
+/// Simulated volumes: one simulated disk per volume, kept across restarts.
+public final class SimulatedVolumeProvider: VolumeProvider, @unchecked Sendable {
+    private unowned let world: SimulatedWorld
+    public private(set) var stores: [VolumeID: SimulatedBlockStore] = [:]
+
+    public init(world: SimulatedWorld) { self.world = world }
+
+    public func create(_ volume: Volume) throws -> BlockStore {
+        let store = SimulatedBlockStore(world: world, volumeID: volume.id, sizeBytes: volume.sizeBytes)
+        stores[volume.id] = store
+        return store
+    }
+
+    public func open(_ volume: Volume) throws(BackingProblem) -> BlockStore {
+        guard let store = stores[volume.id] else { throw .missing(path: "sim:\(volume.id)") }
+        guard store.sizeBytes == volume.sizeBytes else {
+            throw .sizeMismatch(path: "sim:\(volume.id)", recordedBytes: volume.sizeBytes, actualBytes: store.sizeBytes)
+        }
+        return store
+    }
+
+    public func remove(_ volume: Volume) { stores[volume.id] = nil }
+
+    /// Makes a volume's backing store vanish, as a deleted file would.
+    public func vanish(_ volumeID: VolumeID) { stores[volumeID] = nil }
+}
+
+/// A simulated durable store: a committed commit survives a crash, an uncommitted one vanishes.
+public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
+    private unowned let world: SimulatedWorld
+    public private(set) var events: [StoredEvent] = []
+    private var bitmaps: [String: [UInt8]] = [:]
+    private var checkpointState: ControllerState?
+    /// Commits made (each one durable transaction).
+    public private(set) var commits = 0
+
+    public init(world: SimulatedWorld) { self.world = world }
+
+    private static func key(_ map: MapID, _ kind: BitmapKind, _ chunk: Int) -> String { "\(map)/\(kind.rawValue)/\(chunk)" }
+
+    public func commit(events newEvents: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        try world.ioPoint("commit")
+        let first = UInt64(events.count) + 1
+        for event in newEvents {
+            events.append(StoredEvent(sequence: UInt64(events.count) + 1, timestampMilliseconds: timestampMilliseconds, event: event))
+        }
+        for change in bitmapChanges {
+            switch change {
+            case let .setChunk(map, kind, chunk, bytes): bitmaps[Self.key(map, kind, chunk)] = bytes
+            case let .clear(map, kind):
+                let prefix = "\(map)/\(kind.rawValue)/"
+                for key in bitmaps.keys where key.hasPrefix(prefix) { bitmaps[key] = nil }
+            }
+        }
+        commits += 1
+        return AppendReceipt(firstSequence: first, lastSequence: UInt64(events.count))
+    }
+
+    public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
+        var bitmap = GrainBitmap(grainCount: grainCount)
+        for chunk in 0..<bitmap.chunkCount {
+            if let bytes = bitmaps[Self.key(map, kind, chunk)] {
+                let loaded = bytes.withUnsafeBytes { bitmap.loadChunk(chunk, from: $0) }
+                precondition(loaded, "simulated bitmap chunk of the wrong size")
+            }
+        }
+        return bitmap
+    }
+
+    public func replayState() throws -> ControllerState {
+        var state = ControllerState()
+        for stored in events { state.apply(stored.event) }
+        return state
+    }
+
+    public func checkpoint(_ state: ControllerState) throws { checkpointState = state }
+}

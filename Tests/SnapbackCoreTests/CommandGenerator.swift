@@ -1,0 +1,199 @@
+@testable import SnapbackCore
+
+/// Generates random commands, valid and invalid mixed, biased towards ones that make progress
+/// (starts, faults, rollbacks, data-plane reports) so that long sequences reach every state.
+///
+/// Every choice is made from sorted arrays, never from dictionary iteration order (which Swift
+/// seeds per process), so a seed reproduces the same sequence in every run.
+///
+/// Names, references and paths never contain a newline: see `KnownIssueTests` (a newline in a
+/// refused name traps the process).
+struct CommandGenerator {
+    var random: SplitMix64
+
+    init(seed: UInt64) { random = SplitMix64(seed: seed) }
+
+    static let volumeNames = ["v0", "v1", "v2", "v3", "v4", "v5", "v6"]
+    static let mapNames = ["m0", "m1", "m2", "m3", "m4", "daily", "m0_rev"]
+    static let badNames = ["", "9lives", "has space", "slash/", String(repeating: "x", count: 64)]
+    static let sizes: [UInt64] = [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 2 << 20, 512, 0, 513, (16 << 40) + 512]
+    static let reasons = ["ransomware", "EIO on read", "x", "", "   ", "two\nlines", String(repeating: "r", count: 257)]
+
+    mutating func volumeReference(_ state: ControllerState) -> String {
+        let volumes = state.volumesByID
+        switch random.int(0...39) {
+        case 0: return "ghost"
+        case 1: return String(random.int(0...12))
+        case 2: return random.pick(Self.volumeNames)
+        default:
+            guard !volumes.isEmpty else { return random.pick(Self.volumeNames) }
+            let volume = random.pick(volumes)
+            return random.chance(80) ? volume.name : String(volume.id)
+        }
+    }
+
+    mutating func mapReference(_ state: ControllerState, forwardBias: Int = 85) -> String {
+        let maps = state.mapsByID
+        switch random.int(0...39) {
+        case 0: return "nope"
+        case 1: return String(random.int(0...12))
+        default:
+            guard !maps.isEmpty else { return random.pick(Self.mapNames) }
+            let forward = maps.filter { $0.role == .forward }
+            let map = random.chance(forwardBias) && !forward.isEmpty ? random.pick(forward) : random.pick(maps)
+            return random.chance(80) ? map.name : String(map.id)
+        }
+    }
+
+    /// A map id for the data plane's commands: mostly one that is copying or rolling back.
+    mutating func mapID(_ state: ControllerState, rollingBack: Bool) -> MapID {
+        let busy = state.mapsByID.filter { rollingBack ? $0.rollback != nil : ($0.role == .forward && $0.state == .copying) }
+        if !busy.isEmpty && random.chance(85) { return random.pick(busy).id }
+        return MapID(random.int(0...Int(state.nextMapID) + 1))
+    }
+
+    /// Two volumes a map may join: the source not a target, the target in no map, same size.
+    mutating func mappablePair(_ state: ControllerState) -> (String, String)? {
+        let volumes = state.volumesByID
+        let sources = volumes.filter { volume in !state.maps.values.contains { $0.role == .forward && $0.targetID == volume.id } }
+        guard !sources.isEmpty else { return nil }
+        let source = random.pick(sources)
+        let targets = volumes.filter { $0.id != source.id && $0.sizeBytes == source.sizeBytes && state.maps(touching: $0.id).isEmpty }
+        guard !targets.isEmpty else { return nil }
+        return (source.name, random.pick(targets).name)
+    }
+
+    mutating func copyRate() -> Int { random.pick([0, 50, 150, -1, 151, random.int(0...150), random.int(0...150)]) }
+
+    mutating func next(_ state: ControllerState) -> Command {
+        // Bootstrap: without volumes and maps, most map commands would only be refused.
+        let forwardMaps = state.maps.values.filter { $0.role == .forward }.count
+        if forwardMaps < 2, random.chance(50) {
+            if random.chance(50), let (source, target) = mappablePair(state) {
+                return .createMap(CreateMap(source: source, target: target, autorestore: random.chance(60), copyRate: random.int(0...150)))
+            }
+            let unused = Self.volumeNames.filter { state.volumeIDsByName[$0] == nil }
+            if !unused.isEmpty {
+                return .createVolume(name: random.pick(unused), sizeBytes: 1 << 20, path: nil)
+            }
+        }
+        return anyCommand(state)
+    }
+
+    mutating func anyCommand(_ state: ControllerState) -> Command {
+        switch random.int(0...99) {
+        case 0..<12:
+            let name = random.chance(85) ? random.pick(Self.volumeNames) : random.pick(Self.badNames)
+            let path: String? = switch random.int(0...9) {
+            case 0...6: nil
+            case 7, 8: "/srv/volumes/\(random.int(0...3)).img"
+            default: random.pick(["relative.img", "", "/with\u{0}nul"])
+            }
+            return .createVolume(name: name, sizeBytes: random.pick(Self.sizes), path: path)
+        case 12..<15:
+            return .removeVolume(volume: volumeReference(state))
+        case 15..<27:
+            let name: String? = switch random.int(0...9) {
+            case 0...3: nil
+            case 4...8: random.pick(Self.mapNames)
+            default: random.pick(Self.badNames)
+            }
+            let grainSizeBytes: UInt32 = random.pick([64 << 10, 256 << 10, 256 << 10, 128 << 10])
+            var source = volumeReference(state)
+            var target = volumeReference(state)
+            if random.chance(80), let (guidedSource, guidedTarget) = mappablePair(state) {
+                source = guidedSource
+                target = guidedTarget
+            }
+            return .createMap(
+                CreateMap(
+                    source: source, target: target, name: name, autorestore: random.chance(60),
+                    copyRate: random.chance(90) ? random.int(0...150) : copyRate(), grainSizeBytes: grainSizeBytes))
+        case 27..<33:
+            let reference = mapReference(state)
+            var newName: String? = random.chance(30) ? (random.chance(85) ? random.pick(Self.mapNames) : random.pick(Self.badNames)) : nil
+            // Now and then, the map's own reverse name (a rename within the pair).
+            if let map = state.map(reference), map.role == .forward, random.chance(10) { newName = map.name + Limits.reverseNameSuffix }
+            return .changeMap(
+                map: reference, autorestore: random.chance(50) ? random.chance(50) : nil,
+                copyRate: random.chance(30) ? copyRate() : nil, newName: newName)
+        case 33..<36:
+            return .prepareMap(map: mapReference(state))
+        case 36..<48:
+            return .startMap(map: mapReference(state))
+        case 48..<53:
+            return .startRestore(map: mapReference(state, forwardBias: 70))
+        case 53..<57:
+            return .stopMap(map: mapReference(state), force: random.chance(50))
+        case 57..<60:
+            return .removeMap(map: mapReference(state), force: random.chance(50))
+        case 60..<70:
+            let reason = random.chance(80) ? random.pick(Array(Self.reasons.prefix(3))) : random.pick(Self.reasons)
+            return .reportFault(volume: volumeReference(state), cause: random.pick(FaultCause.allCases), reason: reason)
+        case 70..<74:
+            return .recoverVolume(volume: volumeReference(state))
+        case 74..<82:
+            let id = mapID(state, rollingBack: false)
+            let map = state.maps[id]
+            let copied = map?.grainsCopied ?? 0
+            let total = map?.grainsTotal ?? 4
+            let grains: UInt64 = switch random.int(0...9) {
+            case 0: copied == 0 ? 1 : copied - 1
+            case 1: total + 1
+            default: random.uint64(copied...max(copied, total))
+            }
+            return .recordCopyProgress(map: id, grainsCopied: grains)
+        case 82..<86:
+            return .completeCopy(map: mapID(state, rollingBack: false))
+        case 86..<94:
+            let id = mapID(state, rollingBack: true)
+            let map = state.maps[id]
+            let rollback = map?.rollback ?? Rollback(trigger: .operator, faultID: nil)
+            let total = map?.grainsTotal ?? 4
+            var toRestore = rollback.grainsToRestore == 0 || random.chance(10) ? random.uint64(0...total) : rollback.grainsToRestore
+            if random.chance(5) { toRestore = total + 1 }
+            let restored: UInt64 = switch random.int(0...9) {
+            case 0: rollback.grainsRestored == 0 ? toRestore + 1 : rollback.grainsRestored - 1
+            default: random.uint64(min(rollback.grainsRestored, toRestore)...toRestore)
+            }
+            return .recordRollbackProgress(map: id, grainsRestored: restored, grainsToRestore: toRestore)
+        case 94..<98:
+            return .completeRollback(map: mapID(state, rollingBack: true))
+        default:
+            return .recordControllerStart(version: random.pick(["1.0.0", "2.0.0-beta", "", String(repeating: "v", count: 65)]))
+        }
+    }
+}
+
+/// A random run: the commands, the events accepted for each, and the state after each.
+struct RandomRun {
+    struct Step {
+        var command: Command
+        var outcome: Result<[Event], CommandError>
+        var logCount: Int
+        var state: ControllerState
+    }
+
+    var seed: UInt64
+    var steps: [Step] = []
+    var log: [Event] = []
+    var state = ControllerState()
+
+    init(seed: UInt64, commands: Int) {
+        self.seed = seed
+        var generator = CommandGenerator(seed: seed)
+        for _ in 0..<commands {
+            let command = generator.next(state)
+            let outcome: Result<[Event], CommandError>
+            do {
+                let events = try decide(command, state)
+                for event in events { state.apply(event) }
+                log += events
+                outcome = .success(events)
+            } catch {
+                outcome = .failure(error)
+            }
+            steps.append(Step(command: command, outcome: outcome, logCount: log.count, state: state))
+        }
+    }
+}
