@@ -162,7 +162,12 @@ public final class Controller: @unchecked Sendable {
     }
 
     /// Commits decided events with their bitmap side effects, then applies them. Must hold the lock.
-    func commitEventsLocked(_ events: [Event], bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) {
+    /// `installing` replaces in-memory bitmaps once the commit is durable, before the events are
+    /// applied (so that an event's own effect on the bitmaps, such as clearing `restored` on
+    /// `RollbackCompleted`, comes last).
+    func commitEventsLocked(
+        _ events: [Event], bitmapChanges extra: [BitmapChange] = [], installing updated: [MapID: MapBitmaps] = [:]
+    ) throws(ControllerError) {
         guard !events.isEmpty || !extra.isEmpty else { return }
         var created: [VolumeID: BlockStore] = [:]
         var changes = extra
@@ -195,6 +200,7 @@ public final class Controller: @unchecked Sendable {
             }
             throw .storage("\(error)")
         }
+        for (id, new) in updated where bitmaps[id] != nil { bitmaps[id] = new }
         for event in events { applyCommitted(event, created: created) }
     }
 
@@ -235,14 +241,11 @@ public final class Controller: @unchecked Sendable {
                 }
             }
         }
+        var events: [Event] = []
         if let command {
-            let events: [Event]
             do throws(CommandError) { events = try decide(command, committed) } catch { throw .rejected(error) }
-            try commitEventsLocked(events, bitmapChanges: changes)
-        } else {
-            try commitEventsLocked([], bitmapChanges: changes)
         }
-        for (id, new) in updated where bitmaps[id] != nil { bitmaps[id] = new }
+        try commitEventsLocked(events, bitmapChanges: changes, installing: updated)
     }
 
     /// A copy of `map`'s bitmaps (for tests and the simulator's invariants).

@@ -95,6 +95,24 @@ struct EventEncodingTests {
         }
     }
 
+    @Test("any single-byte change of a sample payload is refused or decodes to an event that re-encodes to the changed bytes")
+    func byteChanges() {
+        var random = SplitMix64(seed: 0xB1B1)
+        for event in sampleEvents {
+            let bytes = event.encodedPayload()
+            for index in bytes.indices {
+                for _ in 0..<12 {
+                    var changed = bytes
+                    changed[index] ^= UInt8(random.int(1...255))
+                    if case let .success(other) = decodeResult({ () throws(DecodeError) in try Event.decode(typeCode: event.type.rawValue, changed) }) {
+                        #expect(other != event)
+                        #expect(other.encodedPayload() == changed, "\(event) byte \(index)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("a payload decoded under another type's code is refused or is that type")
     func crossType() {
         for event in sampleEvents {
@@ -313,6 +331,33 @@ struct ByteCodecTests {
         writer.write(UInt64(0x0708_090A_0B0C_0D0E))
         writer.write(Int64(-2))
         #expect(writer.bytes == [2, 1, 6, 5, 4, 3, 0x0E, 0x0D, 0x0C, 0x0B, 0x0A, 9, 8, 7, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    @Test("count, removeAll and patch: a placeholder overwritten later, the writer reused")
+    func patchAndReuse() {
+        var writer = ByteWriter()
+        writer.write(UInt8(9))
+        let placeholder = writer.count
+        writer.write(UInt32(0))
+        writer.write("ab")
+        #expect(writer.count == 1 + 4 + 2 + 2)
+        writer.patch(0x0A0B_0C0D, at: placeholder)
+        #expect(writer.bytes == [9, 0x0D, 0x0C, 0x0B, 0x0A, 2, 0, 0x61, 0x62])
+        writer.patch(UInt32.max, at: writer.count - 4)
+        #expect(writer.bytes == [9, 0x0D, 0x0C, 0x0B, 0x0A, 0xFF, 0xFF, 0xFF, 0xFF])
+        writer.removeAll()
+        #expect(writer.count == 0 && writer.bytes.isEmpty)
+        writer.write(true)
+        #expect(writer.bytes == [1])
+    }
+
+    @Test("patch outside the written bytes traps")
+    func patchOutOfBounds() async {
+        await #expect(processExitsWith: .failure) {
+            var writer = ByteWriter()
+            writer.write(UInt16(0))
+            writer.patch(1, at: 0)
+        }
     }
 
     @Test("a failed read does not consume bytes")
