@@ -21,11 +21,13 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 "volume size \(sizeBytes) bytes must be a multiple of 512 between 512 bytes and 16 TiB")
         }
         if let path {
-            guard path.hasPrefix("/"), path.utf8.count <= Limits.pathBytesMax, !path.contains("\0") else {
-                throw CommandError(.invalidPath, "backing path must be absolute and at most 4096 bytes")
+            guard path.hasPrefix("/"), path.utf8.count <= Limits.pathBytesMax,
+                !path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw CommandError(.invalidPath, "backing path must be absolute, at most 4096 bytes, without control characters")
             }
             if let other = state.volumes.values.first(where: { $0.path == path }) {
-                throw CommandError(.invalidPath, "backing path \(path) is already used by volume \(other.name)")
+                throw CommandError(.invalidPath, "backing path \(shown(path)) is already used by volume \(other.name)")
             }
         }
         return [.volumeCreated(id: state.nextVolumeID, name: name, sizeBytes: sizeBytes, path: path)]
@@ -247,7 +249,7 @@ func validateName(_ name: String, bytesMax: Int, kind: String) throws(CommandErr
     else {
         throw CommandError(
             .invalidName,
-            "\(kind) name \"\(name.prefix(80))\" must be 1 to \(bytesMax) letters, digits, _ - or ., starting with a letter or _")
+            "\(kind) name \(shown(name)) must be 1 to \(bytesMax) letters, digits, _ - or ., starting with a letter or _")
     }
 }
 
@@ -259,14 +261,14 @@ func validateCopyRate(_ copyRate: Int) throws(CommandError) {
 
 func resolveVolume(_ reference: String, _ state: ControllerState) throws(CommandError) -> Volume {
     guard let volume = state.volume(reference) else {
-        throw CommandError(.unknownVolume, "volume \"\(reference.prefix(80))\" does not exist")
+        throw CommandError(.unknownVolume, "volume \(shown(reference)) does not exist")
     }
     return volume
 }
 
 func resolveMap(_ reference: String, _ state: ControllerState) throws(CommandError) -> LCMap {
     guard let map = state.map(reference) else {
-        throw CommandError(.unknownMap, "lcmap \"\(reference.prefix(80))\" does not exist")
+        throw CommandError(.unknownMap, "lcmap \(shown(reference)) does not exist")
     }
     return map
 }
@@ -320,6 +322,20 @@ private func requireValidImage(_ map: LCMap, _ state: ControllerState) throws(Co
     guard target.status == .online else {
         throw CommandError(.noValidImage, "target \(target.name) of lcmap \(map.name) is \(target.status)")
     }
+}
+
+/// User input as it may appear in a one-line message: quoted, at most 80 characters, control
+/// characters escaped.
+func shown(_ text: String) -> String {
+    var result = "\""
+    for scalar in text.unicodeScalars.prefix(80) {
+        if scalar.properties.generalCategory == .control || scalar == "\"" {
+            result += scalar.escaped(asASCII: true)
+        } else {
+            result.unicodeScalars.append(scalar)
+        }
+    }
+    return result + (text.unicodeScalars.count > 80 ? "...\"" : "\"")
 }
 
 extension String {

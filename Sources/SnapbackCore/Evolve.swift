@@ -96,8 +96,8 @@ extension ControllerState {
             maps[id]?.imageValid = false
 
         case let .volumeFaulted(id, faultID, cause, reason):
-            nextFaultID = max(nextFaultID, faultID &+ 1)
             guard let volume = volumes[id] else { return }
+            nextFaultID = max(nextFaultID, faultID &+ 1)
             volumes[id]?.fault = Fault(id: faultID, cause: cause, reason: reason)
             if volume.status != .restoring {
                 volumes[id]?.status = .faulted
@@ -133,6 +133,11 @@ extension ControllerState {
             }
             volumes[map.sourceID]?.status = .online
             volumes[map.sourceID]?.fault = nil
+            // A target that faulted while the rollback read from it holds no trustworthy image.
+            if volumes[map.targetID]?.status == .faulted {
+                maps[id]?.imageValid = false
+                maps[id]?.state = .stopped
+            }
 
         case let .volumeRecovered(id):
             volumes[id]?.status = .online

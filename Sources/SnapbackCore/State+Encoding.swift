@@ -89,7 +89,8 @@ extension ControllerState {
                 }
                 fault = Fault(id: faultID, cause: cause, reason: try reader.readString("fault.reason"))
             }
-            guard state.volumes[id] == nil, state.volumeIDsByName[name] == nil else {
+            // Canonical: ids strictly increasing, names unique.
+            guard state.volumes.keys.allSatisfy({ $0 < id }), state.volumeIDsByName[name] == nil else {
                 throw .invalidValue(field: "volume.id", value: UInt64(id))
             }
             state.volumes[id] = Volume(id: id, name: name, sizeBytes: sizeBytes, path: path, status: status, fault: fault)
@@ -129,7 +130,7 @@ extension ControllerState {
                 let toRestore = try reader.readUInt64("rollback.grainsToRestore")
                 rollback = Rollback(trigger: trigger, faultID: faultID, grainsRestored: restored, grainsToRestore: toRestore)
             }
-            guard state.maps[id] == nil, state.mapIDsByName[name] == nil else {
+            guard state.maps.keys.allSatisfy({ $0 < id }), state.mapIDsByName[name] == nil else {
                 throw .invalidValue(field: "map.id", value: UInt64(id))
             }
             state.maps[id] = LCMap(
@@ -140,6 +141,18 @@ extension ControllerState {
             state.mapIDsByName[name] = id
         }
         try reader.expectEnd()
+        // References between records must hold: a map's volumes and its partner exist, and the
+        // partner points back with the other role.
+        for map in state.maps.values {
+            guard state.volumes[map.sourceID] != nil, state.volumes[map.targetID] != nil else {
+                throw .invalidValue(field: "map.volume", value: UInt64(map.id))
+            }
+            guard let partner = state.maps[map.partnerID], partner.partnerID == map.id, partner.role != map.role,
+                partner.sourceID == map.targetID, partner.targetID == map.sourceID
+            else {
+                throw .invalidValue(field: "map.partnerID", value: UInt64(map.id))
+            }
+        }
         return state
     }
 }
