@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The C shim: Debian's liblmdb-dev, found through pkg-config.
@@ -50,22 +52,34 @@ let package = Package(
         .target(name: "SnapbackController", dependencies: ["SnapbackCore", "SnapbackData"]),
         // Simulated ports (disk, durable store, clock) for deterministic tests and the simulator.
         .target(name: "SnapbackTesting", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackController"]),
+        // The control API's wire types, shared by the server and the CLI.
+        .target(name: "SnapbackAPI", dependencies: ["SnapbackCore"]),
+        // snapbackd's runtime: the HTTP control API on a Unix socket, NBD export of volumes, the
+        // background copy loop, start-up and graceful shutdown.
+        .target(
+            name: "SnapbackServer",
+            dependencies: [
+                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackNBD", "SnapbackAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
         .target(
             name: "SnapbackCLI",
             dependencies: [
                 "SnapbackCore",
                 "SnapbackLog",
+                "SnapbackAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "snapbackd",
             dependencies: [
-                "SnapbackCore",
-                "SnapbackLog",
+                "SnapbackServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "snapback", dependencies: ["SnapbackCLI"]),

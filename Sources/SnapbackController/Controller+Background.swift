@@ -9,28 +9,40 @@ extension Controller {
         public var bytesCopied: UInt64 = 0
         /// True when background work remains.
         public var workRemains = false
+        /// Background-copy bytes per map (for pacing).
+        public var copiedBytesByMap: [MapID: UInt64] = [:]
     }
 
     /// Bounds on one step: grains copied between two durable marks.
     public static let stepGrainsMax = 64
 
-    /// Does up to `budgetBytes` of background work and returns what it did. A rollback runs at
-    /// full speed; a background copy is paced by the caller from each map's copy rate (see
-    /// ``copyRatesBytesPerSecond``). Errors fault the failing volume and end the step.
+    /// Does up to `budgetBytes` of background work, for rollbacks and (when `copies`) every
+    /// copying map alike, and returns what it did.
     @discardableResult
     public func step(budgetBytes: UInt64, copies: Bool = true) -> StepOutcome {
+        let budgets = copies ? copyRatesBytesPerSecond.mapValues { _ in budgetBytes } : [:]
+        return step(rollbackBudgetBytes: budgetBytes, copyBudgetsBytes: budgets)
+    }
+
+    /// Does one round of background work: up to `rollbackBudgetBytes` for each running rollback
+    /// (rollbacks run at full speed), and up to `copyBudgetsBytes[map]` of background copy for
+    /// each map (the caller paces these from ``copyRatesBytesPerSecond``). At least one grain is
+    /// copied for a map with any budget. Errors fault the failing volume and end that map's work.
+    @discardableResult
+    public func step(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64]) -> StepOutcome {
         locked {
             var outcome = StepOutcome()
             for map in committed.mapsByID where map.role == .forward && map.rollback != nil {
-                rollbackStepLocked(map, budgetBytes: budgetBytes, &outcome)
-                if outcome.bytesCopied >= budgetBytes { outcome.workRemains = true; return outcome }
+                rollbackStepLocked(map, budgetBytes: rollbackBudgetBytes, &outcome)
             }
-            guard copies else { return outcome }
             for map in committed.mapsByID where map.role == .forward && map.state == .copying && map.copyRate > 0 && map.imageValid {
-                copyStepLocked(map, budgetBytes: budgetBytes - min(budgetBytes, outcome.bytesCopied), &outcome)
-                if outcome.bytesCopied >= budgetBytes { outcome.workRemains = true; return outcome }
+                guard let budget = copyBudgetsBytes[map.id], budget > 0 else { continue }
+                var mapOutcome = StepOutcome()
+                copyStepLocked(map, budgetBytes: budget, &mapOutcome)
+                outcome.bytesCopied += mapOutcome.bytesCopied
+                outcome.copiedBytesByMap[map.id] = mapOutcome.bytesCopied
             }
-            outcome.workRemains = outcome.workRemains || hasBackgroundWorkLocked()
+            outcome.workRemains = hasBackgroundWorkLocked()
             return outcome
         }
     }

@@ -1,0 +1,206 @@
+import SnapbackCore
+
+/// One row of `lsvolume` / `GET /v1/volumes`: the same names and values in the CLI's table, its
+/// `-json` output and the API.
+public struct VolumeRow: Codable, Sendable, Equatable {
+    public var id: Int
+    public var name: String
+    /// Bytes.
+    public var size: UInt64
+    /// `online`, `faulted` or `restoring`.
+    public var status: String
+    /// The backing file or device; empty for a sparse file in the data directory.
+    public var path: String
+    public var fault_id: String
+    public var fault_reason: String
+
+    public static let columns = ["id", "name", "size", "status", "path", "fault_id", "fault_reason"]
+
+    public init(_ volume: Volume) {
+        id = Int(volume.id)
+        name = volume.name
+        size = volume.sizeBytes
+        status = volume.status.description
+        path = volume.path ?? ""
+        fault_id = volume.fault.map { String($0.id) } ?? ""
+        fault_reason = volume.fault?.reason ?? ""
+    }
+
+    /// The row's values as text, in ``columns`` order.
+    public var cells: [String] { [String(id), name, String(size), status, path, fault_id, fault_reason] }
+}
+
+/// One row of `lslcmap` / `GET /v1/lcmaps`.
+public struct MapRow: Codable, Sendable, Equatable {
+    public var id: Int
+    public var name: String
+    /// Source volume name.
+    public var source: String
+    /// Target volume name.
+    public var target: String
+    /// The map state: idle_or_copied, preparing, prepared, copying, stopping, stopped.
+    public var status: String
+    /// Background-copy progress in whole percent (a reverse map: the rollback's progress).
+    public var progress: Int
+    public var copyrate: Int
+    /// `on` or `off`.
+    public var autorestore: String
+    /// `yes` while a rollback of this map (or its partner) runs.
+    public var restoring: String
+    /// The partner map's name: the reverse map of a forward map, and the other way round.
+    public var partner: String
+    /// KiB.
+    public var grainsize: Int
+    /// `forward` or `reverse`.
+    public var role: String
+    /// The rollback's progress in whole percent (0 when none runs).
+    public var restore_progress: Int
+    /// `operator` or `auto` while a rollback runs, else empty.
+    public var restore_trigger: String
+
+    public static let columns = [
+        "id", "name", "source", "target", "status", "progress", "copyrate", "autorestore", "restoring", "partner",
+        "grainsize", "role", "restore_progress", "restore_trigger",
+    ]
+
+    public init(_ map: LCMap, in state: ControllerState) {
+        let forward = map.role == .forward ? map : state.maps[map.partnerID]
+        let rollback = forward?.rollback
+        id = Int(map.id)
+        name = map.name
+        source = state.volumes[map.sourceID]?.name ?? String(map.sourceID)
+        target = state.volumes[map.targetID]?.name ?? String(map.targetID)
+        status = map.state.description
+        progress = map.progressPercent
+        copyrate = map.copyRate
+        autorestore = map.autorestore ? "on" : "off"
+        restoring = rollback != nil ? "yes" : "no"
+        partner = state.maps[map.partnerID]?.name ?? ""
+        grainsize = Int(map.grainSizeBytes / 1024)
+        role = map.role.description
+        restore_progress = rollback?.progressPercent ?? 0
+        restore_trigger = rollback?.trigger.description ?? ""
+    }
+
+    public var cells: [String] {
+        [
+            String(id), name, source, target, status, String(progress), String(copyrate), autorestore, restoring, partner,
+            String(grainsize), role, String(restore_progress), restore_trigger,
+        ]
+    }
+}
+
+/// The body of every error response, and of the CLI's error line.
+public struct ErrorBody: Codable, Sendable, Equatable, Error {
+    /// A stable code (`Specs/errors.md`).
+    public var code: String
+    /// One line.
+    public var message: String
+
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// `POST /v1/volumes`.
+public struct CreateVolumeRequest: Codable, Sendable {
+    public var name: String
+    /// Bytes.
+    public var size: UInt64
+    public var path: String?
+    public init(name: String, size: UInt64, path: String?) {
+        self.name = name
+        self.size = size
+        self.path = path
+    }
+}
+
+/// `POST /v1/lcmaps`.
+public struct CreateMapRequest: Codable, Sendable {
+    public var source: String
+    public var target: String
+    public var name: String?
+    /// `on` or `off` (default off).
+    public var autorestore: String?
+    /// 0–150 (default 50).
+    public var copyrate: Int?
+    /// 64 or 256 KiB (default 256).
+    public var grainsize: Int?
+    public init(source: String, target: String, name: String?, autorestore: String?, copyrate: Int?, grainsize: Int?) {
+        self.source = source
+        self.target = target
+        self.name = name
+        self.autorestore = autorestore
+        self.copyrate = copyrate
+        self.grainsize = grainsize
+    }
+}
+
+/// `PATCH /v1/lcmaps/{map}`.
+public struct ChangeMapRequest: Codable, Sendable {
+    public var autorestore: String?
+    public var copyrate: Int?
+    public var name: String?
+    public init(autorestore: String?, copyrate: Int?, name: String?) {
+        self.autorestore = autorestore
+        self.copyrate = copyrate
+        self.name = name
+    }
+}
+
+/// `POST /v1/lcmaps/{map}/start`.
+public struct StartMapRequest: Codable, Sendable {
+    public var prep: Bool?
+    public var restore: Bool?
+    public init(prep: Bool?, restore: Bool?) {
+        self.prep = prep
+        self.restore = restore
+    }
+}
+
+/// `POST /v1/lcmaps/{map}/stop` and `DELETE /v1/lcmaps/{map}` options.
+public struct ForceRequest: Codable, Sendable {
+    public var force: Bool?
+    public init(force: Bool?) { self.force = force }
+}
+
+/// `POST /v1/volumes/{volume}/fault`.
+public struct FaultRequest: Codable, Sendable {
+    public var reason: String
+    public init(reason: String) { self.reason = reason }
+}
+
+/// What a mutating request returns: the sequence numbers of the events it recorded.
+public struct CommandResult: Codable, Sendable {
+    public var events: [String]
+    public var first_seq: UInt64?
+    public var last_seq: UInt64?
+    public init(events: [String], firstSequence: UInt64?, lastSequence: UInt64?) {
+        self.events = events
+        first_seq = firstSequence
+        last_seq = lastSequence
+    }
+}
+
+/// `on`/`off` to a Bool; anything else is `nil`.
+public func parseOnOff(_ text: String) -> Bool? {
+    switch text.lowercased() {
+    case "on", "yes", "true": true
+    case "off", "no", "false": false
+    default: nil
+    }
+}
+
+/// The HTTP status for a rejected command's code.
+public func httpStatus(for code: CommandError.Code) -> Int {
+    switch code {
+    case .unknownVolume, .unknownMap: 404
+    case .invalidName, .invalidSize, .invalidPath, .copyRateOutOfRange, .invalidGrainSize, .invalidReason,
+        .invalidProgress, .nothingToChange, .sameSourceTarget, .sizeMismatch:
+        400
+    case .duplicateName, .targetInUse, .volumeInMap, .mapAlreadyStarted, .mapNotStarted, .mapActive, .mapIsReverse,
+        .noValidImage, .mapRestoring, .volumeRestoring, .volumeFaulted, .volumeNotFaulted, .invalidState, .limitReached:
+        409
+    }
+}

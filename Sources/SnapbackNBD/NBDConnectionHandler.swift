@@ -1,0 +1,335 @@
+import NIOCore
+import NIOPosix
+
+/// One client connection: moves bytes between the socket and the pure layers (`NBDWireDecoder`,
+/// `NBDNegotiation`, `NBDRequest.check`, `NBDWireEncoder`) and runs export calls on the thread pool.
+///
+/// One request at a time: while an export call or a reply write is in progress the handler holds
+/// socket reads, so at most one request (header plus a payload of at most
+/// `NBDLimits.payloadBytesMax`) is buffered, one reply is queued, and replies leave in request
+/// order. All state is confined to the channel's event loop.
+final class NBDConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum Phase {
+        case awaitingClientFlags
+        case negotiating
+        case transmission(NBDSession)
+        case closed
+    }
+
+    /// What an export call produced: the read data (empty for other commands) or an error value.
+    private enum Outcome: Sendable {
+        case success([UInt8])
+        case failure(NBDErrorValue, note: String?)
+    }
+
+    private var phase: Phase = .awaitingClientFlags
+    private var negotiation: NBDNegotiation
+    /// Received bytes not yet consumed; nil when there are none.
+    private var inbound: ByteBuffer?
+    /// An export call or a reply write is in progress: nothing else is parsed, reads are held.
+    private var busy = false
+    /// An export call is on the thread pool.
+    private var exportCallInFlight = false
+    /// A read was asked for while busy; it is issued when the handler becomes idle.
+    private var readHeld = false
+    /// `process` is on the stack (a write that completes synchronously must not re-enter it).
+    private var processing = false
+    private var peer = "?"
+
+    private let threadPool: NIOThreadPool
+    private let diagnostics: NBDDiagnostics?
+    /// Completed once the connection is closed and no export call is in flight, so that the
+    /// server can shut its thread pool and event loops down safely.
+    private let drained: EventLoopPromise<Void>
+    private var drainedCompleted = false
+
+    init(provider: any NBDExportProvider, threadPool: NIOThreadPool, diagnostics: NBDDiagnostics?, drained: EventLoopPromise<Void>) {
+        self.negotiation = NBDNegotiation(provider: provider)
+        self.threadPool = threadPool
+        self.diagnostics = diagnostics
+        self.drained = drained
+    }
+
+    // MARK: Channel events
+
+    func channelActive(context: ChannelHandlerContext) {
+        peer = context.remoteAddress.map { "\($0)" } ?? "?"
+        diagnostics?("nbd: connection from \(peer)")
+        send(NBDNegotiation.greeting, context: context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !isClosed else { return }
+        var bytes = unwrapInboundIn(data)
+        if inbound == nil {
+            inbound = bytes
+        } else {
+            inbound!.writeBuffer(&bytes)
+        }
+        process(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        phase = .closed
+        inbound = nil
+        completeDrainedIfIdle()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        phase = .closed
+        inbound = nil
+        completeDrainedIfIdle()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        diagnostics?("nbd: \(peer): \(error); closing")
+        close(context: context)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if busy {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    // MARK: Parsing
+
+    /// Parses and serves as much of `inbound` as possible, until bytes run out or the handler is
+    /// busy with a request.
+    private func process(context: ChannelHandlerContext) {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+
+        parsing: while !busy {
+            switch phase {
+            case .closed:
+                return
+
+            case .awaitingClientFlags:
+                switch parse(NBDWireDecoder.parseClientFlags) {
+                case .needMoreBytes:
+                    break parsing
+                case .violation(let violation):
+                    return closeForViolation(violation, context: context)
+                case .parsed(let flags, let consumedBytes):
+                    consume(consumedBytes)
+                    negotiation.receive(clientFlags: flags)
+                    phase = .negotiating
+                }
+
+            case .negotiating:
+                switch parse(NBDWireDecoder.parseOptionRequest) {
+                case .needMoreBytes:
+                    break parsing
+                case .violation(let violation):
+                    return closeForViolation(violation, context: context)
+                case .parsed(let request, let consumedBytes):
+                    consume(consumedBytes)
+                    switch negotiation.receive(option: request) {
+                    case .reply(let bytes):
+                        send(bytes, context: context)
+                    case .replyAndEnterTransmission(let bytes, let session):
+                        send(bytes, context: context)
+                        diagnostics?("nbd: \(peer): serving export '\(session.name)' (\(session.sizeBytes) bytes\(session.readOnly ? ", read-only" : ""))")
+                        phase = .transmission(session)
+                    case .replyAndClose(let bytes):
+                        phase = .closed
+                        inbound = nil
+                        context.writeAndFlush(wrapOutboundOut(buffer(bytes, context: context))).assumeIsolated().whenComplete { _ in
+                            context.close(promise: nil)
+                        }
+                        return
+                    case .close(let violation):
+                        return closeForViolation(violation, context: context)
+                    }
+                }
+
+            case .transmission(let session):
+                switch parse(NBDWireDecoder.parseRequestHeader) {
+                case .needMoreBytes:
+                    break parsing
+                case .violation(let violation):
+                    return closeForViolation(violation, context: context)
+                case .parsed(let request, let headerBytes):
+                    let neededBytes = headerBytes + request.payloadLengthBytes
+                    let readableBytes = inbound?.readableBytes ?? 0
+                    guard readableBytes >= neededBytes else {
+                        // Grow once for the whole payload rather than doubling along the way.
+                        inbound?.reserveCapacity(minimumWritableBytes: neededBytes - readableBytes)
+                        break parsing
+                    }
+                    consume(headerBytes)
+                    var payload: [UInt8] = []
+                    if request.payloadLengthBytes > 0 {
+                        payload = inbound!.readBytes(length: request.payloadLengthBytes)!
+                    }
+                    serve(request, payload: payload, session: session, context: context)
+                }
+            }
+        }
+        compactInbound()
+        releaseHeldRead(context: context)
+    }
+
+    private func parse<Value>(_ parser: (UnsafeRawBufferPointer) -> NBDParseOutcome<Value>) -> NBDParseOutcome<Value> {
+        guard let inbound, inbound.readableBytes > 0 else { return .needMoreBytes }
+        return inbound.withUnsafeReadableBytes(parser)
+    }
+
+    private func consume(_ count: Int) {
+        precondition(inbound != nil && inbound!.readableBytes >= count, "consumed more than was parsed")
+        inbound!.moveReaderIndex(forwardBy: count)
+    }
+
+    private func compactInbound() {
+        guard let current = inbound else { return }
+        if current.readableBytes == 0 {
+            inbound = nil
+        } else if current.readerIndex >= 64 * 1024 {
+            inbound!.discardReadBytes()
+        }
+    }
+
+    // MARK: Serving requests
+
+    private func serve(_ request: NBDRequest, payload: [UInt8], session: NBDSession, context: ChannelHandlerContext) {
+        switch request.check(exportSizeBytes: session.sizeBytes, readOnly: session.readOnly) {
+        case .reject(let error):
+            reply(cookie: request.cookie, outcome: .failure(error, note: nil), context: context)
+        case .accept(.disconnect):
+            diagnostics?("nbd: \(peer): disconnect")
+            close(context: context)
+        case .accept(let operation):
+            busy = true
+            exportCallInFlight = true
+            let export = session.export
+            let cookie = request.cookie
+            threadPool.runIfActive(eventLoop: context.eventLoop) {
+                Self.execute(operation, payload: payload, export: export)
+            }
+            .assumeIsolated()
+            .whenComplete { result in
+                self.exportCallInFlight = false
+                guard !self.isClosed else {
+                    self.completeDrainedIfIdle()
+                    return
+                }
+                switch result {
+                case .success(let outcome):
+                    self.reply(cookie: cookie, outcome: outcome, context: context)
+                case .failure:
+                    // The thread pool is shutting down.
+                    self.reply(cookie: cookie, outcome: .failure(.shutdown, note: "server shutting down"), context: context)
+                    self.close(context: context)
+                }
+            }
+        }
+    }
+
+    /// Runs one operation against the export. Called on a thread-pool thread: it may block.
+    private static func execute(_ operation: NBDOperation, payload: [UInt8], export: any NBDExport) -> Outcome {
+        do throws(NBDIOError) {
+            switch operation {
+            case .read(let offset, let lengthBytes):
+                guard lengthBytes > 0 else { return .success([]) }
+                let data = try export.read(offset: offset, length: lengthBytes)
+                guard data.count == Int(lengthBytes) else {
+                    return .failure(.io, note: "export returned \(data.count) bytes for a read of \(lengthBytes)")
+                }
+                return .success(data)
+            case .write(let offset, let lengthBytes, let fua):
+                precondition(payload.count == Int(lengthBytes), "write payload does not match its header")
+                if lengthBytes > 0 { try export.write(offset: offset, bytes: payload, fua: fua) }
+            case .flush:
+                try export.flush()
+            case .trim(let offset, let lengthBytes, let fua):
+                if lengthBytes > 0 { try export.trim(offset: offset, length: lengthBytes, fua: fua) }
+            case .writeZeroes(let offset, let lengthBytes, let fua):
+                if lengthBytes > 0 { try export.writeZeroes(offset: offset, length: lengthBytes, fua: fua) }
+            case .disconnect:
+                preconditionFailure("disconnect is not an export call")
+            }
+            return .success([])
+        } catch {
+            return .failure(NBDErrorValue(error), note: nil)
+        }
+    }
+
+    /// Sends a simple reply and resumes parsing once it is written.
+    private func reply(cookie: UInt64, outcome: Outcome, context: ChannelHandlerContext) {
+        var data: [UInt8] = []
+        var error = NBDErrorValue.none
+        switch outcome {
+        case .success(let bytes):
+            data = bytes
+        case .failure(let value, let note):
+            error = value
+            if let note { diagnostics?("nbd: \(peer): \(note)") }
+        }
+        var buffer = context.channel.allocator.buffer(capacity: NBDHeaderSize.simpleReplyBytes + data.count)
+        buffer.writeBytes(NBDWireEncoder.simpleReplyHeader(error: error, cookie: cookie))
+        buffer.writeBytes(data)
+        busy = true
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { result in
+            self.busy = false
+            if case .failure = result {
+                self.close(context: context)
+                return
+            }
+            self.process(context: context)
+        }
+    }
+
+    // MARK: Helpers
+
+    private var isClosed: Bool {
+        if case .closed = phase { return true }
+        return false
+    }
+
+    private func buffer(_ bytes: [UInt8], context: ChannelHandlerContext) -> ByteBuffer {
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        return buffer
+    }
+
+    private func send(_ bytes: [UInt8], context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(buffer(bytes, context: context)), promise: nil)
+    }
+
+    private func releaseHeldRead(context: ChannelHandlerContext) {
+        guard !busy, readHeld, !isClosed else { return }
+        readHeld = false
+        context.read()
+    }
+
+    private func closeForViolation(_ violation: NBDProtocolViolation, context: ChannelHandlerContext) {
+        diagnostics?("nbd: \(peer): \(violation); closing")
+        close(context: context)
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        guard !isClosed else { return }
+        phase = .closed
+        inbound = nil
+        context.close(promise: nil)
+    }
+
+    private func completeDrainedIfIdle() {
+        guard isClosed, !exportCallInFlight, !drainedCompleted else { return }
+        drainedCompleted = true
+        drained.succeed(())
+    }
+}
+
+@available(*, unavailable)
+extension NBDConnectionHandler: Sendable {}

@@ -1,0 +1,196 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// A diagnostic sink: one human-readable line per connection event (connect, export chosen,
+/// protocol violation, disconnect). Called from event-loop threads; it must not block.
+public typealias NBDDiagnostics = @Sendable (String) -> Void
+
+/// Why the server could not start or stop.
+public enum NBDServerError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// `start()` was called on a server that is running, stopping or stopped.
+    case alreadyStarted
+    /// The listening socket could not be bound (address in use, bad host, no permission).
+    case bindFailed(host: String, port: Int, reason: String)
+
+    public var description: String {
+        switch self {
+        case .alreadyStarted: "NBD server already started"
+        case .bindFailed(let host, let port, let reason): "cannot listen on \(host):\(port): \(reason)"
+        }
+    }
+}
+
+/// An NBD server (fixed newstyle handshake, simple replies) serving the exports of an
+/// `NBDExportProvider` to any number of clients at once.
+///
+/// It runs on its own SwiftNIO event loops; export calls, which may block on disk I/O, run on a
+/// separate thread pool. Each connection serves one request at a time, in order.
+///
+///     let server = NBDServer(provider: exports, host: "127.0.0.1", port: 0)
+///     let port = try await server.start()
+///     ...
+///     try await server.stop()
+public final class NBDServer: @unchecked Sendable {
+    private struct Running {
+        let group: MultiThreadedEventLoopGroup
+        let threadPool: NIOThreadPool
+        let serverChannel: Channel
+    }
+
+    private enum State {
+        case idle
+        case starting
+        case running(Running)
+        case stopping
+        case stopped
+    }
+
+    private struct Connection {
+        let channel: Channel
+        let drained: EventLoopFuture<Void>
+    }
+
+    private let provider: any NBDExportProvider
+    private let host: String
+    private let port: Int
+    private let diagnostics: NBDDiagnostics?
+    private let eventLoopThreadCount: Int
+    private let ioThreadCount: Int
+
+    // Guarded by `lock`.
+    private let lock = NSLock()
+    private var state = State.idle
+    private var acceptingConnections = true
+    private var connections: [ObjectIdentifier: Connection] = [:]
+
+    /// A server for `provider`'s exports, to listen on `host`:`port` once started.
+    ///
+    /// - Parameters:
+    ///   - provider: The exports, looked up by name at every connection.
+    ///   - host: The address to bind, `127.0.0.1` by default (loopback only).
+    ///   - port: The TCP port; 10809 is NBD's registered port; 0 picks a free one.
+    ///   - logger: An optional diagnostic sink (see `NBDDiagnostics`).
+    ///   - eventLoopThreadCount: Threads moving bytes; defaults to the core count, at most 4.
+    ///   - ioThreadCount: Threads making export calls, i.e. the most export calls at once across
+    ///     all connections; defaults to 8.
+    public init(
+        provider: any NBDExportProvider,
+        host: String = "127.0.0.1",
+        port: Int = 10809,
+        logger: NBDDiagnostics? = nil,
+        eventLoopThreadCount: Int? = nil,
+        ioThreadCount: Int = 8
+    ) {
+        precondition((0 ... 65535).contains(port), "port out of range")
+        precondition(ioThreadCount > 0, "ioThreadCount must be positive")
+        self.provider = provider
+        self.host = host
+        self.port = port
+        self.diagnostics = logger
+        self.eventLoopThreadCount = max(1, eventLoopThreadCount ?? min(System.coreCount, 4))
+        self.ioThreadCount = ioThreadCount
+    }
+
+    /// Binds the listening socket and starts accepting clients.
+    ///
+    /// - Returns: The bound TCP port (the one picked by the system when `port` was 0).
+    /// - Throws: `NBDServerError.alreadyStarted` when called more than once;
+    ///   `NBDServerError.bindFailed` when the socket cannot be bound.
+    public func start() async throws -> Int {
+        try lock.withLock {
+            guard case .idle = state else { throw NBDServerError.alreadyStarted }
+            state = .starting
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: eventLoopThreadCount)
+        let threadPool = NIOThreadPool(numberOfThreads: ioThreadCount)
+        threadPool.start()
+
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // Large reads for large writes: a 32 MiB payload should not arrive in 2 KiB pieces.
+            .childChannelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 64 * 1024, maximum: 1024 * 1024)
+            )
+            .childChannelInitializer { [self] channel in
+                self.initializeConnection(channel, threadPool: threadPool)
+            }
+
+        let serverChannel: Channel
+        do {
+            serverChannel = try await bootstrap.bind(host: host, port: port).get()
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            lock.withLock { state = .idle }
+            throw NBDServerError.bindFailed(host: host, port: port, reason: "\(error)")
+        }
+        let boundPort = serverChannel.localAddress?.port ?? port
+        lock.withLock { state = .running(Running(group: group, threadPool: threadPool, serverChannel: serverChannel)) }
+        diagnostics?("nbd: listening on \(host):\(boundPort)")
+        return boundPort
+    }
+
+    /// Stops the server: stops accepting, closes every connection (waiting for export calls in
+    /// progress to finish, their replies dropped), then shuts the threads down. Does nothing when
+    /// the server is not running.
+    ///
+    /// - Throws: An error from shutting down the event loops or the thread pool.
+    public func stop() async throws {
+        let running: Running? = lock.withLock {
+            guard case .running(let running) = state else { return nil }
+            state = .stopping
+            acceptingConnections = false
+            return running
+        }
+        guard let running else { return }
+
+        try? await running.serverChannel.close().get()
+        let live = lock.withLock { Array(connections.values) }
+        for connection in live { connection.channel.close(promise: nil) }
+        for connection in live { try? await connection.drained.get() }
+
+        var failure: Error?
+        do { try await running.threadPool.shutdownGracefully() } catch { failure = error }
+        do { try await running.group.shutdownGracefully() } catch { failure = failure ?? error }
+        lock.withLock { state = .stopped }
+        diagnostics?("nbd: stopped")
+        if let failure { throw failure }
+    }
+
+    /// The number of open client connections.
+    public var connectionCount: Int {
+        lock.withLock { connections.count }
+    }
+
+    /// Adds the connection handler to a new child channel, or refuses the channel while stopping.
+    private func initializeConnection(_ channel: Channel, threadPool: NIOThreadPool) -> EventLoopFuture<Void> {
+        let id = ObjectIdentifier(channel)
+        let drained: EventLoopPromise<Void>? = lock.withLock {
+            guard acceptingConnections else { return nil }
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            connections[id] = Connection(channel: channel, drained: promise.futureResult)
+            return promise
+        }
+        guard let drained else { return channel.close() }
+        drained.futureResult.whenComplete { [self] _ in
+            _ = self.lock.withLock { self.connections.removeValue(forKey: id) }
+        }
+        let handler = NBDConnectionHandler(
+            provider: provider,
+            threadPool: threadPool,
+            diagnostics: diagnostics,
+            drained: drained
+        )
+        do {
+            try channel.pipeline.syncOperations.addHandler(handler)
+        } catch {
+            drained.succeed(())
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return channel.eventLoop.makeSucceededVoidFuture()
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import SnapbackAPI
+import SnapbackController
+import SnapbackCore
+
+/// The control API (`Specs/openapi.yaml`): HTTP/JSON on a Unix socket. Every mutating request is
+/// answered only after its events are durable.
+struct ControlAPI {
+    let controller: Controller
+    /// A bound on request bodies.
+    static let requestBytesMax = 64 * 1024
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("v1/volumes") { _, _ in
+            let state = controller.state
+            return json(state.volumesByID.map(VolumeRow.init))
+        }
+        router.get("v1/volumes/:volume") { _, context in
+            let reference = try context.parameters.require("volume")
+            guard let volume = controller.state.volume(reference) else {
+                return error(404, ErrorBody(code: "unknown_volume", message: "volume \(reference) does not exist"))
+            }
+            return json(VolumeRow(volume))
+        }
+        router.post("v1/volumes") { request, _ in
+            let body: CreateVolumeRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            return await execute(.createVolume(name: body.name, sizeBytes: body.size, path: body.path), created: true)
+        }
+        router.delete("v1/volumes/:volume") { _, context in
+            await execute(.removeVolume(volume: try context.parameters.require("volume")))
+        }
+        router.post("v1/volumes/:volume/fault") { request, context in
+            let body: FaultRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            return await execute(.reportFault(volume: try context.parameters.require("volume"), cause: .operator, reason: body.reason))
+        }
+        router.post("v1/volumes/:volume/recover") { _, context in
+            await execute(.recoverVolume(volume: try context.parameters.require("volume")))
+        }
+        router.get("v1/lcmaps") { _, _ in
+            let state = controller.state
+            return json(state.mapsByID.map { MapRow($0, in: state) })
+        }
+        router.get("v1/lcmaps/:map") { _, context in
+            let reference = try context.parameters.require("map")
+            let state = controller.state
+            guard let map = state.map(reference) else {
+                return error(404, ErrorBody(code: "unknown_map", message: "lcmap \(reference) does not exist"))
+            }
+            return json(MapRow(map, in: state))
+        }
+        router.post("v1/lcmaps") { request, _ in
+            let body: CreateMapRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            var spec = CreateMap(source: body.source, target: body.target, name: body.name)
+            if let text = body.autorestore {
+                guard let value = parseOnOff(text) else {
+                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text)"))
+                }
+                spec.autorestore = value
+            }
+            if let copyRate = body.copyrate { spec.copyRate = copyRate }
+            if let grainSize = body.grainsize {
+                guard grainSize > 0, grainSize <= 1 << 20 else {
+                    return error(400, ErrorBody(code: "invalid_grain_size", message: "grain size must be 64 or 256 (KiB), not \(grainSize)"))
+                }
+                spec.grainSizeBytes = UInt32(grainSize) * 1024
+            }
+            return await execute(.createMap(spec), created: true)
+        }
+        router.patch("v1/lcmaps/:map") { request, context in
+            let body: ChangeMapRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            var autorestore: Bool?
+            if let text = body.autorestore {
+                guard let value = parseOnOff(text) else {
+                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text)"))
+                }
+                autorestore = value
+            }
+            return await execute(
+                .changeMap(map: try context.parameters.require("map"), autorestore: autorestore, copyRate: body.copyrate, newName: body.name))
+        }
+        router.post("v1/lcmaps/:map/start") { request, context in
+            let body: StartMapRequest
+            do { body = try await decode(request, emptyAllowed: true) ?? StartMapRequest(prep: nil, restore: nil) } catch let failure as ErrorBody {
+                return error(400, failure)
+            }
+            let map = try context.parameters.require("map")
+            return await execute(body.restore == true ? .startRestore(map: map) : .startMap(map: map))
+        }
+        router.post("v1/lcmaps/:map/stop") { request, context in
+            let body: ForceRequest
+            do { body = try await decode(request, emptyAllowed: true) ?? ForceRequest(force: nil) } catch let failure as ErrorBody {
+                return error(400, failure)
+            }
+            return await execute(.stopMap(map: try context.parameters.require("map"), force: body.force ?? false))
+        }
+        router.delete("v1/lcmaps/:map") { request, context in
+            let force = request.uri.queryParameters.get("force").map { $0 == "true" || $0 == "1" } ?? false
+            return await execute(.removeMap(map: try context.parameters.require("map"), force: force))
+        }
+        return router
+    }
+
+    /// Runs a command off the event loops and answers with its outcome.
+    func execute(_ command: Command, created: Bool = false) async -> Response {
+        let controller = controller
+        do {
+            let (events, lastSequence) = try await blocking {
+                let events = try controller.execute(command)
+                return (events, controller.state.eventsApplied)
+            }
+            let result = CommandResult(
+                events: events.map(\.type.description),
+                firstSequence: events.isEmpty ? nil : lastSequence - UInt64(events.count) + 1,
+                lastSequence: events.isEmpty ? nil : lastSequence)
+            return json(result, status: created ? .created : .ok)
+        } catch let failure as ControllerError {
+            switch failure {
+            case let .rejected(commandError):
+                return error(httpStatus(for: commandError.code), ErrorBody(code: commandError.code.rawValue, message: commandError.message))
+            case let .storage(detail):
+                return error(503, ErrorBody(code: "storage_error", message: detail))
+            }
+        } catch {
+            return self.error(500, ErrorBody(code: "internal", message: "\(error)"))
+        }
+    }
+
+    /// Decodes a JSON body; a missing body gives `nil` when `emptyAllowed`.
+    func decode<T: Decodable>(_ request: Request, emptyAllowed: Bool = false) async throws -> T? {
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: Self.requestBytesMax)
+        } catch {
+            throw ErrorBody(code: "bad_request", message: "request body over \(Self.requestBytesMax) bytes")
+        }
+        if buffer.readableBytes == 0 {
+            if emptyAllowed { return nil }
+            throw ErrorBody(code: "bad_request", message: "a JSON body is required")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+        } catch {
+            throw ErrorBody(code: "bad_request", message: "malformed JSON body: \(String(describing: error).prefix(200))")
+        }
+    }
+
+    func decode<T: Decodable>(_ request: Request) async throws -> T {
+        guard let value: T = try await decode(request, emptyAllowed: false) else {
+            throw ErrorBody(code: "bad_request", message: "a JSON body is required")
+        }
+        return value
+    }
+
+    func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    func error(_ status: Int, _ body: ErrorBody) -> Response {
+        json(body, status: HTTPResponse.Status(code: status))
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SnapbackController
+import SnapbackCore
+import SnapbackData
+import SnapbackLog
+import SnapbackNBD
+
+/// What snapbackd is told on its command line.
+public struct DaemonOptions: Sendable {
+    public var dataDirectory: String
+    /// The control socket; `DIR/control.sock` when `nil`.
+    public var socketPath: String?
+    public var nbdHost: String
+    public var nbdPort: Int
+    public var mapSizeBytes: Int
+
+    public init(dataDirectory: String, socketPath: String?, nbdHost: String, nbdPort: Int, mapSizeBytes: Int) {
+        self.dataDirectory = dataDirectory
+        self.socketPath = socketPath
+        self.nbdHost = nbdHost
+        self.nbdPort = nbdPort
+        self.mapSizeBytes = mapSizeBytes
+    }
+}
+
+/// A start-up failure: one line, exit status 1.
+public struct DaemonError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// snapbackd: recovers, then serves the control API and NBD, and runs background copies and
+/// rollbacks, until SIGTERM or SIGINT.
+public enum Daemon {
+    public static let version = "0.2.0"
+    /// A checkpoint is written once this many events have been appended since the last one.
+    static let checkpointIntervalEvents: UInt64 = 10_000
+
+    public static func run(_ options: DaemonOptions) async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = {
+            var logger = Logger(label: "snapbackd")
+            logger.logLevel = .info
+            return logger
+        }()
+        let directory = options.dataDirectory
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw DaemonError("cannot create data directory \(directory): \(error.localizedDescription)")
+        }
+        let lock = try DataDirectoryLock(directory: directory)
+        defer { withExtendedLifetime(lock) {} }
+
+        let started = Date()
+        let log: EventLog
+        let controller: Controller
+        let replayedFrom: UInt64?
+        do {
+            log = try EventLog(directory: directory + "/log", mapSizeBytes: options.mapSizeBytes)
+            replayedFrom = try log.checkpointSequences().first
+            controller = try Controller(
+                durable: try LogDurableStore(log: log), volumes: try FileVolumeProvider(dataDirectory: directory),
+                clock: { Int64(Date().timeIntervalSince1970 * 1000) }, version: version)
+        } catch {
+            throw DaemonError("cannot recover from \(directory): \(error)")
+        }
+        let state = controller.state
+        if state.eventsApplied - (replayedFrom ?? 0) >= checkpointIntervalEvents { try controller.checkpoint() }
+        for (volumeID, problem) in controller.backingProblems.sorted(by: { $0.key < $1.key }) {
+            logger.error("backing store problem", metadata: ["volume": "\(volumeID)", "problem": "\(problem)"])
+        }
+        logger.info(
+            "recovered",
+            metadata: [
+                "dataDir": "\(directory)", "lastSeq": "\(state.eventsApplied)",
+                "checkpoint": "\(replayedFrom.map(String.init) ?? "none")", "volumes": "\(state.volumes.count)",
+                "lcmaps": "\(state.maps.count)",
+                "rollbacksToResume": "\(state.maps.values.filter { $0.rollback != nil }.count)",
+                "milliseconds": "\(Int(Date().timeIntervalSince(started) * 1000))",
+            ])
+
+        let socketPath = options.socketPath ?? directory + "/control.sock"
+        try removeStaleSocket(socketPath)
+        let api = ControlAPI(controller: controller)
+        let application = Application(
+            router: api.router(),
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
+            onServerRunning: { _ in
+                // The socket is the controller's door: owner only.
+                chmod(socketPath, 0o600)
+                logger.info("control API listening", metadata: ["socket": "\(socketPath)"])
+            },
+            logger: logger)
+        let nbd = NBDService(
+            server: NBDServer(
+                provider: ControllerExportProvider(controller: controller), host: options.nbdHost, port: options.nbdPort,
+                logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) }),
+            logger: logger)
+        let background = BackgroundService(controller: controller, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: application), .init(service: nbd), .init(service: background)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try? controller.checkpoint()
+        unlink(socketPath)
+        log.close()
+        logger.info("stopped")
+    }
+
+    /// A socket file left by a crashed daemon is removed; one that a live process answers on is
+    /// not: that is another daemon's.
+    static func removeStaleSocket(_ path: String) throws {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return }
+        guard (status.st_mode & S_IFMT) == S_IFSOCK else {
+            throw DaemonError("\(path) exists and is not a socket; refusing to replace it")
+        }
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw DaemonError("socket path \(path) is too long") }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if connected == 0 { throw DaemonError("another process is serving \(path)") }
+        unlink(path)
+    }
+}
+
+/// The NBD server as a service of the group.
+struct NBDService: Service {
+    let server: NBDServer
+    let logger: Logger
+
+    func run() async throws {
+        let port = try await server.start()
+        logger.info("NBD listening", metadata: ["port": "\(port)"])
+        try? await gracefulShutdown()
+        try await server.stop()
+    }
+}
+
+/// Runs rollbacks at full speed and background copies at their copy rates, resumes whatever a
+/// restart interrupted, and checkpoints the state every ``Daemon/checkpointIntervalEvents``.
+struct BackgroundService: Service {
+    let controller: Controller
+    let logger: Logger
+    /// How often the loop looks for work when idle; bounds the delay of an automatic rollback.
+    static let idleTickMilliseconds: UInt64 = 20
+    /// Bytes a rollback copies between two progress marks.
+    static let rollbackStepBytes: UInt64 = 16 << 20
+
+    func run() async throws {
+        var credits: [MapID: Double] = [:]
+        var last = ContinuousClock.now
+        var lastCheckpoint = controller.state.eventsApplied
+        while !Task.isShuttingDownGracefully {
+            let now = ContinuousClock.now
+            let elapsed = now - last
+            last = now
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let rates = controller.copyRatesBytesPerSecond
+            credits = credits.filter { rates[$0.key] != nil }
+            for (map, rate) in rates {
+                // Credit accrues at the copy rate, at most one second's worth.
+                credits[map] = min(Double(rate), (credits[map] ?? 0) + Double(rate) * seconds)
+            }
+            let budgets = credits.compactMapValues { $0 >= 1 ? UInt64($0) : nil }
+            let controller = controller
+            let outcome = try await blocking {
+                controller.step(rollbackBudgetBytes: Self.rollbackStepBytes, copyBudgetsBytes: budgets)
+            }
+            for (map, bytes) in outcome.copiedBytesByMap { credits[map, default: 0] -= Double(bytes) }
+            let applied = controller.state.eventsApplied
+            if applied - lastCheckpoint >= Daemon.checkpointIntervalEvents {
+                do {
+                    try await blocking { try controller.checkpoint() }
+                    lastCheckpoint = applied
+                } catch {
+                    logger.warning("checkpoint failed", metadata: ["error": "\(error)"])
+                }
+            }
+            let rollbackRunning = controller.state.maps.values.contains { $0.rollback != nil }
+            if !rollbackRunning {
+                try? await Task.sleep(for: .milliseconds(Self.idleTickMilliseconds))
+            }
+        }
+    }
+}
+
+/// An exclusive `flock` on `DIR/snapbackd.lock`: a second snapbackd on the same data directory
+/// is refused. The kernel drops the lock when the process dies, so a crash leaves nothing stale.
+final class DataDirectoryLock {
+    private let descriptor: Int32
+
+    init(directory: String) throws {
+        let path = directory + "/snapbackd.lock"
+        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw DaemonError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw DaemonError("another snapbackd is already running on \(directory) (it holds \(path))")
+        }
+        let pid = "\(getpid())\n"
+        _ = ftruncate(descriptor, 0)
+        _ = pid.withCString { write(descriptor, $0, strlen($0)) }
+    }
+
+    deinit { close(descriptor) }
+}

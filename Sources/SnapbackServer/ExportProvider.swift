@@ -1,0 +1,74 @@
+import SnapbackController
+import SnapbackCore
+import SnapbackNBD
+
+/// Volumes as NBD exports: each under its name. A map's target is exported read-only, as its
+/// point-in-time image; a faulted volume answers EIO.
+final class ControllerExportProvider: NBDExportProvider {
+    let controller: Controller
+
+    init(controller: Controller) { self.controller = controller }
+
+    func exportNames() -> [(name: String, description: String)] {
+        let state = controller.state
+        return state.volumesByID.map { volume in
+            let role = state.maps.values.contains { $0.role == .forward && $0.targetID == volume.id }
+                ? "point-in-time image (read-only)" : "volume"
+            return (volume.name, "\(role), \(volume.sizeBytes) bytes, \(volume.status)")
+        }
+    }
+
+    func export(named name: String) -> (any NBDExport)? {
+        guard let export = controller.export(name) else { return nil }
+        let state = controller.state
+        let isTarget = state.maps.values.contains { $0.role == .forward && $0.targetID == export.volumeID }
+        return VolumeExport(controller: controller, volumeID: export.volumeID, sizeBytes: export.sizeBytes, readOnly: export.readOnly || isTarget)
+    }
+}
+
+/// One volume seen through NBD.
+struct VolumeExport: NBDExport {
+    let controller: Controller
+    let volumeID: VolumeID
+    let sizeBytes: UInt64
+    let readOnly: Bool
+
+    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] {
+        do throws(HostIOError) {
+            return try controller.read(volume: volumeID, offset: offset, length: Int(length))
+        } catch {
+            throw Self.nbdError(error)
+        }
+    }
+
+    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) {
+        guard !readOnly else { throw .permission }
+        do throws(HostIOError) {
+            try controller.write(volume: volumeID, offset: offset, bytes: bytes, fua: fua)
+        } catch {
+            throw Self.nbdError(error)
+        }
+    }
+
+    func flush() throws(NBDIOError) {
+        do throws(HostIOError) { try controller.flush(volume: volumeID) } catch { throw Self.nbdError(error) }
+    }
+
+    /// Trimmed ranges read back as zeroes: a trim is a write of zeroes (through copy-on-write, so
+    /// the image keeps its bytes).
+    func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
+        try writeZeroes(offset: offset, length: length, fua: fua)
+    }
+
+    func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
+        try write(offset: offset, bytes: [UInt8](repeating: 0, count: Int(length)), fua: fua)
+    }
+
+    static func nbdError(_ error: HostIOError) -> NBDIOError {
+        switch error {
+        case .unknownVolume, .faulted, .io: .io
+        case .outOfRange: .invalid
+        case .readOnly: .permission
+        }
+    }
+}
