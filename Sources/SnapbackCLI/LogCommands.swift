@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SnapbackAPI
 import SnapbackCore
 import SnapbackLog
 
@@ -202,7 +203,7 @@ struct LogState: ParsableCommand {
             throw CLIError(code: "seq_out_of_range", message: "-at \(at) is past the last record, seq \(lastSequence)")
         }
         let state = try log.replay(through: at ?? lastSequence).state
-        let volumes = Listing.volumes(state.volumesByID)
+        let volumes = Listing.volumes(state.volumesByID.map(VolumeRow.init))
         let maps = Listing.maps(state.mapsByID, in: state)
         if json {
             let volumesJSON = volumes.json()

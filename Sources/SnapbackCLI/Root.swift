@@ -7,7 +7,11 @@ public struct SnapbackCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "snapback",
         abstract: "Control a Snapback snapshot controller and audit its event log.",
-        subcommands: [LogCommand.self]
+        subcommands: [
+            MakeVolume.self, ListVolumes.self, RemoveVolume.self, MakeMap.self, ChangeMap.self, ListMaps.self,
+            StartMap.self, StopMap.self, RemoveMap.self, ReportFault.self, RecoverVolume.self, WaitForMap.self,
+            LogCommand.self,
+        ]
     )
 
     public init() {}

@@ -1,4 +1,5 @@
 import Foundation
+import SnapbackAPI
 import SnapbackCore
 
 /// A listing: named columns and rows of text, printed as a concise table, a delimited table,
@@ -70,38 +71,33 @@ struct Listing {
 }
 
 extension Listing {
-    /// `lsvolume`'s columns: id, name, size (bytes), status, path, fault_id, fault_reason.
-    static func volumes(_ volumes: [Volume]) -> Listing {
+    /// `lsvolume`'s listing (the columns of ``VolumeRow``).
+    static func volumes(_ rows: [VolumeRow]) -> Listing {
         Listing(
-            columns: ["id", "name", "size", "status", "path", "fault_id", "fault_reason"],
-            rows: volumes.map { volume in
+            columns: VolumeRow.columns,
+            rows: rows.map { row in
                 [
-                    .number(UInt64(volume.id)), .text(volume.name), .number(volume.sizeBytes), .text(volume.status.description),
-                    .text(volume.path ?? ""), .text(volume.fault.map { String($0.id) } ?? ""), .text(volume.fault?.reason ?? ""),
+                    .number(UInt64(row.id)), .text(row.name), .number(row.size), .text(row.status), .text(row.path),
+                    .text(row.fault_id), .text(row.fault_reason),
                 ]
             })
     }
 
-    /// `lslcmap`'s columns: the brief's id, name, source, target, status, progress, copyrate,
-    /// autorestore, restoring, partner; then grainsize (KiB), role, restore_progress and
-    /// restore_trigger.
-    static func maps(_ maps: [LCMap], in state: ControllerState) -> Listing {
+    /// `lslcmap`'s listing (the columns of ``MapRow``).
+    static func maps(_ rows: [MapRow]) -> Listing {
         Listing(
-            columns: [
-                "id", "name", "source", "target", "status", "progress", "copyrate", "autorestore", "restoring", "partner",
-                "grainsize", "role", "restore_progress", "restore_trigger",
-            ],
-            rows: maps.map { map in
-                let forward = map.role == .forward ? map : state.maps[map.partnerID]
-                let rollback = forward?.rollback
-                return [
-                    .number(UInt64(map.id)), .text(map.name), .text(state.volumes[map.sourceID]?.name ?? String(map.sourceID)),
-                    .text(state.volumes[map.targetID]?.name ?? String(map.targetID)), .text(map.state.description),
-                    .number(UInt64(map.progressPercent)), .number(UInt64(map.copyRate)), .text(map.autorestore ? "on" : "off"),
-                    .text(rollback != nil ? "yes" : "no"), .text(state.maps[map.partnerID]?.name ?? ""),
-                    .number(UInt64(map.grainSizeBytes / 1024)), .text(map.role.description),
-                    .number(UInt64(rollback?.progressPercent ?? 0)), .text(rollback?.trigger.description ?? ""),
+            columns: MapRow.columns,
+            rows: rows.map { row in
+                [
+                    .number(UInt64(row.id)), .text(row.name), .text(row.source), .text(row.target), .text(row.status),
+                    .number(UInt64(row.progress)), .number(UInt64(row.copyrate)), .text(row.autorestore), .text(row.restoring),
+                    .text(row.partner), .number(UInt64(row.grainsize)), .text(row.role), .number(UInt64(row.restore_progress)),
+                    .text(row.restore_trigger),
                 ]
             })
     }
+
+    static func volumes(_ volumes: [Volume]) -> Listing { self.volumes(volumes.map(VolumeRow.init)) }
+
+    static func maps(_ maps: [LCMap], in state: ControllerState) -> Listing { self.maps(maps.map { MapRow($0, in: state) }) }
 }

@@ -1,0 +1,264 @@
+import ArgumentParser
+import Foundation
+import SnapbackAPI
+
+/// `-socket PATH`: where the daemon listens.
+struct Connection: ParsableArguments {
+    @Option(name: .ibm("socket"), help: "The control socket (default: $SNAPBACK_SOCKET, else ./var/control.sock).")
+    var socket: String?
+
+    var client: ControlClient { ControlClient.resolve(socket) }
+}
+
+/// `-delim C` and `-json`.
+struct ListingOptions: ParsableArguments {
+    @Option(name: .ibm("delim"), help: "Separate columns with this character.") var delimiter: String?
+    @Flag(name: .ibm("json"), help: "Print a JSON array of objects.") var json = false
+}
+
+/// Parses sizes such as 512, 64k, 64m, 1g, 1t (binary units; an optional trailing b or ib).
+func parseSize(_ text: String) -> UInt64? {
+    var digits = text.lowercased()
+    for suffix in ["ib", "b"] where digits.hasSuffix(suffix) && digits.count > suffix.count {
+        let trimmed = String(digits.dropLast(suffix.count))
+        if trimmed.last.map({ "kmgt".contains($0) }) == true || suffix == "b" { digits = trimmed }
+    }
+    var shift: UInt64 = 0
+    if let unit = digits.last, let index = Array("kmgt").firstIndex(of: unit) {
+        shift = UInt64(index + 1) * 10
+        digits.removeLast()
+    }
+    guard !digits.isEmpty, digits.allSatisfy(\.isNumber), let value = UInt64(digits) else { return nil }
+    let (scaled, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+    return overflow ? nil : scaled
+}
+
+struct Size: ExpressibleByArgument {
+    var bytes: UInt64
+    init?(argument: String) {
+        guard let bytes = parseSize(argument) else { return nil }
+        self.bytes = bytes
+    }
+}
+
+func printResult(_ text: String) { print(text) }
+
+struct MakeVolume: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mkvolume", abstract: "Create a volume.")
+    @OptionGroup var connection: Connection
+    @Option(name: .ibm("name"), help: "The volume's name.") var name: String
+    @Option(name: .ibm("size"), help: "Size such as 64m or 1g (binary units).") var size: Size
+    @Option(name: .ibm("path"), help: "A backing file or block device (default: a sparse file in the data directory).") var path: String?
+
+    func run() throws {
+        var absolute = path
+        if let path, !path.hasPrefix("/") { absolute = FileManager.default.currentDirectoryPath + "/" + path }
+        _ = try connection.client.call(
+            "POST", "/v1/volumes", body: CreateVolumeRequest(name: name, size: size.bytes, path: absolute), as: CommandResult.self)
+        let row = try connection.client.call("GET", "/v1/volumes/\(pathSegment(name))", as: VolumeRow.self)
+        printResult("Volume, id [\(row.id)], successfully created")
+    }
+}
+
+struct ListVolumes: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "lsvolume", abstract: "List volumes, or show one in detail.")
+    @OptionGroup var connection: Connection
+    @OptionGroup var listing: ListingOptions
+    @Argument(help: "A volume (name or id) to show in detail.") var volume: String?
+
+    func run() throws {
+        let rows: [VolumeRow]
+        if let volume {
+            rows = [try connection.client.call("GET", "/v1/volumes/\(pathSegment(volume))", as: VolumeRow.self)]
+        } else {
+            rows = try connection.client.call("GET", "/v1/volumes", as: [VolumeRow].self)
+        }
+        printResult(Listing.volumes(rows).render(json: listing.json, delimiter: listing.delimiter, detail: volume != nil))
+    }
+}
+
+struct RemoveVolume: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rmvolume", abstract: "Remove a volume that is in no map.")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The volume (name or id).") var volume: String
+
+    func run() throws {
+        _ = try connection.client.call("DELETE", "/v1/volumes/\(pathSegment(volume))", as: CommandResult.self)
+    }
+}
+
+struct MakeMap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mklcmap", abstract: "Create an lcmap from a source to a target, with its reverse map.")
+    @OptionGroup var connection: Connection
+    @Option(name: .ibm("source"), help: "The source volume.") var source: String
+    @Option(name: .ibm("target"), help: "The target volume (same size).") var target: String
+    @Option(name: .ibm("name"), help: "The map's name (default lcmapN).") var name: String?
+    @Option(name: .ibm("autorestore"), help: "on or off (default off).") var autorestore: String?
+    @Option(name: .ibm("copyrate"), help: "0–150 (default 50; 0 = no background copy).") var copyRate: Int?
+    @Option(name: .ibm("grainsize"), help: "64 or 256 KiB (default 256).") var grainSize: Int?
+
+    func run() throws {
+        let client = connection.client
+        let result = try client.call(
+            "POST", "/v1/lcmaps",
+            body: CreateMapRequest(source: source, target: target, name: name, autorestore: autorestore, copyrate: copyRate, grainsize: grainSize),
+            as: CommandResult.self)
+        let rows = try client.call("GET", "/v1/lcmaps", as: [MapRow].self)
+        let created = rows.filter { $0.role == "forward" && $0.source == source && $0.target == target }.last
+            ?? rows.first { $0.name == name }
+        _ = result
+        printResult("LC Mapping, id [\(created.map { String($0.id) } ?? "?")], successfully created")
+    }
+}
+
+struct ChangeMap: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "chlcmap", abstract: "Change an lcmap's autorestore, copy rate or name.")
+    @OptionGroup var connection: Connection
+    @Option(name: .ibm("autorestore"), help: "on or off.") var autorestore: String?
+    @Option(name: .ibm("copyrate"), help: "0–150.") var copyRate: Int?
+    @Option(name: .ibm("name"), help: "A new name.") var name: String?
+    @Argument(help: "The map (name or id).") var map: String
+
+    func run() throws {
+        _ = try connection.client.call(
+            "PATCH", "/v1/lcmaps/\(pathSegment(map))", body: ChangeMapRequest(autorestore: autorestore, copyrate: copyRate, name: name),
+            as: CommandResult.self)
+    }
+}
+
+struct ListMaps: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "lslcmap", abstract: "List lcmaps, or show one in detail.")
+    @OptionGroup var connection: Connection
+    @OptionGroup var listing: ListingOptions
+    @Argument(help: "A map (name or id) to show in detail.") var map: String?
+
+    func run() throws {
+        let rows: [MapRow]
+        if let map {
+            rows = [try connection.client.call("GET", "/v1/lcmaps/\(pathSegment(map))", as: MapRow.self)]
+        } else {
+            rows = try connection.client.call("GET", "/v1/lcmaps", as: [MapRow].self)
+        }
+        printResult(Listing.maps(rows).render(json: listing.json, delimiter: listing.delimiter, detail: map != nil))
+    }
+}
+
+struct StartMap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "startlcmap", abstract: "Start an lcmap (take its point-in-time image), or with -restore roll its image back onto its source.")
+    @OptionGroup var connection: Connection
+    @Flag(name: .ibm("prep"), help: "Prepare first (Snapback prepares as part of every start).") var prepare = false
+    @Flag(name: .ibm("restore"), help: "Roll the map's image back onto its source.") var restore = false
+    @Argument(help: "The map (name or id).") var map: String
+
+    func run() throws {
+        _ = try connection.client.call(
+            "POST", "/v1/lcmaps/\(pathSegment(map))/start", body: StartMapRequest(prep: prepare, restore: restore), as: CommandResult.self)
+    }
+}
+
+struct StopMap: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stoplcmap", abstract: "Stop an lcmap: its image is no longer valid.")
+    @OptionGroup var connection: Connection
+    @Flag(name: .ibm("force"), help: "Stop at once.") var force = false
+    @Argument(help: "The map (name or id).") var map: String
+
+    func run() throws {
+        _ = try connection.client.call("POST", "/v1/lcmaps/\(pathSegment(map))/stop", body: ForceRequest(force: force), as: CommandResult.self)
+    }
+}
+
+struct RemoveMap: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rmlcmap", abstract: "Remove an lcmap and its reverse map.")
+    @OptionGroup var connection: Connection
+    @Flag(name: .ibm("force"), help: "Remove even if the map is active.") var force = false
+    @Argument(help: "The map (name or id).") var map: String
+
+    func run() throws {
+        _ = try connection.client.call("DELETE", "/v1/lcmaps/\(pathSegment(map))?force=\(force)", as: CommandResult.self)
+    }
+}
+
+struct ReportFault: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fault", abstract: "Record a fault on a volume (it goes offline; autorestore may roll it back).")
+    @OptionGroup var connection: Connection
+    @Option(name: .ibm("volume"), help: "The faulted volume.") var volume: String
+    @Option(name: .ibm("reason"), help: "Why, in one line.") var reason: String
+
+    func run() throws {
+        let result = try connection.client.call(
+            "POST", "/v1/volumes/\(pathSegment(volume))/fault", body: FaultRequest(reason: reason), as: CommandResult.self)
+        if result.events.contains("RollbackStarted") { printResult("automatic rollback started") }
+    }
+}
+
+struct RecoverVolume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recovervolume", abstract: "Accept a faulted volume's data as it is (recorded).")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The volume (name or id).") var volume: String
+
+    func run() throws {
+        _ = try connection.client.call("POST", "/v1/volumes/\(pathSegment(volume))/recover", as: CommandResult.self)
+    }
+}
+
+struct WaitForMap: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wait",
+        abstract: "Follow a map's rollback if one runs, else its background copy if copyrate > 0, else return at once.")
+    @OptionGroup var connection: Connection
+    @Option(name: .ibm("timeout"), help: "Give up after this many seconds (exit 1).") var timeout: Double?
+    @Argument(help: "The map (name or id).") var map: String
+
+    func run() throws {
+        let client = connection.client
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        let terminal = isatty(STDOUT_FILENO) == 1
+        var lastLine = ""
+        var row = try forward(client)
+        let following: String
+        if row.restoring == "yes" {
+            following = "rollback"
+        } else if row.copyrate > 0 && row.status == "copying" {
+            following = "copy"
+        } else {
+            printResult("\(row.name): \(row.status), nothing to wait for")
+            return
+        }
+        while true {
+            let done = following == "rollback" ? row.restoring == "no" : row.status != "copying"
+            let percent = done ? 100 : (following == "rollback" ? row.restore_progress : row.progress)
+            let line = "\(row.name) \(following) \(percent)%"
+            if terminal {
+                let width = 40
+                let filled = percent * width / 100
+                let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+                FileHandle.standardOutput.write(Data("\r\(row.name) \(following) [\(bar)] \(percent)%".utf8))
+            } else if line != lastLine {
+                printResult(line)
+            }
+            lastLine = line
+            if done {
+                if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
+                printResult("\(row.name): \(following) finished, \(row.status)")
+                return
+            }
+            if let deadline, Date() >= deadline {
+                if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
+                throw CLIError(code: "timeout", message: "\(row.name)'s \(following) is at \(percent)% after \(timeout!) s")
+            }
+            usleep(200_000)
+            row = try forward(client)
+        }
+    }
+
+    /// The forward map's row (a reverse map's partner).
+    func forward(_ client: ControlClient) throws -> MapRow {
+        let row = try client.call("GET", "/v1/lcmaps/\(pathSegment(map))", as: MapRow.self)
+        guard row.role == "reverse" else { return row }
+        return try client.call("GET", "/v1/lcmaps/\(pathSegment(row.partner))", as: MapRow.self)
+    }
+}
