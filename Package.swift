@@ -92,6 +92,8 @@ let package = Package(
         ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore"]),
         .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD"]),
+        // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.
+        .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI"]),
         .testTarget(
             name: "SnapbackDataTests",
             dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackTesting"]
