@@ -159,7 +159,7 @@ public struct StartMapRequest: Codable, Sendable {
     }
 }
 
-/// `POST /v1/lcmaps/{map}/stop` and `DELETE /v1/lcmaps/{map}` options.
+/// `POST /v1/lcmaps/{map}/stop` options (`DELETE /v1/lcmaps/{map}` takes `?force=true`).
 public struct ForceRequest: Codable, Sendable {
     public var force: Bool?
     public init(force: Bool?) { self.force = force }

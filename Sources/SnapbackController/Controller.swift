@@ -146,7 +146,16 @@ public final class Controller: @unchecked Sendable {
     /// - Throws: ``ControllerError``; on error nothing was recorded or changed.
     @discardableResult
     public func execute(_ command: Command) throws(ControllerError) -> [Event] {
-        try locked { () throws(ControllerError) -> [Event] in try commitLocked(command) }
+        try executeRecorded(command).events
+    }
+
+    /// ``execute(_:)``, also returning the sequence number of the last event the command
+    /// recorded (the log's last sequence number when it recorded none).
+    public func executeRecorded(_ command: Command) throws(ControllerError) -> (events: [Event], lastSequence: UInt64) {
+        try locked { () throws(ControllerError) -> ([Event], UInt64) in
+            let events = try commitLocked(command)
+            return (events, committed.eventsApplied)
+        }
     }
 
     /// Decide, prepare side effects, commit durably, then apply. Must hold the lock.

@@ -112,10 +112,7 @@ struct ControlAPI {
     func execute(_ command: Command, created: Bool = false) async -> Response {
         let controller = controller
         do {
-            let (events, lastSequence) = try await blocking {
-                let events = try controller.execute(command)
-                return (events, controller.state.eventsApplied)
-            }
+            let (events, lastSequence) = try await blocking { try controller.executeRecorded(command) }
             let result = CommandResult(
                 events: events.map(\.type.description),
                 firstSequence: events.isEmpty ? nil : lastSequence - UInt64(events.count) + 1,
