@@ -90,6 +90,13 @@ let package = Package(
             dependencies: ["SnapbackCore", "SnapbackLog"],
             path: "Sources/LogDriver"
         ),
+        // A benchmark driver: rollback and copy-on-write measurements on real files and a real
+        // LMDB log, through the same controller code snapbackd runs (tools/bench).
+        .executableTarget(
+            name: "snapback-bench-driver",
+            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController"],
+            path: "Sources/BenchDriver"
+        ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore"]),
         .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD"]),
         // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.

@@ -15,6 +15,8 @@ extension Controller {
 
     /// Bounds on one step: grains copied between two durable marks.
     public static let stepGrainsMax = 64
+    /// A rollback's bound (it runs at full speed; fewer, larger syncs go faster).
+    public static let rollbackStepGrainsMax = 4096
 
     /// Does up to `budgetBytes` of background work, for rollbacks and (when `copies`) every
     /// copying map alike, and returns what it did.
@@ -103,32 +105,39 @@ extension Controller {
     /// when none remain.
     private func rollbackStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
         guard var maps = bitmaps[map.id], let rollback = map.rollback else { return }
-        var toRestore = rollback.grainsToRestore
-        if toRestore == 0 {
-            // First step (or first after a restart before any progress): count the work.
-            toRestore = maps.dirty.setCount + maps.restored.setCount
-            if toRestore > 0 {
-                _ = try? commitLocked(.recordRollbackProgress(map: map.id, grainsRestored: maps.restored.setCount, grainsToRestore: toRestore))
-            }
-        }
-        let grainsMax = max(1, min(Self.stepGrainsMax * 4, Int(budgetBytes / UInt64(map.grainSizeBytes))))
+        // The work is counted on the first step (and again after a restart before any progress);
+        // the count is recorded with the first batch's marks.
+        let toRestore = rollback.grainsToRestore > 0 ? rollback.grainsToRestore : maps.dirty.setCount + maps.restored.setCount
+        let grainsMax = max(1, min(Self.rollbackStepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
         var batch: [UInt64] = []
         var cursor: UInt64 = 0
         while batch.count < grainsMax, let grain = maps.dirty.nextSet(from: cursor) {
             if !maps.restored[grain] { batch.append(grain) }
             cursor = grain + 1
         }
-        if batch.isEmpty {
-            _ = try? commitBitmaps([map.id: maps], command: .completeRollback(map: map.id))
-            return
+        if !batch.isEmpty {
+            do {
+                try restoreGrainsLocked(map, batch, &maps)
+            } catch {
+                return  // the failing volume was faulted
+            }
+            outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
         }
-        do {
-            try restoreGrainsLocked(map, batch, &maps)
-        } catch {
-            return  // the failing volume was faulted
-        }
-        outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
+        var commands: [Command] = []
         let restored = min(maps.restored.setCount, toRestore)
-        _ = try? commitBitmaps([map.id: maps], command: .recordRollbackProgress(map: map.id, grainsRestored: restored, grainsToRestore: toRestore))
+        if toRestore > 0 {
+            commands.append(.recordRollbackProgress(map: map.id, grainsRestored: restored, grainsToRestore: toRestore))
+        }
+        // The last batch's marks and the completion share one commit.
+        let remaining = maps.dirty.nextSet(from: 0).map { first in
+            var grain: UInt64? = first
+            while let current = grain {
+                if !maps.restored[current] { return true }
+                grain = maps.dirty.nextSet(from: current + 1)
+            }
+            return false
+        } ?? false
+        if !remaining { commands.append(.completeRollback(map: map.id)) }
+        _ = try? commitBitmaps([map.id: maps], commands: commands)
     }
 }

@@ -241,6 +241,12 @@ public final class Controller: @unchecked Sendable {
     /// Commits bitmap `updated` for the maps in it, writing only the chunks that changed, with
     /// `command`'s events when one is given; on success replaces the in-memory bitmaps.
     func commitBitmaps(_ updated: [MapID: MapBitmaps], command: Command? = nil) throws(ControllerError) {
+        try commitBitmaps(updated, commands: command.map { [$0] } ?? [])
+    }
+
+    /// ``commitBitmaps(_:command:)`` with several commands, decided in order against the state
+    /// each leaves, all recorded in the one commit.
+    func commitBitmaps(_ updated: [MapID: MapBitmaps], commands: [Command]) throws(ControllerError) {
         var changes: [BitmapChange] = []
         for (id, new) in updated.sorted(by: { $0.key < $1.key }) {
             guard let old = bitmaps[id] else { continue }
@@ -251,8 +257,15 @@ public final class Controller: @unchecked Sendable {
             }
         }
         var events: [Event] = []
-        if let command {
-            do throws(CommandError) { events = try decide(command, committed) } catch { throw .rejected(error) }
+        var preview = committed
+        for command in commands {
+            do throws(CommandError) {
+                let decided = try decide(command, preview)
+                decided.forEach { preview.apply($0) }
+                events += decided
+            } catch {
+                throw .rejected(error)
+            }
         }
         try commitEventsLocked(events, bitmapChanges: changes, installing: updated)
     }

@@ -29,6 +29,13 @@ public protocol BlockStore: AnyObject, Sendable {
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockStoreError)
     /// Makes every completed write durable (fdatasync).
     func sync() throws(BlockStoreError)
+    /// A hint that `offset..<offset+length` will be read soon (lets a disk queue many reads at
+    /// once). Changes nothing else; may do nothing.
+    func prefetch(at offset: UInt64, length: Int)
+}
+
+extension BlockStore {
+    public func prefetch(at offset: UInt64, length: Int) {}
 }
 
 extension BlockStore {

@@ -75,6 +75,10 @@ public final class FileBlockStore: BlockStore, @unchecked Sendable {
         }
     }
 
+    public func prefetch(at offset: UInt64, length: Int) {
+        _ = posix_fadvise(descriptor, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
     public func sync() throws(BlockStoreError) {
         guard fdatasync(descriptor) == 0 else { throw .io(operation: "fdatasync \(path)", errno: errno) }
     }

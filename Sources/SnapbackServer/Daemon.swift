@@ -157,7 +157,7 @@ struct BackgroundService: Service {
     /// How often the loop looks for work when idle; bounds the delay of an automatic rollback.
     static let idleTickMilliseconds: UInt64 = 20
     /// Bytes a rollback copies between two progress marks.
-    static let rollbackStepBytes: UInt64 = 16 << 20
+    static let rollbackStepBytes: UInt64 = 64 << 20
 
     func run() async throws {
         var credits: [MapID: Double] = [:]
