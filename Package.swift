@@ -97,6 +97,16 @@ let package = Package(
             dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController"],
             path: "Sources/BenchDriver"
         ),
+        // The deterministic simulator's command line (tools/simulate).
+        .executableTarget(
+            name: "snapback-simulate",
+            dependencies: ["SnapbackTesting", "SnapbackCore", "SnapbackController", "SnapbackData"],
+            path: "Sources/SimulateTool"
+        ),
+        .testTarget(
+            name: "SimulationTests",
+            dependencies: ["SnapbackTesting", "SnapbackCore", "SnapbackController", "SnapbackData"]
+        ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore"]),
         .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD"]),
         // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.

@@ -10,6 +10,12 @@ import SnapbackLog
 //       Fills a source, starts a map, rewrites P% of the grains, faults the source and times
 //       the rollback. Prints JSON: seconds, bytesRestored, bytesPerSecond. Leaves DIR/volumes/0.img
 //       (source) and 1.img (target) for a dd comparison.
+//   recovery-setup --dir DIR --size-mib N --events E
+//       Leaves a data directory whose log holds about E events and a rollback in progress (a
+//       faulted source with dirty grains), with a checkpoint 5,000 events before the end, as
+//       snapbackd's periodic checkpoints would leave it.
+//   replay --dir DIR
+//       Times reducing the whole log from the first record (no checkpoint). Prints events/s.
 //   cow --dir DIR --size-mib N --writes W [--snapshot none|active]
 //       Times W random 4 KiB writes; with an active snapshot, first writes to each grain (copy-on-
 //       write) and steady-state writes (grains already split) are timed separately.
@@ -33,6 +39,15 @@ let grainBytes = UInt32(Int(options["--grain-kib"] ?? "256") ?? 256) << 10
 
 func now() -> Double { Date().timeIntervalSince1970 }
 
+if mode == "replay" {
+    let log = try EventLog(directory: directory + "/log", readOnly: true)
+    let start = now()
+    let replay = try log.replay(useCheckpoints: false)
+    let seconds = now() - start
+    let events = replay.state.eventsApplied
+    print("{\"events\": \(events), \"seconds\": \(seconds), \"eventsPerSecond\": \(Double(events) / seconds)}")
+    exit(0)
+}
 try? FileManager.default.removeItem(atPath: directory)
 let log = try EventLog(directory: directory + "/log")
 let controller = try Controller(
@@ -122,6 +137,32 @@ case "cow":
         "snapshot": snapshot, "firstWrites": firstCount, "firstWritesPerSecond": Double(firstCount) / firstSeconds,
         "steadyWrites": writes, "steadyWritesPerSecond": Double(writes) / steadySeconds,
     ])
+case "recovery-setup":
+    let events = Int(options["--events"] ?? "10000") ?? 10000
+    try fill(0, byte: 0xA5)
+    try controller.execute(.createMap(CreateMap(source: "s", target: "t", name: "m", autorestore: true, copyRate: 0, grainSizeBytes: grainBytes)))
+    try controller.execute(.startMap(map: "m"))
+    try controller.write(volume: 0, offset: 0, bytes: [UInt8](repeating: 0x5A, count: Int(min(sizeBytes, 16 << 20))), fua: true)
+    try controller.execute(.reportFault(volume: "s", cause: .operator, reason: "recovery benchmark"))
+    // Filler: controller restarts are harmless events that every replay must still fold.
+    let suffix = min(5000, events / 2)
+    var appended = Int(controller.state.eventsApplied)
+    var state = controller.state
+    func appendFiller(_ count: Int) throws {
+        var left = count
+        while left > 0 {
+            let batch = min(left, 1000)
+            let filler = [Event](repeating: .controllerStarted(version: "filler"), count: batch)
+            _ = try log.append(filler, timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+            filler.forEach { state.apply($0) }
+            left -= batch
+        }
+    }
+    try appendFiller(max(0, events - suffix - appended))
+    try log.saveCheckpoint(state)
+    try appendFiller(suffix)
+    appended = Int(log.lastSequence)
+    json(["events": appended, "checkpoint": state.eventsApplied - UInt64(suffix)])
 default:
     fail("unknown mode \(mode)")
 }

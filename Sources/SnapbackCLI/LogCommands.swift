@@ -10,7 +10,7 @@ struct LogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Inspect, verify and export the event log (read-only; no daemon needed).",
-        subcommands: [LogShow.self, LogVerify.self, LogState.self, LogStats.self, LogExport.self]
+        subcommands: [LogShow.self, LogExplain.self, LogVerify.self, LogState.self, LogStats.self, LogExport.self]
     )
 }
 

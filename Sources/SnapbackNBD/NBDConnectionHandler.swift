@@ -2,12 +2,13 @@ import NIOCore
 import NIOPosix
 
 /// One client connection: moves bytes between the socket and the pure layers (`NBDWireDecoder`,
-/// `NBDNegotiation`, `NBDRequest.check`, `NBDWireEncoder`) and runs export calls on the thread pool.
+/// `NBDNegotiation`, `NBDRequest.check`, `NBDRequestWindow`, `NBDWireEncoder`) and runs export
+/// calls on the thread pool.
 ///
-/// One request at a time: while an export call or a reply write is in progress the handler holds
-/// socket reads, so at most one request (header plus a payload of at most
-/// `NBDLimits.payloadBytesMax`) is buffered, one reply is queued, and replies leave in request
-/// order. All state is confined to the channel's event loop.
+/// Requests are parsed in order and admitted to the connection's `NBDRequestWindow`; the first
+/// one the window cannot take waits, and socket reads are held meanwhile. So what is buffered is
+/// bounded: the unparsed bytes (at most one request and one socket read), the waiting request,
+/// and the window's bytes. All state is confined to the channel's event loop.
 final class NBDConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -26,15 +27,24 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case failure(NBDErrorValue, note: String?)
     }
 
+    /// A parsed request the window could not admit yet.
+    private struct Waiting {
+        let decision: NBDRequestCheck
+        let cookie: UInt64
+        let payload: [UInt8]
+    }
+
     private var phase: Phase = .awaitingClientFlags
     private var negotiation: NBDNegotiation
     /// Received bytes not yet consumed; nil when there are none.
     private var inbound: ByteBuffer?
-    /// An export call or a reply write is in progress: nothing else is parsed, reads are held.
-    private var busy = false
-    /// An export call is on the thread pool.
-    private var exportCallInFlight = false
-    /// A read was asked for while busy; it is issued when the handler becomes idle.
+    /// Requests from admission until their reply is written.
+    private var window = NBDRequestWindow()
+    /// The next request, parsed but not admitted; nothing after it is parsed, reads are held.
+    private var waiting: Waiting?
+    /// Export calls on the thread pool.
+    private var exportCallsInFlight = 0
+    /// A read was asked for while a request was waiting; it is issued once none is.
     private var readHeld = false
     /// `process` is on the stack (a write that completes synchronously must not re-enter it).
     private var processing = false
@@ -77,6 +87,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         phase = .closed
         inbound = nil
+        waiting = nil
         completeDrainedIfIdle()
         context.fireChannelInactive()
     }
@@ -84,6 +95,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         phase = .closed
         inbound = nil
+        waiting = nil
         completeDrainedIfIdle()
     }
 
@@ -93,7 +105,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if busy {
+        if waiting != nil {
             readHeld = true
         } else {
             context.read()
@@ -102,14 +114,21 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Parsing
 
-    /// Parses and serves as much of `inbound` as possible, until bytes run out or the handler is
-    /// busy with a request.
+    /// Starts waiting requests and parses and serves as much of `inbound` as possible, until
+    /// bytes run out or a request must wait.
     private func process(context: ChannelHandlerContext) {
         guard !processing else { return }
         processing = true
         defer { processing = false }
 
-        parsing: while !busy {
+        parsing: while true {
+            if let next = waiting {
+                guard !isClosed else { return }
+                guard window.canAdmit(next.decision) else { break parsing }
+                waiting = nil
+                start(next, context: context)
+                continue parsing
+            }
             switch phase {
             case .closed:
                 return
@@ -172,7 +191,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                     if request.payloadLengthBytes > 0 {
                         payload = inbound!.readBytes(length: request.payloadLengthBytes)!
                     }
-                    serve(request, payload: payload, session: session, context: context)
+                    let decision = request.check(exportSizeBytes: session.sizeBytes, readOnly: session.readOnly)
+                    waiting = Waiting(decision: decision, cookie: request.cookie, payload: payload)
                 }
             }
         }
@@ -201,34 +221,39 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Serving requests
 
-    private func serve(_ request: NBDRequest, payload: [UInt8], session: NBDSession, context: ChannelHandlerContext) {
-        switch request.check(exportSizeBytes: session.sizeBytes, readOnly: session.readOnly) {
+    /// Starts an admitted request: an error reply, a disconnect, or an export call.
+    private func start(_ request: Waiting, context: ChannelHandlerContext) {
+        guard case .transmission(let session) = phase else { return }
+        switch request.decision {
         case .reject(let error):
-            reply(cookie: request.cookie, outcome: .failure(error, note: nil), context: context)
+            let id = window.admit(request.decision)
+            reply(cookie: request.cookie, outcome: .failure(error, note: nil), windowID: id, context: context)
         case .accept(.disconnect):
             diagnostics?("nbd: \(peer): disconnect")
             close(context: context)
         case .accept(let operation):
-            busy = true
-            exportCallInFlight = true
+            let id = window.admit(request.decision)
+            exportCallsInFlight += 1
             let export = session.export
+            let payload = request.payload
             let cookie = request.cookie
             threadPool.runIfActive(eventLoop: context.eventLoop) {
                 Self.execute(operation, payload: payload, export: export)
             }
             .assumeIsolated()
             .whenComplete { result in
-                self.exportCallInFlight = false
+                self.exportCallsInFlight -= 1
                 guard !self.isClosed else {
+                    self.window.complete(id)
                     self.completeDrainedIfIdle()
                     return
                 }
                 switch result {
                 case .success(let outcome):
-                    self.reply(cookie: cookie, outcome: outcome, context: context)
+                    self.reply(cookie: cookie, outcome: outcome, windowID: id, context: context)
                 case .failure:
                     // The thread pool is shutting down.
-                    self.reply(cookie: cookie, outcome: .failure(.shutdown, note: "server shutting down"), context: context)
+                    self.reply(cookie: cookie, outcome: .failure(.shutdown, note: "server shutting down"), windowID: id, context: context)
                     self.close(context: context)
                 }
             }
@@ -264,8 +289,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Sends a simple reply and resumes parsing once it is written.
-    private func reply(cookie: UInt64, outcome: Outcome, context: ChannelHandlerContext) {
+    /// Sends a simple reply; once it is written the request leaves the window and parsing resumes.
+    private func reply(cookie: UInt64, outcome: Outcome, windowID: UInt64, context: ChannelHandlerContext) {
         var data: [UInt8] = []
         var error = NBDErrorValue.none
         switch outcome {
@@ -278,9 +303,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         var buffer = context.channel.allocator.buffer(capacity: NBDHeaderSize.simpleReplyBytes + data.count)
         buffer.writeBytes(NBDWireEncoder.simpleReplyHeader(error: error, cookie: cookie))
         buffer.writeBytes(data)
-        busy = true
         context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { result in
-            self.busy = false
+            self.window.complete(windowID)
             if case .failure = result {
                 self.close(context: context)
                 return
@@ -307,7 +331,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     private func releaseHeldRead(context: ChannelHandlerContext) {
-        guard !busy, readHeld, !isClosed else { return }
+        guard waiting == nil, readHeld, !isClosed else { return }
         readHeld = false
         context.read()
     }
@@ -321,11 +345,12 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         guard !isClosed else { return }
         phase = .closed
         inbound = nil
+        waiting = nil
         context.close(promise: nil)
     }
 
     private func completeDrainedIfIdle() {
-        guard isClosed, !exportCallInFlight, !drainedCompleted else { return }
+        guard isClosed, exportCallsInFlight == 0, !drainedCompleted else { return }
         drainedCompleted = true
         drained.succeed(())
     }

@@ -1,0 +1,1 @@
+print("snapback-simulate: not built yet")

@@ -1,0 +1,65 @@
+import Foundation
+import SnapbackAPI
+import Testing
+
+/// A backing store resized (or missing) while the daemon was down is a fault at start-up
+/// (brief §1); with autorestore on, that fault starts an automatic rollback.
+@Suite("backing store problems at start-up")
+struct BackingStoreTests {
+    // BUG: a source whose backing file was resized (or removed) while snapbackd was down is
+    // faulted at start-up (cause backing_resized / backing_missing) and, with autorestore on, an
+    // automatic rollback is started (Controller.init → reportFault → automaticRollbackChoice), but
+    // the source's store was never opened, so every rollback step fails
+    // (Controller+HostIO.swift restoreGrainsLocked: `stores[source.id] == nil` → .faulted) and
+    // returns without a word. The volume stays `restoring` at 0 % for ever: `wait` never ends, and
+    // every way out is refused — recovervolume (volume_restoring), stoplcmap -force / rmlcmap -force
+    // / startlcmap -restore (map_restoring). Only fixing the file and restarting the daemon helps.
+    // (Restoring only the dirty grains onto a store that lost data would not give the image anyway:
+    // the policy should not pick a dirty-grains rollback for these causes.)
+    @Test("a source resized while the daemon was down: the automatic rollback must not hang")
+    func resizedSource() async throws {
+        try await withDaemon { daemon in
+            let sourcePath = daemon.directory + "/src.img"
+            try writeFilledFile(sourcePath, sizeBytes: Int(16 * mebibyte), byte: 0)
+            try await daemon.ok("mkvolume", "-name", "src", "-size", "16m", "-path", sourcePath)
+            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "16m")
+            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.write("src", byte: 0xAA, length: mebibyte)
+            try await daemon.ok("startlcmap", "m0")
+            try await daemon.write("src", byte: 0xBB, length: mebibyte)
+            await daemon.stop()
+
+            // The backing file shrinks while the daemon is down.
+            #expect(truncate(sourcePath, off_t(8 * mebibyte)) == 0)
+            try await daemon.restart()
+
+            // The start-up fault is recorded with its cause, and the automatic rollback started.
+            let events = try await daemon.events()
+            let fault = try #require(events.of("VolumeFaulted").first)
+            #expect(fault["cause"] == "backing_resized")
+            #expect(events.of("RollbackStarted").first?["trigger"] == "auto")
+            #expect(daemon.stderrTail(40).contains("backing store problem"))
+
+            // What must hold: within a few seconds the rollback is over (or was never started),
+            // and the volume is not left `restoring` with no way out.
+            let row = try await daemon.waitForRollbackEnd("m0", timeoutSeconds: 5)
+            let status = try await daemon.volume("src").status
+            let recover = try await daemon.snapback("recovervolume", "src")
+            let stop = try await daemon.snapback("stoplcmap", "-force", "m0")
+            withKnownIssue("an automatic rollback onto a resized backing store hangs at 0 % with no way out") {
+                #expect(row.restoring == "no", "the rollback is stuck at \(row.restore_progress) %")
+                #expect(status != "restoring")
+                #expect(recover.exitCode == 0 || stop.exitCode == 0, "no way out: \(recover.stderr) \(stop.stderr)")
+            }
+
+            // The workaround that works today: restore the file's size and restart.
+            await daemon.stop()
+            #expect(truncate(sourcePath, off_t(16 * mebibyte)) == 0)
+            try await daemon.restart()
+            #expect(try await daemon.snapback("wait", "-timeout", "20", "m0").exitCode == 0)
+            #expect(try await daemon.waitForRollbackEnd("m0").restoring == "no")
+            #expect(try await daemon.volume("src").status == "online")
+            #expect(try await daemon.holds("src", byte: 0xAA, length: mebibyte))
+        }
+    }
+}

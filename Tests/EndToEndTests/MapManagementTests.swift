@@ -1,0 +1,90 @@
+import Foundation
+import SnapbackAPI
+import Testing
+
+/// Map management beyond the main story: renaming, a faulted target, removal with -force.
+@Suite("map management")
+struct MapManagementTests {
+    @Test("chlcmap -name renames the map and its reverse map; ids still resolve")
+    func rename() async throws {
+        try await withDaemon { daemon in
+            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
+            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
+            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            let before = try await daemon.map("m0")
+            try await daemon.ok("chlcmap", "-name", "nightly", "m0")
+            let renamed = try await daemon.map("nightly")
+            #expect(renamed.id == before.id)
+            #expect(renamed.partner == "nightly_rev")
+            #expect(try await daemon.map("nightly_rev").partner == "nightly")
+            let old = try await daemon.snapback("lslcmap", "m0")
+            #expect(old.exitCode == 1 && old.stderr.contains("unknown_map"))
+            // By id, too.
+            #expect(try await daemon.map(String(before.id)).name == "nightly")
+            #expect(try await daemon.volume("0").name == "src")
+            // The audit follows the map across its rename: by id, all of its events.
+            let byID = try await daemon.log("show", "-map", String(before.id))
+            #expect(byID.stdout.contains("MapCreated") && byID.stdout.contains("renamed to nightly"), "\(byID)")
+            // BUG: `log show -map NAME` matches each event against the map's name as it was when
+            // the event was recorded (LogCommands.swift LogShow.touches(_:map:_:) looks the name up
+            // in the state replayed up to that event), so after `chlcmap -name nightly m0` the map's
+            // history before the rename (MapCreated, MapStarted, a RollbackStarted ...) is silently
+            // missing from `-map nightly`, while `-map ID` shows it. An auditor asking for the
+            // history of map "nightly" gets a partial answer with no hint.
+            let byName = try await daemon.log("show", "-map", "nightly")
+            withKnownIssue("log show -map NEW_NAME misses the map's events from before its rename") {
+                #expect(byName.stdout == byID.stdout, "-map nightly:\n\(byName.stdout)\n-map \(before.id):\n\(byID.stdout)")
+            }
+            // Renaming onto an existing reverse name is refused.
+            try await daemon.ok("mkvolume", "-name", "t2", "-size", "4m")
+            try await daemon.ok("mklcmap", "-source", "src", "-target", "t2", "-name", "other")
+            let clash = try await daemon.snapback("chlcmap", "-name", "other", "nightly")
+            #expect(clash.exitCode == 1 && clash.stderr.contains("duplicate_name"), "\(clash)")
+        }
+    }
+
+    @Test("a faulted target stops its map: no rollback from an untrustworthy image")
+    func faultedTarget() async throws {
+        try await withDaemon { daemon in
+            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
+            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
+            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.write("src", byte: 0x11, length: mebibyte)
+            try await daemon.ok("startlcmap", "m0")
+            try await daemon.write("src", byte: 0x22, length: mebibyte)
+
+            try await daemon.ok("fault", "-volume", "tgt", "-reason", "target disk failing")
+            let map = try await daemon.map("m0")
+            #expect(map.status == "stopped")
+            // Now a source fault has nothing valid to roll back.
+            let faulted = try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware")
+            #expect(!faulted.stdout.contains("rollback"))
+            #expect(try await daemon.volume("src").status == "faulted")
+            let restore = try await daemon.snapback("startlcmap", "-restore", "m0")
+            #expect(restore.exitCode == 1 && restore.stderr.contains("no_valid_image"), "\(restore)")
+            #expect(try await daemon.events().of("RollbackStarted").isEmpty)
+            // The operator accepts the source as it is; the data is the host's last write.
+            try await daemon.ok("recovervolume", "src")
+            #expect(try await daemon.holds("src", byte: 0x22, length: mebibyte))
+        }
+    }
+
+    @Test("rmlcmap -force removes an active map; its target becomes an ordinary writable volume")
+    func forceRemove() async throws {
+        try await withDaemon { daemon in
+            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
+            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
+            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.ok("startlcmap", "m0")
+            let refused = try await daemon.qemuIO("tgt", ["write -P 0x44 0 4k"])
+            #expect(refused.exitCode != 0)
+            try await daemon.ok("rmlcmap", "-force", "m0")
+            #expect(try await daemon.maps().isEmpty)
+            try await daemon.write("tgt", byte: 0x44, length: 4096)
+            #expect(try await daemon.holds("tgt", byte: 0x44, length: 4096))
+            try await daemon.ok("rmvolume", "tgt")
+            try await daemon.ok("rmvolume", "src")
+            #expect(!FileManager.default.fileExists(atPath: daemon.directory + "/volumes/0.img"), "a removed volume's sparse file is deleted")
+        }
+    }
+}
