@@ -75,17 +75,18 @@
  *                   sync): must violate (c)/(b).
  *   BROKEN_RESTORE  a rollback step commits restored=1 dirty=0 (and the completion) BEFORE
  *                   syncing its copies: must violate (b).
- *   AS_IMPLEMENTED  restore-before-write exactly as Controller+HostIO.swift does it today: it
+ *   AS_IMPLEMENTED  restore-before-write as Controller+HostIO.swift did it before this model found
+ *                   the bug (now fixed; check-spec requires this variant to fail): it
  *                   only handles grains that are dirty & !restored. A write during a rollback to
  *                   a grain that was clean when the rollback started is then marked dirty by
  *                   copy-on-write without being marked restored, so reads serve the old image
  *                   and the next rollback step copies the image over the acknowledged write.
  *                   Violates (e) and (a). The default model instead marks every not-yet-restored
  *                   grain a write touches as restored (copying only those that are dirty), which
- *                   is the change the implementation needs.
+ *                   is what the implementation does now.
  *   NO_READ_CHECK   leaves out (e), so that AS_IMPLEMENTED runs on to the lost write, (a).
  *   PRESTART_WRITE  the host wrote a grain without FUA before the map started and nothing synced
- *                   it (startMap does not flush the source): a crash then changes the image of
+ *                   it (as when startMap did not flush the source; it now does): a crash changes the image of
  *                   an unsplit grain, violating (c). The default assumes a durable source at
  *                   start.
  *

@@ -114,6 +114,10 @@ extension Controller {
             if let rollback = committed.runningRollback(onto: volumeID) {
                 try restoreBeforeWriteLocked(rollback, offset, bytes.count)
             }
+            if Self.brokenOrderingForTesting {
+                try brokenCopyOnWriteLocked(volume, store, offset, bytes, fua: fua)
+                return
+            }
             try copyOnWriteLocked(volume, offset, bytes.count)
             do throws(BlockStoreError) {
                 try store.write(at: offset, bytes: bytes)
@@ -132,13 +136,18 @@ extension Controller {
         }
     }
 
-    /// Restores the dirty, not yet restored grains of the running rollback that the write touches,
-    /// and durably marks them restored, so that a replayed copy can never overwrite this write.
+    /// Before a host write during a rollback: every grain the write touches that the rollback has
+    /// not restored yet is settled first, so that no later rollback step copies over this write.
+    /// Dirty grains are copied back from the image; clean grains already hold it. All of them are
+    /// then durably marked restored. (Found by the Promela model: marking only dirty grains let a
+    /// write to a clean grain become dirty, unrestored, and be overwritten by a later step.)
     private func restoreBeforeWriteLocked(_ map: LCMap, _ offset: UInt64, _ length: Int) throws(HostIOError) {
         guard var maps = bitmaps[map.id], let range = grains(of: map, offset, length) else { return }
-        let pending = range.filter { maps.dirty[$0] && !maps.restored[$0] }
-        guard !pending.isEmpty else { return }
-        try restoreGrainsLocked(map, pending, &maps)
+        let touched = range.filter { !maps.restored[$0] }
+        guard !touched.isEmpty else { return }
+        let pending = touched.filter { maps.dirty[$0] }
+        if !pending.isEmpty { try restoreGrainsLocked(map, pending, &maps) }
+        for grain in touched { maps.restored[grain] = true }
         do {
             try commitBitmaps([map.id: maps])
         } catch {
@@ -295,5 +304,61 @@ extension Controller {
             _ = try? commitLocked(.reportFault(volume: String(volume.id), cause: .ioError, reason: reason))
         }
         return .io(volume: volume.name, detail: "\(error)")
+    }
+}
+
+// MARK: Mutation testing
+
+extension Controller {
+    /// A mutation-testing switch, never set outside tests: when true, a host write to a source
+    /// applies the classic ordering bug. It saves the old bytes of the grains to copy, writes
+    /// (and, with FUA, syncs) the source FIRST, and only then writes the saved grains to the
+    /// target, syncs it and commits `split`/`dirty`. Without a crash nothing shows; a crash
+    /// between the source write and the marks leaves a grain that is neither split nor
+    /// unchanged, so the point-in-time image changes. The deterministic simulator must catch it
+    /// (`Tests/SimulationTests`). Global and unsynchronised: set it only while no controller runs.
+    @_spi(Testing) nonisolated(unsafe) public static var brokenOrderingForTesting = false
+
+    /// The write path under ``brokenOrderingForTesting``: the source write comes before the
+    /// target copy and the marks. Must hold the lock.
+    func brokenCopyOnWriteLocked(_ source: Volume, _ store: BlockStore, _ offset: UInt64, _ bytes: [UInt8], fua: Bool) throws(HostIOError) {
+        var saved: [(map: LCMap, maps: MapBitmaps, grains: [UInt64], old: [[UInt8]])] = []
+        for map in committed.forwardMaps(ofSource: source.id) where map.isActive {
+            guard let maps = bitmaps[map.id], let range = grains(of: map, offset, bytes.count) else { continue }
+            let unsplit = range.filter { !maps.split[$0] }
+            var old: [[UInt8]] = []
+            for grain in unsplit {
+                let (grainOffset, length) = grainRange(map, grain, sizeBytes: source.sizeBytes)
+                do throws(BlockStoreError) { old.append(try store.read(at: grainOffset, length: length)) } catch { throw faultLocked(source, error) }
+            }
+            saved.append((map, maps, Array(range), old))
+        }
+        do throws(BlockStoreError) {
+            try store.write(at: offset, bytes: bytes)
+            if fua { try store.sync() }
+        } catch {
+            throw faultLocked(source, error)
+        }
+        var updated: [MapID: MapBitmaps] = [:]
+        for (map, original, range, old) in saved {
+            var maps = original
+            let unsplit = range.filter { !maps.split[$0] }
+            if let targetStore = stores[map.targetID], !unsplit.isEmpty {
+                do throws(BlockStoreError) {
+                    for (grain, grainBytes) in zip(unsplit, old) {
+                        try targetStore.write(at: grain * UInt64(map.grainSizeBytes), bytes: grainBytes)
+                    }
+                    try targetStore.sync()
+                } catch {
+                    if let target = committed.volumes[map.targetID] { _ = faultLocked(target, error) }
+                    continue
+                }
+            }
+            for grain in unsplit { maps.split[grain] = true }
+            for grain in range { maps.dirty[grain] = true }
+            updated[map.id] = maps
+        }
+        guard !updated.isEmpty else { return }
+        do { try commitBitmaps(updated) } catch { throw HostIOError.io(volume: source.name, detail: "\(error)") }
     }
 }

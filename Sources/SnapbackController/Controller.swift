@@ -190,8 +190,17 @@ public final class Controller: @unchecked Sendable {
                     throw .rejected(CommandError(.invalidPath, "cannot create the backing store of volume \(name): \(error)"))
                 }
             case let .mapStarted(id, _):
-                // A new point in time: the bitmaps start clear, atomically with the start.
+                // A new point in time: the bitmaps start clear, atomically with the start. The
+                // source is synced first, so that the image cannot change after the fact when an
+                // unsynced write before the start is lost in a crash (found by the Promela model).
                 changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
+                if let sourceID = preview.maps[id]?.sourceID, let store = stores[sourceID] {
+                    do throws(BlockStoreError) {
+                        try store.sync()
+                    } catch {
+                        throw .storage("syncing the source before the start failed: \(error)")
+                    }
+                }
             case let .mapRemoved(id):
                 changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
             case let .rollbackCompleted(id):
