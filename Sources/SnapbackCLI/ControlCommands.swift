@@ -16,23 +16,6 @@ struct ListingOptions: ParsableArguments {
     @Flag(name: .ibm("json"), help: "Print a JSON array of objects.") var json = false
 }
 
-/// Parses sizes such as 512, 64k, 64m, 1g, 1t (binary units; an optional trailing b or ib).
-func parseSize(_ text: String) -> UInt64? {
-    var digits = text.lowercased()
-    for suffix in ["ib", "b"] where digits.hasSuffix(suffix) && digits.count > suffix.count {
-        let trimmed = String(digits.dropLast(suffix.count))
-        if trimmed.last.map({ "kmgt".contains($0) }) == true || suffix == "b" { digits = trimmed }
-    }
-    var shift: UInt64 = 0
-    if let unit = digits.last, let index = Array("kmgt").firstIndex(of: unit) {
-        shift = UInt64(index + 1) * 10
-        digits.removeLast()
-    }
-    guard !digits.isEmpty, digits.allSatisfy(\.isNumber), let value = UInt64(digits) else { return nil }
-    let (scaled, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
-    return overflow ? nil : scaled
-}
-
 struct Size: ExpressibleByArgument {
     var bytes: UInt64
     init?(argument: String) {

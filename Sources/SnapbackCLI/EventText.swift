@@ -48,6 +48,8 @@ enum EventText {
             ]
         case let .controllerStarted(version):
             return [("version", .text(version))]
+        case let .rollbackStopped(id, reason):
+            return [("mapID", .number(UInt64(id))), ("reason", .text(reason))]
         }
     }
 
@@ -85,6 +87,7 @@ enum EventText {
             return "rollback of \(map(id)) at \(restored) of \(toRestore) dirty grains"
         case let .rollbackCompleted(id): return "rollback of \(map(id)) finished; source online"
         case let .controllerStarted(version): return "controller started (snapbackd \(version))"
+        case let .rollbackStopped(id, reason): return "rollback of \(map(id)) stopped before it finished (\(reason)); source left faulted"
         }
     }
 

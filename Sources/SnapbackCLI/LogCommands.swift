@@ -99,6 +99,9 @@ struct LogShow: ParsableCommand {
             let end = min(lastSequence, log.lastSequence)
             first = max(first, end >= UInt64(last) ? end - UInt64(last) + 1 : 1)
         }
+        // Objects are matched by identity: every id that ever carried the name (a rename keeps
+        // the history of the map).
+        let (volumeIDs, mapIDs) = try Self.identities(log, volume: volume, map: map)
         var state = first > 1 ? try log.replay(through: first - 1).state : ControllerState()
         let output = OutputBuffer()
         var kept: [String] = []
@@ -108,8 +111,8 @@ struct LogShow: ParsableCommand {
             if let wantedType, stored.event.type != wantedType { return true }
             if let sinceMilliseconds, stored.timestampMilliseconds < sinceMilliseconds { return true }
             if let untilMilliseconds, stored.timestampMilliseconds > untilMilliseconds { return true }
-            if let volume, !Self.touches(stored.event, volume: volume, state) { return true }
-            if let map, !Self.touches(stored.event, map: map, state) { return true }
+            if volume != nil, !Self.touches(stored.event, volumes: volumeIDs, state) { return true }
+            if map != nil, !Self.touches(stored.event, maps: mapIDs) { return true }
             let line = json ? EventText.jsonLine(stored) : Self.humanLine(stored, state)
             if let last {
                 kept.append(line)
@@ -127,24 +130,42 @@ struct LogShow: ParsableCommand {
         "\(stored.sequence)  \(EventText.time(stored.timestampMilliseconds))  \(stored.event.type)  \(EventText.sentence(stored.event, state))"
     }
 
-    /// True when the event names the volume, or a map whose source or target it is.
-    static func touches(_ event: Event, volume reference: String, _ state: ControllerState) -> Bool {
-        func matches(_ id: VolumeID) -> Bool { String(id) == reference || state.volumes[id]?.name == reference }
-        if case let .volumeCreated(_, name, _, _) = event, name == reference { return true }
-        if event.volumeIDs.contains(where: matches) { return true }
+    /// The ids that ever carried the given volume and map names (or are those decimal ids).
+    static func identities(_ log: EventLog, volume: String?, map: String?) throws -> (Set<VolumeID>, Set<MapID>) {
+        var volumeIDs: Set<VolumeID> = []
+        var mapIDs: Set<MapID> = []
+        if let volume, let id = VolumeID(volume), String(id) == volume { volumeIDs.insert(id) }
+        if let map, let id = MapID(map), String(id) == map { mapIDs.insert(id) }
+        guard volume != nil || map != nil else { return (volumeIDs, mapIDs) }
+        try log.scan { record in
+            switch try EventLog.storedEvent(record).event {
+            case let .volumeCreated(id, name, _, _) where name == volume:
+                volumeIDs.insert(id)
+            case let .mapCreated(created):
+                if created.name == map || created.reverseName == map { mapIDs.formUnion([created.id, created.reverseID]) }
+            case let .mapRenamed(id, name, reverseName):
+                if name == map || reverseName == map { mapIDs.insert(id) }
+            default:
+                break
+            }
+            return true
+        }
+        // A map's events name the forward id; include partners so either name finds both.
+        return (volumeIDs, mapIDs)
+    }
+
+    /// True when the event names one of the volumes, or a map whose source or target is one.
+    static func touches(_ event: Event, volumes: Set<VolumeID>, _ state: ControllerState) -> Bool {
+        if event.volumeIDs.contains(where: volumes.contains) { return true }
         return event.mapIDs.contains { id in
             guard let map = state.maps[id] else { return false }
-            return matches(map.sourceID) || matches(map.targetID)
+            return volumes.contains(map.sourceID) || volumes.contains(map.targetID)
         }
     }
 
-    /// True when the event names the map or its partner.
-    static func touches(_ event: Event, map reference: String, _ state: ControllerState) -> Bool {
-        if case let .mapCreated(created) = event, created.name == reference || created.reverseName == reference { return true }
-        return event.mapIDs.contains { id in
-            guard let map = state.maps[id] else { return String(id) == reference }
-            return String(id) == reference || map.name == reference || state.maps[map.partnerID]?.name == reference
-        }
+    /// True when the event names one of the maps.
+    static func touches(_ event: Event, maps: Set<MapID>) -> Bool {
+        event.mapIDs.contains(where: maps.contains)
     }
 }
 

@@ -101,6 +101,11 @@ struct Story {
                 let grains = state.maps[id]?.rollback.map { ", \($0.grainsToRestore) grains restored" } ?? ""
                 say("rollback of lcmap \(mapName(id)) finished\(grains) after \(restarts) controller restart\(restarts == 1 ? "" : "s"); \(volumeName(forward(id)?.sourceID ?? 0)) online")
             }
+        case let .rollbackStopped(id, reason):
+            if concernsMap(id) {
+                restartsDuringRollback[id] = nil
+                say("rollback of lcmap \(mapName(id)) stopped before it finished (\(reason)); \(volumeName(forward(id)?.sourceID ?? 0)) left faulted")
+            }
         case let .volumeRecovered(id):
             if volumeIDs.contains(id) { say("volume \(volumeName(id)) recovered by recovervolume: its data accepted as it was") }
         case let .volumeRemoved(id):

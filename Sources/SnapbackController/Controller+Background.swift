@@ -105,6 +105,13 @@ extension Controller {
     /// when none remain.
     private func rollbackStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
         guard var maps = bitmaps[map.id], let rollback = map.rollback else { return }
+        // A rollback that cannot read its target or write its source is given up, recorded,
+        // and its source left faulted, rather than retried for ever.
+        for volumeID in [map.sourceID, map.targetID] where stores[volumeID] == nil {
+            let name = committed.volumes[volumeID]?.name ?? String(volumeID)
+            _ = try? commitLocked(.abandonRollback(map: map.id, reason: "the backing store of volume \(name) is unavailable"))
+            return
+        }
         // The work is counted on the first step (and again after a restart before any progress);
         // the count is recorded with the first batch's marks.
         let toRestore = rollback.grainsToRestore > 0 ? rollback.grainsToRestore : maps.dirty.setCount + maps.restored.setCount
@@ -119,7 +126,9 @@ extension Controller {
             do {
                 try restoreGrainsLocked(map, batch, &maps)
             } catch {
-                return  // the failing volume was faulted
+                let reason = String("I/O error: \(error)".prefix(Limits.reasonBytesMax / 4))
+                _ = try? commitLocked(.abandonRollback(map: map.id, reason: reason))
+                return
             }
             outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
         }

@@ -171,6 +171,9 @@ extension Controller {
         for run in runs {
             let offset = run.lowerBound * UInt64(map.grainSizeBytes)
             let length = Int(min(UInt64(run.count) * UInt64(map.grainSizeBytes), source.sizeBytes - offset))
+            // The rollback writes the source: the source's other active maps keep their images
+            // through copy-on-write, like any other write (found by the end-to-end tests).
+            try copyOnWriteLocked(source, offset, length, excluding: map.id)
             do throws(BlockStoreError) {
                 try targetStore.read(at: offset, into: &buffer, range: 0..<length)
             } catch {
@@ -208,9 +211,9 @@ extension Controller {
 
     /// For every active map of the source: copy the unsplit grains the write touches to the
     /// target and sync it, then durably mark split and dirty (one commit for all maps).
-    private func copyOnWriteLocked(_ source: Volume, _ offset: UInt64, _ length: Int) throws(HostIOError) {
+    func copyOnWriteLocked(_ source: Volume, _ offset: UInt64, _ length: Int, excluding excluded: MapID? = nil) throws(HostIOError) {
         var updated: [MapID: MapBitmaps] = [:]
-        for map in committed.forwardMaps(ofSource: source.id) where map.isActive {
+        for map in committed.forwardMaps(ofSource: source.id) where map.isActive && map.id != excluded {
             guard var maps = bitmaps[map.id], let range = grains(of: map, offset, length) else { continue }
             let unsplit = range.filter { !maps.split[$0] }
             if !unsplit.isEmpty {

@@ -25,6 +25,9 @@ public enum Command: Sendable, Equatable {
     case recordRollbackProgress(map: MapID, grainsRestored: UInt64, grainsToRestore: UInt64)
     /// The data plane restored every dirty grain and made the marks durable.
     case completeRollback(map: MapID)
+    /// The controller gives up a rollback it cannot carry out (its source or target cannot be
+    /// read or written).
+    case abandonRollback(map: MapID, reason: String)
     /// A controller process started on this log.
     case recordControllerStart(version: String)
 }

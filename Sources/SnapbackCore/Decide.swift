@@ -99,7 +99,11 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
     case let .stopMap(reference, force):
         let map = try resolveForward(reference, state, verb: "stop")
         if map.rollback != nil {
-            throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back; it cannot stop until the rollback ends")
+            // Abandoning a rollback leaves the source half restored: only with -force.
+            guard force else {
+                throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back; -force abandons the rollback and leaves the source faulted")
+            }
+            return [.rollbackStopped(id: map.id, reason: "stopped by operator (stoplcmap -force)")]
         }
         switch map.state {
         case .preparing, .prepared:
@@ -186,6 +190,16 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
             throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
         }
         return [.rollbackCompleted(id: id)]
+
+    case let .abandonRollback(id, reason):
+        let map = try resolveInternal(id, state)
+        guard map.rollback != nil else {
+            throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
+        }
+        guard !reason.isEmpty, reason.utf8.count <= Limits.reasonBytesMax else {
+            throw CommandError(.invalidReason, "a reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
+        }
+        return [.rollbackStopped(id: id, reason: reason)]
 
     case let .recordControllerStart(version):
         guard !version.isEmpty, version.utf8.count <= Limits.versionBytesMax else {

@@ -62,6 +62,9 @@ extension Event {
             writer.write(grainsToRestore)
         case let .controllerStarted(version):
             writer.write(version)
+        case let .rollbackStopped(id, reason):
+            writer.write(id)
+            writer.write(reason)
         }
     }
 
@@ -150,6 +153,9 @@ extension Event {
             event = .rollbackProgressed(id: id, grainsRestored: grainsRestored, grainsToRestore: grainsToRestore)
         case .controllerStarted:
             event = .controllerStarted(version: try reader.readString("version"))
+        case .rollbackStopped:
+            let id = try reader.readUInt32("id")
+            event = .rollbackStopped(id: id, reason: try reader.readString("reason"))
         }
         try reader.expectEnd()
         return event
@@ -168,7 +174,8 @@ extension Event {
         case let .mapRenamed(id, _, _), let .mapAutorestoreChanged(id, _), let .mapCopyRateChanged(id, _),
             let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapStarted(id, _),
             let .mapCopyProgressed(id, _), let .mapCopyCompleted(id), let .mapStopping(id), let .mapStopped(id),
-            let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id):
+            let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id),
+            let .rollbackStopped(id, _):
             [id]
         case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted: []
         }

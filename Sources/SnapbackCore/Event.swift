@@ -20,6 +20,9 @@ public enum Event: Sendable, Equatable {
     case rollbackStarted(id: MapID, trigger: RollbackTrigger, faultID: FaultID?)
     case rollbackProgressed(id: MapID, grainsRestored: UInt64, grainsToRestore: UInt64)
     case rollbackCompleted(id: MapID)
+    /// A rollback abandoned before it finished (`stoplcmap -force`, or a source or target that
+    /// cannot be read or written): the source is left faulted, its data a mix.
+    case rollbackStopped(id: MapID, reason: String)
     case volumeRecovered(id: VolumeID)
     case controllerStarted(version: String)
 }
@@ -74,6 +77,7 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case rollbackCompleted = 18
     case volumeRecovered = 19
     case controllerStarted = 20
+    case rollbackStopped = 21
 
     /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
     public var description: String {
@@ -98,6 +102,7 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .rollbackCompleted: "RollbackCompleted"
         case .volumeRecovered: "VolumeRecovered"
         case .controllerStarted: "ControllerStarted"
+        case .rollbackStopped: "RollbackStopped"
         }
     }
 
@@ -133,6 +138,7 @@ extension Event {
         case .rollbackCompleted: .rollbackCompleted
         case .volumeRecovered: .volumeRecovered
         case .controllerStarted: .controllerStarted
+        case .rollbackStopped: .rollbackStopped
         }
     }
 }

@@ -139,6 +139,13 @@ extension ControllerState {
                 maps[id]?.state = .stopped
             }
 
+        case let .rollbackStopped(id, _):
+            guard let map = maps[id] else { return }
+            maps[id]?.rollback = nil
+            maps[map.partnerID]?.state = .stopped
+            // Half restored: the source's data is a mix of the image and what it held.
+            volumes[map.sourceID]?.status = .faulted
+
         case let .volumeRecovered(id):
             volumes[id]?.status = .online
             volumes[id]?.fault = nil

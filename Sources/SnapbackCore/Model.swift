@@ -139,7 +139,7 @@ public struct Rollback: Sendable, Equatable {
 
     /// Whole percent done, rounded down; 0 before the data plane has counted the grains.
     public var progressPercent: Int {
-        grainsToRestore == 0 ? 0 : Int(grainsRestored * 100 / grainsToRestore)
+        grainsToRestore == 0 ? 0 : percent(grainsRestored, of: grainsToRestore)
     }
 }
 
@@ -193,7 +193,7 @@ public struct LCMap: Sendable, Equatable {
 
     /// Background-copy progress in whole percent, rounded down. A copied map shows 100.
     public var progressPercent: Int {
-        grainsTotal == 0 ? 100 : Int(grainsCopied * 100 / grainsTotal)
+        grainsTotal == 0 ? 100 : percent(grainsCopied, of: grainsTotal)
     }
 
     /// True for a map whose copy-on-write must run on source writes: started and not stopped.
@@ -238,5 +238,18 @@ public enum CopyRate {
 /// Whole grains covering `sizeBytes` (the last one may be partial).
 public func grainCount(sizeBytes: UInt64, grainSizeBytes: UInt32) -> UInt64 {
     precondition(grainSizeBytes > 0)
-    return (sizeBytes + UInt64(grainSizeBytes) - 1) / UInt64(grainSizeBytes)
+    // Not `(sizeBytes + grainSizeBytes - 1) / grainSizeBytes`: `evolve` calls this with any size a
+    // decodable log holds, and that sum overflows near UInt64.max.
+    let grainSize = UInt64(grainSizeBytes)
+    return sizeBytes / grainSize + (sizeBytes % grainSize == 0 ? 0 : 1)
+}
+
+/// `part` as whole percent of `whole` (> 0), rounded down; 100 once `part` reaches `whole`.
+/// Total over UInt64: a state decoded from a log or a checkpoint may hold any counts, so
+/// `part * 100` must not overflow (`decide` keeps `part <= whole`, where nothing changes).
+func percent(_ part: UInt64, of whole: UInt64) -> Int {
+    precondition(whole > 0)
+    guard part < whole else { return 100 }
+    // part * 100 < whole * 100, so the quotient is below 100.
+    return Int(whole.dividingFullWidth(part.multipliedFullWidth(by: 100)).quotient)
 }

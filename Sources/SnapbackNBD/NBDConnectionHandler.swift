@@ -1,6 +1,10 @@
 import NIOCore
 import NIOPosix
 
+/// Sent down a connection's pipeline by `NBDServer.stop()`: finish the requests in progress,
+/// start no more, then close.
+struct NBDServerShutdownEvent: Sendable {}
+
 /// One client connection: moves bytes between the socket and the pure layers (`NBDWireDecoder`,
 /// `NBDNegotiation`, `NBDRequest.check`, `NBDRequestWindow`, `NBDWireEncoder`) and runs export
 /// calls on the thread pool.
@@ -48,6 +52,9 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     private var readHeld = false
     /// `process` is on the stack (a write that completes synchronously must not re-enter it).
     private var processing = false
+    /// The server is stopping: no new request starts; the connection closes once the window is
+    /// empty.
+    private var shuttingDown = false
     private var peer = "?"
 
     private let threadPool: NIOThreadPool
@@ -104,8 +111,22 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         close(context: context)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is NBDServerShutdownEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        guard !isClosed, !shuttingDown else { return }
+        shuttingDown = true
+        // Requests not started yet are dropped: the client sees the connection close without
+        // their replies, as for any hard disconnect.
+        waiting = nil
+        inbound = nil
+        closeIfShutDown(context: context)
+    }
+
     func read(context: ChannelHandlerContext) {
-        if waiting != nil {
+        if waiting != nil || shuttingDown {
             readHeld = true
         } else {
             context.read()
@@ -117,7 +138,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// Starts waiting requests and parses and serves as much of `inbound` as possible, until
     /// bytes run out or a request must wait.
     private func process(context: ChannelHandlerContext) {
-        guard !processing else { return }
+        guard !processing, !shuttingDown else { return }
         processing = true
         defer { processing = false }
 
@@ -277,15 +298,37 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             case .flush:
                 try export.flush()
             case .trim(let offset, let lengthBytes, let fua):
-                if lengthBytes > 0 { try export.trim(offset: offset, length: lengthBytes, fua: fua) }
+                try forEachPiece(offset: offset, lengthBytes: lengthBytes) { (pieceOffset, pieceBytes) throws(NBDIOError) in
+                    try export.trim(offset: pieceOffset, length: pieceBytes, fua: fua)
+                }
             case .writeZeroes(let offset, let lengthBytes, let fua):
-                if lengthBytes > 0 { try export.writeZeroes(offset: offset, length: lengthBytes, fua: fua) }
+                try forEachPiece(offset: offset, lengthBytes: lengthBytes) { (pieceOffset, pieceBytes) throws(NBDIOError) in
+                    try export.writeZeroes(offset: pieceOffset, length: pieceBytes, fua: fua)
+                }
             case .disconnect:
                 preconditionFailure("disconnect is not an export call")
             }
             return .success([])
         } catch {
             return .failure(NBDErrorValue(error), note: nil)
+        }
+    }
+
+    /// Calls `body` over `lengthBytes` bytes at `offset` in pieces of at most
+    /// `NBDLimits.payloadBytesMax` bytes. TRIM and WRITE_ZEROES carry no payload, so clients send
+    /// them up to 4 GiB long; an export may well buffer a piece's worth of zeroes.
+    private static func forEachPiece(
+        offset: UInt64,
+        lengthBytes: UInt32,
+        _ body: (UInt64, UInt32) throws(NBDIOError) -> Void
+    ) throws(NBDIOError) {
+        var pieceOffset = offset
+        var remainingBytes = lengthBytes
+        while remainingBytes > 0 {
+            let pieceBytes = min(remainingBytes, NBDLimits.payloadBytesMax)
+            try body(pieceOffset, pieceBytes)
+            pieceOffset += UInt64(pieceBytes)
+            remainingBytes -= pieceBytes
         }
     }
 
@@ -307,6 +350,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             self.window.complete(windowID)
             if case .failure = result {
                 self.close(context: context)
+                return
+            }
+            if self.shuttingDown {
+                self.closeIfShutDown(context: context)
                 return
             }
             self.process(context: context)
@@ -331,13 +378,19 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     }
 
     private func releaseHeldRead(context: ChannelHandlerContext) {
-        guard waiting == nil, readHeld, !isClosed else { return }
+        guard waiting == nil, readHeld, !isClosed, !shuttingDown else { return }
         readHeld = false
         context.read()
     }
 
     private func closeForViolation(_ violation: NBDProtocolViolation, context: ChannelHandlerContext) {
         diagnostics?("nbd: \(peer): \(violation); closing")
+        close(context: context)
+    }
+
+    private func closeIfShutDown(context: ChannelHandlerContext) {
+        guard shuttingDown, window.isEmpty else { return }
+        diagnostics?("nbd: \(peer): closing, server stopping")
         close(context: context)
     }
 

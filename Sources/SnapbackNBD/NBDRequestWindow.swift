@@ -24,11 +24,17 @@ extension NBDOperation {
         }
     }
 
-    /// The data the server holds in memory for it: the write payload or the read result, in bytes.
+    /// The data held in memory for it, in bytes: the write payload or the read result; for TRIM
+    /// and WRITE_ZEROES, what the export may buffer for one piece (they are passed on in pieces of
+    /// at most `NBDLimits.payloadBytesMax` bytes).
     public var bufferedBytes: Int {
         switch self {
-        case .read(_, let lengthBytes), .write(_, let lengthBytes, _): Int(lengthBytes)
-        case .trim, .writeZeroes, .flush, .disconnect: 0
+        case .read(_, let lengthBytes), .write(_, let lengthBytes, _):
+            Int(lengthBytes)
+        case .trim(_, let lengthBytes, _), .writeZeroes(_, let lengthBytes, _):
+            Int(min(lengthBytes, NBDLimits.payloadBytesMax))
+        case .flush, .disconnect:
+            0
         }
     }
 }

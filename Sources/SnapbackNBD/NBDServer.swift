@@ -13,6 +13,7 @@ public enum NBDServerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The listening socket could not be bound (address in use, bad host, no permission).
     case bindFailed(host: String, port: Int, reason: String)
 
+    /// A one-line explanation.
     public var description: String {
         switch self {
         case .alreadyStarted: "NBD server already started"
@@ -25,7 +26,13 @@ public enum NBDServerError: Error, Sendable, Hashable, CustomStringConvertible {
 /// `NBDExportProvider` to any number of clients at once.
 ///
 /// It runs on its own SwiftNIO event loops; export calls, which may block on disk I/O, run on a
-/// separate thread pool. Each connection serves one request at a time, in order.
+/// separate thread pool. A connection runs up to `NBDRequestWindow.requestsMax` requests at once
+/// and may answer them out of order (each reply carries its request's cookie), but requests that
+/// overlap, one of them changing data, run in the order received, and FLUSH waits for every
+/// earlier request; so a client that pipelines sees the same data as one that waits. TRIM and
+/// WRITE_ZEROES longer than `NBDLimits.payloadBytesMax` reach the export in pieces of at most that
+/// size. Exports must tolerate concurrent calls (several connections, and CAN_MULTI_CONN is
+/// advertised).
 ///
 ///     let server = NBDServer(provider: exports, host: "127.0.0.1", port: 0)
 ///     let port = try await server.start()
@@ -134,12 +141,17 @@ public final class NBDServer: @unchecked Sendable {
         return boundPort
     }
 
-    /// Stops the server: stops accepting, closes every connection (waiting for export calls in
-    /// progress to finish, their replies dropped), then shuts the threads down. Does nothing when
-    /// the server is not running.
+    /// Stops the server: stops accepting; lets every connection finish and answer the requests
+    /// it has started (requests not started yet get no reply), for at most `gracePeriod`, then
+    /// closes it; then shuts the threads down. Does nothing when the server is not running.
     ///
+    /// Export calls already running are always waited for (an export call cannot be interrupted,
+    /// and the threads it reports back to must outlive it).
+    ///
+    /// - Parameter gracePeriod: How long connections may take to finish their requests in
+    ///   progress before they are closed regardless (and those replies dropped).
     /// - Throws: An error from shutting down the event loops or the thread pool.
-    public func stop() async throws {
+    public func stop(gracePeriod: Duration = .seconds(5)) async throws {
         let running: Running? = lock.withLock {
             guard case .running(let running) = state else { return nil }
             state = .stopping
@@ -150,8 +162,16 @@ public final class NBDServer: @unchecked Sendable {
 
         try? await running.serverChannel.close().get()
         let live = lock.withLock { Array(connections.values) }
-        for connection in live { connection.channel.close(promise: nil) }
+        for connection in live {
+            connection.channel.pipeline.fireUserInboundEventTriggered(NBDServerShutdownEvent())
+        }
+        let components = gracePeriod.components
+        let graceNanoseconds = components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+        let deadline = running.group.next().scheduleTask(in: .nanoseconds(max(0, graceNanoseconds))) {
+            for connection in live { connection.channel.close(promise: nil) }
+        }
         for connection in live { try? await connection.drained.get() }
+        deadline.cancel()
 
         var failure: Error?
         do { try await running.threadPool.shutdownGracefully() } catch { failure = error }

@@ -21,6 +21,7 @@ public enum NBDProtocolViolation: Error, Sendable, Hashable, CustomStringConvert
     /// A WRITE announced a payload longer than `NBDLimits.payloadBytesMax`.
     case writePayloadTooLong(lengthBytes: UInt32)
 
+    /// A one-line explanation for diagnostics.
     public var description: String {
         switch self {
         case .clientFlagsUnknown(let flags): "unknown client flags 0x\(String(flags, radix: 16))"
@@ -54,6 +55,7 @@ public struct NBDOptionRequest: Sendable, Hashable {
     /// The option data (at most `NBDLimits.optionDataBytesMax` bytes).
     public var data: [UInt8]
 
+    /// An option request with its data.
     public init(option: NBDOption, data: [UInt8]) {
         self.option = option
         self.data = data
@@ -73,6 +75,7 @@ public struct NBDRequest: Sendable, Hashable {
     /// Length in bytes of the range (and of the payload for a WRITE).
     public var lengthBytes: UInt32
 
+    /// A request header with these fields (offset and length in bytes).
     public init(flags: NBDCommandFlags, command: NBDCommand, cookie: UInt64, offset: UInt64, lengthBytes: UInt32) {
         self.flags = flags
         self.command = command
@@ -92,6 +95,7 @@ public struct NBDInfoRequest: Sendable, Hashable {
     /// The information items the client asked for, in order (NBD_INFO_EXPORT is sent regardless).
     public var requestedInfo: [NBDInfoType]
 
+    /// An INFO/GO request for `name`, asking for `requestedInfo`.
     public init(name: String, requestedInfo: [NBDInfoType]) {
         self.name = name
         self.requestedInfo = requestedInfo

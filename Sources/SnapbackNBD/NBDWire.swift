@@ -56,7 +56,9 @@ public enum NBDHeaderSize {
 
 /// Handshake flags the server sends after the greeting magics (16 bits).
 public struct NBDHandshakeFlags: OptionSet, Sendable, Hashable {
+    /// The value on the wire.
     public let rawValue: UInt16
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_FLAG_FIXED_NEWSTYLE`: the server speaks fixed newstyle negotiation.
     public static let fixedNewstyle = NBDHandshakeFlags(rawValue: 1 << 0)
@@ -66,7 +68,9 @@ public struct NBDHandshakeFlags: OptionSet, Sendable, Hashable {
 
 /// Client flags the client sends in answer to the greeting (32 bits).
 public struct NBDClientFlags: OptionSet, Sendable, Hashable {
+    /// The value on the wire.
     public let rawValue: UInt32
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// `NBD_FLAG_C_FIXED_NEWSTYLE`: required by this server.
     public static let fixedNewstyle = NBDClientFlags(rawValue: 1 << 0)
@@ -78,7 +82,9 @@ public struct NBDClientFlags: OptionSet, Sendable, Hashable {
 
 /// Transmission flags that describe an export to the client (16 bits).
 public struct NBDTransmissionFlags: OptionSet, Sendable, Hashable {
+    /// The value on the wire.
     public let rawValue: UInt16
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_FLAG_HAS_FLAGS`: always set.
     public static let hasFlags = NBDTransmissionFlags(rawValue: 1 << 0)
@@ -117,7 +123,9 @@ public struct NBDTransmissionFlags: OptionSet, Sendable, Hashable {
 
 /// An option code sent by the client during the handshake (32 bits). Unknown codes are kept.
 public struct NBDOption: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The value on the wire.
     public let rawValue: UInt32
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// `NBD_OPT_EXPORT_NAME` (1): choose an export and enter transmission; cannot report errors.
     public static let exportName = NBDOption(rawValue: 1)
@@ -142,6 +150,8 @@ public struct NBDOption: RawRepresentable, Sendable, Hashable, CustomStringConve
     /// `NBD_OPT_EXTENDED_HEADERS` (12): not supported.
     public static let extendedHeaders = NBDOption(rawValue: 12)
 
+    /// The specification's name for the value.
+
     public var description: String {
         switch self {
         case .exportName: "NBD_OPT_EXPORT_NAME"
@@ -162,7 +172,9 @@ public struct NBDOption: RawRepresentable, Sendable, Hashable, CustomStringConve
 
 /// The type of an option reply (32 bits); error types have bit 31 set.
 public struct NBDOptionReplyType: RawRepresentable, Sendable, Hashable {
+    /// The value on the wire.
     public let rawValue: UInt32
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// `NBD_REP_ACK` (1): the option succeeded, or a list ended.
     public static let ack = NBDOptionReplyType(rawValue: 1)
@@ -197,7 +209,9 @@ public struct NBDOptionReplyType: RawRepresentable, Sendable, Hashable {
 
 /// The type of an `NBD_REP_INFO` item (16 bits), also what a client asks for in INFO and GO.
 public struct NBDInfoType: RawRepresentable, Sendable, Hashable {
+    /// The value on the wire.
     public let rawValue: UInt16
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_INFO_EXPORT` (0): size and transmission flags; always sent.
     public static let export = NBDInfoType(rawValue: 0)
@@ -211,7 +225,9 @@ public struct NBDInfoType: RawRepresentable, Sendable, Hashable {
 
 /// A transmission command code (16 bits). Unknown codes are kept (and answered with EINVAL).
 public struct NBDCommand: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The value on the wire.
     public let rawValue: UInt16
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_CMD_READ` (0).
     public static let read = NBDCommand(rawValue: 0)
@@ -232,6 +248,8 @@ public struct NBDCommand: RawRepresentable, Sendable, Hashable, CustomStringConv
     /// `NBD_CMD_RESIZE` (8): not supported.
     public static let resize = NBDCommand(rawValue: 8)
 
+    /// The specification's name for the value.
+
     public var description: String {
         switch self {
         case .read: "NBD_CMD_READ"
@@ -250,7 +268,9 @@ public struct NBDCommand: RawRepresentable, Sendable, Hashable, CustomStringConv
 
 /// Command flags of a transmission request (16 bits).
 public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
+    /// The value on the wire.
     public let rawValue: UInt16
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_CMD_FLAG_FUA`: the data must be durable before the reply. Valid on every command.
     public static let fua = NBDCommandFlags(rawValue: 1 << 0)
@@ -268,7 +288,9 @@ public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
 
 /// An error value of a simple reply (32 bits). Zero means success.
 public struct NBDErrorValue: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The value on the wire.
     public let rawValue: UInt32
+    /// The code or flags with this wire value (unknown values are kept).
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// Success.
     public static let none = NBDErrorValue(rawValue: 0)
@@ -289,6 +311,8 @@ public struct NBDErrorValue: RawRepresentable, Sendable, Hashable, CustomStringC
 
     /// The error value a failed export call is reported with.
     public init(_ error: NBDIOError) { self.init(rawValue: error.nbdErrorValue) }
+
+    /// The specification's name for the value.
 
     public var description: String {
         switch self {

@@ -156,14 +156,15 @@ struct BackgroundService: Service {
     let logger: Logger
     /// How often the loop looks for work when idle; bounds the delay of an automatic rollback.
     static let idleTickMilliseconds: UInt64 = 20
-    /// Bytes a rollback copies between two progress marks.
-    static let rollbackStepBytes: UInt64 = 64 << 20
+    /// Bytes a rollback copies between two progress marks. Small enough that host I/O and
+    /// commands waiting for the controller get their turn between steps.
+    static let rollbackStepBytes: UInt64 = 16 << 20
 
     func run() async throws {
         var credits: [MapID: Double] = [:]
         var last = ContinuousClock.now
         var lastCheckpoint = controller.state.eventsApplied
-        while !Task.isShuttingDownGracefully {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = ContinuousClock.now
             let elapsed = now - last
             last = now
@@ -190,8 +191,12 @@ struct BackgroundService: Service {
                 }
             }
             let rollbackRunning = controller.state.maps.values.contains { $0.rollback != nil }
-            if !rollbackRunning {
-                try? await Task.sleep(for: .milliseconds(Self.idleTickMilliseconds))
+            // Between rollback steps, a short pause lets waiting host I/O take the controller's
+            // lock (it is not fair); when idle, the tick bounds the delay of new work.
+            do {
+                try await Task.sleep(for: .milliseconds(rollbackRunning ? 1 : Self.idleTickMilliseconds))
+            } catch {
+                return  // cancelled: the group is shutting down (for instance, NBD failed to bind)
             }
         }
     }

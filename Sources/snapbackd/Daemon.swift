@@ -36,8 +36,8 @@ struct SnapbackdCommand: AsyncParsableCommand {
             mapSizeBytes: mapSizeMebibytes << 20)
         do {
             try await Daemon.run(options)
-        } catch let error as DaemonError {
-            FileHandle.standardError.write(Data("snapbackd: error: \(error.description)\n".utf8))
+        } catch {
+            FileHandle.standardError.write(Data("snapbackd: error: \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

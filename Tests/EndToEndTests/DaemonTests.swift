@@ -85,6 +85,78 @@ struct DaemonTests {
         }
     }
 
+    // Was a bug, fixed since (kept as a regression test): when the NBD address cannot be bound (port in use), snapbackd neither serves nor
+    // exits. The NBD service fails, the ServiceGroup cancels the other services (the control
+    // socket is closed and removed), but BackgroundService.run (SnapbackServer/Daemon.swift) loops
+    // on `while !Task.isShuttingDownGracefully` with `try? await Task.sleep(...)`: under
+    // cancellation the sleep throws at once and the error is swallowed, so the loop spins at
+    // ~100 % CPU for ever. SIGTERM does nothing (seen by hand: still running 10 minutes later,
+    // 95 % CPU, after `timeout 10` sent SIGTERM), and the process keeps DIR/snapbackd.lock, so a
+    // restart on a free port is refused with "already running" until someone SIGKILLs it.
+    @Test("an NBD port in use: snapbackd exits with an error instead of spinning")
+    func nbdPortInUse() async throws {
+        let directory = NSTemporaryDirectory() + "/sbe2e-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Hold a port: bound and listening in this process.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var port = 0
+        for _ in 0..<50 {
+            let candidate = Int.random(in: 20000..<32000)
+            var address = loopbackAddress(candidate)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if bound == 0 {
+                port = candidate
+                break
+            }
+        }
+        #expect(port != 0 && listen(holder, 1) == 0)
+
+        // The watchdog SIGKILLs the daemon after 5 s (exit 137) if it has not exited by then.
+        let started = Date()
+        let outcome = try await runProcess(
+            try Binaries.path("snapbackd"), ["--data-dir", directory, "--nbd", "127.0.0.1:\(port)"], timeoutSeconds: 5)
+        let seconds = Date().timeIntervalSince(started)
+        #expect(outcome.exitCode == 1, "exit \(outcome.exitCode) after \(seconds) s: \(outcome.stderr)")
+        #expect(seconds < 4.5)
+        // Whatever the exit, the control socket is not left behind answering for a dead NBD.
+        #expect(Self.status(directory + "/control.sock") == nil)
+    }
+
+    @Test("malformed control API requests: a clear error, nothing recorded, still serving")
+    func malformedControlRequests() async throws {
+        try await withDaemon { daemon in
+            try await daemon.ok("mkvolume", "-name", "v", "-size", "1m")
+            let before = try await daemon.recordCount()
+            let socketPath = daemon.socketPath
+            let huge = #"{"name": "w", "size": 1048576, "path": "/"# + String(repeating: "x", count: 70000) + #""}"#
+            let cases: [(method: String, path: String, body: String, status: String, code: String)] = [
+                ("POST", "/v1/volumes", "{not json", " 400", "bad_request"),
+                ("POST", "/v1/volumes", #"{"name": 5, "size": "big"}"#, " 400", "bad_request"),
+                ("POST", "/v1/volumes", "", " 400", "bad_request"),
+                ("POST", "/v1/volumes", huge, " 400", "bad_request"),
+                ("POST", "/v1/volumes", #"{"name": "a\nb", "size": 1048576}"#, " 400", "invalid_name"),
+                ("POST", "/v1/volumes/v/fault", #"{"reason": "two\nlines"}"#, " 400", "invalid_reason"),
+                ("POST", "/v1/lcmaps", #"{"source": "v", "target": "v", "grainsize": -1}"#, " 400", "invalid_grain_size"),
+                ("GET", "/v1/nothing", "", " 404", ""),
+                ("POST", "/v1/volumes/nosuch/recover", "", " 404", "unknown_volume"),
+            ]
+            for request in cases {
+                let answer = try controlRequest(socketPath, request.method, request.path, json: request.body)
+                #expect(answer.status.contains(request.status), "\(request.method) \(request.path): \(answer)")
+                if !request.code.isEmpty {
+                    #expect(answer.body.contains(#""code":"\#(request.code)""#), "\(request.method) \(request.path): \(answer)")
+                }
+            }
+            #expect(try await daemon.recordCount() == before)
+            #expect(try await daemon.volume("v").status == "online")
+            try await daemon.ok("mkvolume", "-name", "w", "-size", "1m")
+        }
+    }
+
     @Test("a file that is not a socket at the socket path is not replaced")
     func notASocket() async throws {
         let directory = NSTemporaryDirectory() + "/sbe2e-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)

@@ -25,16 +25,9 @@ struct MapManagementTests {
             // The audit follows the map across its rename: by id, all of its events.
             let byID = try await daemon.log("show", "-map", String(before.id))
             #expect(byID.stdout.contains("MapCreated") && byID.stdout.contains("renamed to nightly"), "\(byID)")
-            // BUG: `log show -map NAME` matches each event against the map's name as it was when
-            // the event was recorded (LogCommands.swift LogShow.touches(_:map:_:) looks the name up
-            // in the state replayed up to that event), so after `chlcmap -name nightly m0` the map's
-            // history before the rename (MapCreated, MapStarted, a RollbackStarted ...) is silently
-            // missing from `-map nightly`, while `-map ID` shows it. An auditor asking for the
-            // history of map "nightly" gets a partial answer with no hint.
+            // Was a bug: `-map NEW_NAME` missed the map's events from before its rename.
             let byName = try await daemon.log("show", "-map", "nightly")
-            withKnownIssue("log show -map NEW_NAME misses the map's events from before its rename") {
-                #expect(byName.stdout == byID.stdout, "-map nightly:\n\(byName.stdout)\n-map \(before.id):\n\(byID.stdout)")
-            }
+            #expect(byName.stdout == byID.stdout, "-map nightly:\n\(byName.stdout)\n-map \(before.id):\n\(byID.stdout)")
             // Renaming onto an existing reverse name is refused.
             try await daemon.ok("mkvolume", "-name", "t2", "-size", "4m")
             try await daemon.ok("mklcmap", "-source", "src", "-target", "t2", "-name", "other")

@@ -63,7 +63,7 @@ struct MultiMapTests {
         }
     }
 
-    // BUG: a rollback writes the older map's image onto the source without copy-on-write for the
+    // Was a bug, fixed since (kept as a regression test): a rollback writes the older map's image onto the source without copy-on-write for the
     // source's other active maps (Controller+Background.swift rollbackStepLocked →
     // restoreGrainsLocked writes the source store directly; copyOnWriteLocked is only on the host
     // write path, and Controller+HostIO.swift restoreBeforeWriteLocked has the same gap). A newer
@@ -90,9 +90,7 @@ struct MultiMapTests {
             let splitHalf = try await daemon.holds("t2", byte: 0xB2, offset: 0, length: 2 * mebibyte)
             #expect(splitHalf)
             let sharedHalf = try await daemon.holds("t2", byte: 0xB2, offset: 2 * mebibyte, length: 2 * mebibyte)
-            withKnownIssue("a rollback of an older map changes a newer map's image (no copy-on-write for the source's other maps)") {
-                #expect(sharedHalf, "t2 must still read m2's image, pattern B, on 2–4 MiB")
-            }
+            #expect(sharedHalf, "t2 must still read m2's image, pattern B, on 2–4 MiB")
 
             // And rolling m2 back must give m2's image, pattern B, on the whole 4 MiB.
             try await daemon.ok("startlcmap", "-restore", "m2")
@@ -101,9 +99,7 @@ struct MultiMapTests {
             let restoredSplit = try await daemon.holds("src", byte: 0xB2, offset: 0, length: 2 * mebibyte)
             #expect(restoredSplit)
             let restoredShared = try await daemon.holds("src", byte: 0xB2, offset: 2 * mebibyte, length: 2 * mebibyte)
-            withKnownIssue("a rollback of an older map changes a newer map's image (no copy-on-write for the source's other maps)") {
-                #expect(restoredShared, "rolling m2 back must restore pattern B on 2–4 MiB")
-            }
+            #expect(restoredShared, "rolling m2 back must restore pattern B on 2–4 MiB")
         }
     }
 }

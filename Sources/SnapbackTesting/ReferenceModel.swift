@@ -1,0 +1,111 @@
+import SnapbackCore
+import SnapbackLog
+
+/// The simulator's reference model: what every volume must read as, kept from acknowledged host
+/// operations and from the events of the durable log, never from the controller's memory.
+///
+/// Its rules are the product's contract, stated simply:
+/// - a new volume reads as zeroes;
+/// - a host write is read back until a crash; it survives a crash once FUA or a flush made it
+///   durable (``ByteModel``);
+/// - when a forward map starts, the source's acknowledged writes become durable (a start syncs
+///   the source) and its target reads as the source did at that moment (the image), and keeps
+///   reading so while the map stays active (`imageValid`);
+/// - when a rollback starts, the source reads as the image, and keeps doing so (with the host
+///   writes made since) through the rollback and after it;
+/// - when a map stops (or is removed, or its target faults), its target's bytes are unknown;
+/// - when a rollback is abandoned (`RollbackStopped`), its source's bytes are unknown.
+public struct ReferenceModel: Sendable {
+    /// What each volume must read as (a target of an active map: its image).
+    public internal(set) var volumes: [VolumeID: ByteModel] = [:]
+    /// Each active forward map's image as it was recorded when the map started: the source's
+    /// bytes at that moment.
+    public internal(set) var snapshots: [MapID: ByteModel] = [:]
+    /// The state reduced from the durable events the model has read so far.
+    public internal(set) var replayed = ControllerState()
+    /// Durable events read so far.
+    public internal(set) var eventsRead = 0
+    /// Rollbacks completed since the driver last looked (their sources must be checked whole).
+    var completedRollbacks: [MapID] = []
+    /// Volumes whose bytes changed as a whole (image taken, rollback started) since the driver last
+    /// looked; they are read whole at the next check.
+    var changedWhole: Set<VolumeID> = []
+    /// Rollbacks started and completed, as the log tells.
+    public internal(set) var rollbacksStarted = 0
+    public internal(set) var rollbacksCompleted = 0
+
+    public init() {}
+
+    /// Reads the durable events not read yet, in order, and applies their effects on the bytes.
+    mutating func read(_ events: [StoredEvent]) {
+        while eventsRead < events.count {
+            apply(events[eventsRead].event)
+            eventsRead += 1
+        }
+    }
+
+    private mutating func apply(_ event: Event) {
+        let before = replayed
+        replayed.apply(event)
+        switch event {
+        case let .volumeCreated(id, _, sizeBytes, _):
+            volumes[id] = ByteModel(sizeBytes: Int(sizeBytes))
+        case let .volumeRemoved(id):
+            volumes[id] = nil
+        case let .mapStarted(id, _):
+            if let map = replayed.maps[id], var source = volumes[map.sourceID] {
+                // A start syncs the source first (Specs/data-plane.md, "Starting a map").
+                source.flush()
+                volumes[map.sourceID] = source
+                volumes[map.targetID] = source
+                snapshots[id] = source
+                changedWhole.insert(map.targetID)
+            }
+        case let .rollbackStarted(id, _, _):
+            if let map = replayed.maps[id], let image = volumes[map.targetID] {
+                volumes[map.sourceID] = image
+                changedWhole.insert(map.sourceID)
+            }
+            rollbacksStarted += 1
+        case let .rollbackCompleted(id):
+            completedRollbacks.append(id)
+            rollbacksCompleted += 1
+        case let .rollbackStopped(id, _):
+            // Abandoned half way: the source holds a mix of the image and its old bytes.
+            if let map = replayed.maps[id] { volumes[map.sourceID]?.makeWild() }
+        default:
+            break
+        }
+        // A map that stops holding an image leaves its target with an unknown mixture of grains.
+        for map in before.maps.values where map.role == .forward && map.imageValid && replayed.maps[map.id]?.imageValid != true {
+            volumes[map.targetID]?.makeWild()
+            snapshots[map.id] = nil
+        }
+    }
+
+    /// The forward map whose image volume `volumeID` shows, if it is an active target.
+    func activeMap(targeting volumeID: VolumeID) -> LCMap? {
+        replayed.maps.values.first { $0.role == .forward && $0.targetID == volumeID && $0.imageValid }
+    }
+
+    /// An acknowledged host write.
+    mutating func hostWrite(_ volumeID: VolumeID, at offset: Int, _ bytes: [UInt8], fua: Bool) {
+        volumes[volumeID]?.write(at: offset, bytes, fua: fua)
+    }
+
+    /// A host write that failed (it may or may not have landed).
+    mutating func hostWriteFailed(_ volumeID: VolumeID, at offset: Int, _ bytes: [UInt8]) {
+        volumes[volumeID]?.failedWrite(at: offset, bytes)
+    }
+
+    /// An acknowledged flush.
+    mutating func hostFlush(_ volumeID: VolumeID) {
+        volumes[volumeID]?.flush()
+        // The image of a map of this source holds the source's bytes of its start: those that
+        // were not durable then are durable now (on the source, or synced to the target by a
+        // grain copy).
+        for map in replayed.forwardMaps(ofSource: volumeID) where map.imageValid {
+            snapshots[map.id]?.flush()
+        }
+    }
+}
