@@ -1,6 +1,6 @@
 // snapback-simulate: the deterministic simulator's command line (tools/simulate).
 //
-//   snapback-simulate --seed S [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects] [--quiet]
+//   snapback-simulate --seed S [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...] [--quiet]
 //       replays one seed, printing every operation; exit 1 on a violation
 //   snapback-simulate --seeds N [--start S] [--jobs J] [--operations N] [--broken-ordering] [...]
 //       runs seeds S..<S+N (default start 1), prints every failing seed with the command that
@@ -11,8 +11,8 @@ import Foundation
 import SnapbackTesting
 
 let usage = """
-    usage: snapback-simulate --seed S [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects] [--quiet]
-           snapback-simulate --seeds N [--start S] [--jobs J] [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects]
+    usage: snapback-simulate --seed S [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...] [--quiet]
+           snapback-simulate --seeds N [--start S] [--jobs J] [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...]
            snapback-simulate --scenario FILE... [--seeds N]
     """
 
@@ -29,7 +29,7 @@ var jobs = ProcessInfo.processInfo.activeProcessorCount
 var operations = Simulation.operationsCountDefault
 var brokenOrdering = false
 var writesToActiveTargets = false
-var withKnownDefects = false
+var knownDefectsAvoided = Set(KnownDefect.allCases)
 var quiet = false
 var scenarioFiles: [String] = []
 
@@ -50,7 +50,14 @@ while !arguments.isEmpty {
     case "--operations": operations = max(0, number(option, Int.self))
     case "--broken-ordering": brokenOrdering = true
     case "--writes-to-active-targets": writesToActiveTargets = true
-    case "--with-known-defects": withKnownDefects = true
+    case "--with-known-defects": knownDefectsAvoided.removeAll()
+    case "--with-known-defect":
+        guard !arguments.isEmpty else { fail("--with-known-defect needs a name\n\(usage)") }
+        let name = arguments.removeFirst()
+        guard let defect = KnownDefect(rawValue: name) else {
+            fail("unknown defect \(name); known: \(KnownDefect.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        knownDefectsAvoided.remove(defect)
     case "--quiet": quiet = true
     case "--scenario":
         while let next = arguments.first, !next.hasPrefix("--") { scenarioFiles.append(arguments.removeFirst()) }
@@ -60,16 +67,16 @@ while !arguments.isEmpty {
     }
 }
 
-func configuration(operations: Int, brokenOrdering: Bool, writesToActiveTargets: Bool, withKnownDefects: Bool) -> @Sendable (inout Simulation) -> Void {
+func configuration(operations: Int, brokenOrdering: Bool, writesToActiveTargets: Bool, knownDefectsAvoided: Set<KnownDefect>) -> @Sendable (inout Simulation) -> Void {
     { simulation in
         simulation.operationsCount = operations
         simulation.brokenOrdering = brokenOrdering
         simulation.writesToActiveTargets = writesToActiveTargets
-        simulation.avoidKnownDefects = !withKnownDefects
+        simulation.knownDefectsAvoided = knownDefectsAvoided
     }
 }
 let configure = configuration(
-    operations: operations, brokenOrdering: brokenOrdering, writesToActiveTargets: writesToActiveTargets, withKnownDefects: withKnownDefects)
+    operations: operations, brokenOrdering: brokenOrdering, writesToActiveTargets: writesToActiveTargets, knownDefectsAvoided: knownDefectsAvoided)
 
 if !scenarioFiles.isEmpty {
     var failures = 0

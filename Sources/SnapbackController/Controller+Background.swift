@@ -126,7 +126,8 @@ extension Controller {
             do {
                 try restoreGrainsLocked(map, batch, &maps)
             } catch {
-                let reason = String("I/O error: \(error)".prefix(Limits.reasonBytesMax / 4))
+                let text = "I/O error: \(error)".unicodeScalars.map { $0.properties.generalCategory == .control ? " " : String($0) }.joined()
+                let reason = String(text.prefix(Limits.reasonBytesMax / 4))
                 _ = try? commitLocked(.abandonRollback(map: map.id, reason: reason))
                 return
             }

@@ -196,7 +196,9 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         guard map.rollback != nil else {
             throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
         }
-        guard !reason.isEmpty, reason.utf8.count <= Limits.reasonBytesMax else {
+        guard !reason.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
+            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
             throw CommandError(.invalidReason, "a reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
         }
         return [.rollbackStopped(id: id, reason: reason)]
@@ -210,6 +212,11 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 }
 
 private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws(CommandError) -> [Event] {
+    // Values out of range are refused before anything is looked up (as IBM's CLI does).
+    try validateCopyRate(spec.copyRate)
+    guard Limits.grainSizesBytes.contains(spec.grainSizeBytes) else {
+        throw CommandError(.invalidGrainSize, "grain size must be 64 or 256 (KiB), not \(spec.grainSizeBytes / 1024)")
+    }
     let source = try resolveVolume(spec.source, state)
     let target = try resolveVolume(spec.target, state)
     guard source.id != target.id else {
@@ -226,10 +233,6 @@ private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws
     }
     if let map = state.maps.values.first(where: { $0.role == .forward && $0.targetID == source.id }) {
         throw CommandError(.targetInUse, "volume \(source.name) is the target of lcmap \(map.name) and cannot be a source")
-    }
-    try validateCopyRate(spec.copyRate)
-    guard Limits.grainSizesBytes.contains(spec.grainSizeBytes) else {
-        throw CommandError(.invalidGrainSize, "grain size must be 64 or 256 (KiB), not \(spec.grainSizeBytes / 1024)")
     }
     guard state.maps.count + 2 <= Limits.mapsMax else {
         throw CommandError(.limitReached, "the controller already holds \(Limits.mapsMax) lcmaps")

@@ -139,12 +139,22 @@ extension ControllerState {
                 maps[id]?.state = .stopped
             }
 
-        case let .rollbackStopped(id, _):
+        case let .rollbackStopped(id, reason):
             guard let map = maps[id] else { return }
             maps[id]?.rollback = nil
-            maps[map.partnerID]?.state = .stopped
-            // Half restored: the source's data is a mix of the image and what it held.
+            maps[map.partnerID]?.state = .idleOrCopied
+            // Half restored: the source's data is a mix of the image and what it held. It is
+            // faulted; when no fault was recorded (a rollback of an online volume), the reason
+            // the rollback stopped becomes its fault.
             volumes[map.sourceID]?.status = .faulted
+            if volumes[map.sourceID] != nil && volumes[map.sourceID]?.fault == nil {
+                volumes[map.sourceID]?.fault = Fault(id: nextFaultID, cause: .operator, reason: reason)
+                nextFaultID += 1
+            }
+            if volumes[map.targetID]?.status == .faulted {
+                maps[id]?.imageValid = false
+                maps[id]?.state = .stopped
+            }
 
         case let .volumeRecovered(id):
             volumes[id]?.status = .online

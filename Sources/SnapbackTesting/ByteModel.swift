@@ -38,6 +38,7 @@ public struct ByteModel: Sendable, Equatable {
         stable = current
     }
 
+    /// The volume's size in bytes.
     public var sizeBytes: Int { current.count }
 
     /// True when nothing about the bytes is known.

@@ -6,8 +6,8 @@ import SnapbackCore
 struct OperationGenerator {
     private var random: SeededRandom
     let writesToActiveTargets: Bool
-    /// Steers around the defects in ``KnownDefect`` (see ``Simulation/avoidKnownDefects``).
-    let avoidKnownDefects: Bool
+    /// The defects to steer around (see ``Simulation/knownDefectsAvoided``).
+    let avoided: Set<KnownDefect>
     /// The size of the run's volumes (one may differ, to see mismatched maps refused).
     let volumeSizeBytes: UInt64
     let volumeCount: Int
@@ -18,11 +18,11 @@ struct OperationGenerator {
     /// grain (320 KiB and 576 KiB with 256 KiB grains).
     static let volumeSizesBytes: [UInt64] = [256 << 10, 320 << 10, 512 << 10, 576 << 10, 768 << 10, 1 << 20]
 
-    init(seed: UInt64, writesToActiveTargets: Bool, avoidKnownDefects: Bool) {
+    init(seed: UInt64, writesToActiveTargets: Bool, avoiding avoided: Set<KnownDefect>) {
         // A stream of its own: the world's generator decides crash outcomes.
         random = SeededRandom(seed: seed &* 0x2545_F491_4F6C_DD1D &+ 0x1234_5678)
         self.writesToActiveTargets = writesToActiveTargets
-        self.avoidKnownDefects = avoidKnownDefects
+        self.avoided = avoided
         volumeSizeBytes = Self.volumeSizesBytes[Int(random.next() % UInt64(Self.volumeSizesBytes.count))]
         volumeCount = 2 + Int(random.next() % 3)
     }
@@ -111,7 +111,7 @@ struct OperationGenerator {
             let name = mapName(&self)
             var force = chance(50)
             // ``KnownDefect/rollbackStoppedKeepsRestoredMarks``: no forced stop of a rollback.
-            if avoidKnownDefects, state.map(name)?.rollback != nil { force = false }
+            if avoided.contains(.rollbackStoppedKeepsRestoredMarks), state.map(name)?.rollback != nil { force = false }
             return .command(.stopMap(map: name, force: force))
         case 813..<823:
             return .command(.removeMap(map: mapName(&self), force: chance(50)))
@@ -121,14 +121,9 @@ struct OperationGenerator {
             // Faults mostly on sources, where they matter.
             let sources = forward.compactMap { state.volumes[$0.sourceID]?.name }
             let name = !sources.isEmpty && chance(75) ? pick(sources) : volumeName(&self)
-            if avoidKnownDefects, sharesItsSource(name, state) { return .flush(volume: name) }
             return .command(.reportFault(volume: name, cause: .operator, reason: "simulated fault"))
         case 868..<898:
-            let name = mapName(&self)
-            if avoidKnownDefects, let map = state.map(name), let source = state.volumes[map.sourceID], sharesItsSource(source.name, state) {
-                return .flush(volume: source.name)
-            }
-            return .command(.startRestore(map: name))
+            return .command(.startRestore(map: mapName(&self)))
         case 898..<928:
             let faulted = volumes.filter { $0.status == .faulted }.map(\.name)
             return .command(.recoverVolume(volume: !faulted.isEmpty && chance(80) ? pick(faulted) : volumeName(&self)))
@@ -140,7 +135,9 @@ struct OperationGenerator {
             return .crashAndRestart
         default:
             let name = volumeName(&self)
-            if avoidKnownDefects, sharesItsSource(name, state) || isInRollback(name, state) { return .flush(volume: name) }
+            if !avoided.isDisjoint(with: [.copyOnWriteSkippedForTargetReadByRollback, .rollbackStoppedKeepsRestoredMarks]), isInRollback(name, state) {
+                return .flush(volume: name)
+            }
             return .injectErrors(volume: name, operations: 1 + below(3))
         }
     }
@@ -154,20 +151,13 @@ struct OperationGenerator {
         return state.maps.values.contains { $0.role == .forward && $0.rollback != nil && ($0.targetID == volume.id || $0.sourceID == volume.id) }
     }
 
-    /// True when volume `name` is the source of two or more maps with valid images: a rollback
-    /// onto it would change the other maps' images (``KnownDefect/rollbackSkipsOtherMapsCopyOnWrite``).
-    private func sharesItsSource(_ name: String, _ state: ControllerState) -> Bool {
-        guard let volume = state.volume(name) else { return false }
-        return state.forwardMaps(ofSource: volume.id).filter(\.imageValid).count > 1
-    }
-
     /// A host write, mostly to where copy-on-write and rollbacks happen: sources of active maps
     /// and restoring sources.
     private mutating func hostWrite(_ state: ControllerState, fallback: String) -> SimulationOperation {
         let forward = state.mapsByID.filter { $0.role == .forward }
         var restoring = state.volumesByID.filter { $0.status == .restoring }
         var excluded = Set<VolumeID>()
-        if avoidKnownDefects {
+        if avoided.contains(.rollbackCountsRewrittenGrainsTwice) {
             // ``KnownDefect/rollbackCountsRewrittenGrainsTwice``: no write to a restoring source
             // before its rollback's first step has counted the work.
             excluded = Set(restoring.filter { state.runningRollback(onto: $0.id)?.rollback?.grainsToRestore == 0 }.map(\.id))

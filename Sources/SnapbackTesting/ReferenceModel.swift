@@ -34,6 +34,7 @@ public struct ReferenceModel: Sendable {
     public internal(set) var rollbacksStarted = 0
     public internal(set) var rollbacksCompleted = 0
 
+    /// An empty machine: no volumes, no events read.
     public init() {}
 
     /// Reads the durable events not read yet, in order, and applies their effects on the bytes.

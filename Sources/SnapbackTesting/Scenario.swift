@@ -7,6 +7,7 @@ import SnapbackData
 public struct Scenario: Sendable {
     /// The file name, for messages.
     public var name: String
+    /// The lines that do something, in order.
     public var steps: [Step]
     /// Set by a `known-issue` line: the scenario shows a defect that is not fixed yet and is
     /// expected to fail.
@@ -14,8 +15,11 @@ public struct Scenario: Sendable {
 
     /// One line of the script.
     public struct Step: Sendable {
+        /// The line number in the file (from 1).
         public var line: Int
+        /// The line without its comment.
         public var text: String
+        /// What the line asks for.
         public var action: Action
     }
 
@@ -91,16 +95,21 @@ public struct Scenario: Sendable {
 
 /// A malformed scenario file, or a failed expectation, at a line.
 public struct ScenarioError: Error, Sendable, CustomStringConvertible {
+    /// The scenario's file name.
     public var file: String
+    /// The line (from 1).
     public var line: Int
+    /// What is wrong.
     public var message: String
 
+    /// An error at `file`:`line`.
     public init(_ file: String, _ line: Int, _ message: String) {
         self.file = file
         self.line = line
         self.message = message
     }
 
+    /// `FILE:LINE: MESSAGE`.
     public var description: String { "\(file):\(line): \(message)" }
 }
 
@@ -256,6 +265,12 @@ private struct LineParser {
             let reason = words.isEmpty ? "scenario fault" : words.joined(separator: " ")
             words.removeAll()
             return .operation(.command(.reportFault(volume: name, cause: .operator, reason: reason)))
+        case "inject-errors":
+            let name = try take("volume")
+            let operations = try count("operations")
+            try end()
+            guard operations >= 1 else { throw error("inject-errors needs at least 1 operation") }
+            return .operation(.injectErrors(volume: name, operations: operations))
         case "step":
             let budget = words.isEmpty ? UInt64(64 << 10) : try size("budget")
             try end()

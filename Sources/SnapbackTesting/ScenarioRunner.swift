@@ -9,7 +9,13 @@ public enum ScenarioRunner {
     /// Runs `scenario`, with crash outcomes (lost, kept or torn unsynced writes) drawn from
     /// `seed`. Returns the first failure — a failed expectation, a broken invariant, a refused
     /// command, a crash that did not strike — or `nil`.
-    public static func run(_ scenario: Scenario, seed: UInt64 = 1, log: ((String) -> Void)? = nil) -> ScenarioError? {
+    /// `brokenOrdering` sets ``Controller/brokenOrderingForTesting`` for the run (mutation
+    /// testing; runs with different settings must not overlap).
+    public static func run(_ scenario: Scenario, seed: UInt64 = 1, brokenOrdering: Bool = false, log: ((String) -> Void)? = nil) -> ScenarioError? {
+        withBrokenOrdering(brokenOrdering) { runWithKnobSet(scenario, seed: seed, log: log) }
+    }
+
+    private static func runWithKnobSet(_ scenario: Scenario, seed: UInt64, log: ((String) -> Void)?) -> ScenarioError? {
         let driver: SimulationDriver
         do {
             driver = try SimulationDriver(seed: seed, replayCommand: "tools/simulate --scenario Specs/scenarios/\(scenario.name) --seeds \(seed)")
@@ -34,7 +40,7 @@ public enum ScenarioRunner {
                 crashed = false
             case let .crashDuring(point, inner):
                 let before = driver.world.ioPoints
-                driver.perform(.scheduleCrash(ioPoints: point))
+                driver.world.crashAtIOPoint = before + point
                 if let message = perform(inner, driver, mustSucceed: false) { return fail(message) }
                 guard driver.world.crashed else {
                     driver.world.crashAtIOPoint = nil

@@ -11,6 +11,7 @@ import SnapbackCore
 /// The same seed always gives the same run: a failure is reproduced by
 /// `tools/simulate --seed S` (the ``replayCommand``).
 public struct Simulation: Sendable {
+    /// The seed that drives the whole run (operations, crash points, crash outcomes).
     public var seed: UInt64
     /// Operations after the set-up (the set-up creates volumes, fills and maps them).
     public var operationsCount: Int
@@ -20,22 +21,25 @@ public struct Simulation: Sendable {
     /// snapshot). Off by default: the model's image of such a map is then no longer the
     /// source's bytes at the start (see `Specs/scenarios/README.md`).
     public var writesToActiveTargets: Bool
-    /// Steers the generator around the defects listed in ``KnownDefect`` (found by this
-    /// simulator, not fixed yet), so that a sweep can still find everything else. Turn it off to
-    /// see them (`--with-known-defects`); remove a case when its defect is fixed.
-    public var avoidKnownDefects: Bool
+    /// The defects of ``KnownDefect`` (found by this simulator, not fixed yet) that the
+    /// generator steers around, so that a sweep still finds everything else. All by default;
+    /// `--with-known-defect NAME` (or `--with-known-defects`) stops avoiding them. Remove a case
+    /// when its defect is fixed.
+    public var knownDefectsAvoided: Set<KnownDefect>
 
+    /// Operations per run after the set-up: a few hundred, fast enough for thousands of seeds.
     public static let operationsCountDefault = 250
 
+    /// A run of `seed`; see the properties for the options.
     public init(
         seed: UInt64, operationsCount: Int = Self.operationsCountDefault, brokenOrdering: Bool = false,
-        writesToActiveTargets: Bool = false, avoidKnownDefects: Bool = true
+        writesToActiveTargets: Bool = false, knownDefectsAvoided: Set<KnownDefect> = Set(KnownDefect.allCases)
     ) {
         self.seed = seed
         self.operationsCount = operationsCount
         self.brokenOrdering = brokenOrdering
         self.writesToActiveTargets = writesToActiveTargets
-        self.avoidKnownDefects = avoidKnownDefects
+        self.knownDefectsAvoided = knownDefectsAvoided
     }
 
     /// The command line that replays this run.
@@ -44,7 +48,12 @@ public struct Simulation: Sendable {
         if operationsCount != Self.operationsCountDefault { command += " --operations \(operationsCount)" }
         if brokenOrdering { command += " --broken-ordering" }
         if writesToActiveTargets { command += " --writes-to-active-targets" }
-        if !avoidKnownDefects { command += " --with-known-defects" }
+        let faced = KnownDefect.allCases.filter { !knownDefectsAvoided.contains($0) }
+        if faced.count == KnownDefect.allCases.count {
+            command += " --with-known-defects"
+        } else {
+            for defect in faced { command += " --with-known-defect \(defect.rawValue)" }
+        }
         return command
     }
 
@@ -53,10 +62,7 @@ public struct Simulation: Sendable {
     /// not overlap; ``Simulation/sweep(seeds:parallelism:configure:)`` sets it once for all.
     /// `log` receives one line per operation (verbose replays).
     public func run(log: ((String) -> Void)? = nil) -> SimulationResult {
-        let previous = Controller.brokenOrderingForTesting
-        Controller.brokenOrderingForTesting = brokenOrdering
-        defer { Controller.brokenOrderingForTesting = previous }
-        return runWithKnobSet(log: log)
+        withBrokenOrdering(brokenOrdering) { runWithKnobSet(log: log) }
     }
 
     func runWithKnobSet(log: ((String) -> Void)?) -> SimulationResult {
@@ -68,7 +74,7 @@ public struct Simulation: Sendable {
             preconditionFailure("a controller on an empty simulated machine must start: \(error)")
         }
         driver.log = log
-        var generator = OperationGenerator(seed: seed, writesToActiveTargets: writesToActiveTargets, avoidKnownDefects: avoidKnownDefects)
+        var generator = OperationGenerator(seed: seed, writesToActiveTargets: writesToActiveTargets, avoiding: knownDefectsAvoided)
         var operations = generator.setUp()
         var remaining = operationsCount
         while driver.violation == nil {
@@ -125,9 +131,12 @@ public struct Simulation: Sendable {
         var probe = Simulation(seed: seeds.lowerBound)
         configure(&probe)
         let brokenOrdering = probe.brokenOrdering
-        let previous = Controller.brokenOrderingForTesting
-        Controller.brokenOrderingForTesting = brokenOrdering
-        defer { Controller.brokenOrderingForTesting = previous }
+        return withBrokenOrdering(brokenOrdering) { sweepWithKnobSet(seeds: seeds, parallelism: parallelism, brokenOrdering: brokenOrdering, configure: configure) }
+    }
+
+    private static func sweepWithKnobSet(
+        seeds: Range<UInt64>, parallelism: Int, brokenOrdering: Bool, configure: @Sendable (inout Simulation) -> Void
+    ) -> SweepResult {
         let started = ContinuousClock.now
         let collected = Collected()
         let seedsList = Array(seeds)
@@ -165,7 +174,7 @@ public struct Simulation: Sendable {
 }
 
 /// Defects in the controller that this simulator found and that are not fixed yet. With
-/// ``Simulation/avoidKnownDefects`` the generator steers around them; `Tests/SimulationTests`
+/// ``Simulation/knownDefectsAvoided`` the generator steers around them; `Tests/SimulationTests`
 /// keeps a failing seed of each as a known issue.
 public enum KnownDefect: String, Sendable, CaseIterable {
     /// The first rollback step counts the work as `dirty + restored`; a host write during the
@@ -175,16 +184,13 @@ public enum KnownDefect: String, Sendable, CaseIterable {
     /// and every later step copies the same grains again: the rollback never ends.
     /// (Found with seed 1.)
     case rollbackCountsRewrittenGrainsTwice = "rollback-counts-rewritten-grains-twice"
-    /// A rollback writes the source (a rollback step, or restore-before-write) without
-    /// copy-on-write for the source's other active maps: their point-in-time images change.
-    /// (Found with seed 142.)
-    case rollbackSkipsOtherMapsCopyOnWrite = "rollback-skips-other-maps-copy-on-write"
     /// When the target fails during copy-on-write while a rollback reads from it, the map does
     /// not stop (a target's fault keeps maps whose rollback runs), yet `copyOnWriteLocked`
     /// treats the failure as "the map stopped, nothing owed" and writes the source anyway: the
     /// grain stays clean and unsplit while the source no longer holds the image. If the target
     /// is recovered before the rollback ends, the map keeps the damaged image (a second rollback
-    /// leaves that grain as the host wrote it). (Found with seed 171.)
+    /// leaves that grain as the host wrote it). (Found with seed 171; replayed by
+    /// `Specs/scenarios/known-copy-on-write-skipped-for-target-read-by-rollback.scenario`.)
     case copyOnWriteSkippedForTargetReadByRollback = "copy-on-write-skipped-for-target-read-by-rollback"
     /// `RollbackStopped` (`stoplcmap -force` during a rollback, or a rollback abandoned after an
     /// I/O error) leaves the map's `restored` marks set while the map keeps its image. The next
@@ -196,21 +202,39 @@ public enum KnownDefect: String, Sendable, CaseIterable {
 
 /// What one simulated run did and whether it broke an invariant.
 public struct SimulationResult: Sendable {
+    /// The seed of the run.
     public var seed: UInt64
     /// The first invariant broken, or `nil` for a clean run.
     public var violation: Violation?
+    /// What the run did.
     public var statistics: SimulationStatistics
+    /// The command that replays the run.
     public var replayCommand: String
+    /// Wall-clock time of the run.
     public var duration: Duration
 }
 
 /// The outcome of many seeds.
 public struct SweepResult: Sendable {
+    /// Seeds run.
     public var runs: Int
     /// The runs that broke an invariant, by seed.
     public var failures: [SimulationResult]
+    /// What all runs did together.
     public var statistics: SimulationStatistics
+    /// Wall-clock time of the sweep.
     public var duration: Duration
+}
+
+/// Runs `body` with ``Controller/brokenOrderingForTesting`` set to `value`, then puts the old
+/// value back. The global is written only when it changes: other tests of the same process may
+/// be reading it (which is why the tests that set it run in a child process).
+func withBrokenOrdering<T>(_ value: Bool, _ body: () -> T) -> T {
+    let previous = Controller.brokenOrderingForTesting
+    guard previous != value else { return body() }
+    Controller.brokenOrderingForTesting = value
+    defer { Controller.brokenOrderingForTesting = previous }
+    return body()
 }
 
 /// Runs the simulation of `seed`; see ``Simulation``.

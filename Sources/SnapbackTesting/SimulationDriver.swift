@@ -1,4 +1,4 @@
-@_spi(Testing) import SnapbackController
+import SnapbackController
 import SnapbackCore
 import SnapbackData
 import SnapbackLog
@@ -24,20 +24,26 @@ public enum Invariant: String, Sendable, CaseIterable, CustomStringConvertible {
     /// Background work finishes once nothing blocks it.
     case backgroundWorkFinishes = "background-work-finishes"
 
+    /// The invariant's name, as printed in violations.
     public var description: String { rawValue }
 }
 
 /// The first invariant a run broke, with everything needed to reproduce it.
 public struct Violation: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The seed of the run.
     public var seed: UInt64
     /// The index of the operation after which the invariant failed (0 is the first).
     public var operationIndex: Int
+    /// The operation, as printed by a verbose replay.
     public var operation: String
+    /// The invariant broken.
     public var invariant: Invariant
+    /// What was observed, and what the model allowed.
     public var detail: String
     /// The command line that replays the run, e.g. `tools/simulate --seed 42`.
     public var replayCommand: String
 
+    /// The seed, the operation, the invariant, the detail and the replay command.
     public var description: String {
         "seed \(seed), operation #\(operationIndex) (\(operation)): \(invariant): \(detail)\n  reproduce: \(replayCommand)"
     }
@@ -45,21 +51,30 @@ public struct Violation: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Counts of what a run did.
 public struct SimulationStatistics: Sendable, Equatable {
+    /// Operations performed (set-up included).
     public var operations = 0
+    /// Commands accepted and refused.
     public var commandsAcknowledged = 0
     public var commandsRefused = 0
+    /// Host writes acknowledged, and failed with an I/O error.
     public var writesAcknowledged = 0
     public var writesFailed = 0
+    /// Host flushes acknowledged; background steps run.
     public var flushes = 0
     public var steps = 0
+    /// Crashes followed by a restart.
     public var crashes = 0
+    /// Rollbacks started and completed, as the durable log tells.
     public var rollbacksStarted = 0
     public var rollbacksCompleted = 0
+    /// I/O error injections; bytes read and compared against the model.
     public var errorInjections = 0
     public var bytesChecked: UInt64 = 0
 
+    /// All zero.
     public init() {}
 
+    /// Adds two runs' counts.
     public static func + (left: Self, right: Self) -> Self {
         var sum = left
         sum.operations += right.operations
@@ -80,6 +95,7 @@ public struct SimulationStatistics: Sendable, Equatable {
 
 /// What one operation came to.
 public struct OperationOutcome: Sendable, Equatable, CustomStringConvertible {
+    /// How an operation ended.
     public enum Kind: Sendable, Equatable {
         /// Done (and acknowledged, for a command or a host I/O).
         case done
@@ -89,9 +105,12 @@ public struct OperationOutcome: Sendable, Equatable, CustomStringConvertible {
         case failed
     }
 
+    /// How it ended.
     public var kind: Kind
+    /// A one-line account (the events recorded, or the error).
     public var text: String
 
+    /// The one-line account.
     public var description: String { text }
 }
 
@@ -99,15 +118,21 @@ public struct OperationOutcome: Sendable, Equatable, CustomStringConvertible {
 /// reference model beside it, and the invariant checks between them. The seeded simulator and
 /// the scenario runner both drive one of these, an operation at a time.
 public final class SimulationDriver {
+    /// The seed of the world (crash outcomes).
     public let seed: UInt64
+    /// The simulated machine: I/O points, crashes, injected errors, clock.
     public let world: SimulatedWorld
+    /// The simulated disks, kept across restarts.
     public let volumes: SimulatedVolumeProvider
+    /// The simulated durable log and bitmaps, kept across restarts.
     public let durable: SimulatedDurableStore
     /// The running controller (a new one after every restart).
     public private(set) var controller: Controller
+    /// What every volume must read as, from acknowledged operations and the durable log.
     public private(set) var model = ReferenceModel()
     /// The first violation, after which the driver checks nothing more.
     public private(set) var violation: Violation?
+    /// What the driver did so far.
     public private(set) var statistics = SimulationStatistics()
     /// The command that reproduces this run, quoted in violations.
     public let replayCommand: String
@@ -124,13 +149,17 @@ public final class SimulationDriver {
     private var errorOperationsLeft: [VolumeID: Int] = [:]
     /// The split bitmaps as of the last check, so that only new grains are compared.
     private var checkedSplit: [MapID: GrainBitmap] = [:]
-    private var operationText = "start"
+    /// The operation being checked (described only when a violation or a log needs it).
+    private var currentOperation: SimulationOperation?
+    private var operationNote: String?
     private var fullCheckDue = false
 
     static let controllerVersion = "simulator"
     /// The bound on one drain, in steps.
     public static let drainStepsMax = 200
 
+    /// A fresh machine of `seed` with a controller started on it.
+    /// - Throws: what ``Controller/init(durable:volumes:clock:version:)`` throws (nothing on an empty machine).
     public init(seed: UInt64, replayCommand: String) throws {
         self.seed = seed
         self.replayCommand = replayCommand
@@ -150,7 +179,8 @@ public final class SimulationDriver {
         let index = operationIndex
         operationIndex += 1
         statistics.operations += 1
-        operationText = operation.description
+        currentOperation = operation
+        operationNote = nil
         var touched: [(VolumeID, Range<Int>)] = []
         var wholeBitmaps = false
         var justInjected: VolumeID?
@@ -316,7 +346,8 @@ public final class SimulationDriver {
     func fail(_ invariant: Invariant, _ detail: String) {
         guard violation == nil else { return }
         violation = Violation(
-            seed: seed, operationIndex: max(0, operationIndex - 1), operation: operationText, invariant: invariant,
+            seed: seed, operationIndex: max(0, operationIndex - 1), operation: operationNote ?? currentOperation.map { "\($0)" } ?? "start",
+            invariant: invariant,
             detail: detail, replayCommand: replayCommand)
         log?("   VIOLATION \(invariant): \(detail)")
     }
@@ -357,7 +388,7 @@ public final class SimulationDriver {
     /// volume, image and bitmap compared.
     public func finalCheck() {
         guard violation == nil, !world.crashed else { return }
-        operationText = "final check"
+        operationNote = "final check"
         model.read(durable.events)
         checkStateIsLogReduction(full: true)
         checkAcknowledgedEvents()

@@ -28,6 +28,7 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
         /// `length` bytes of the shared random pattern, from position `start` (wrapping).
         case pattern(start: Int, length: Int)
 
+        /// The number of bytes written.
         public var length: Int {
             switch self {
             case let .fill(_, length), let .pattern(_, length): length
@@ -53,6 +54,7 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
             }
         }
 
+        /// A short account, e.g. `4096 bytes of 0xa5`.
         public var description: String {
             switch self {
             case let .fill(value, length): "\(length) bytes of 0x\(String(value, radix: 16))"
@@ -61,6 +63,7 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The operation as a verbose replay prints it.
     public var description: String {
         switch self {
         case let .command(command): "command \(command)"

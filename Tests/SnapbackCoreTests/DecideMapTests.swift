@@ -125,11 +125,13 @@ struct DecideCreateMapTests {
         #expect(rejection(.createMap(CreateMap(source: "c", target: "d", name: "src")), harness.state) == nil)
     }
 
-    @Test("checks run in order: volumes, same, size, target, copy rate, grain size, name")
+    @Test("checks run in order: copy rate, grain size, volumes, same, size, target, name")
     func checkOrder() throws {
         let harness = try Fixture.mapped()
-        expectRejected(.createMap(CreateMap(source: "src", target: "src", name: "9", copyRate: 999, grainSizeBytes: 1)), harness.state, .sameSourceTarget)
-        expectRejected(.createMap(CreateMap(source: "src", target: "tgt", name: "9", copyRate: 999, grainSizeBytes: 1)), harness.state, .targetInUse)
+        expectRejected(.createMap(CreateMap(source: "src", target: "src", name: "9", copyRate: 999, grainSizeBytes: 1)), harness.state, .copyRateOutOfRange)
+        expectRejected(.createMap(CreateMap(source: "src", target: "tgt", name: "9", copyRate: 50, grainSizeBytes: 1)), harness.state, .invalidGrainSize)
+        expectRejected(.createMap(CreateMap(source: "src", target: "src", name: "9")), harness.state, .sameSourceTarget)
+        expectRejected(.createMap(CreateMap(source: "src", target: "tgt", name: "9")), harness.state, .targetInUse)
     }
 
     @Test("createMap refuses when the map table is full")
@@ -435,13 +437,16 @@ struct DecideStopRemoveTests {
         }
     }
 
-    @Test("stopMap and removeMap refuse a map that is rolling back, even with force")
+    @Test("removeMap refuses a map that is rolling back, even with force; stopMap needs force, which abandons the rollback")
     func rollingBack() throws {
         let harness = try Fixture.restoring()
         for force in [false, true] {
-            expectRejected(.stopMap(map: "m", force: force), harness.state, .mapRestoring)
             expectRejected(.removeMap(map: "m", force: force), harness.state, .mapRestoring)
         }
+        expectRejected(.stopMap(map: "m", force: false), harness.state, .mapRestoring)
+        expectAccepted(
+            .stopMap(map: "m", force: true), harness.state,
+            [.rollbackStopped(id: 0, reason: "stopped by operator (stoplcmap -force)")])
     }
 
     @Test("removeMap of an idle or stopped map; an active one needs force")

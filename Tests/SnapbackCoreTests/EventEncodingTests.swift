@@ -37,6 +37,7 @@ let sampleEvents: [Event] = [
     .rollbackCompleted(id: 12),
     .volumeRecovered(id: 13),
     .controllerStarted(version: "1.0.0"),
+    .rollbackStopped(id: 3, reason: "stopped by operator (stoplcmap -force)"),
     .controllerStarted(version: ""),
 ]
 
@@ -87,7 +88,7 @@ struct EventEncodingTests {
         }
     }
 
-    @Test("unknown type codes are refused", arguments: [0, 21, 22, 100, 0x8000, UInt16.max] as [UInt16])
+    @Test("unknown type codes are refused", arguments: [0, 22, 23, 100, 0x8000, UInt16.max] as [UInt16])
     func unknownType(code: UInt16) {
         #expect(EventType(rawValue: code) == nil)
         for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
@@ -245,7 +246,7 @@ struct EventEncodingTests {
         }
         #expect(EventType(name: "") == nil)
         #expect(EventType(name: "VolumeCreatedX") == nil)
-        #expect(EventType.allCases.map(\.rawValue) == Array(1...20))
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...21))
         #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
     }
 

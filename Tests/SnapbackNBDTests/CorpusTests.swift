@@ -6,13 +6,14 @@ import Testing
 import Glibc
 #endif
 
-/// The fuzz seed corpus (Tests/Fuzz/nbd-corpus): every seed replays through the pure layers and
-/// against a real server without a crash, and the malformed ones change no export byte.
+/// The fuzz seed corpus (Tests/Fuzz/nbd-request-corpus): every seed replays through the pure
+/// layers and against a real server without a crash, and the malformed ones change no export
+/// byte. The `nbd-request` fuzz target (tools/fuzz) starts from the same files.
 @Suite("NBD fuzz seed corpus")
 struct CorpusTests {
     static let corpusDirectory = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
         .deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fuzz/nbd-corpus")
+        .appendingPathComponent("Fuzz/nbd-request-corpus")
 
     static var seedNames: [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: corpusDirectory.path)) ?? []
@@ -34,7 +35,7 @@ struct CorpusTests {
 
     @Test(arguments: seedNames)
     func replaysThroughThePureLayers(_ name: String) throws {
-        let export = MemoryExport(sizeBytes: 1 << 20, fill: { pattern($0) })
+        let export = MemoryExport(sizeBytes: 64 << 10, fill: { pattern($0) })
         let before = export.bytes
         let outcome = replayClientStream(try seed(name), provider: TestProvider(entries: [("disk", export, "")]))
         if Self.isMalformed(name) {
@@ -44,13 +45,13 @@ struct CorpusTests {
         // Truncations of a seed never crash either, and never act on a partial request.
         let bytes = try seed(name)
         for length in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 64)) {
-            _ = replayClientStream(Array(bytes[..<length]), provider: TestProvider(entries: [("disk", MemoryExport(sizeBytes: 1 << 20), "")]))
+            _ = replayClientStream(Array(bytes[..<length]), provider: TestProvider(entries: [("disk", MemoryExport(sizeBytes: 64 << 10), "")]))
         }
     }
 
     @Test func replaysAgainstARunningServer() async throws {
         for name in Self.seedNames {
-            let export = MemoryExport(sizeBytes: 1 << 20, fill: { pattern($0) })
+            let export = MemoryExport(sizeBytes: 64 << 10, fill: { pattern($0) })
             let before = export.bytes
             try await withServer([("disk", export, "")]) { port in
                 let client = try RawNBDClient(port: port, timeoutSeconds: 3)

@@ -1,3 +1,4 @@
+import Foundation
 import SnapbackNBD
 import Testing
 
@@ -159,6 +160,26 @@ struct ServerProtocolTests {
 
     /// 64 pipelined write-then-read pairs on the same ranges: replies may come in any order, but
     /// every read sees the write sent before it (overlapping requests never run concurrently).
+    @Test func longWriteZeroesAndTrimReachTheExportInPieces() async throws {
+        let export = MemoryExport(sizeBytes: 80 << 20)
+        try await withServer([("big", export, "")]) { port in
+            let client = try RawNBDClient(port: port)
+            try client.connect(to: "big")
+            let offsets: [UInt64] = [0, 40 << 20, (64 << 20) - 1, 64 << 20]
+            for offset in offsets {
+                #expect(try client.request(.write, cookie: offset, offset: offset, lengthBytes: 1, payload: [0xFF]).error == 0)
+            }
+            let zeroes = try client.request(.writeZeroes, flags: .fua, cookie: 1, offset: 0, lengthBytes: (64 << 20) + 1)
+            #expect(zeroes.error == 0)
+            let trim = try client.request(.trim, cookie: 2, offset: 0, lengthBytes: 80 << 20)
+            #expect(trim.error == 0)
+        }
+        let counters = export.counters
+        #expect(counters.writeZeroes == 3 && counters.trims == 3 && counters.fuaCalls == 3, "\(counters)")
+        let bytes = export.bytes
+        #expect([0, 40 << 20, (64 << 20) - 1, 64 << 20].allSatisfy { bytes[$0] == 0 })
+    }
+
     @Test func pipelinedRequestsBehaveAsIfSequential() async throws {
         let exports = exports()
         try await withServer(entries(exports)) { port in
@@ -307,6 +328,52 @@ struct ServerProtocolTests {
         }
     }
 
+    @Test func stopAnswersRequestsInProgressFirst() async throws {
+        let export = GatedExport(sizeBytes: 4096)
+        let server = NBDServer(provider: GatedProvider(export: export), port: 0)
+        let port = try await server.start()
+        let client = try RawNBDClient(port: port)
+        try client.connect(to: "gated")
+        try client.send(requestBytes(.read, cookie: 7, offset: 0, lengthBytes: 16))
+        #expect(await offCooperativePool { export.waitUntilEntered() })
+        let stopping = Task { try await server.stop() }
+        try await Task.sleep(for: .milliseconds(200))
+        export.release()
+        let reply = try await offCooperativePool { try client.readSimpleReply(dataLengthBytes: 16) }
+        #expect(reply == .init(error: 0, cookie: 7, data: [UInt8](repeating: 0x42, count: 16)))
+        #expect(await offCooperativePool { client.waitForClose() })
+        try await stopping.value
+    }
+
+    @Test func stopClosesAfterTheGracePeriodButWaitsForExportCalls() async throws {
+        let export = GatedExport(sizeBytes: 4096)
+        let server = NBDServer(provider: GatedProvider(export: export), port: 0)
+        let port = try await server.start()
+        let client = try RawNBDClient(port: port)
+        try client.connect(to: "gated")
+        try client.send(requestBytes(.read, cookie: 7, offset: 0, lengthBytes: 16))
+        #expect(await offCooperativePool { export.waitUntilEntered() })
+        let stopping = Task { try await server.stop(gracePeriod: .milliseconds(100)) }
+        let closed = await offCooperativePool { client.waitForClose() }
+        #expect(closed, "the connection closes after the grace period, without the reply")
+        export.release()
+        try await stopping.value
+    }
+
+    @Test func bindFailureIsReported() async throws {
+        let first = NBDServer(provider: TestProvider(entries: []), port: 0)
+        let port = try await first.start()
+        let second = NBDServer(provider: TestProvider(entries: []), port: port)
+        await #expect {
+            _ = try await second.start()
+        } throws: { error in
+            guard case NBDServerError.bindFailed(_, let failedPort, _) = error else { return false }
+            return failedPort == port
+        }
+        try await second.stop()
+        try await first.stop()
+    }
+
     @Test func stopClosesOpenConnections() async throws {
         let exports = exports()
         let server = NBDServer(provider: TestProvider(entries: entries(exports)), port: 0)
@@ -321,4 +388,34 @@ struct ServerProtocolTests {
         try await server.stop()  // idempotent
         #expect(throws: RawClientError.self) { _ = try RawNBDClient(port: port) }
     }
+}
+
+/// An export whose reads block until the test releases them.
+final class GatedExport: NBDExport, @unchecked Sendable {
+    let sizeBytes: UInt64
+    let readOnly = true
+    private let entered = DispatchSemaphore(value: 0)
+    private let gate = DispatchSemaphore(value: 0)
+
+    init(sizeBytes: UInt64) { self.sizeBytes = sizeBytes }
+
+    func waitUntilEntered() -> Bool { entered.wait(timeout: .now() + 5) == .success }
+    func release() { gate.signal() }
+
+    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] {
+        entered.signal()
+        _ = gate.wait(timeout: .now() + 10)
+        return [UInt8](repeating: 0x42, count: Int(length))
+    }
+
+    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) { throw .permission }
+    func flush() throws(NBDIOError) {}
+    func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) { throw .permission }
+    func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) { throw .permission }
+}
+
+struct GatedProvider: NBDExportProvider {
+    let export: GatedExport
+    func exportNames() -> [(name: String, description: String)] { [("gated", "")] }
+    func export(named name: String) -> (any NBDExport)? { name == "gated" ? export : nil }
 }

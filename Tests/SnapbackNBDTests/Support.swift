@@ -31,10 +31,16 @@ final class MemoryExport: NBDExport, @unchecked Sendable {
     private var failureValue: NBDIOError?
     private var countersValue = Counters()
 
-    init(sizeBytes: Int, readOnly: Bool = false, failure: NBDIOError? = nil, fill: (Int) -> UInt8 = { _ in 0 }) {
+    init(sizeBytes: Int, readOnly: Bool = false, failure: NBDIOError? = nil, fill: ((Int) -> UInt8)? = nil) {
         self.sizeBytes = UInt64(sizeBytes)
         self.readOnly = readOnly
-        self.storage = (0 ..< sizeBytes).map(fill)
+        var storage = [UInt8](repeating: 0, count: sizeBytes)
+        if let fill {
+            storage.withUnsafeMutableBufferPointer { buffer in
+                for index in buffer.indices { buffer[index] = fill(index) }
+            }
+        }
+        self.storage = storage
         self.failureValue = failure
     }
 
@@ -62,7 +68,11 @@ final class MemoryExport: NBDExport, @unchecked Sendable {
             if let failureValue { throw failureValue }
             if readOnly { throw .permission }
             let range = try range(offset, UInt64(bytes.count))
-            storage.replaceSubrange(range, with: bytes)
+            storage.withUnsafeMutableBytes { target in
+                bytes.withUnsafeBytes { source in
+                    target.baseAddress!.advanced(by: range.lowerBound).copyMemory(from: source.baseAddress!, byteCount: source.count)
+                }
+            }
         }
     }
 
@@ -88,7 +98,9 @@ final class MemoryExport: NBDExport, @unchecked Sendable {
             if let failureValue { throw failureValue }
             if readOnly { throw .permission }
             let range = try range(offset, UInt64(length))
-            storage.replaceSubrange(range, with: repeatElement(0, count: range.count))
+            storage.withUnsafeMutableBytes { target in
+                _ = memset(target.baseAddress!.advanced(by: range.lowerBound), 0, range.count)
+            }
         }
     }
 
@@ -206,7 +218,7 @@ enum RawClientError: Error, Equatable {
 
 /// A minimal blocking NBD client on a plain TCP socket, for sending exactly the bytes a test wants
 /// (malformed ones included). Every receive times out after a few seconds.
-final class RawNBDClient {
+final class RawNBDClient: @unchecked Sendable {
     private let descriptor: Int32
 
     init(port: Int, timeoutSeconds: Int = 5) throws {
@@ -366,6 +378,21 @@ final class RawNBDClient {
     ) throws -> SimpleReply {
         try send(requestBytes(command, flags: flags, cookie: cookie, offset: offset, lengthBytes: lengthBytes) + payload)
         return try readSimpleReply(dataLengthBytes: replyDataBytes)
+    }
+}
+
+/// Runs a blocking call (a socket receive, a semaphore wait) on a dispatch thread, so that it
+/// cannot starve the cooperative pool that the code under test may need meanwhile.
+func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result(catching: body)) }
+    }
+}
+
+/// `offCooperativePool` for a call that cannot throw.
+func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: body()) }
     }
 }
 

@@ -302,7 +302,10 @@ struct WireTests {
         _ = bytesWindow.admit(large)
         _ = bytesWindow.admit(.accept(.write(offset: UInt64(NBDLimits.payloadBytesMax), lengthBytes: NBDLimits.payloadBytesMax, fua: false)))
         #expect(!bytesWindow.canAdmit(.accept(.read(offset: 1 << 40, lengthBytes: 1))))
-        #expect(bytesWindow.canAdmit(.accept(.trim(offset: 1 << 40, lengthBytes: 1, fua: false))))
+        #expect(!bytesWindow.canAdmit(.accept(.trim(offset: 1 << 40, lengthBytes: 1, fua: false))))
+        #expect(bytesWindow.canAdmit(.accept(.trim(offset: 1 << 40, lengthBytes: 0, fua: false))))
+        #expect(bytesWindow.canAdmit(.reject(.invalid)))
+        #expect(NBDOperation.writeZeroes(offset: 0, lengthBytes: .max, fua: false).bufferedBytes == Int(NBDLimits.payloadBytesMax))
     }
 
     // MARK: Random input never crashes

@@ -1,0 +1,96 @@
+// Writes the seed corpus of the `event-record` fuzz target (`tools/fuzz seeds`): one record and
+// one bare payload of every event type, checkpoints of the states of a short scenario, and that
+// scenario's log. Built like the target (one module `SnapbackCore` with LogRecord.swift and the
+// Crypto stub), without sanitizers. Usage: event-record-seeds DIRECTORY
+
+import Foundation
+
+@main
+struct EventRecordSeeds {
+    static func main() throws {
+        let directory = URL(fileURLWithPath: CommandLine.arguments[1])
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        func write(_ name: String, _ mode: UInt8, _ bytes: [UInt8]) throws {
+            try Data([mode] + bytes).write(to: directory.appendingPathComponent(name))
+        }
+
+        for (index, event) in sampleEvents.enumerated() {
+            let name = "\(String(format: "%02d", index))-\(event.type)"
+            let record = LogRecord.encode(
+                event: event, timestampMilliseconds: 1_700_000_000_000 + Int64(index), previousHash: LogRecord.zeroHash)
+            try write("record-\(name).bin", 0, record)
+            try write("event-\(name).bin", 1, littleEndian(event.type.rawValue) + event.encodedPayload())
+        }
+
+        var state = ControllerState()
+        var log: [Event] = []
+        for (step, command) in scenario.enumerated() {
+            let events = try decide(command, state)
+            for event in events { state = evolve(state, event) }
+            log += events
+            try write("state-\(String(format: "%02d", step)).bin", 2, state.encoded())
+        }
+        try write("state-empty.bin", 2, ControllerState().encoded())
+        try write("log-scenario.bin", 3, log.flatMap(logEntry))
+        try write("log-all-types.bin", 3, sampleEvents.flatMap(logEntry))
+    }
+
+    static func littleEndian(_ value: UInt16) -> [UInt8] { [UInt8(value & 0xFF), UInt8(value >> 8)] }
+
+    static func logEntry(_ event: Event) -> [UInt8] {
+        let payload = event.encodedPayload()
+        return littleEndian(event.type.rawValue) + littleEndian(UInt16(payload.count)) + payload
+    }
+
+    /// Every event type, and both shapes of the ones with an optional field.
+    static let sampleEvents: [Event] = [
+        .volumeCreated(id: 0, name: "src", sizeBytes: 1 << 20, path: nil),
+        .volumeCreated(id: 1, name: "tgt", sizeBytes: 1 << 20, path: "/srv/tgt.img"),
+        .mapCreated(
+            MapCreated(
+                id: 0, name: "m", reverseID: 1, reverseName: "m_rev", sourceID: 0, targetID: 1, copyRate: 50,
+                grainSizeBytes: 256 << 10, autorestore: true)),
+        .mapRenamed(id: 0, name: "n", reverseName: "n_rev"),
+        .mapAutorestoreChanged(id: 0, autorestore: false),
+        .mapCopyRateChanged(id: 0, copyRate: 150),
+        .mapPreparing(id: 0),
+        .mapPrepared(id: 0),
+        .mapStarted(id: 0, startOrdinal: 1),
+        .mapCopyProgressed(id: 0, grainsCopied: 2),
+        .mapCopyCompleted(id: 0),
+        .volumeFaulted(id: 0, faultID: 1, cause: .ioError, reason: "EIO at 4096"),
+        .rollbackStarted(id: 0, trigger: .auto, faultID: 1),
+        .rollbackStarted(id: 0, trigger: .operator, faultID: nil),
+        .rollbackProgressed(id: 0, grainsRestored: 1, grainsToRestore: 3),
+        .rollbackCompleted(id: 0),
+        .rollbackStopped(id: 0, reason: "stopped by operator (stoplcmap -force)"),
+        .volumeRecovered(id: 0),
+        .mapStopping(id: 0),
+        .mapStopped(id: 0),
+        .mapRemoved(id: 0),
+        .volumeRemoved(id: 1),
+        .controllerStarted(version: "0.1.0"),
+    ]
+
+    /// Create, start, copy, fault with autorestore, roll back, stop, abandon a rollback: every
+    /// kind of map and volume record a checkpoint holds.
+    static let scenario: [Command] = [
+        .recordControllerStart(version: "0.1.0"),
+        .createVolume(name: "src", sizeBytes: 1 << 20, path: nil),
+        .createVolume(name: "tgt", sizeBytes: 1 << 20, path: "/srv/tgt.img"),
+        .createMap(CreateMap(source: "src", target: "tgt", name: "m", autorestore: true, copyRate: 80, grainSizeBytes: 64 << 10)),
+        .startMap(map: "m"),
+        .recordCopyProgress(map: 0, grainsCopied: 5),
+        .completeCopy(map: 0),
+        .reportFault(volume: "src", cause: .ioError, reason: "EIO at 0"),
+        .recordRollbackProgress(map: 0, grainsRestored: 1, grainsToRestore: 4),
+        .completeRollback(map: 0),
+        .stopMap(map: "m", force: false),
+        .startMap(map: "m"),
+        .startRestore(map: "m"),
+        .stopMap(map: "m", force: true),
+        .recoverVolume(volume: "src"),
+        .createVolume(name: "other", sizeBytes: 4096, path: nil),
+        .reportFault(volume: "other", cause: .operator, reason: "checked by hand"),
+    ]
+}
