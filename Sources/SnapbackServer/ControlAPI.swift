@@ -60,7 +60,7 @@ struct ControlAPI {
             var spec = CreateMap(source: body.source, target: body.target, name: body.name)
             if let text = body.autorestore {
                 guard let value = parseOnOff(text) else {
-                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text)"))
+                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text.debugDescription.prefix(80))"))
                 }
                 spec.autorestore = value
             }
@@ -79,7 +79,7 @@ struct ControlAPI {
             var autorestore: Bool?
             if let text = body.autorestore {
                 guard let value = parseOnOff(text) else {
-                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text)"))
+                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text.debugDescription.prefix(80))"))
                 }
                 autorestore = value
             }
