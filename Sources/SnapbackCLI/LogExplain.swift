@@ -14,7 +14,11 @@ struct LogExplain: ParsableCommand {
 
     func run() throws {
         let log = try location.open()
+        // The object is every id that ever carried the name (its history survives renames).
+        let (volumeIDs, mapIDs) = try LogShow.identities(log, volume: object, map: object)
         var story = Story(object: object)
+        story.volumeIDs = volumeIDs
+        story.mapIDs = mapIDs
         var state = ControllerState()
         try log.scan { record in
             let stored = try EventLog.storedEvent(record)
