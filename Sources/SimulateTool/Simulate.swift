@@ -5,7 +5,7 @@
 //   snapback-simulate --seeds N [--start S] [--jobs J] [--operations N] [--broken-ordering] [...]
 //       runs seeds S..<S+N (default start 1), prints every failing seed with the command that
 //       reproduces it; exit 1 when any fails
-//   snapback-simulate --scenario FILE... [--seeds N]
+//   snapback-simulate --scenario FILE... [--seeds N] [--broken-ordering]
 //       runs scenario files (Specs/scenarios/*.scenario) with crash outcomes from seeds 1...N
 import Foundation
 import SnapbackTesting
@@ -13,7 +13,7 @@ import SnapbackTesting
 let usage = """
     usage: snapback-simulate --seed S [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...] [--quiet]
            snapback-simulate --seeds N [--start S] [--jobs J] [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...]
-           snapback-simulate --scenario FILE... [--seeds N]
+           snapback-simulate --scenario FILE... [--seeds N] [--broken-ordering]
     """
 
 func fail(_ message: String, code: Int32 = 2) -> Never {
@@ -29,7 +29,7 @@ var jobs = ProcessInfo.processInfo.activeProcessorCount
 var operations = Simulation.operationsCountDefault
 var brokenOrdering = false
 var writesToActiveTargets = false
-var knownDefectsAvoided = Set(KnownDefect.allCases)
+var knownDefectsAvoided: Set<KnownDefect> = []
 var quiet = false
 var scenarioFiles: [String] = []
 
@@ -51,13 +51,13 @@ while !arguments.isEmpty {
     case "--broken-ordering": brokenOrdering = true
     case "--writes-to-active-targets": writesToActiveTargets = true
     case "--with-known-defects": knownDefectsAvoided.removeAll()
-    case "--with-known-defect":
-        guard !arguments.isEmpty else { fail("--with-known-defect needs a name\n\(usage)") }
+    case "--avoid-known-defect":
+        guard !arguments.isEmpty else { fail("--avoid-known-defect needs a name\n\(usage)") }
         let name = arguments.removeFirst()
         guard let defect = KnownDefect(rawValue: name) else {
             fail("unknown defect \(name); known: \(KnownDefect.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        knownDefectsAvoided.remove(defect)
+        knownDefectsAvoided.insert(defect)
     case "--quiet": quiet = true
     case "--scenario":
         while let next = arguments.first, !next.hasPrefix("--") { scenarioFiles.append(arguments.removeFirst()) }
@@ -85,7 +85,7 @@ if !scenarioFiles.isEmpty {
         do {
             let scenario = try Scenario.load(path: path)
             for outcomeSeed in 1...max(1, seedsCount ?? 8) where failure == nil {
-                failure = ScenarioRunner.run(scenario, seed: outcomeSeed)
+                failure = ScenarioRunner.run(scenario, seed: outcomeSeed, brokenOrdering: brokenOrdering)
             }
             if let issue = scenario.knownIssue {
                 print("\(path): known issue (\(failure == nil ? "passes now: remove the known-issue line" : "fails as expected")): \(issue)")

@@ -114,7 +114,9 @@ extension Controller {
         }
         // The work is counted on the first step (and again after a restart before any progress);
         // the count is recorded with the first batch's marks.
-        let toRestore = rollback.grainsToRestore > 0 ? rollback.grainsToRestore : maps.dirty.setCount + maps.restored.setCount
+        // A grain restored and then written again by a host is both restored and dirty: count
+        // it once (found by the simulator, seed 1).
+        let toRestore = rollback.grainsToRestore > 0 ? rollback.grainsToRestore : maps.dirty.unionCount(maps.restored)
         let grainsMax = max(1, min(Self.rollbackStepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
         var batch: [UInt64] = []
         var cursor: UInt64 = 0

@@ -219,9 +219,13 @@ extension Controller {
             if !unsplit.isEmpty {
                 do {
                     try copyGrainsLocked(map, unsplit)
-                } catch let error as TargetFailure {
-                    // The target faulted and its map stopped: no copy-on-write is owed to it.
-                    _ = error
+                } catch is TargetFailure {
+                    // The target faulted. Its map stopped, and no copy-on-write is owed to it,
+                    // unless a rollback reads from that target and keeps the map: then the write
+                    // must fail rather than destroy the image (found by the simulator, seed 171).
+                    if committed.maps[map.id]?.imageValid == true {
+                        throw HostIOError.io(volume: source.name, detail: "the target of lcmap \(map.name) failed during copy-on-write")
+                    }
                     continue
                 } catch let error as HostIOError {
                     throw error

@@ -203,7 +203,8 @@ public final class Controller: @unchecked Sendable {
                 }
             case let .mapRemoved(id):
                 changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
-            case let .rollbackCompleted(id):
+            case let .rollbackCompleted(id), let .rollbackStopped(id, _):
+                // The marks belong to this rollback only (found by the simulator, seed 33).
                 changes.append(.clear(map: id, kind: .restored))
             default:
                 break
@@ -240,7 +241,7 @@ public final class Controller: @unchecked Sendable {
         case let .mapRemoved(id):
             bitmaps[id] = nil
             copyCursors[id] = nil
-        case let .rollbackCompleted(id):
+        case let .rollbackCompleted(id), let .rollbackStopped(id, _):
             bitmaps[id]?.restored.clearAll()
         default:
             break

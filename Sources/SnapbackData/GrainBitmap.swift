@@ -26,6 +26,14 @@ public struct GrainBitmap: Sendable, Equatable {
     /// How many grains are set.
     public var setCount: UInt64 { words.reduce(0) { $0 + UInt64($1.nonzeroBitCount) } }
 
+    /// How many grains are set in this bitmap or in `other` (of the same size).
+    public func unionCount(_ other: GrainBitmap) -> UInt64 {
+        precondition(other.grainCount == grainCount)
+        var count: UInt64 = 0
+        for index in words.indices { count += UInt64((words[index] | other.words[index]).nonzeroBitCount) }
+        return count
+    }
+
     public var isEmpty: Bool { words.allSatisfy { $0 == 0 } }
 
     public mutating func clearAll() {

@@ -21,10 +21,9 @@ public struct Simulation: Sendable {
     /// snapshot). Off by default: the model's image of such a map is then no longer the
     /// source's bytes at the start (see `Specs/scenarios/README.md`).
     public var writesToActiveTargets: Bool
-    /// The defects of ``KnownDefect`` (found by this simulator, not fixed yet) that the
-    /// generator steers around, so that a sweep still finds everything else. All by default;
-    /// `--with-known-defect NAME` (or `--with-known-defects`) stops avoiding them. Remove a case
-    /// when its defect is fixed.
+    /// The defects of ``KnownDefect`` that the generator steers around. All of them are fixed
+    /// now, so none by default; the switch stays for the next defect found (steer around it so
+    /// a sweep still finds everything else, keep its seed as a known issue, fix it, empty this).
     public var knownDefectsAvoided: Set<KnownDefect>
 
     /// Operations per run after the set-up: a few hundred, fast enough for thousands of seeds.
@@ -33,7 +32,7 @@ public struct Simulation: Sendable {
     /// A run of `seed`; see the properties for the options.
     public init(
         seed: UInt64, operationsCount: Int = Self.operationsCountDefault, brokenOrdering: Bool = false,
-        writesToActiveTargets: Bool = false, knownDefectsAvoided: Set<KnownDefect> = Set(KnownDefect.allCases)
+        writesToActiveTargets: Bool = false, knownDefectsAvoided: Set<KnownDefect> = []
     ) {
         self.seed = seed
         self.operationsCount = operationsCount
@@ -48,11 +47,8 @@ public struct Simulation: Sendable {
         if operationsCount != Self.operationsCountDefault { command += " --operations \(operationsCount)" }
         if brokenOrdering { command += " --broken-ordering" }
         if writesToActiveTargets { command += " --writes-to-active-targets" }
-        let faced = KnownDefect.allCases.filter { !knownDefectsAvoided.contains($0) }
-        if faced.count == KnownDefect.allCases.count {
-            command += " --with-known-defects"
-        } else {
-            for defect in faced { command += " --with-known-defect \(defect.rawValue)" }
+        for defect in KnownDefect.allCases where knownDefectsAvoided.contains(defect) {
+            command += " --avoid-known-defect \(defect.rawValue)"
         }
         return command
     }
@@ -173,9 +169,9 @@ public struct Simulation: Sendable {
     }
 }
 
-/// Defects in the controller that this simulator found and that are not fixed yet. With
-/// ``Simulation/knownDefectsAvoided`` the generator steers around them; `Tests/SimulationTests`
-/// keeps a failing seed of each as a known issue.
+/// Defects in the controller that this simulator found (all fixed since; their seeds are
+/// regression tests in `Tests/SimulationTests` and scenarios in `Specs/scenarios`). With
+/// ``Simulation/knownDefectsAvoided`` the generator can still steer around each.
 public enum KnownDefect: String, Sendable, CaseIterable {
     /// The first rollback step counts the work as `dirty + restored`; a host write during the
     /// rollback before that step marks a grain restored and then (copy-on-write) dirty again, so

@@ -72,28 +72,24 @@ struct SimulationTests {
         #expect(lines.first?.hasPrefix("#0 command createVolume") == true)
     }
 
-    // BUG: KnownDefect.rollbackCountsRewrittenGrainsTwice. A host write during a rollback,
+    // Fixed (regression): KnownDefect.rollbackCountsRewrittenGrainsTwice. A host write during a rollback,
     // before its first step, marks the grain restored and then (copy-on-write) dirty again; the
     // first step counts dirty + restored, more than the map's grains; RollbackProgressed is
     // refused (invalid_progress), `_ = try? commitBitmaps(...)` in rollbackStepLocked drops the
     // restored marks, and every step copies the same grains again: the rollback never ends.
-    @Test("known defect: a rollback counts rewritten grains twice and never ends (seed 1)")
+    @Test("regression: a rollback counted rewritten grains twice and never ended (seed 1)")
     func knownDefectRollbackCountsTwice() {
-        withKnownIssue("KnownDefect.rollbackCountsRewrittenGrainsTwice") {
-            let result = Simulation(seed: 1, knownDefectsAvoided: Set(KnownDefect.allCases).subtracting([.rollbackCountsRewrittenGrainsTwice])).run()
-            #expect(result.violation == nil, "\(result.violation.map { "\($0)" } ?? "")")
-        }
+        let result = Simulation(seed: 1).run()
+        #expect(result.violation == nil, "\(result.violation.map { "\($0)" } ?? "")")
     }
 
-    // BUG: KnownDefect.rollbackStoppedKeepsRestoredMarks. RollbackStopped (stoplcmap -force, or a
+    // Fixed (regression): KnownDefect.rollbackStoppedKeepsRestoredMarks. RollbackStopped (stoplcmap -force, or a
     // rollback abandoned after an I/O error) keeps the map's restored marks while the map keeps
     // its image; the next rollback skips those grains and leaves host bytes where the image
     // belongs (Specs/scenarios/known-rollback-stopped-keeps-restored-marks.scenario).
-    @Test("known defect: an abandoned rollback leaves its restored marks (seed 33)")
+    @Test("regression: an abandoned rollback left its restored marks (seed 33)")
     func knownDefectRollbackStoppedKeepsMarks() {
-        withKnownIssue("KnownDefect.rollbackStoppedKeepsRestoredMarks") {
-            let result = Simulation(seed: 33, knownDefectsAvoided: Set(KnownDefect.allCases).subtracting([.rollbackStoppedKeepsRestoredMarks])).run()
-            #expect(result.violation == nil, "\(result.violation.map { "\($0)" } ?? "")")
-        }
+        let result = Simulation(seed: 33).run()
+        #expect(result.violation == nil, "\(result.violation.map { "\($0)" } ?? "")")
     }
 }
