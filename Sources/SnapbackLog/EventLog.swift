@@ -95,15 +95,7 @@ public final class EventLog: @unchecked Sendable {
     /// - Throws: ``LogError``; on error none of the events was recorded.
     public func append(_ events: [Event], timestampMilliseconds: Int64) throws(LogError) -> AppendReceipt {
         precondition(!events.isEmpty, "an append records at least one event")
-        guard let writer else { throw .readOnly }
-        let semaphore = DispatchSemaphore(value: 0)
-        let outcome = ResultBox()
-        writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds, alongside: nil) { result in
-            outcome.result = result
-            semaphore.signal()
-        })
-        semaphore.wait()
-        return try outcome.result!.get()
+        return try appendAndWait(events, timestampMilliseconds, alongside: nil)
     }
 
     /// The asynchronous form of ``append(_:timestampMilliseconds:)``.
@@ -122,6 +114,13 @@ public final class EventLog: @unchecked Sendable {
     /// - Throws: ``LogError``; on error neither the events nor the writes were recorded.
     public func append(
         _ events: [Event], timestampMilliseconds: Int64, alongside: @escaping (Transaction) throws -> Void
+    ) throws(LogError) -> AppendReceipt {
+        try appendAndWait(events, timestampMilliseconds, alongside: alongside)
+    }
+
+    /// Queues an append for the writer and blocks until it is durable (or failed).
+    private func appendAndWait(
+        _ events: [Event], _ timestampMilliseconds: Int64, alongside: ((Transaction) throws -> Void)?
     ) throws(LogError) -> AppendReceipt {
         guard let writer else { throw .readOnly }
         let semaphore = DispatchSemaphore(value: 0)
