@@ -235,7 +235,10 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         guard let current = inbound else { return }
         if current.readableBytes == 0 {
             inbound = nil
-        } else if current.readerIndex >= 64 * 1024 {
+        } else if current.readerIndex >= 64 * 1024 && current.readableBytes <= current.readerIndex {
+            // Move the unread bytes down only when they are fewer than the read ones: each byte
+            // is then moved at most once on average (moving megabytes of pipelined writes after
+            // every request cost a third of the write path's time).
             inbound!.discardReadBytes()
         }
     }
