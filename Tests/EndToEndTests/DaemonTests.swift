@@ -115,13 +115,14 @@ struct DaemonTests {
         }
         #expect(port != 0 && listen(holder, 1) == 0)
 
-        // The watchdog SIGKILLs the daemon after 5 s (exit 137) if it has not exited by then.
+        // The watchdog SIGKILLs the daemon after 30 s (exit 137) if it has not exited by then
+        // (generous for a loaded machine; a spinning daemon never exits).
         let started = Date()
         let outcome = try await runProcess(
-            try Binaries.path("snapbackd"), ["--data-dir", directory, "--nbd", "127.0.0.1:\(port)"], timeoutSeconds: 5)
+            try Binaries.path("snapbackd"), ["--data-dir", directory, "--nbd", "127.0.0.1:\(port)"], timeoutSeconds: 30)
         let seconds = Date().timeIntervalSince(started)
         #expect(outcome.exitCode == 1, "exit \(outcome.exitCode) after \(seconds) s: \(outcome.stderr)")
-        #expect(seconds < 4.5)
+        #expect(seconds < 29)
         // Whatever the exit, the control socket is not left behind answering for a dead NBD.
         #expect(Self.status(directory + "/control.sock") == nil)
     }

@@ -240,7 +240,8 @@ final class Daemon: @unchecked Sendable {
     }
 
     private func waitUntilServing(_ process: Process) async throws {
-        let deadline = Date().addingTimeInterval(10)
+        // Generous: a loaded 2-core CI machine can take many seconds to start a process.
+        let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             guard process.isRunning else {
                 throw RigError("snapbackd exited with \(process.terminationStatus) at start-up: \(stderrTail())")
@@ -252,7 +253,7 @@ final class Daemon: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw RigError("snapbackd did not answer on \(socketPath) and port \(port) within 10 s: \(stderrTail())")
+        throw RigError("snapbackd did not answer on \(socketPath) and port \(port) within 60 s: \(stderrTail())")
     }
 
     /// The daemon's process id, while it runs.
