@@ -83,14 +83,13 @@ struct MakeMap: ParsableCommand {
 
     func run() throws {
         let client = connection.client
-        let result = try client.call(
+        _ = try client.call(
             "POST", "/v1/lcmaps",
             body: CreateMapRequest(source: source, target: target, name: name, autorestore: autorestore, copyrate: copyRate, grainsize: grainSize),
             as: CommandResult.self)
         let rows = try client.call("GET", "/v1/lcmaps", as: [MapRow].self)
         let created = rows.filter { $0.role == "forward" && $0.source == source && $0.target == target }.last
             ?? rows.first { $0.name == name }
-        _ = result
         printResult("LC Mapping, id [\(created.map { String($0.id) } ?? "?")], successfully created")
     }
 }

@@ -93,11 +93,17 @@ enum EventText {
 
     /// The time as ISO 8601 in UTC with milliseconds.
     static func time(_ timestampMilliseconds: Int64) -> String {
+        timeFormatter.string(from: Date(timeIntervalSince1970: Double(timestampMilliseconds) / 1000))
+    }
+
+    /// One formatter for every line (`log show` and `log export` format a time per event); the
+    /// CLI formats on one thread.
+    nonisolated(unsafe) private static let timeFormatter: ISO8601DateFormatter = {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: Date(timeIntervalSince1970: Double(timestampMilliseconds) / 1000))
-    }
+        return formatter
+    }()
 
     /// One JSON object (a single line) for `log show -json` and `log export -format jsonl`.
     static func jsonLine(_ stored: StoredEvent) -> String {

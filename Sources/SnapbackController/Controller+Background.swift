@@ -97,7 +97,7 @@ extension Controller {
         let splitCount = maps.split.setCount
         let command: Command = splitCount == map.grainsTotal
             ? .completeCopy(map: map.id) : .recordCopyProgress(map: map.id, grainsCopied: splitCount)
-        _ = try? commitBitmaps([map.id: maps], command: command)
+        _ = try? commitBitmaps([map.id: maps], commands: [command])
     }
 
     /// Restores up to `budgetBytes` of dirty, not yet restored grains (target → source), syncs the

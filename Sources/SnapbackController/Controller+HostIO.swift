@@ -234,8 +234,12 @@ extension Controller {
                 }
                 for grain in unsplit { maps.split[grain] = true }
             }
-            for grain in range where !maps.dirty[grain] { maps.dirty[grain] = true }
-            if maps.split != bitmaps[map.id]!.split || maps.dirty != bitmaps[map.id]!.dirty { updated[map.id] = maps }
+            var changed = !unsplit.isEmpty
+            for grain in range where !maps.dirty[grain] {
+                maps.dirty[grain] = true
+                changed = true
+            }
+            if changed { updated[map.id] = maps }
         }
         guard !updated.isEmpty else { return }
         do {

@@ -248,15 +248,10 @@ public final class Controller: @unchecked Sendable {
         }
     }
 
-    /// Commits bitmap `updated` for the maps in it, writing only the chunks that changed, with
-    /// `command`'s events when one is given; on success replaces the in-memory bitmaps.
-    func commitBitmaps(_ updated: [MapID: MapBitmaps], command: Command? = nil) throws(ControllerError) {
-        try commitBitmaps(updated, commands: command.map { [$0] } ?? [])
-    }
-
-    /// ``commitBitmaps(_:command:)`` with several commands, decided in order against the state
-    /// each leaves, all recorded in the one commit.
-    func commitBitmaps(_ updated: [MapID: MapBitmaps], commands: [Command]) throws(ControllerError) {
+    /// Commits bitmap `updated` for the maps in it, writing only the chunks that changed, with the
+    /// events of `commands` (decided in order against the state each leaves) in the same commit;
+    /// on success replaces the in-memory bitmaps.
+    func commitBitmaps(_ updated: [MapID: MapBitmaps], commands: [Command] = []) throws(ControllerError) {
         var changes: [BitmapChange] = []
         for (id, new) in updated.sorted(by: { $0.key < $1.key }) {
             guard let old = bitmaps[id] else { continue }
