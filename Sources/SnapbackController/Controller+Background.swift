@@ -32,7 +32,7 @@ extension Controller {
     /// copied for a map with any budget. Errors fault the failing volume and end that map's work.
     @discardableResult
     public func step(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64]) -> StepOutcome {
-        locked {
+        exclusive {
             var outcome = StepOutcome()
             for map in committed.mapsByID where map.role == .forward && map.rollback != nil {
                 rollbackStepLocked(map, budgetBytes: rollbackBudgetBytes, &outcome)

@@ -59,30 +59,50 @@ extension Controller {
     /// Reads what a host sees: a target's point-in-time image while its map is active, a
     /// restoring source's image for grains not yet restored, else the volume's bytes.
     public func read(volume volumeID: VolumeID, offset: UInt64, length: Int) throws(HostIOError) -> [UInt8] {
-        try locked { () throws(HostIOError) -> [UInt8] in
-            let (volume, store) = try hostVolumeLocked(volumeID, offset, length)
-            var bytes = [UInt8](repeating: 0, count: length)
+        guard length >= 0 else { throw .outOfRange(offset: offset, length: length, sizeBytes: state.volumes[volumeID]?.sizeBytes ?? 0) }
+        var bytes = [UInt8](repeating: 0, count: length)
+        var failure: HostIOError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(HostIOError) { try read(volume: volumeID, offset: offset, into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// Fills `bytes` with what a host sees at `offset` (see `read(volume:offset:length:)`).
+    public func read(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {
+        do throws(HostIOError) {
+            try readLocked(volume: volumeID, offset: offset, into: bytes)
+        } catch {
+            // A failed disk read faults the volume: durably, before the host hears of it.
+            recordPendingFaults()
+            throw error
+        }
+    }
+
+    private func readLocked(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {
+        try locked { () throws(HostIOError) in
+            let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
             do throws(BlockStoreError) {
-                try store.read(at: offset, into: &bytes, range: 0..<length)
+                try store.read(at: offset, into: bytes)
             } catch {
                 throw faultLocked(volume, error)
             }
             if let map = mapTargetingLocked(volumeID), map.imageValid, let maps = bitmaps[map.id] {
                 // Target: grains the target does not hold come from the source.
-                try overlayLocked(&bytes, offset, map, from: map.sourceID, where: { !maps.split[$0] })
+                try overlayLocked(bytes, offset, map, from: map.sourceID, where: { !maps.split[$0] })
             }
             if let rollback = committed.runningRollback(onto: volumeID), let maps = bitmaps[rollback.id] {
                 // Restoring source: grains not yet restored come from the image on the target.
-                try overlayLocked(&bytes, offset, rollback, from: rollback.targetID, where: { maps.dirty[$0] && !maps.restored[$0] })
+                try overlayLocked(bytes, offset, rollback, from: rollback.targetID, where: { maps.dirty[$0] && !maps.restored[$0] })
             }
-            return bytes
         }
     }
 
     /// Replaces the parts of `bytes` (read at `offset`) in grains of `map` matching `condition`
     /// with the bytes of volume `otherID`.
     private func overlayLocked(
-        _ bytes: inout [UInt8], _ offset: UInt64, _ map: LCMap, from otherID: VolumeID, where condition: (UInt64) -> Bool
+        _ bytes: UnsafeMutableRawBufferPointer, _ offset: UInt64, _ map: LCMap, from otherID: VolumeID, where condition: (UInt64) -> Bool
     ) throws(HostIOError) {
         guard let range = grains(of: map, offset, bytes.count), let other = committed.volumes[otherID] else { return }
         let end = offset + UInt64(bytes.count)
@@ -91,7 +111,7 @@ extension Controller {
             let stop = min(end, (grain + 1) * UInt64(map.grainSizeBytes))
             guard let store = stores[otherID] else { throw .faulted(volume: other.name) }
             do throws(BlockStoreError) {
-                try store.read(at: start, into: &bytes, range: Int(start - offset)..<Int(stop - offset))
+                try store.read(at: start, into: UnsafeMutableRawBufferPointer(rebasing: bytes[Int(start - offset)..<Int(stop - offset)]))
             } catch {
                 throw faultLocked(other, error)
             }
@@ -105,7 +125,17 @@ extension Controller {
     /// are copied to the target and made durable, and `split`/`dirty` are durably marked, before
     /// the source is written. `fua` makes the write itself durable before returning.
     public func write(volume volumeID: VolumeID, offset: UInt64, bytes: [UInt8], fua: Bool) throws(HostIOError) {
-        try locked { () throws(HostIOError) in
+        var failure: HostIOError?
+        bytes.withUnsafeBytes { buffer in
+            do throws(HostIOError) { try write(volume: volumeID, offset: offset, from: buffer, fua: fua) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Writes `bytes` at `offset` for a host (see `write(volume:offset:bytes:fua:)`).
+    public func write(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) {
+        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua) { return }
+        try exclusive { () throws(HostIOError) in
             let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
             if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
             if let map = mapTargetingLocked(volumeID), map.imageValid {
@@ -115,12 +145,12 @@ extension Controller {
                 try restoreBeforeWriteLocked(rollback, offset, bytes.count)
             }
             if Self.brokenOrderingForTesting {
-                try brokenCopyOnWriteLocked(volume, store, offset, bytes, fua: fua)
+                try brokenCopyOnWriteLocked(volume, store, offset, Array(bytes), fua: fua)
                 return
             }
             try copyOnWriteLocked(volume, offset, bytes.count)
             do throws(BlockStoreError) {
-                try store.write(at: offset, bytes: bytes)
+                try store.write(at: offset, from: bytes)
                 if fua { try store.sync() }
             } catch {
                 throw faultLocked(volume, error)
@@ -128,12 +158,102 @@ extension Controller {
         }
     }
 
-    /// Makes every completed host write on the volume durable.
-    public func flush(volume volumeID: VolumeID) throws(HostIOError) {
-        try locked { () throws(HostIOError) in
-            let (volume, store) = try hostVolumeLocked(volumeID, 0, 0)
-            do throws(BlockStoreError) { try store.sync() } catch { throw faultLocked(volume, error) }
+    /// The write of a host when it needs no coordination: no map owes the grains it touches a
+    /// copy or a mark, and no rollback restores them. Decided under the lock with the gate held
+    /// shared; the disk is written after the lock is released, alongside other such writes.
+    /// Returns false, having written nothing, when the write needs the coordinated path.
+    private func writePlain(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) -> Bool {
+        gate.lockShared()
+        let plain: (Volume, BlockStore)?
+        do throws(HostIOError) {
+            plain = try locked { () throws(HostIOError) -> (Volume, BlockStore)? in
+                let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+                if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
+                return needsNoCoordinationLocked(volume, offset, bytes.count) ? (volume, store) : nil
+            }
+        } catch {
+            gate.unlock()
+            throw error
         }
+        guard let (volume, store) = plain else {
+            gate.unlock()
+            return false
+        }
+        do throws(BlockStoreError) {
+            try store.write(at: offset, from: bytes)
+            if fua { try store.sync() }
+        } catch {
+            gate.unlock()
+            throw exclusive { faultLocked(volume, error) }
+        }
+        gate.unlock()
+        return true
+    }
+
+    /// Writes `bytes` at `offset` for a host if that can be done at once, without waiting: the
+    /// gate and the lock are free, and the write needs no coordination (see `writePlain`). No
+    /// sync. Returns false, changing nothing on record, otherwise and on any error; the caller
+    /// then makes the write with `write(volume:offset:from:fua:)`, which rewrites the range or
+    /// records the fault. For the NBD server's event loops, which must not wait on a lock held
+    /// across a sync.
+    public func writeImmediately(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer) -> Bool {
+        guard gate.tryLockShared() else { return false }
+        defer { gate.unlock() }
+        guard lock.try() else { return false }
+        var plainStore: BlockStore?
+        if let (volume, store) = try? hostVolumeLocked(volumeID, offset, bytes.count),
+           !isReadOnlyLocked(volumeID), needsNoCoordinationLocked(volume, offset, bytes.count) {
+            plainStore = store
+        }
+        lock.unlock()
+        guard let store = plainStore else { return false }
+        do throws(BlockStoreError) {
+            try store.write(at: offset, from: bytes)
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// True when a host write of `length` bytes at `offset` on `volume` needs no copy-on-write,
+    /// restore or mark: the volume is no valid image's target, no rollback restores it, and every
+    /// active map of which it is the source already holds the touched grains split and dirty.
+    /// Only exclusive holders clear those bits or change those maps, so the answer holds until
+    /// the gate is released.
+    private func needsNoCoordinationLocked(_ volume: Volume, _ offset: UInt64, _ length: Int) -> Bool {
+        guard !Self.brokenOrderingForTesting else { return false }
+        if let map = mapTargetingLocked(volume.id), map.imageValid { return false }
+        if committed.runningRollback(onto: volume.id) != nil { return false }
+        for map in committed.forwardMaps(ofSource: volume.id) where map.isActive {
+            guard let maps = bitmaps[map.id] else { return false }
+            guard let range = grains(of: map, offset, length) else { continue }
+            for grain in range where !maps.split[grain] || !maps.dirty[grain] { return false }
+        }
+        return true
+    }
+
+    /// Makes every completed host write on the volume durable. Runs alongside plain writes.
+    public func flush(volume volumeID: VolumeID) throws(HostIOError) {
+        gate.lockShared()
+        let volume: Volume, store: BlockStore
+        do throws(HostIOError) {
+            (volume, store) = try locked { () throws(HostIOError) in try hostVolumeLocked(volumeID, 0, 0) }
+        } catch {
+            gate.unlock()
+            throw error
+        }
+        do throws(BlockStoreError) {
+            try store.sync()
+        } catch {
+            gate.unlock()
+            throw exclusive { faultLocked(volume, error) }
+        }
+        gate.unlock()
+    }
+
+    /// Records the faults host reads met, holding the gate exclusively (``exclusive(_:)`` does).
+    private func recordPendingFaults() {
+        exclusive {}
     }
 
     /// Before a host write during a rollback: every grain the write touches that the rollback has
@@ -308,19 +428,43 @@ extension Controller {
     }
 
     /// Records an I/O error on `volume` as a fault (which may start an automatic rollback) and
-    /// returns the error to give the host.
+    /// returns the error to give the host. Under the lock alone (a host read), the fault waits in
+    /// `pendingFaults` for the caller to take the gate exclusively: a fault may start a rollback,
+    /// which no plain write may overlap.
     func faultLocked(_ volume: Volume, _ error: BlockStoreError) -> HostIOError {
         if committed.volumes[volume.id]?.status != .faulted {
             let reason = String("\(error)".prefix(Limits.reasonBytesMax / 4))
-            _ = try? commitLocked(.reportFault(volume: String(volume.id), cause: .ioError, reason: reason))
+            if exclusivelyHeld {
+                _ = try? commitLocked(.reportFault(volume: String(volume.id), cause: .ioError, reason: reason))
+            } else if !pendingFaults.contains(where: { $0.volumeID == volume.id }) {
+                pendingFaults.append((volume.id, reason))
+            }
         }
         return .io(volume: volume.name, detail: "\(error)")
+    }
+
+    /// Commits the faults in `pendingFaults` of volumes not faulted since. Must hold the gate
+    /// exclusively.
+    func recordPendingFaultsLocked() {
+        guard !pendingFaults.isEmpty else { return }
+        let faults = pendingFaults
+        pendingFaults = []
+        for fault in faults where committed.volumes[fault.volumeID].map({ $0.status != .faulted }) == true {
+            _ = try? commitLocked(.reportFault(volume: String(fault.volumeID), cause: .ioError, reason: fault.reason))
+        }
     }
 }
 
 // MARK: Mutation testing
 
 extension Controller {
+    /// Runs `body` as an exclusive holder of the gate and the lock (as every command does), for
+    /// tests that check that no plain host write lands meanwhile. `body` must not call the
+    /// controller.
+    @_spi(Testing) public func exclusiveForTesting<T>(_ body: () throws -> T) rethrows -> T {
+        try exclusive(body)
+    }
+
     /// A mutation-testing switch, never set outside tests: when true, a host write to a source
     /// applies the classic ordering bug. It saves the old bytes of the grains to copy, writes
     /// (and, with FUA, syncs) the source FIRST, and only then writes the saved grains to the

@@ -54,11 +54,33 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
 /// order of calls: snapbackd calls it from its runtime, the simulator from a seeded loop. Time
 /// comes in through `clock`; nothing here reads a clock, a random source or a file directly
 /// except through the ports.
+///
+/// One exception keeps host I/O fast: a host write that needs no copy-on-write, restore or mark
+/// (no map owes the grains it touches anything) decides so under the lock, holding the
+/// ``HostIOGate`` shared, and writes the disk after releasing the lock. Whatever could change
+/// that decision (every command, background step, fault and coordinated write) holds the gate
+/// exclusively, so it waits for such writes to end and none starts meanwhile.
 public final class Controller: @unchecked Sendable {
-    /// Runs `body` under the controller's lock, keeping its typed error.
+    /// Runs `body` under the controller's lock, keeping its typed error. For reads and for
+    /// decisions; whatever commits holds the gate too (``exclusive(_:)``).
     func locked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         lock.lock()
         defer { lock.unlock() }
+        return try body()
+    }
+
+    /// Runs `body` holding the gate exclusively and the lock: no plain host write is in flight.
+    /// Faults met meanwhile by reads are recorded first.
+    func exclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        gate.lockExclusive()
+        lock.lock()
+        exclusivelyHeld = true
+        defer {
+            exclusivelyHeld = false
+            lock.unlock()
+            gate.unlock()
+        }
+        recordPendingFaultsLocked()
         return try body()
     }
 
@@ -69,6 +91,12 @@ public final class Controller: @unchecked Sendable {
     let volumeProvider: VolumeProvider
     let clock: @Sendable () -> Int64
     let lock = NSLock()
+    let gate = HostIOGate()
+    /// True while the running code holds the gate exclusively (and the lock).
+    var exclusivelyHeld = false
+    /// Faults met under the lock alone (by host reads), recorded by the next exclusive holder,
+    /// which the reader becomes before it reports the error.
+    var pendingFaults: [(volumeID: VolumeID, reason: String)] = []
     var committed: ControllerState
     var stores: [VolumeID: BlockStore] = [:]
     var bitmaps: [MapID: MapBitmaps] = [:]
@@ -115,7 +143,7 @@ public final class Controller: @unchecked Sendable {
         volumeProvider = volumes
         self.clock = clock
         committed = try durable.replayState()
-        try locked {
+        try exclusive {
             for volume in committed.volumesByID {
                 do throws(BackingProblem) {
                     stores[volume.id] = try volumeProvider.open(volume)
@@ -152,7 +180,7 @@ public final class Controller: @unchecked Sendable {
     /// ``execute(_:)``, also returning the sequence number of the last event the command
     /// recorded (the log's last sequence number when it recorded none).
     public func executeRecorded(_ command: Command) throws(ControllerError) -> (events: [Event], lastSequence: UInt64) {
-        try locked { () throws(ControllerError) -> ([Event], UInt64) in
+        try exclusive { () throws(ControllerError) -> ([Event], UInt64) in
             let events = try commitLocked(command)
             return (events, committed.eventsApplied)
         }

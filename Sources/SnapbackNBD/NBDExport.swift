@@ -27,16 +27,28 @@ public protocol NBDExport: Sendable {
     var sizeBytes: UInt64 { get }
     /// True when writes, trims and write-zeroes must be refused with EPERM.
     var readOnly: Bool { get }
-    /// Reads `length` bytes at `offset` (the range is within the export).
-    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8]
-    /// Writes `bytes` at `offset`; durable before returning when `fua` is set.
-    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError)
+    /// Fills `buffer` with the bytes at `offset` (the range is within the export). The server
+    /// passes the reply's own memory, so the data is copied once, from the disk into the reply.
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError)
+    /// Writes `buffer` at `offset`; durable before returning when `fua` is set. The server passes
+    /// the payload where it was received, without copying it.
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError)
+    /// Writes `buffer` at `offset` if that can be done at once: a plain write that waits for no
+    /// sync, no copy and no other request. The server calls it on its event loop before handing a
+    /// write without FUA to its thread pool, and hands the write over when it returns false (for
+    /// any reason, errors included: `write` then makes the whole write, or reports the error).
+    func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool
     /// Makes every completed write durable.
     func flush() throws(NBDIOError)
     /// Discards the range (reads may then return anything, zeroes in practice).
     func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError)
     /// Writes zeroes over the range.
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError)
+}
+
+extension NBDExport {
+    /// By default every write goes to the thread pool.
+    public func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool { false }
 }
 
 /// The set of exports, looked up by name at every connection.

@@ -33,21 +33,25 @@ struct VolumeExport: NBDExport {
     let sizeBytes: UInt64
     let readOnly: Bool
 
-    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] {
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
         do throws(HostIOError) {
-            return try controller.read(volume: volumeID, offset: offset, length: Int(length))
+            try controller.read(volume: volumeID, offset: offset, into: buffer)
         } catch {
             throw Self.nbdError(error)
         }
     }
 
-    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) {
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) {
         guard !readOnly else { throw .permission }
         do throws(HostIOError) {
-            try controller.write(volume: volumeID, offset: offset, bytes: bytes, fua: fua)
+            try controller.write(volume: volumeID, offset: offset, from: buffer, fua: fua)
         } catch {
             throw Self.nbdError(error)
         }
+    }
+
+    func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
+        !readOnly && controller.writeImmediately(volume: volumeID, offset: offset, from: buffer)
     }
 
     func flush() throws(NBDIOError) {
@@ -61,7 +65,12 @@ struct VolumeExport: NBDExport {
     }
 
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
-        try write(offset: offset, bytes: [UInt8](repeating: 0, count: Int(length)), fua: fua)
+        let zeroes = [UInt8](repeating: 0, count: Int(length))
+        var failure: NBDIOError?
+        zeroes.withUnsafeBytes { bytes in
+            do throws(NBDIOError) { try write(offset: offset, from: bytes, fua: fua) } catch { failure = error }
+        }
+        if let failure { throw failure }
     }
 
     static func nbdError(_ error: HostIOError) -> NBDIOError {

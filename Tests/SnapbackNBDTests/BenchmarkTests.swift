@@ -21,17 +21,18 @@ final class FileExport: NBDExport, @unchecked Sendable {
 
     deinit { _ = close(descriptor) }
 
-    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Int(length))
-        let count = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, off_t(offset)) }
-        guard count == Int(length) else { throw .io }
-        return bytes
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
+        guard pread(descriptor, buffer.baseAddress, buffer.count, off_t(offset)) == buffer.count else { throw .io }
     }
 
-    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) {
-        let count = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, off_t(offset)) }
-        guard count == bytes.count else { throw .io }
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) {
+        guard pwrite(descriptor, buffer.baseAddress, buffer.count, off_t(offset)) == buffer.count else { throw .io }
         if fua { try flush() }
+    }
+
+    /// Like nbdkit's worker threads: a plain write is made where it was received.
+    func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
+        pwrite(descriptor, buffer.baseAddress, buffer.count, off_t(offset)) == buffer.count
     }
 
     func flush() throws(NBDIOError) {
@@ -41,7 +42,9 @@ final class FileExport: NBDExport, @unchecked Sendable {
     func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {}
 
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
-        try write(offset: offset, bytes: [UInt8](repeating: 0, count: Int(length)), fua: fua)
+        let zeroes = [UInt8](repeating: 0, count: Int(length))
+        guard zeroes.withUnsafeBytes({ pwrite(descriptor, $0.baseAddress, $0.count, off_t(offset)) }) == zeroes.count else { throw .io }
+        if fua { try flush() }
     }
 }
 

@@ -136,8 +136,13 @@ func replayClientStream(_ stream: [UInt8], provider: any NBDExportProvider) -> R
                 let export = session.export
                 do throws(NBDIOError) {
                     switch operation {
-                    case .read(let at, let length): if length > 0 { _ = try export.read(offset: at, length: length) }
-                    case .write(let at, let length, let fua): if length > 0 { try export.write(offset: at, bytes: payload, fua: fua) }
+                    case .read(let at, let length):
+                        if length > 0 {
+                            var data = [UInt8](repeating: 0, count: Int(length))
+                            try data.withMutableBytes { (buffer) throws(NBDIOError) in try export.read(offset: at, into: buffer) }
+                        }
+                    case .write(let at, let length, let fua):
+                        if length > 0 { try payload.withBytes { (buffer) throws(NBDIOError) in try export.write(offset: at, from: buffer, fua: fua) } }
                     case .flush: try export.flush()
                     case .trim(let at, let length, let fua): if length > 0 { try export.trim(offset: at, length: length, fua: fua) }
                     case .writeZeroes(let at, let length, let fua): if length > 0 { try export.writeZeroes(offset: at, length: length, fua: fua) }

@@ -209,6 +209,53 @@ struct ServerProtocolTests {
         #expect(exports.writable.counters.flushes == 1)
     }
 
+    /// Payloads go to the export as slices of the received buffers, or gathered when they span
+    /// several: requests cut anywhere (headers and payloads alike) must arrive whole, in order.
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func requestsCutAnywhereAcrossReadsArriveWhole(seed: UInt64) async throws {
+        let export = MemoryExport(sizeBytes: Self.sizeBytes, immediate: seed != 2, fill: { pattern($0) })
+        var expected = export.bytes
+        var generator = SplitMix64(seed: seed)
+        var stream: [UInt8] = []
+        var writes = 0
+        for index in 0 ..< 40 {
+            let lengthBytes = [1, 27, 28, 29, 511, 4096, 65_536, 70_001, 300_000][Int(generator.next() % 9)]
+            let offset = Int(generator.next() % UInt64(Self.sizeBytes - lengthBytes))
+            let payload = (0 ..< lengthBytes).map { UInt8(truncatingIfNeeded: $0 &+ index &* 7) }
+            stream += requestBytes(.write, flags: index % 5 == 0 ? .fua : [], cookie: UInt64(index), offset: UInt64(offset), lengthBytes: UInt32(lengthBytes))
+            stream += payload
+            expected.replaceSubrange(offset ..< offset + lengthBytes, with: payload)
+            writes += 1
+        }
+        stream += requestBytes(.flush, cookie: 1000, offset: 0, lengthBytes: 0)
+        try await withServer([("disk", export, "")]) { port in
+            let client = try RawNBDClient(port: port)
+            try client.connect(to: "disk")
+            var sent = 0
+            while sent < stream.count {
+                let piece = min(stream.count - sent, 1 + Int(generator.next() % 9000))
+                try client.send(Array(stream[sent ..< sent + piece]))
+                sent += piece
+                if generator.next() % 4 == 0 { usleep(200) }  // let the server read what came so far
+            }
+            var seen = Set<UInt64>()
+            for _ in 0 ... writes {
+                let reply = try client.readSimpleReply()
+                #expect(reply.error == 0, "cookie \(reply.cookie)")
+                seen.insert(reply.cookie)
+            }
+            #expect(seen == Set((0 ..< UInt64(writes)) + [1000]))
+        }
+        #expect(export.bytes == expected)
+        let counters = export.counters
+        #expect(counters.writes + counters.immediateWrites == writes)
+        if export.immediate {
+            #expect(counters.writes == 8, "only the FUA writes go to the thread pool")
+        } else {
+            #expect(counters.immediateWrites == 0)
+        }
+    }
+
     @Test func badRequestMagicClosesWithoutTouchingTheExport() async throws {
         let exports = exports()
         let before = exports.writable.bytes
@@ -402,13 +449,13 @@ final class GatedExport: NBDExport, @unchecked Sendable {
     func waitUntilEntered() -> Bool { entered.wait(timeout: .now() + 5) == .success }
     func release() { gate.signal() }
 
-    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] {
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
         entered.signal()
         _ = gate.wait(timeout: .now() + 10)
-        return [UInt8](repeating: 0x42, count: Int(length))
+        buffer.initializeMemory(as: UInt8.self, repeating: 0x42)
     }
 
-    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) { throw .permission }
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) { throw .permission }
     func flush() throws(NBDIOError) {}
     func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) { throw .permission }
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) { throw .permission }

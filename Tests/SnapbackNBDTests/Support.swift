@@ -12,7 +12,8 @@ import Darwin
 
 /// An in-memory export: `[UInt8]` storage behind a lock, with call counters so tests can see
 /// which requests reached it. `readOnly` makes the read-only variant; `failure` makes every call
-/// throw (the faulted variant).
+/// throw (the faulted variant); `immediate` makes it take writes without FUA on the event loop
+/// (`writeImmediately`), as snapbackd's volumes do.
 final class MemoryExport: NBDExport, @unchecked Sendable {
     let sizeBytes: UInt64
     let readOnly: Bool
@@ -24,6 +25,7 @@ final class MemoryExport: NBDExport, @unchecked Sendable {
         var flushes = 0
         var trims = 0
         var writeZeroes = 0
+        var immediateWrites = 0
     }
 
     private let lock = NSLock()
@@ -31,9 +33,12 @@ final class MemoryExport: NBDExport, @unchecked Sendable {
     private var failureValue: NBDIOError?
     private var countersValue = Counters()
 
-    init(sizeBytes: Int, readOnly: Bool = false, failure: NBDIOError? = nil, fill: ((Int) -> UInt8)? = nil) {
+    let immediate: Bool
+
+    init(sizeBytes: Int, readOnly: Bool = false, failure: NBDIOError? = nil, immediate: Bool = false, fill: ((Int) -> UInt8)? = nil) {
         self.sizeBytes = UInt64(sizeBytes)
         self.readOnly = readOnly
+        self.immediate = immediate
         var storage = [UInt8](repeating: 0, count: sizeBytes)
         if let fill {
             storage.withUnsafeMutableBufferPointer { buffer in
@@ -52,27 +57,39 @@ final class MemoryExport: NBDExport, @unchecked Sendable {
         set { lock.withLock { failureValue = newValue } }
     }
 
-    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] {
-        try locked { () throws(NBDIOError) -> [UInt8] in
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
+        try locked { () throws(NBDIOError) in
             countersValue.reads += 1
             if let failureValue { throw failureValue }
-            let start = try range(offset, UInt64(length)).lowerBound
-            return Array(storage[start ..< start + Int(length)])
+            let range = try range(offset, UInt64(buffer.count))
+            storage.withUnsafeBytes { source in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[range]))
+            }
         }
     }
 
-    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) {
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) {
         try locked { () throws(NBDIOError) in
             countersValue.writes += 1
             if fua { countersValue.fuaCalls += 1 }
             if let failureValue { throw failureValue }
             if readOnly { throw .permission }
-            let range = try range(offset, UInt64(bytes.count))
+            let range = try range(offset, UInt64(buffer.count))
             storage.withUnsafeMutableBytes { target in
-                bytes.withUnsafeBytes { source in
-                    target.baseAddress!.advanced(by: range.lowerBound).copyMemory(from: source.baseAddress!, byteCount: source.count)
-                }
+                UnsafeMutableRawBufferPointer(rebasing: target[range]).copyMemory(from: buffer)
             }
+        }
+    }
+
+    func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
+        guard immediate else { return false }
+        return lock.withLock {
+            guard failureValue == nil, !readOnly, offset <= sizeBytes, UInt64(buffer.count) <= sizeBytes - offset else { return false }
+            countersValue.immediateWrites += 1
+            storage.withUnsafeMutableBytes { target in
+                UnsafeMutableRawBufferPointer(rebasing: target[Int(offset)..<Int(offset) + buffer.count]).copyMemory(from: buffer)
+            }
+            return true
         }
     }
 
@@ -449,4 +466,26 @@ func runTool(_ path: String, _ arguments: [String], timeoutSeconds: Double = 30)
         stdout: (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? "",
         stderr: (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
     )
+}
+
+// MARK: - Typed-throws buffer access
+
+extension Array where Element == UInt8 {
+    /// `withUnsafeBytes` for a body that throws `NBDIOError` (the standard one rethrows `any Error`).
+    func withBytes(_ body: (UnsafeRawBufferPointer) throws(NBDIOError) -> Void) throws(NBDIOError) {
+        var failure: NBDIOError?
+        withUnsafeBytes { bytes in
+            do throws(NBDIOError) { try body(bytes) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// `withUnsafeMutableBytes` for a body that throws `NBDIOError`.
+    mutating func withMutableBytes(_ body: (UnsafeMutableRawBufferPointer) throws(NBDIOError) -> Void) throws(NBDIOError) {
+        var failure: NBDIOError?
+        withUnsafeMutableBytes { bytes in
+            do throws(NBDIOError) { try body(bytes) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
 }

@@ -48,8 +48,8 @@ private struct FuzzProvider: NBDExportProvider {
 private struct FuzzExport: NBDExport {
     let sizeBytes: UInt64
     let readOnly: Bool
-    func read(offset: UInt64, length: UInt32) throws(NBDIOError) -> [UInt8] { preconditionFailure("not called") }
-    func write(offset: UInt64, bytes: [UInt8], fua: Bool) throws(NBDIOError) { preconditionFailure("not called") }
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) { preconditionFailure("not called") }
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) { preconditionFailure("not called") }
     func flush() throws(NBDIOError) { preconditionFailure("not called") }
     func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) { preconditionFailure("not called") }
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) { preconditionFailure("not called") }

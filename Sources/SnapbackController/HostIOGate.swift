@@ -1,0 +1,53 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The controller's readers-writer gate (a pthread rwlock that prefers writers, so that a
+/// command waiting for the gate is not starved by a stream of host writes).
+///
+/// Shared holders are host writes and flushes that need no copy-on-write, restore or mark: they
+/// run their disk I/O outside the controller's lock, several at once. Exclusive holders are
+/// everything that can change what such a write must do: commands, background steps, faults and
+/// coordinated writes. Order: the gate before the controller's lock, never the other way, and
+/// never held twice by one thread.
+final class HostIOGate: @unchecked Sendable {
+    private let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        rwlock = .allocate(capacity: 1)
+        var attributes = pthread_rwlockattr_t()
+        precondition(pthread_rwlockattr_init(&attributes) == 0, "pthread_rwlockattr_init failed")
+        #if canImport(Glibc)
+        precondition(
+            pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)) == 0,
+            "pthread_rwlockattr_setkind_np failed"
+        )
+        #endif
+        precondition(pthread_rwlock_init(rwlock, &attributes) == 0, "pthread_rwlock_init failed")
+        pthread_rwlockattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(rwlock)
+        rwlock.deallocate()
+    }
+
+    func lockShared() {
+        precondition(pthread_rwlock_rdlock(rwlock) == 0, "pthread_rwlock_rdlock failed")
+    }
+
+    /// Takes the gate shared if that needs no waiting; false otherwise (held or wanted exclusively).
+    func tryLockShared() -> Bool {
+        pthread_rwlock_tryrdlock(rwlock) == 0
+    }
+
+    func lockExclusive() {
+        precondition(pthread_rwlock_wrlock(rwlock) == 0, "pthread_rwlock_wrlock failed")
+    }
+
+    func unlock() {
+        precondition(pthread_rwlock_unlock(rwlock) == 0, "pthread_rwlock_unlock failed")
+    }
+}
