@@ -51,7 +51,9 @@ let package = Package(
         // recovery. The same code runs in snapbackd and in the simulator.
         .target(name: "SnapbackController", dependencies: ["SnapbackCore", "SnapbackData"]),
         // Simulated ports (disk, durable store, clock) for deterministic tests and the simulator.
-        .target(name: "SnapbackTesting", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackController"]),
+        // SplitMix64, for the simulator and every randomized test.
+        .target(name: "SnapbackRandom"),
+        .target(name: "SnapbackTesting", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackController", "SnapbackRandom"]),
         // The control API's wire types, shared by the server and the CLI.
         .target(name: "SnapbackAPI", dependencies: ["SnapbackCore"]),
         // snapbackd's runtime: the HTTP control API on a Unix socket, NBD export of volumes, the
@@ -107,8 +109,8 @@ let package = Package(
             name: "SimulationTests",
             dependencies: ["SnapbackTesting", "SnapbackCore", "SnapbackController", "SnapbackData"]
         ),
-        .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore"]),
-        .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD"]),
+        .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore", "SnapbackRandom"]),
+        .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD", "SnapbackRandom"]),
         // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.
         .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI"]),
         .testTarget(
@@ -117,7 +119,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapbackLogTests",
-            dependencies: ["SnapbackCore", "SnapbackLog", "CLMDB"]
+            dependencies: ["SnapbackCore", "SnapbackLog", "CLMDB", "SnapbackRandom"]
         ),
     ]
 )

@@ -22,20 +22,15 @@ struct ControlClient {
         defer { close(descriptor) }
         var timeout = timeval(tv_sec: Self.timeoutSeconds, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(socketPath.utf8)
-        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        switch UnixSocket.connect(descriptor, to: socketPath) {
+        case .connected:
+            break
+        case .pathTooLong:
             throw CLIError(code: "socket_error", message: "socket path \(socketPath) is too long")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            let reason = errno == ENOENT || errno == ECONNREFUSED
+        case .failed(let code):
+            let reason = code == ENOENT || code == ECONNREFUSED
                 ? "snapbackd is not running (nothing answers on \(socketPath)); start it, or give -socket PATH or SNAPBACK_SOCKET"
-                : "cannot connect to \(socketPath): \(String(cString: strerror(errno)))"
+                : "cannot connect to \(socketPath): \(String(cString: strerror(code)))"
             throw CLIError(code: "daemon_not_running", message: reason)
         }
         var request = "\(method) \(path) HTTP/1.1\r\nHost: snapbackd\r\nConnection: close\r\n"

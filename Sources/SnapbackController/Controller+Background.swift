@@ -37,7 +37,7 @@ extension Controller {
             for map in committed.mapsByID where map.role == .forward && map.rollback != nil {
                 rollbackStepLocked(map, budgetBytes: rollbackBudgetBytes, &outcome)
             }
-            for map in committed.mapsByID where map.role == .forward && map.state == .copying && map.copyRate > 0 && map.imageValid {
+            for map in committed.mapsByID where copyRunsLocked(map) && map.copyRate > 0 {
                 guard let budget = copyBudgetsBytes[map.id], budget > 0 else { continue }
                 var mapOutcome = StepOutcome()
                 copyStepLocked(map, budgetBytes: budget, &mapOutcome)
@@ -53,16 +53,21 @@ extension Controller {
     public var hasBackgroundWork: Bool { locked { hasBackgroundWorkLocked() } }
 
     func hasBackgroundWorkLocked() -> Bool {
-        committed.maps.values.contains {
-            $0.role == .forward && ($0.rollback != nil || ($0.state == .copying && $0.copyRate > 0 && $0.imageValid))
-        }
+        committed.maps.values.contains { $0.role == .forward && ($0.rollback != nil || (copyRunsLocked($0) && $0.copyRate > 0)) }
+    }
+
+    /// True when `map`'s background copy can run: a copying forward map with a valid image whose
+    /// source is not faulted. (A faulted source cannot be read: the copy waits, without counting
+    /// as background work, until the source is recovered.)
+    func copyRunsLocked(_ map: LCMap) -> Bool {
+        map.role == .forward && map.state == .copying && map.imageValid && committed.volumes[map.sourceID]?.status != .faulted
     }
 
     /// The copy rate of every copying map, in bytes per second (IBM's table).
     public var copyRatesBytesPerSecond: [MapID: UInt64] {
         locked {
             var rates: [MapID: UInt64] = [:]
-            for map in committed.maps.values where map.role == .forward && map.state == .copying && map.imageValid {
+            for map in committed.maps.values where copyRunsLocked(map) {
                 rates[map.id] = CopyRate.bytesPerSecond(map.copyRate)
             }
             return rates
@@ -72,7 +77,7 @@ extension Controller {
     /// Copies up to `budgetBytes` of grains the target does not hold yet, syncs the target, then
     /// durably marks them split together with the progress event (or the completion).
     private func copyStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
-        guard var maps = bitmaps[map.id], let source = committed.volumes[map.sourceID], source.status != .faulted else { return }
+        guard var maps = bitmaps[map.id] else { return }
         let grainsMax = max(1, min(Self.stepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
         var batch: [UInt64] = []
         var cursor = copyCursors[map.id] ?? 0

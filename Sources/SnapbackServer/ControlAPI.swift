@@ -29,7 +29,7 @@ struct ControlAPI {
         router.post("v1/volumes") { request, _ in
             let body: CreateVolumeRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
-            return await execute(.createVolume(name: body.name, sizeBytes: body.size, path: body.path), created: true)
+            return await execute(body.command, created: true)
         }
         router.delete("v1/volumes/:volume") { _, context in
             await execute(.removeVolume(volume: try context.parameters.require("volume")))
@@ -37,7 +37,7 @@ struct ControlAPI {
         router.post("v1/volumes/:volume/fault") { request, context in
             let body: FaultRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
-            return await execute(.reportFault(volume: try context.parameters.require("volume"), cause: .operator, reason: body.reason))
+            return await execute(body.command(volume: try context.parameters.require("volume")))
         }
         router.post("v1/volumes/:volume/recover") { _, context in
             await execute(.recoverVolume(volume: try context.parameters.require("volume")))
@@ -57,53 +57,35 @@ struct ControlAPI {
         router.post("v1/lcmaps") { request, _ in
             let body: CreateMapRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
-            var spec = CreateMap(source: body.source, target: body.target, name: body.name)
-            if let text = body.autorestore {
-                guard let value = parseOnOff(text) else {
-                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text.debugDescription.prefix(80))"))
-                }
-                spec.autorestore = value
-            }
-            if let copyRate = body.copyrate { spec.copyRate = copyRate }
-            if let grainSize = body.grainsize {
-                guard grainSize > 0, grainSize <= 1 << 20 else {
-                    return error(400, ErrorBody(code: "invalid_grain_size", message: "grain size must be 64 or 256 (KiB), not \(grainSize)"))
-                }
-                spec.grainSizeBytes = UInt32(grainSize) * 1024
-            }
-            return await execute(.createMap(spec), created: true)
+            let command: Command
+            do throws(ErrorBody) { command = try body.command() } catch { return self.error(400, error) }
+            return await execute(command, created: true)
         }
         router.patch("v1/lcmaps/:map") { request, context in
             let body: ChangeMapRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
-            var autorestore: Bool?
-            if let text = body.autorestore {
-                guard let value = parseOnOff(text) else {
-                    return error(400, ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text.debugDescription.prefix(80))"))
-                }
-                autorestore = value
-            }
-            return await execute(
-                .changeMap(map: try context.parameters.require("map"), autorestore: autorestore, copyRate: body.copyrate, newName: body.name))
+            let map = try context.parameters.require("map")
+            let command: Command
+            do throws(ErrorBody) { command = try body.command(map: map) } catch { return self.error(400, error) }
+            return await execute(command)
         }
         router.post("v1/lcmaps/:map/start") { request, context in
             let body: StartMapRequest
             do { body = try await decode(request, emptyAllowed: true) ?? StartMapRequest(prep: nil, restore: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
-            let map = try context.parameters.require("map")
-            return await execute(body.restore == true ? .startRestore(map: map) : .startMap(map: map))
+            return await execute(body.command(map: try context.parameters.require("map")))
         }
         router.post("v1/lcmaps/:map/stop") { request, context in
             let body: ForceRequest
             do { body = try await decode(request, emptyAllowed: true) ?? ForceRequest(force: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
-            return await execute(.stopMap(map: try context.parameters.require("map"), force: body.force ?? false))
+            return await execute(body.stopCommand(map: try context.parameters.require("map")))
         }
         router.delete("v1/lcmaps/:map") { request, context in
-            let force = request.uri.queryParameters.get("force").map { $0 == "true" || $0 == "1" } ?? false
-            return await execute(.removeMap(map: try context.parameters.require("map"), force: force))
+            let force = request.uri.queryParameters.get("force").map { String($0) }
+            return await execute(ForceRequest.removeCommand(map: try context.parameters.require("map"), forceQuery: force))
         }
         return router
     }

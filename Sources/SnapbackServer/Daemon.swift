@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SnapbackAPI
 import SnapbackController
 import SnapbackCore
 import SnapbackData
@@ -123,16 +124,11 @@ public enum Daemon {
         }
         let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(descriptor) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw DaemonError("socket path \(path) is too long") }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        switch UnixSocket.connect(descriptor, to: path) {
+        case .pathTooLong: throw DaemonError("socket path \(path) is too long")
+        case .connected: throw DaemonError("another process is serving \(path)")
+        case .failed: unlink(path)
         }
-        if connected == 0 { throw DaemonError("another process is serving \(path)") }
-        unlink(path)
     }
 }
 

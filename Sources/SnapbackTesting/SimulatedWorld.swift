@@ -1,19 +1,8 @@
 import SnapbackCore
 import SnapbackData
 import SnapbackLog
-
-/// SplitMix64: one seed drives a whole simulated run.
-public struct SeededRandom: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+// One seed drives a whole simulated run; users of SnapbackTesting get the generator with it.
+@_exported import SnapbackRandom
 
 /// The shared fate of a simulated machine: every I/O point (a block write, a sync, a durable
 /// commit) is counted, and a crash can be scheduled at any of them. From the crash on, every

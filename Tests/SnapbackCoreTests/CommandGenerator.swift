@@ -1,4 +1,5 @@
 @testable import SnapbackCore
+import SnapbackRandom
 
 /// Generates random commands, valid and invalid mixed, biased towards ones that make progress
 /// (starts, faults, rollbacks, data-plane reports) so that long sequences reach every state.
@@ -9,9 +10,9 @@
 /// Names, references and paths never contain a newline: see `KnownIssueTests` (a newline in a
 /// refused name traps the process).
 struct CommandGenerator {
-    var random: SplitMix64
+    var random: SeededRandom
 
-    init(seed: UInt64) { random = SplitMix64(seed: seed) }
+    init(seed: UInt64) { random = SeededRandom(seed: seed) }
 
     static let volumeNames = ["v0", "v1", "v2", "v3", "v4", "v5", "v6"]
     static let mapNames = ["m0", "m1", "m2", "m3", "m4", "daily", "m0_rev"]

@@ -1,5 +1,6 @@
 @testable import SnapbackCore
 import Testing
+import SnapbackRandom
 
 /// At least one event of every type, with each optional present and absent and extreme values.
 let sampleEvents: [Event] = [
@@ -98,7 +99,7 @@ struct EventEncodingTests {
 
     @Test("any single-byte change of a sample payload is refused or decodes to an event that re-encodes to the changed bytes")
     func byteChanges() {
-        var random = SplitMix64(seed: 0xB1B1)
+        var random = SeededRandom(seed: 0xB1B1)
         for event in sampleEvents {
             let bytes = event.encodedPayload()
             for index in bytes.indices {

@@ -1,5 +1,6 @@
 import SnapbackCore
 import Testing
+import SnapbackRandom
 
 /// Crashes the `event-record` fuzz target found (Tests/Fuzz/regressions/event-record holds the
 /// inputs), reproduced through the public API. Both need a log `decide` never writes, which any
@@ -48,7 +49,7 @@ struct CoreFuzzRegressionTests {
     /// The overflow-free forms agree with the specified ⌊part × 100 / whole⌋ and ⌈size / grain⌉
     /// wherever those do not overflow.
     @Test func percentAndGrainCountUnchangedInRange() {
-        var random = SplitMix64(seed: 6)
+        var random = SeededRandom(seed: 6)
         for _ in 0..<10_000 {
             let whole = random.uint64(1...(UInt64.max / 100))
             let part = random.uint64(0...whole)

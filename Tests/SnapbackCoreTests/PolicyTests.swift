@@ -1,5 +1,6 @@
 @testable import SnapbackCore
 import Testing
+import SnapbackRandom
 
 /// Source "src" (id 0) with targets "t1" (id 1) and "t2" (id 2); maps "a" (id 0, reverse 1)
 /// src → t1 and "b" (id 2, reverse 3) src → t2.
@@ -163,7 +164,7 @@ struct PolicyTests {
     /// eligible one.
     @Test("reportFault appends rollbackStarted(.auto) exactly when the policy picks a map")
     func randomConfigurations() throws {
-        var random = SplitMix64(seed: 0xFA17)
+        var random = SeededRandom(seed: 0xFA17)
         for _ in 0..<300 {
             var harness = try twoMaps(autorestoreA: random.chance(50), autorestoreB: random.chance(50))
             for _ in 0..<random.int(0...6) {

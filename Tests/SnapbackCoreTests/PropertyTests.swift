@@ -1,5 +1,6 @@
 @testable import SnapbackCore
 import Testing
+import SnapbackRandom
 
 /// Seeded random command sequences; a failure names its seed, and `RandomRun(seed:commands:)`
 /// replays it exactly.
@@ -60,7 +61,7 @@ struct PropertyTests {
 
     @Test("folding the events of any prefix of the log equals the state recorded at that point")
     func prefixFolding() {
-        var random = SplitMix64(seed: 0xF01D)
+        var random = SeededRandom(seed: 0xF01D)
         for run in Self.runs {
             var state = ControllerState()
             var folded = 0
@@ -106,7 +107,7 @@ struct PropertyTests {
 
     @Test("every truncation of a reached state's encoding is refused")
     func stateTruncation() {
-        var random = SplitMix64(seed: 0x7C)
+        var random = SeededRandom(seed: 0x7C)
         for run in Self.runs.prefix(60) {
             let state = random.pick(run.steps).state
             let bytes = state.encoded()
@@ -122,7 +123,7 @@ struct PropertyTests {
 
     @Test("a flipped byte in an event payload is refused or decodes to an event that re-encodes to the flipped bytes")
     func eventByteFlips() {
-        var random = SplitMix64(seed: 0xB17F)
+        var random = SeededRandom(seed: 0xB17F)
         var refused = 0
         var decoded = 0
         for run in Self.runs {
@@ -148,7 +149,7 @@ struct PropertyTests {
     /// whose encoding decodes to itself (the strict law is `KnownIssueTests.stateDecodeAcceptsUnsortedRecords`).
     @Test("a flipped byte in a state's encoding is refused or decodes to a stable state, never crashes")
     func stateByteFlips() {
-        var random = SplitMix64(seed: 0x5F11)
+        var random = SeededRandom(seed: 0x5F11)
         var refused = 0
         var decoded = 0
         for run in Self.runs {

@@ -162,6 +162,26 @@ struct DataPlaneTests {
         try rig.controller.execute(.recoverVolume(volume: "lonely"))
         try rig.write("lonely", 0, [1])
     }
+
+    /// A background copy cannot read a faulted source: it waits without counting as work (the
+    /// daemon would otherwise step it a thousand times a second), and goes on once the source
+    /// is recovered.
+    @Test func aCopyWaitsWhileItsSourceIsFaultedAndGoesOnAfterRecovery() throws {
+        let rig = try Rig(seed: 9)
+        let image = try rig.scene(sizeBytes: 1 << 20, autorestore: false, copyRate: 50)
+        rig.controller.step(budgetBytes: 64 << 10)
+        #expect(rig.controller.state.map("m")?.state == .copying)
+        try rig.controller.execute(.reportFault(volume: "s", cause: .operator, reason: "test"))
+        #expect(rig.controller.state.volume("s")?.status == .faulted, "autorestore is off: no rollback")
+        #expect(!rig.controller.hasBackgroundWork)
+        #expect(rig.controller.copyRatesBytesPerSecond.isEmpty)
+        #expect(rig.controller.step(budgetBytes: 1 << 20).bytesCopied == 0)
+        try rig.controller.execute(.recoverVolume(volume: "s"))
+        #expect(rig.controller.hasBackgroundWork)
+        rig.drain()
+        #expect(rig.controller.state.map("m")?.state == .idleOrCopied)
+        #expect(try rig.read("t") == image)
+    }
 }
 
 @Suite("Data plane on real files and a real LMDB log")

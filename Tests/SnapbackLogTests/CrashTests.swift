@@ -3,6 +3,7 @@ import SnapbackCore
 import Testing
 
 @testable import SnapbackLog
+import SnapbackRandom
 
 @Suite("Crash safety with real processes")
 struct CrashTests {
@@ -20,7 +21,7 @@ struct CrashTests {
     @Test func killingTheWriterMidAppendLosesNoAcknowledgedEvent() throws {
         let directory = TemporaryDirectory("crash")
         defer { directory.remove() }
-        var random = SeededGenerator(seed: 31)
+        var random = SeededRandom(seed: 31)
         var acknowledgedTotal = 0
         for round in 0..<6 {
             let (process, pipe) = try startDriver(directory.path, clients: round % 2 == 0 ? 1 : 8)

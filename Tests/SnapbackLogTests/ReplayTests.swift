@@ -3,6 +3,7 @@ import Foundation
 import Testing
 
 @testable import SnapbackLog
+import SnapbackRandom
 
 @Suite("Replay and checkpoints")
 struct ReplayTests {
@@ -16,7 +17,7 @@ struct ReplayTests {
         let last = log.lastSequence
         #expect(last == UInt64(states.count - 1))
         #expect(last > 100, "the random history should be long enough to mean something")
-        var random = SeededGenerator(seed: seed)
+        var random = SeededRandom(seed: seed)
         var prefixes: [UInt64] = [0, 1, last]
         for _ in 0..<20 { prefixes.append(UInt64.random(in: 0...last, using: &random)) }
         for prefix in prefixes {

@@ -1,6 +1,7 @@
 import Foundation
 import SnapbackCore
 import SnapbackLog
+import SnapbackRandom
 
 /// A fresh directory under /tmp, removed by `remove()`.
 struct TemporaryDirectory {
@@ -14,19 +15,6 @@ struct TemporaryDirectory {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// SplitMix64: a tiny seeded generator, so every random test is reproducible from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The directory holding the built executables (beside the test bundle).
 var productsDirectory: String {
     var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
@@ -37,7 +25,7 @@ var productsDirectory: String {
 }
 
 /// Random commands that exercise the whole domain, mostly valid; decide rejects the rest.
-func randomCommand(_ state: ControllerState, _ random: inout SeededGenerator) -> Command {
+func randomCommand(_ state: ControllerState, _ random: inout SeededRandom) -> Command {
     let volumes = state.volumesByID
     let maps = state.mapsByID.filter { $0.role == .forward }
     func volumeName() -> String { volumes.randomElement(using: &random)?.name ?? "v0" }
@@ -76,7 +64,7 @@ func randomCommand(_ state: ControllerState, _ random: inout SeededGenerator) ->
 /// (index k holds the reduction of the first k records).
 @discardableResult
 func appendRandomHistory(_ log: EventLog, commands count: Int, seed: UInt64, from initial: ControllerState = ControllerState(), states: inout [ControllerState]) throws -> ControllerState {
-    var random = SeededGenerator(seed: seed)
+    var random = SeededRandom(seed: seed)
     var state = initial
     if states.isEmpty { states.append(state) }
     for index in 0..<count {

@@ -3,6 +3,7 @@ import SnapbackCore
 import Testing
 
 @testable import SnapbackLog
+import SnapbackRandom
 
 /// Damages a stored record in place, as a disk or an attacker would.
 func rewrite(_ log: EventLog, sequence: UInt64, _ transform: @escaping ([UInt8]) -> [UInt8]?) throws {
@@ -51,7 +52,7 @@ struct VerifyTests {
         let (directory, log) = try makeLog(commands: 60, seed: 22)
         defer { directory.remove() }
         let last = log.lastSequence
-        var random = SeededGenerator(seed: 22)
+        var random = SeededRandom(seed: 22)
         for sequence in [1, last / 2, last] {
             let length = try log.storedEvents(from: sequence, through: sequence).count == 1
                 ? try log.environment.read { transaction in

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import SnapbackRandom
 #endif
 
 /// A file-backed export (pread/pwrite/fdatasync), for throughput comparisons with `nbdkit file`.
@@ -64,7 +65,7 @@ struct BenchmarkTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let source = directory.appendingPathComponent("source.img").path
-        var generator = SplitMix64(seed: 7)
+        var generator = SeededRandom(seed: 7)
         let chunk = Data((0 ..< (1 << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
         _ = FileManager.default.createFile(atPath: source, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: source))

@@ -1,6 +1,7 @@
 import Foundation
 import SnapbackNBD
 import Testing
+import SnapbackRandom
 
 /// The server against the real NBD clients installed on the machine: qemu-io, qemu-img (QEMU's
 /// client) and nbdinfo, nbdcopy (libnbd's).
@@ -140,7 +141,7 @@ struct RealClientTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let source = directory.appendingPathComponent("source.img")
         let target = directory.appendingPathComponent("target.img")
-        var generator = SplitMix64(seed: 42)
+        var generator = SeededRandom(seed: 42)
         var data = (0 ..< Self.sizeBytes).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         // Some zero runs, so nbdcopy may use write-zeroes too.
         data.replaceSubrange((1 << 20) ..< (2 << 20), with: repeatElement(0, count: 1 << 20))

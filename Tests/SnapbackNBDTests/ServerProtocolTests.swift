@@ -1,6 +1,7 @@
 import Foundation
 import SnapbackNBD
 import Testing
+import SnapbackRandom
 
 /// The server driven byte by byte from a raw socket, malformed input included. After every
 /// malformed exchange the export's bytes must be unchanged.
@@ -215,7 +216,7 @@ struct ServerProtocolTests {
     func requestsCutAnywhereAcrossReadsArriveWhole(seed: UInt64) async throws {
         let export = MemoryExport(sizeBytes: Self.sizeBytes, immediate: seed != 2, fill: { pattern($0) })
         var expected = export.bytes
-        var generator = SplitMix64(seed: seed)
+        var generator = SeededRandom(seed: seed)
         var stream: [UInt8] = []
         var writes = 0
         for index in 0 ..< 40 {
@@ -379,7 +380,10 @@ struct ServerProtocolTests {
         let export = GatedExport(sizeBytes: 4096)
         let server = NBDServer(provider: GatedProvider(export: export), port: 0)
         let port = try await server.start()
-        let client = try RawNBDClient(port: port)
+        // A generous receive timeout: on a loaded machine the stop may take seconds to begin
+        // (this test once timed out at 5 s beside a simulation sweep); what it checks is that the
+        // connection closes while the export call is still blocked.
+        let client = try RawNBDClient(port: port, timeoutSeconds: 30)
         try client.connect(to: "gated")
         try client.send(requestBytes(.read, cookie: 7, offset: 0, lengthBytes: 16))
         #expect(await offCooperativePool { export.waitUntilEntered() })
@@ -396,7 +400,10 @@ struct ServerProtocolTests {
         let export = GatedExport(sizeBytes: 4096)
         let server = NBDServer(provider: GatedProvider(export: export), port: 0)
         let port = try await server.start()
-        let client = try RawNBDClient(port: port)
+        // A generous receive timeout: on a loaded machine the stop may take seconds to begin
+        // (this test once timed out at 5 s beside a simulation sweep); what it checks is that the
+        // connection closes while the export call is still blocked.
+        let client = try RawNBDClient(port: port, timeoutSeconds: 30)
         try client.connect(to: "gated")
         try client.send(requestBytes(.read, cookie: 7, offset: 0, lengthBytes: 16))
         #expect(await offCooperativePool { export.waitUntilEntered() })

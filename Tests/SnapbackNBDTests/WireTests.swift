@@ -1,5 +1,6 @@
 import SnapbackNBD
 import Testing
+import SnapbackRandom
 
 @Suite("NBD wire layer")
 struct WireTests {
@@ -311,7 +312,7 @@ struct WireTests {
     // MARK: Random input never crashes
 
     @Test func randomBytesNeverCrashTheDecoders() {
-        var generator = SplitMix64(seed: 0x5EED_0001)
+        var generator = SeededRandom(seed: 0x5EED_0001)
         let export = MemoryExport(sizeBytes: 4096)
         let provider = TestProvider(entries: [("d", export, "")])
         for iteration in 0 ..< 20_000 {
@@ -337,15 +338,3 @@ struct WireTests {
     }
 }
 
-/// A tiny seeded generator, so a failing random test replays exactly.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,7 +1,8 @@
 // Fuzz target `api-request`: what a control-API client or a `snapback` user can send.
 //
 // Built by tools/fuzz as one module named `SnapbackCore` from Sources/SnapbackCore/*.swift,
-// Sources/SnapbackAPI/Rows.swift (its `import SnapbackCore` is then ignored),
+// Sources/SnapbackAPI/Rows.swift and RequestCommands.swift (their `import SnapbackCore` is then
+// ignored),
 // Sources/SnapbackCLI/SizeParser.swift and this file.
 //
 // Input: a kind byte ('0'…'9', any byte counts modulo 10), a path parameter up to the first
@@ -16,8 +17,8 @@
 //   7 POST /v1/volumes/{v}/recover    no body
 //   8 DELETE /v1/lcmaps/{map}         the body is the `force` query value
 //   9 `snapback mkvolume -size`       the body is the text given to `parseSize`
-// A body that decodes becomes a Command exactly as Sources/SnapbackServer/ControlAPI.swift builds
-// it (copied here: that file needs Hummingbird), and `decide` runs it against a fixed state
+// A body that decodes becomes a Command through the functions snapbackd's ControlAPI calls
+// (Sources/SnapbackAPI/RequestCommands.swift), and `decide` runs it against a fixed state
 // holding every kind of volume and map. Properties, beyond "never traps": a rejection's message
 // is one line without control characters and bounded; accepted events re-decode from their
 // payloads and fold into a state whose checkpoint decodes back to it; the API rows of that state
@@ -37,61 +38,34 @@ public func fuzzAPIRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
-/// The Command a request becomes, or nil when the API answers 400 before `decide`.
+/// The Command a request becomes, or nil when the API answers 400 before `decide`: the same
+/// calls as Sources/SnapbackServer/ControlAPI.swift (Sources/SnapbackAPI/RequestCommands.swift).
 private func command(kind: Int, reference: String, body: Data) -> Command? {
     switch kind {
     case 0:
-        guard let request: CreateVolumeRequest = decodeBody(body) else { return nil }
-        return .createVolume(name: request.name, sizeBytes: request.size, path: request.path)
+        let request: CreateVolumeRequest? = decodeBody(body)
+        return request?.command
     case 1:
         guard let request: CreateMapRequest = decodeBody(body) else { return nil }
-        var spec = CreateMap(source: request.source, target: request.target, name: request.name)
-        if let text = request.autorestore {
-            guard let value = parseOnOff(text) else { return nil }
-            spec.autorestore = value
-        }
-        if let copyRate = request.copyrate { spec.copyRate = copyRate }
-        if let grainSize = request.grainsize {
-            guard grainSize > 0, grainSize <= 1 << 20 else { return nil }
-            spec.grainSizeBytes = UInt32(grainSize) * 1024
-        }
-        return .createMap(spec)
+        return try? request.command()
     case 2:
         guard let request: ChangeMapRequest = decodeBody(body) else { return nil }
-        var autorestore: Bool?
-        if let text = request.autorestore {
-            guard let value = parseOnOff(text) else { return nil }
-            autorestore = value
-        }
-        return .changeMap(map: reference, autorestore: autorestore, copyRate: request.copyrate, newName: request.name)
+        return try? request.command(map: reference)
     case 3:
-        let request: StartMapRequest
-        if body.isEmpty {
-            request = StartMapRequest(prep: nil, restore: nil)
-        } else {
-            guard let decoded: StartMapRequest = decodeBody(body) else { return nil }
-            request = decoded
-        }
-        return request.restore == true ? .startRestore(map: reference) : .startMap(map: reference)
+        let request: StartMapRequest? = body.isEmpty ? StartMapRequest(prep: nil, restore: nil) : decodeBody(body)
+        return request?.command(map: reference)
     case 4:
-        let request: ForceRequest
-        if body.isEmpty {
-            request = ForceRequest(force: nil)
-        } else {
-            guard let decoded: ForceRequest = decodeBody(body) else { return nil }
-            request = decoded
-        }
-        return .stopMap(map: reference, force: request.force ?? false)
+        let request: ForceRequest? = body.isEmpty ? ForceRequest(force: nil) : decodeBody(body)
+        return request?.stopCommand(map: reference)
     case 5:
-        guard let request: FaultRequest = decodeBody(body) else { return nil }
-        return .reportFault(volume: reference, cause: .operator, reason: request.reason)
+        let request: FaultRequest? = decodeBody(body)
+        return request?.command(volume: reference)
     case 6:
         return .removeVolume(volume: reference)
     case 7:
         return .recoverVolume(volume: reference)
     case 8:
-        let force = String(decoding: body, as: UTF8.self)
-        return .removeMap(map: reference, force: force == "true" || force == "1")
+        return ForceRequest.removeCommand(map: reference, forceQuery: String(decoding: body, as: UTF8.self))
     default:
         checkSize(String(decoding: body, as: UTF8.self))
         return nil

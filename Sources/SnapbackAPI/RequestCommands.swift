@@ -1,0 +1,69 @@
+import SnapbackCore
+
+// The command each mutating request of the control API becomes (`Specs/openapi.yaml`). Pure, so
+// that the `api-request` fuzz target runs the very code snapbackd runs. A value the API refuses
+// before the state machine sees it throws an `ErrorBody` (HTTP 400).
+
+extension CreateVolumeRequest {
+    /// `POST /v1/volumes`.
+    public var command: Command { .createVolume(name: name, sizeBytes: size, path: path) }
+}
+
+extension CreateMapRequest {
+    /// `POST /v1/lcmaps`: unset options keep the defaults of `CreateMap`.
+    public func command() throws(ErrorBody) -> Command {
+        var spec = CreateMap(source: source, target: target, name: name)
+        if let autorestore { spec.autorestore = try onOff(autorestore) }
+        if let copyrate { spec.copyRate = copyrate }
+        if let grainsize {
+            guard grainsize > 0, grainsize <= 1 << 20 else {
+                throw ErrorBody(code: "invalid_grain_size", message: "grain size must be 64 or 256 (KiB), not \(grainsize)")
+            }
+            spec.grainSizeBytes = UInt32(grainsize) * 1024
+        }
+        return .createMap(spec)
+    }
+}
+
+extension ChangeMapRequest {
+    /// `PATCH /v1/lcmaps/{map}`.
+    public func command(map: String) throws(ErrorBody) -> Command {
+        var value: Bool?
+        if let autorestore { value = try onOff(autorestore) }
+        return .changeMap(map: map, autorestore: value, copyRate: copyrate, newName: name)
+    }
+}
+
+extension StartMapRequest {
+    /// `POST /v1/lcmaps/{map}/start` (an empty body is `StartMapRequest(prep: nil, restore: nil)`).
+    public func command(map: String) -> Command {
+        restore == true ? .startRestore(map: map) : .startMap(map: map)
+    }
+}
+
+extension ForceRequest {
+    /// `POST /v1/lcmaps/{map}/stop` (an empty body is `ForceRequest(force: nil)`).
+    public func stopCommand(map: String) -> Command {
+        .stopMap(map: map, force: force ?? false)
+    }
+
+    /// `DELETE /v1/lcmaps/{map}?force=VALUE`: `true` or `1` force it.
+    public static func removeCommand(map: String, forceQuery: String?) -> Command {
+        .removeMap(map: map, force: forceQuery == "true" || forceQuery == "1")
+    }
+}
+
+extension FaultRequest {
+    /// `POST /v1/volumes/{volume}/fault`: an operator's fault.
+    public func command(volume: String) -> Command {
+        .reportFault(volume: volume, cause: .operator, reason: reason)
+    }
+}
+
+/// `on`/`off` of an `autorestore` field, or `invalid_autorestore`.
+private func onOff(_ text: String) throws(ErrorBody) -> Bool {
+    guard let value = parseOnOff(text) else {
+        throw ErrorBody(code: "invalid_autorestore", message: "autorestore must be on or off, not \(text.debugDescription.prefix(80))")
+    }
+    return value
+}
