@@ -31,7 +31,7 @@ extension Controller {
     }
 
     /// Checks that the volume exists, is online to hosts and that the range lies inside it.
-    private func hostVolumeLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int) throws(HostIOError) -> (Volume, BlockStore) {
+    func hostVolumeLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int) throws(HostIOError) -> (Volume, BlockStore) {
         guard let volume = committed.volumes[volumeID] else { throw .unknownVolume(String(volumeID)) }
         guard volume.status != .faulted, let store = stores[volumeID] else { throw .faulted(volume: volume.name) }
         let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
@@ -135,26 +135,31 @@ extension Controller {
     /// Writes `bytes` at `offset` for a host (see `write(volume:offset:bytes:fua:)`).
     public func write(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) {
         if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua) { return }
-        try exclusive { () throws(HostIOError) in
-            let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
-            if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
-            if let map = mapTargetingLocked(volumeID), map.imageValid {
-                try prepareTargetWriteLocked(map, offset, bytes.count)
-            }
-            if let rollback = committed.runningRollback(onto: volumeID) {
-                try restoreBeforeWriteLocked(rollback, offset, bytes.count)
-            }
-            if Self.brokenOrderingForTesting {
-                try brokenCopyOnWriteLocked(volume, store, offset, Array(bytes), fua: fua)
-                return
-            }
-            try copyOnWriteLocked(volume, offset, bytes.count)
-            do throws(BlockStoreError) {
-                try store.write(at: offset, from: bytes)
-                if fua { try store.sync() }
-            } catch {
-                throw faultLocked(volume, error)
-            }
+        try writeCoordinated(HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua))
+    }
+
+    /// One coordinated host write: restore before write, copy-on-write and marks, then the
+    /// source. Must hold the gate exclusively.
+    func writeOneLocked(_ write: HostWrite) throws(HostIOError) {
+        let (volumeID, offset, bytes, fua) = (write.volumeID, write.offset, write.bytes, write.fua)
+        let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+        if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
+        if let map = mapTargetingLocked(volumeID), map.imageValid {
+            try prepareTargetWriteLocked(map, offset, bytes.count)
+        }
+        if let rollback = committed.runningRollback(onto: volumeID) {
+            try restoreBeforeWriteLocked(rollback, offset, bytes.count)
+        }
+        if Self.brokenOrderingForTesting {
+            try brokenCopyOnWriteLocked(volume, store, offset, Array(bytes), fua: fua)
+            return
+        }
+        try copyOnWriteLocked(volume, offset, bytes.count)
+        do throws(BlockStoreError) {
+            try store.write(at: offset, from: bytes)
+            if fua { try store.sync() }
+        } catch {
+            throw faultLocked(volume, error)
         }
     }
 
@@ -373,10 +378,11 @@ extension Controller {
     struct TargetFailure: Error {}
 
     /// Copies grains `grains` (ascending) of `map` from source to target, in runs of adjacent
-    /// grains, and syncs the target.
+    /// grains, and syncs the target (unless `sync` is false: the caller syncs it later, before
+    /// marking the grains split).
     /// - Throws: ``TargetFailure`` when the target failed (and was faulted), ``HostIOError``
     ///   when the source failed (and was faulted).
-    func copyGrainsLocked(_ map: LCMap, _ grains: [UInt64]) throws {
+    func copyGrainsLocked(_ map: LCMap, _ grains: [UInt64], sync: Bool = true) throws {
         guard let source = committed.volumes[map.sourceID], let target = committed.volumes[map.targetID] else { return }
         guard let sourceStore = stores[source.id] else { throw HostIOError.faulted(volume: source.name) }
         guard let targetStore = stores[target.id] else { throw TargetFailure() }
@@ -398,6 +404,7 @@ extension Controller {
                 throw TargetFailure()
             }
         }
+        guard sync else { return }
         do throws(BlockStoreError) {
             try targetStore.sync()
         } catch {

@@ -97,6 +97,12 @@ public final class Controller: @unchecked Sendable {
     /// Faults met under the lock alone (by host reads), recorded by the next exclusive holder,
     /// which the reader becomes before it reports the error.
     var pendingFaults: [(volumeID: VolumeID, reason: String)] = []
+    /// Coordinated host writes waiting for the next batch, and whether a thread is making one
+    /// (guarded by `batchCondition`; see `Controller+WriteBatch.swift`).
+    let batchCondition = NSCondition()
+    var waitingWrites: [WaitingWrite] = []
+    var batchInProgress = false
+    var batchStatistics = (batches: 0, writes: 0)
     var committed: ControllerState
     var stores: [VolumeID: BlockStore] = [:]
     var bitmaps: [MapID: MapBitmaps] = [:]

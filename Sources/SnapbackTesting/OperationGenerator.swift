@@ -82,7 +82,15 @@ struct OperationGenerator {
         let roll = below(1000)
         switch roll {
         case 0..<400:
-            return hostWrite(state, fallback: volumeName(&self))
+            let write = hostWrite(state, fallback: volumeName(&self))
+            guard case let .write(volume, offset, bytes, fua) = write, chance(15) else { return write }
+            // Sometimes several writes arrive together, as from concurrent NBD clients.
+            var batch = [SimulationOperation.Write(volume: volume, offset: offset, bytes: bytes, fua: fua)]
+            for _ in 0..<(1 + below(3)) {
+                guard case let .write(volume, offset, bytes, fua) = hostWrite(state, fallback: volumeName(&self)) else { continue }
+                batch.append(SimulationOperation.Write(volume: volume, offset: offset, bytes: bytes, fua: fua))
+            }
+            return batch.count > 1 ? .writeBatch(batch) : write
         case 400..<440:
             guard let volume = volumes.isEmpty ? nil : pick(volumes) else { return .drain }
             let (offset, length) = range(in: volume.sizeBytes)

@@ -210,6 +210,8 @@ public final class SimulationDriver {
                     outcome = OperationOutcome(kind: .refused, text: "\(error)")
                 }
             }
+        case let .writeBatch(writes):
+            outcome = writeBatch(writes, touched: &touched)
         case let .read(name, offset, length):
             if let volume = controller.state.volume(name), length >= 0, offset + UInt64(length) <= volume.sizeBytes {
                 touched.append((volume.id, Int(offset)..<Int(offset) + length))
@@ -274,6 +276,41 @@ public final class SimulationDriver {
             checkAfterOperation(touched: touched, wholeBitmaps: wholeBitmaps)
         }
         return outcome
+    }
+
+    /// A batch of host writes: each write that the controller acknowledges is recorded in the
+    /// model in the batch's order, as if made one after another.
+    private func writeBatch(_ writes: [SimulationOperation.Write], touched: inout [(VolumeID, Range<Int>)]) -> OperationOutcome {
+        let state = controller.state
+        let known = writes.compactMap { write in state.volume(write.volume).map { (volume: $0, write: write, bytes: write.bytes.bytes) } }
+        let buffers = known.map { entry in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: entry.bytes.count, alignment: 1)
+            buffer.copyBytes(from: entry.bytes)
+            return buffer
+        }
+        defer { buffers.forEach { $0.deallocate() } }
+        let outcomes = controller.write(zip(known, buffers).map { entry, buffer in
+            Controller.HostWrite(volumeID: entry.volume.id, offset: entry.write.offset, bytes: UnsafeRawBufferPointer(buffer), fua: entry.write.fua)
+        })
+        var counts = (done: 0, failed: 0, refused: writes.count - known.count)
+        for (entry, result) in zip(known, outcomes) {
+            let offset = Int(entry.write.offset)
+            switch result {
+            case .success:
+                model.hostWrite(entry.volume.id, at: offset, entry.bytes, fua: entry.write.fua)
+                statistics.writesAcknowledged += 1
+                touched.append((entry.volume.id, offset..<offset + entry.bytes.count))
+                counts.done += 1
+            case .failure(.io):
+                model.hostWriteFailed(entry.volume.id, at: offset, entry.bytes)
+                statistics.writesFailed += 1
+                counts.failed += 1
+            case .failure:
+                counts.refused += 1
+            }
+        }
+        let kind: OperationOutcome.Kind = counts.done > 0 ? .done : counts.failed > 0 ? .failed : .refused
+        return OperationOutcome(kind: kind, text: "\(counts.done) ok, \(counts.failed) failed, \(counts.refused) refused")
     }
 
     private func execute(_ command: Command) -> OperationOutcome {

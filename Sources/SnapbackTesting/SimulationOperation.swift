@@ -6,6 +6,9 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
     case command(Command)
     /// A host write through ``Controller/write(volume:offset:bytes:fua:)``.
     case write(volume: String, offset: UInt64, bytes: WriteBytes, fua: Bool)
+    /// Host writes arriving together, as concurrent NBD writes do: one batch through
+    /// ``Controller/write(_:)`` (shared copy-on-write syncs and commit).
+    case writeBatch([Write])
     /// A host read, checked against the reference model.
     case read(volume: String, offset: UInt64, length: Int)
     /// A host flush.
@@ -20,6 +23,23 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
     case crashAndRestart
     /// Makes every operation on `volume` fail with an I/O error for the next `operations` steps.
     case injectErrors(volume: String, operations: Int)
+
+    /// One write of a ``writeBatch(_:)``.
+    public struct Write: Sendable, Equatable, CustomStringConvertible {
+        public var volume: String
+        public var offset: UInt64
+        public var bytes: WriteBytes
+        public var fua: Bool
+
+        public init(volume: String, offset: UInt64, bytes: WriteBytes, fua: Bool) {
+            self.volume = volume
+            self.offset = offset
+            self.bytes = bytes
+            self.fua = fua
+        }
+
+        public var description: String { "\(volume) offset \(offset): \(bytes)\(fua ? " FUA" : "")" }
+    }
 
     /// The bytes of a host write, described compactly so that a run prints readably.
     public enum WriteBytes: Sendable, Equatable, CustomStringConvertible {
@@ -68,6 +88,7 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case let .command(command): "command \(command)"
         case let .write(volume, offset, bytes, fua): "write \(volume) offset \(offset): \(bytes)\(fua ? " FUA" : "")"
+        case let .writeBatch(writes): "write batch [" + writes.map(\.description).joined(separator: "; ") + "]"
         case let .read(volume, offset, length): "read \(volume) offset \(offset) length \(length)"
         case let .flush(volume): "flush \(volume)"
         case let .step(budget, copies): "step budget \(budget)\(copies ? "" : " (rollbacks only)")"

@@ -13,8 +13,10 @@ struct SimulationTests {
     static let sweepSeeds: UInt64 = ProcessInfo.processInfo.environment["SNAPBACK_SIMULATION_SEEDS"].flatMap(UInt64.init) ?? 2_000
 
     @Test("2,000 seeds: no invariant broken")
-    func sweep() {
-        let result = Simulation.sweep(seeds: 1..<1 + Self.sweepSeeds, parallelism: ProcessInfo.processInfo.activeProcessorCount)
+    func sweep() async throws {
+        let result = try await onOwnThread {
+            Simulation.sweep(seeds: 1..<1 + Self.sweepSeeds, parallelism: ProcessInfo.processInfo.activeProcessorCount)
+        }
         for failure in result.failures {
             Issue.record("\(failure.violation.map { "\($0)" } ?? "?")")
         }

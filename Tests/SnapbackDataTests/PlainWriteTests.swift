@@ -6,8 +6,8 @@ import SnapbackLog
 import SnapbackTesting
 import Testing
 
-/// What the writer threads of `plainWritesRacingMapStartsKeepEveryImage` did, under `lock`.
-private final class Progress: @unchecked Sendable {
+/// What writer threads did, under `lock`.
+final class Progress: @unchecked Sendable {
     let lock = NSLock()
     var begun: [UInt64]
     var acknowledged: [UInt64]
@@ -17,17 +17,6 @@ private final class Progress: @unchecked Sendable {
     init(grainCount: Int) {
         begun = Array(repeating: 0, count: grainCount)
         acknowledged = Array(repeating: 0, count: grainCount)
-    }
-}
-
-/// Starts `count` threads running `body(index)`; the group is left when each returns.
-private func startThreads(_ count: Int, _ group: DispatchGroup, _ body: @escaping @Sendable (Int) -> Void) {
-    for index in 0..<count {
-        group.enter()
-        Thread.detachNewThread {
-            body(index)
-            group.leave()
-        }
     }
 }
 
@@ -82,8 +71,12 @@ struct PlainWriteTests {
     /// file across 20 ms inside one exclusive section, does not change, although four threads
     /// rewrite all of it all the time (immediate and ordinary plain writes of 16 MiB, which take
     /// long enough that one is often in flight when a section begins).
-    @Test func noPlainWriteLandsWhileAnExclusiveHolderRuns() throws {
-        let (directory, log, controller) = try realController()
+    @Test func noPlainWriteLandsWhileAnExclusiveHolderRuns() async throws {
+        try await onOwnThread { try Self.noPlainWriteLandsWhileAnExclusiveHolderRunsBody() }
+    }
+
+    private static func noPlainWriteLandsWhileAnExclusiveHolderRunsBody() throws {
+        let (directory, log, controller) = try Self.realController()
         defer {
             log.close()
             try? FileManager.default.removeItem(atPath: directory)
@@ -131,7 +124,7 @@ struct PlainWriteTests {
     }
 
     /// A controller on real files and a real LMDB log in a new temporary directory.
-    private func realController() throws -> (directory: String, log: EventLog, controller: Controller) {
+    private static func realController() throws -> (directory: String, log: EventLog, controller: Controller) {
         let directory = NSTemporaryDirectory() + "snapback-gate-\(UUID().uuidString)"
         let log = try EventLog(directory: directory + "/log")
         let controller = try Controller(
@@ -158,8 +151,12 @@ struct PlainWriteTests {
     /// every grain, an untorn version no older than the last write acknowledged before the start
     /// and no newer than the last write begun before it ended, and must not change while the
     /// writers go on. A plain write that overlapped a start would break one of these.
-    @Test func plainWritesRacingMapStartsKeepEveryImage() throws {
-        let (directory, log, controller) = try realController()
+    @Test func plainWritesRacingMapStartsKeepEveryImage() async throws {
+        try await onOwnThread { try Self.plainWritesRacingMapStartsKeepEveryImageBody() }
+    }
+
+    private static func plainWritesRacingMapStartsKeepEveryImageBody() throws {
+        let (directory, log, controller) = try Self.realController()
         defer {
             log.close()
             try? FileManager.default.removeItem(atPath: directory)

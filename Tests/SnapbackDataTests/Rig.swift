@@ -70,3 +70,15 @@ func pattern(seed: UInt64, length: Int) -> [UInt8] {
     }
     return bytes
 }
+
+/// Starts `count` threads running `body(index)`; the group is left when each returns. (Real
+/// threads: a dispatch queue may run blocking bodies a few at a time on a small machine.)
+func startThreads(_ count: Int, _ group: DispatchGroup, _ body: @escaping @Sendable (Int) -> Void) {
+    for index in 0..<count {
+        group.enter()
+        Thread.detachNewThread {
+            body(index)
+            group.leave()
+        }
+    }
+}

@@ -380,10 +380,11 @@ struct ServerProtocolTests {
         let export = GatedExport(sizeBytes: 4096)
         let server = NBDServer(provider: GatedProvider(export: export), port: 0)
         let port = try await server.start()
-        // A generous receive timeout: on a loaded machine the stop may take seconds to begin
-        // (this test once timed out at 5 s beside a simulation sweep); what it checks is that the
-        // connection closes while the export call is still blocked.
-        let client = try RawNBDClient(port: port, timeoutSeconds: 30)
+        // Generous timeouts: on a loaded machine the stop may take seconds to begin (beside a
+        // simulation sweep holding the cooperative threads, once more than the export's old 10 s
+        // wait, so that the reply came first); what this checks is that the connection closes
+        // while the export call is still blocked.
+        let client = try RawNBDClient(port: port, timeoutSeconds: 120)
         try client.connect(to: "gated")
         try client.send(requestBytes(.read, cookie: 7, offset: 0, lengthBytes: 16))
         #expect(await offCooperativePool { export.waitUntilEntered() })
@@ -400,10 +401,11 @@ struct ServerProtocolTests {
         let export = GatedExport(sizeBytes: 4096)
         let server = NBDServer(provider: GatedProvider(export: export), port: 0)
         let port = try await server.start()
-        // A generous receive timeout: on a loaded machine the stop may take seconds to begin
-        // (this test once timed out at 5 s beside a simulation sweep); what it checks is that the
-        // connection closes while the export call is still blocked.
-        let client = try RawNBDClient(port: port, timeoutSeconds: 30)
+        // Generous timeouts: on a loaded machine the stop may take seconds to begin (beside a
+        // simulation sweep holding the cooperative threads, once more than the export's old 10 s
+        // wait, so that the reply came first); what this checks is that the connection closes
+        // while the export call is still blocked.
+        let client = try RawNBDClient(port: port, timeoutSeconds: 120)
         try client.connect(to: "gated")
         try client.send(requestBytes(.read, cookie: 7, offset: 0, lengthBytes: 16))
         #expect(await offCooperativePool { export.waitUntilEntered() })
@@ -458,7 +460,7 @@ final class GatedExport: NBDExport, @unchecked Sendable {
 
     func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
         entered.signal()
-        _ = gate.wait(timeout: .now() + 10)
+        _ = gate.wait(timeout: .now() + 120)
         buffer.initializeMemory(as: UInt8.self, repeating: 0x42)
     }
 

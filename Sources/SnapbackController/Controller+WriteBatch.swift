@@ -1,0 +1,168 @@
+import Foundation
+import SnapbackCore
+import SnapbackData
+
+/// Group commit of coordinated host writes (`Specs/data-plane.md`, "Batches"). Writes that need
+/// copy-on-write or marks wait in a queue; one thread at a time takes the whole queue and makes it
+/// as one batch under the gate: every grain copy first, one sync per target, one commit of all the
+/// marks, then the source writes and one sync per volume for the FUA writes. The order of the
+/// durability rules is the same as for one write; what concurrent writers share is the syncs.
+extension Controller {
+    /// A host write as the batch sees it. `bytes` stays valid while the write is in progress.
+    public struct HostWrite: @unchecked Sendable {
+        public var volumeID: VolumeID
+        public var offset: UInt64
+        public var bytes: UnsafeRawBufferPointer
+        public var fua: Bool
+
+        public init(volumeID: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer, fua: Bool) {
+            self.volumeID = volumeID
+            self.offset = offset
+            self.bytes = bytes
+            self.fua = fua
+        }
+    }
+
+    /// A write in the queue, and its outcome once a batch has made it.
+    final class WaitingWrite: @unchecked Sendable {
+        let write: HostWrite
+        var outcome: Result<Void, HostIOError>?
+        init(_ write: HostWrite) { self.write = write }
+    }
+
+    /// How many batches `writeCoordinated` made, of how many writes in all (for tests).
+    @_spi(Testing) public var coordinatedBatches: (batches: Int, writes: Int) {
+        batchCondition.withLock { batchStatistics }
+    }
+
+    /// Makes `writes` as one batch, as if one after another in this order, and returns each
+    /// one's outcome. (snapbackd's writers meet in `writeCoordinated`; the simulator calls this
+    /// to make batches of its own.)
+    public func write(_ writes: [HostWrite]) -> [Result<Void, HostIOError>] {
+        exclusive { writeBatchLocked(writes) }
+    }
+
+    /// Queues `write`; the first writer to find no batch in progress makes one of everything
+    /// queued, itself included, while the others wait for their outcome.
+    func writeCoordinated(_ write: HostWrite) throws(HostIOError) {
+        let waiting = WaitingWrite(write)
+        batchCondition.lock()
+        waitingWrites.append(waiting)
+        while waiting.outcome == nil {
+            if batchInProgress {
+                batchCondition.wait()
+                continue
+            }
+            batchInProgress = true
+            let batch = waitingWrites
+            waitingWrites = []
+            batchCondition.unlock()
+            let outcomes = exclusive { writeBatchLocked(batch.map(\.write)) }
+            batchCondition.lock()
+            batchStatistics.batches += 1
+            batchStatistics.writes += batch.count
+            for (entry, outcome) in zip(batch, outcomes) { entry.outcome = outcome }
+            batchInProgress = false
+            batchCondition.broadcast()
+        }
+        batchCondition.unlock()
+        try waiting.outcome!.get()
+    }
+
+    /// Makes `writes` in one batch. A batch of one, a batch with any write that is refused, or
+    /// restores, or writes a target, and any batch whose copies or marks fail, is made one
+    /// write at a time instead (repeating a grain copy is harmless: no source was written yet).
+    /// Must hold the gate exclusively.
+    func writeBatchLocked(_ writes: [HostWrite]) -> [Result<Void, HostIOError>] {
+        let oneByOne = { () -> [Result<Void, HostIOError>] in
+            writes.map { write in
+                do throws(HostIOError) {
+                    try self.writeOneLocked(write)
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        guard writes.count > 1, !Self.brokenOrderingForTesting else { return oneByOne() }
+        var sources: [(volume: Volume, store: BlockStore)] = []
+        for write in writes {
+            guard let (volume, store) = try? hostVolumeLocked(write.volumeID, write.offset, write.bytes.count),
+                  !isReadOnlyLocked(volume.id),
+                  mapTargetingLocked(volume.id)?.imageValid != true,
+                  committed.runningRollback(onto: volume.id) == nil
+            else { return oneByOne() }
+            sources.append((volume, store))
+        }
+
+        // 1. Copy every grain not yet split to its target, for every active map of each source.
+        var updated: [MapID: MapBitmaps] = [:]
+        var targetsToSync: [VolumeID] = []
+        for (write, source) in zip(writes, sources) {
+            for map in committed.forwardMaps(ofSource: source.volume.id) where map.isActive {
+                guard var maps = updated[map.id] ?? bitmaps[map.id], let range = grains(of: map, write.offset, write.bytes.count) else { continue }
+                let unsplit = range.filter { !maps.split[$0] }
+                if !unsplit.isEmpty {
+                    do { try copyGrainsLocked(map, unsplit, sync: false) } catch { return oneByOne() }
+                    for grain in unsplit { maps.split[grain] = true }
+                    if !targetsToSync.contains(map.targetID) { targetsToSync.append(map.targetID) }
+                }
+                var changed = !unsplit.isEmpty
+                for grain in range where !maps.dirty[grain] {
+                    maps.dirty[grain] = true
+                    changed = true
+                }
+                if changed { updated[map.id] = maps }
+            }
+        }
+        // 2. Make the copies durable, one sync per target; 3. then the marks, in one commit.
+        for targetID in targetsToSync {
+            guard let target = committed.volumes[targetID], let store = stores[targetID] else { return oneByOne() }
+            do throws(BlockStoreError) {
+                try store.sync()
+            } catch {
+                _ = faultLocked(target, error)
+                return oneByOne()
+            }
+        }
+        if !updated.isEmpty {
+            do { try commitBitmaps(updated) } catch { return oneByOne() }
+        }
+
+        // 4. The source writes, in order; a volume that fails is faulted and takes no more.
+        var outcomes = [Result<Void, HostIOError>](repeating: .success(()), count: writes.count)
+        var failed: [VolumeID: HostIOError] = [:]
+        for (index, (write, source)) in zip(writes, sources).enumerated() {
+            if let error = failed[source.volume.id] {
+                outcomes[index] = .failure(error)
+                continue
+            }
+            do throws(BlockStoreError) {
+                try source.store.write(at: write.offset, from: write.bytes)
+            } catch {
+                let hostError = faultLocked(source.volume, error)
+                failed[source.volume.id] = hostError
+                outcomes[index] = .failure(hostError)
+            }
+        }
+        // 5. One sync per volume for its FUA writes. A FUA write is acknowledged only once that
+        // sync succeeded (a volume that failed in step 4 syncs nothing: its FUA writes fail).
+        var synced: [VolumeID] = []
+        for (write, source) in zip(writes, sources) where write.fua && !synced.contains(source.volume.id) {
+            synced.append(source.volume.id)
+            var failure = failed[source.volume.id]
+            if failure == nil {
+                do throws(BlockStoreError) {
+                    try source.store.sync()
+                } catch {
+                    failure = faultLocked(source.volume, error)
+                }
+            }
+            guard let failure else { continue }
+            for (index, other) in writes.enumerated() where other.volumeID == source.volume.id && other.fua {
+                outcomes[index] = .failure(failure)
+            }
+        }
+        return outcomes
+    }
+}
