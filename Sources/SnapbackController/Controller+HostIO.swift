@@ -71,6 +71,7 @@ extension Controller {
 
     /// Fills `bytes` with what a host sees at `offset` (see `read(volume:offset:length:)`).
     public func read(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {
+        if try readPlain(volume: volumeID, offset: offset, into: bytes) { return }
         do throws(HostIOError) {
             try readLocked(volume: volumeID, offset: offset, into: bytes)
         } catch {
@@ -78,6 +79,38 @@ extension Controller {
             recordPendingFaults()
             throw error
         }
+    }
+
+    /// A read that needs no other volume's bytes (the volume is no valid image's target and no
+    /// rollback restores it): decided under the lock with the gate held shared, then read from
+    /// the disk after the lock is released, alongside other plain reads and writes. Returns false,
+    /// having read nothing, when the read needs the image (the locked path).
+    private func readPlain(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) -> Bool {
+        gate.lockShared()
+        let plain: (Volume, BlockStore)?
+        do throws(HostIOError) {
+            plain = try locked { () throws(HostIOError) -> (Volume, BlockStore)? in
+                let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+                if let map = mapTargetingLocked(volumeID), map.imageValid { return nil }
+                if committed.runningRollback(onto: volumeID) != nil { return nil }
+                return (volume, store)
+            }
+        } catch {
+            gate.unlock()
+            throw error
+        }
+        guard let (volume, store) = plain else {
+            gate.unlock()
+            return false
+        }
+        do throws(BlockStoreError) {
+            try store.read(at: offset, into: bytes)
+        } catch {
+            gate.unlock()
+            throw exclusive { faultLocked(volume, error) }
+        }
+        gate.unlock()
+        return true
     }
 
     private func readLocked(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {

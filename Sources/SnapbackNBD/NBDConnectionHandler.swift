@@ -32,8 +32,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         case closed
     }
 
-    /// What an export call produced: for a read, the reply buffer (room for the reply header,
-    /// then the data); nil for other commands; or an error value.
+    /// What an export call produced: for a read, the whole reply (header and data); nil for
+    /// other commands; or an error value.
     private enum Outcome: Sendable {
         case success(ByteBuffer?)
         case failure(NBDErrorValue, note: String?)
@@ -296,7 +296,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             let cookie = request.cookie
             let allocator = context.channel.allocator
             threadPool.runIfActive(eventLoop: context.eventLoop) {
-                Self.execute(operation, payload: payload, export: export, allocator: allocator)
+                Self.execute(operation, cookie: cookie, payload: payload, export: export, allocator: allocator)
             }
             .assumeIsolated()
             .whenComplete { result in
@@ -329,13 +329,13 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// Runs one operation against the export. Called on a thread-pool thread: it may block.
     private static func execute(
-        _ operation: NBDOperation, payload: ByteBuffer?, export: any NBDExport, allocator: ByteBufferAllocator
+        _ operation: NBDOperation, cookie: UInt64, payload: ByteBuffer?, export: any NBDExport, allocator: ByteBufferAllocator
     ) -> Outcome {
         do throws(NBDIOError) {
             switch operation {
             case .read(let offset, let lengthBytes):
                 guard lengthBytes > 0 else { return .success(nil) }
-                return .success(try readReply(export, offset: offset, lengthBytes: Int(lengthBytes), allocator: allocator))
+                return .success(try readReply(export, offset: offset, lengthBytes: Int(lengthBytes), cookie: cookie, allocator: allocator))
             case .write(let offset, let lengthBytes, let fua):
                 precondition((payload?.readableBytes ?? 0) == Int(lengthBytes), "write payload does not match its header")
                 if let payload {
@@ -364,13 +364,13 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A read's reply buffer: room for the reply header, then `lengthBytes` bytes the export
-    /// reads at `offset` straight into it.
+    /// A read's whole reply: the reply header (no error, `cookie`), then `lengthBytes` bytes the
+    /// export reads at `offset` straight into the buffer.
     private static func readReply(
-        _ export: any NBDExport, offset: UInt64, lengthBytes: Int, allocator: ByteBufferAllocator
+        _ export: any NBDExport, offset: UInt64, lengthBytes: Int, cookie: UInt64, allocator: ByteBufferAllocator
     ) throws(NBDIOError) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: NBDHeaderSize.simpleReplyBytes + lengthBytes)
-        buffer.writeRepeatingByte(0, count: NBDHeaderSize.simpleReplyBytes)
+        buffer.writeBytes(NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie))
         var failure: NBDIOError?
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: lengthBytes) { room in
             do throws(NBDIOError) {
@@ -405,12 +405,12 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// Sends a simple reply; once it is written the request leaves the window and parsing resumes.
     private func reply(cookie: UInt64, outcome: Outcome, windowID: UInt64, context: ChannelHandlerContext) {
-        var buffer: ByteBuffer
+        let buffer: ByteBuffer
         switch outcome {
         case .success(let readReply?):
-            // The data is in place after the room left for the header.
+            // The whole reply, header and data, made on the thread pool (changing it here would
+            // copy it: the outcome still shares its storage).
             buffer = readReply
-            buffer.setBytes(NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie), at: buffer.readerIndex)
         case .success(nil):
             buffer = self.buffer(NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie), context: context)
         case .failure(let value, let note):
