@@ -86,15 +86,27 @@ extension Controller {
     /// the disk after the lock is released, alongside other plain reads and writes. Returns false,
     /// having read nothing, when the read needs the image (the locked path).
     private func readPlain(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) -> Bool {
+        try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
+            let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+            if let map = mapTargetingLocked(volumeID), map.imageValid { return nil }
+            if committed.runningRollback(onto: volumeID) != nil { return nil }
+            return (volume, store)
+        } io: { (store) throws(BlockStoreError) in
+            try store.read(at: offset, into: bytes)
+        }
+    }
+
+    /// Plain access (reads, writes, flushes): holding the gate shared, `decide` runs under the
+    /// lock and names the volume and its store, or nil when the access is not plain; then `io`
+    /// runs after the lock is released. An I/O error faults the volume (taking the gate
+    /// exclusively) before it is thrown. Returns false when `decide` said nil.
+    private func plainAccess(
+        decide: () throws(HostIOError) -> (Volume, BlockStore)?, io: (BlockStore) throws(BlockStoreError) -> Void
+    ) throws(HostIOError) -> Bool {
         gate.lockShared()
         let plain: (Volume, BlockStore)?
         do throws(HostIOError) {
-            plain = try locked { () throws(HostIOError) -> (Volume, BlockStore)? in
-                let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
-                if let map = mapTargetingLocked(volumeID), map.imageValid { return nil }
-                if committed.runningRollback(onto: volumeID) != nil { return nil }
-                return (volume, store)
-            }
+            plain = try locked(decide)
         } catch {
             gate.unlock()
             throw error
@@ -104,7 +116,7 @@ extension Controller {
             return false
         }
         do throws(BlockStoreError) {
-            try store.read(at: offset, into: bytes)
+            try io(store)
         } catch {
             gate.unlock()
             throw exclusive { faultLocked(volume, error) }
@@ -201,31 +213,14 @@ extension Controller {
     /// shared; the disk is written after the lock is released, alongside other such writes.
     /// Returns false, having written nothing, when the write needs the coordinated path.
     private func writePlain(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) -> Bool {
-        gate.lockShared()
-        let plain: (Volume, BlockStore)?
-        do throws(HostIOError) {
-            plain = try locked { () throws(HostIOError) -> (Volume, BlockStore)? in
-                let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
-                if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
-                return needsNoCoordinationLocked(volume, offset, bytes.count) ? (volume, store) : nil
-            }
-        } catch {
-            gate.unlock()
-            throw error
-        }
-        guard let (volume, store) = plain else {
-            gate.unlock()
-            return false
-        }
-        do throws(BlockStoreError) {
+        try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
+            let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+            if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
+            return needsNoCoordinationLocked(volume, offset, bytes.count) ? (volume, store) : nil
+        } io: { (store) throws(BlockStoreError) in
             try store.write(at: offset, from: bytes)
             if fua { try store.sync() }
-        } catch {
-            gate.unlock()
-            throw exclusive { faultLocked(volume, error) }
         }
-        gate.unlock()
-        return true
     }
 
     /// Writes `bytes` at `offset` for a host if that can be done at once, without waiting: the
@@ -272,21 +267,11 @@ extension Controller {
 
     /// Makes every completed host write on the volume durable. Runs alongside plain writes.
     public func flush(volume volumeID: VolumeID) throws(HostIOError) {
-        gate.lockShared()
-        let volume: Volume, store: BlockStore
-        do throws(HostIOError) {
-            (volume, store) = try locked { () throws(HostIOError) in try hostVolumeLocked(volumeID, 0, 0) }
-        } catch {
-            gate.unlock()
-            throw error
-        }
-        do throws(BlockStoreError) {
+        _ = try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
+            try hostVolumeLocked(volumeID, 0, 0)
+        } io: { (store) throws(BlockStoreError) in
             try store.sync()
-        } catch {
-            gate.unlock()
-            throw exclusive { faultLocked(volume, error) }
         }
-        gate.unlock()
     }
 
     /// Records the faults host reads met, holding the gate exclusively (``exclusive(_:)`` does).
