@@ -11,18 +11,22 @@ extension Controller {
         public var readOnly: Bool
     }
 
-    /// The export of volume `name` (by name or id), or `nil`.
+    /// The export of volume `name` (by name or id), or `nil`. Never waits for the lock (the NBD
+    /// handshake calls it on an event loop); every read and write checks again under the lock.
     public func export(_ name: String) -> Export? {
-        locked {
-            guard let volume = committed.volume(name) else { return nil }
-            return Export(volumeID: volume.id, sizeBytes: volume.sizeBytes, readOnly: isReadOnlyLocked(volume.id))
-        }
+        let state = state
+        guard let volume = state.volume(name) else { return nil }
+        return Export(volumeID: volume.id, sizeBytes: volume.sizeBytes, readOnly: Self.isReadOnly(volume.id, in: state))
     }
 
     /// A target is read-only to hosts while its map has autorestore on, and while a rollback
     /// reads from it.
     func isReadOnlyLocked(_ volumeID: VolumeID) -> Bool {
-        committed.maps.values.contains { $0.role == .forward && $0.targetID == volumeID && ($0.autorestore || $0.rollback != nil) }
+        Self.isReadOnly(volumeID, in: committed)
+    }
+
+    static func isReadOnly(_ volumeID: VolumeID, in state: ControllerState) -> Bool {
+        state.maps.values.contains { $0.role == .forward && $0.targetID == volumeID && ($0.autorestore || $0.rollback != nil) }
     }
 
     /// The forward map whose target is `volumeID`, if any.

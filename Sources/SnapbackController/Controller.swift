@@ -85,7 +85,9 @@ public final class Controller: @unchecked Sendable {
     }
 
     /// The committed state: always `reduce(durable log)`.
-    public var state: ControllerState { locked { committed } }
+    /// Read without the controller's lock (from a copy published at every change), so that
+    /// the API and the NBD handshake never wait for a command or a copy-on-write in progress.
+    public var state: ControllerState { publishedLock.withLock { published } }
 
     let durable: DurableStore
     let volumeProvider: VolumeProvider
@@ -104,6 +106,10 @@ public final class Controller: @unchecked Sendable {
     var batchInProgress = false
     var batchStatistics = (batches: 0, writes: 0)
     var committed: ControllerState
+    /// `committed` as of the end of the last commit (never halfway through a command's events),
+    /// for readers that must not wait (see `state`).
+    private var published: ControllerState
+    private let publishedLock = NSLock()
     var stores: [VolumeID: BlockStore] = [:]
     var bitmaps: [MapID: MapBitmaps] = [:]
     /// Where each map's background copy resumes its scan.
@@ -148,7 +154,9 @@ public final class Controller: @unchecked Sendable {
         self.durable = durable
         volumeProvider = volumes
         self.clock = clock
-        committed = try durable.replayState()
+        let replayed = try durable.replayState()
+        published = replayed
+        committed = replayed
         try exclusive {
             for volume in committed.volumesByID {
                 do throws(BackingProblem) {
@@ -255,6 +263,7 @@ public final class Controller: @unchecked Sendable {
         }
         for (id, new) in updated where bitmaps[id] != nil { bitmaps[id] = new }
         for event in events { applyCommitted(event, created: created) }
+        if !events.isEmpty { publishedLock.withLock { published = committed } }
     }
 
     /// Mirrors a committed event onto the in-memory bytes and bitmaps.
