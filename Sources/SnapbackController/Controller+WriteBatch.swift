@@ -23,6 +23,10 @@ extension Controller {
         }
     }
 
+    /// The most writes in one batch (the queue itself holds at most one write per blocked
+    /// writer thread). A bigger batch holds the gate longer for a smaller share of syncs.
+    public static let batchWritesMax = 64
+
     /// A write in the queue, and its outcome once a batch has made it.
     final class WaitingWrite: @unchecked Sendable {
         let write: HostWrite
@@ -42,8 +46,9 @@ extension Controller {
         exclusive { writeBatchLocked(writes) }
     }
 
-    /// Queues `write`; the first writer to find no batch in progress makes one of everything
-    /// queued, itself included, while the others wait for their outcome.
+    /// Queues `write`; the first writer to find no batch in progress makes one of what is
+    /// queued (oldest first, at most ``batchWritesMax``), while the others wait for their
+    /// outcome. A writer left in the queue makes the next batch.
     func writeCoordinated(_ write: HostWrite) throws(HostIOError) {
         let waiting = WaitingWrite(write)
         batchCondition.lock()
@@ -54,8 +59,8 @@ extension Controller {
                 continue
             }
             batchInProgress = true
-            let batch = waitingWrites
-            waitingWrites = []
+            let batch = Array(waitingWrites.prefix(Self.batchWritesMax))
+            waitingWrites.removeFirst(batch.count)
             batchCondition.unlock()
             let outcomes = exclusive { writeBatchLocked(batch.map(\.write)) }
             batchCondition.lock()
