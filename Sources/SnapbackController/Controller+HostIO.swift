@@ -92,9 +92,7 @@ extension Controller {
     private func readPlain(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) -> Bool {
         try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
             let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
-            if let map = mapTargetingLocked(volumeID), map.imageValid { return nil }
-            if committed.runningRollback(onto: volumeID) != nil { return nil }
-            return (volume, store)
+            return holdsOwnBytesLocked(volumeID) ? (volume, store) : nil
         } io: { (store) throws(BlockStoreError) in
             try store.read(at: offset, into: bytes)
         }
@@ -218,13 +216,19 @@ extension Controller {
     /// Returns false, having written nothing, when the write needs the coordinated path.
     private func writePlain(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) -> Bool {
         try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
-            let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
-            if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
-            return needsNoCoordinationLocked(volume, offset, bytes.count) ? (volume, store) : nil
+            try plainWriteLocked(volumeID, offset, bytes.count)
         } io: { (store) throws(BlockStoreError) in
             try store.write(at: offset, from: bytes)
             if fua { try store.sync() }
         }
+    }
+
+    /// The volume and store a host write of `length` bytes at `offset` goes to when it needs no
+    /// coordination; nil when it does. Throws when the write is refused.
+    private func plainWriteLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int) throws(HostIOError) -> (Volume, BlockStore)? {
+        let (volume, store) = try hostVolumeLocked(volumeID, offset, length)
+        if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
+        return needsNoCoordinationLocked(volume, offset, length) ? (volume, store) : nil
     }
 
     /// Writes `bytes` at `offset` for a host if that can be done at once, without waiting: the
@@ -237,13 +241,9 @@ extension Controller {
         guard gate.tryLockShared() else { return false }
         defer { gate.unlock() }
         guard lock.try() else { return false }
-        var plainStore: BlockStore?
-        if let (volume, store) = try? hostVolumeLocked(volumeID, offset, bytes.count),
-           !isReadOnlyLocked(volumeID), needsNoCoordinationLocked(volume, offset, bytes.count) {
-            plainStore = store
-        }
+        let plain = try? plainWriteLocked(volumeID, offset, bytes.count)
         lock.unlock()
-        guard let store = plainStore else { return false }
+        guard let (_, store) = plain ?? nil else { return false }
         do throws(BlockStoreError) {
             try store.write(at: offset, from: bytes)
             return true
@@ -258,15 +258,20 @@ extension Controller {
     /// Only exclusive holders clear those bits or change those maps, so the answer holds until
     /// the gate is released.
     private func needsNoCoordinationLocked(_ volume: Volume, _ offset: UInt64, _ length: Int) -> Bool {
-        guard !Self.brokenOrderingForTesting else { return false }
-        if let map = mapTargetingLocked(volume.id), map.imageValid { return false }
-        if committed.runningRollback(onto: volume.id) != nil { return false }
+        guard !Self.brokenOrderingForTesting, holdsOwnBytesLocked(volume.id) else { return false }
         for map in committed.forwardMaps(ofSource: volume.id) where map.isActive {
             guard let maps = bitmaps[map.id] else { return false }
             guard let range = grains(of: map, offset, length) else { continue }
             for grain in range where !maps.split[grain] || !maps.dirty[grain] { return false }
         }
         return true
+    }
+
+    /// True when what hosts see of the volume is its own bytes: it is no valid image's target
+    /// (whose unsplit grains are read from the source) and no rollback restores it (whose
+    /// grains not yet restored are read from the image).
+    func holdsOwnBytesLocked(_ volumeID: VolumeID) -> Bool {
+        mapTargetingLocked(volumeID)?.imageValid != true && committed.runningRollback(onto: volumeID) == nil
     }
 
     /// Makes every completed host write on the volume durable. Runs alongside plain writes.

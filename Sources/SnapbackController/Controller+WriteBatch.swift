@@ -93,9 +93,7 @@ extension Controller {
         var sources: [(volume: Volume, store: BlockStore)] = []
         for write in writes {
             guard let (volume, store) = try? hostVolumeLocked(write.volumeID, write.offset, write.bytes.count),
-                  !isReadOnlyLocked(volume.id),
-                  mapTargetingLocked(volume.id)?.imageValid != true,
-                  committed.runningRollback(onto: volume.id) == nil
+                  !isReadOnlyLocked(volume.id), holdsOwnBytesLocked(volume.id)
             else { return oneByOne() }
             sources.append((volume, store))
         }
