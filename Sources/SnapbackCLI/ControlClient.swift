@@ -91,6 +91,13 @@ struct ControlClient {
         return (status, Data(body))
     }
 
+    /// The rows of `collection` (such as `/v1/volumes`): every one, or only `one` (a name or
+    /// an id) when given.
+    func rows<Row: Decodable>(_ collection: String, _ one: String?, as type: Row.Type) throws -> [Row] {
+        guard let one else { return try call("GET", collection, as: [Row].self) }
+        return [try call("GET", "\(collection)/\(pathSegment(one))", as: Row.self)]
+    }
+
     /// Sends a request and decodes a success body as `T`; an error body becomes a `CLIError` with
     /// its stable code (exit 1).
     func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = nil as String?, as type: T.Type) throws -> T {

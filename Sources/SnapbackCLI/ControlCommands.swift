@@ -50,12 +50,7 @@ struct ListVolumes: ParsableCommand {
     @Argument(help: "A volume (name or id) to show in detail.") var volume: String?
 
     func run() throws {
-        let rows: [VolumeRow]
-        if let volume {
-            rows = [try connection.client.call("GET", "/v1/volumes/\(pathSegment(volume))", as: VolumeRow.self)]
-        } else {
-            rows = try connection.client.call("GET", "/v1/volumes", as: [VolumeRow].self)
-        }
+        let rows = try connection.client.rows("/v1/volumes", volume, as: VolumeRow.self)
         printResult(Listing.volumes(rows).render(json: listing.json, delimiter: listing.delimiter, detail: volume != nil))
     }
 }
@@ -116,12 +111,7 @@ struct ListMaps: ParsableCommand {
     @Argument(help: "A map (name or id) to show in detail.") var map: String?
 
     func run() throws {
-        let rows: [MapRow]
-        if let map {
-            rows = [try connection.client.call("GET", "/v1/lcmaps/\(pathSegment(map))", as: MapRow.self)]
-        } else {
-            rows = try connection.client.call("GET", "/v1/lcmaps", as: [MapRow].self)
-        }
+        let rows = try connection.client.rows("/v1/lcmaps", map, as: MapRow.self)
         printResult(Listing.maps(rows).render(json: listing.json, delimiter: listing.delimiter, detail: map != nil))
     }
 }
