@@ -41,26 +41,17 @@ public struct GrainBitmap: Sendable, Equatable {
     }
 
     /// The first set grain at or after `start`, or `nil`.
-    public func nextSet(from start: UInt64) -> UInt64? {
-        guard start < grainCount else { return nil }
-        var index = Int(start >> 6)
-        var word = words[index] & (~0 << (start & 63))
-        while true {
-            if word != 0 {
-                let grain = UInt64(index) << 6 + UInt64(word.trailingZeroBitCount)
-                return grain < grainCount ? grain : nil
-            }
-            index += 1
-            if index >= words.count { return nil }
-            word = words[index]
-        }
-    }
+    public func nextSet(from start: UInt64) -> UInt64? { first(from: start) { $0 } }
 
     /// The first clear grain at or after `start`, or `nil`.
-    public func nextClear(from start: UInt64) -> UInt64? {
+    public func nextClear(from start: UInt64) -> UInt64? { first(from: start) { ~$0 } }
+
+    /// The first grain at or after `start` whose bit is set in `view(word)`, or `nil`.
+    @inline(__always)
+    private func first(from start: UInt64, _ view: (UInt64) -> UInt64) -> UInt64? {
         guard start < grainCount else { return nil }
         var index = Int(start >> 6)
-        var word = ~words[index] & (~0 << (start & 63))
+        var word = view(words[index]) & (~0 << (start & 63))
         while true {
             if word != 0 {
                 let grain = UInt64(index) << 6 + UInt64(word.trailingZeroBitCount)
@@ -68,7 +59,7 @@ public struct GrainBitmap: Sendable, Equatable {
             }
             index += 1
             if index >= words.count { return nil }
-            word = ~words[index]
+            word = view(words[index])
         }
     }
 
