@@ -8,9 +8,7 @@ struct AuditTests {
     /// A history: two volumes, a map, a rename, a start, host writes, a fault with an automatic
     /// rollback, a restart, a lone volume faulted and recovered.
     func history(_ daemon: Daemon) async throws {
-        try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
-        try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
-        try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+        try await daemon.makeSourceTargetMap(size: "4m")
         try await daemon.ok("chlcmap", "-name", "nightly", "m0")
         try await daemon.ok("startlcmap", "nightly")
         try await daemon.write("src", byte: 0x66, length: 1 << 20)

@@ -11,9 +11,7 @@ struct AutorestoreTests {
     /// Volumes src and tgt (64 MiB), map m0 with `autorestore` and `copyRate`, and pattern A
     /// (0xAA) on the first 8 MiB of src.
     static func prepare(_ daemon: Daemon, autorestore: String, copyRate: Int = 0) async throws {
-        try await daemon.ok("mkvolume", "-name", "src", "-size", "64m")
-        try await daemon.ok("mkvolume", "-name", "tgt", "-size", "64m")
-        try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", autorestore, "-copyrate", String(copyRate))
+        try await daemon.makeSourceTargetMap(size: "64m", autorestore: autorestore, copyRate: copyRate)
         try await daemon.write("src", byte: 0xAA, length: imageBytes)
     }
 

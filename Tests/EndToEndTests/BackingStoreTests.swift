@@ -21,9 +21,7 @@ struct BackingStoreTests {
         try await withDaemon { daemon in
             let sourcePath = daemon.directory + "/src.img"
             try writeFilledFile(sourcePath, sizeBytes: Int(16 * mebibyte), byte: 0)
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "16m", "-path", sourcePath)
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "16m")
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.makeSourceTargetMap(size: "16m", sourcePath: sourcePath)
             try await daemon.write("src", byte: 0xAA, length: mebibyte)
             try await daemon.ok("startlcmap", "m0")
             try await daemon.write("src", byte: 0xBB, length: mebibyte)

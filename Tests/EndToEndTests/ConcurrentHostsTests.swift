@@ -12,10 +12,8 @@ struct ConcurrentHostsTests {
     func concurrentFirstWritesKeepTheImage() async throws {
         try await withDaemon { daemon in
             let size = 32 * mebibyte
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "32m")
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "32m")
+            try await daemon.makeSourceTargetMap(size: "32m", grainSize: "64")
             try await daemon.write("src", byte: 0x5A, length: size)
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0", "-grainsize", "64")
             try await daemon.ok("startlcmap", "m0")
 
             // Twice over the whole source: first writes (copy-on-write), then plain writes.

@@ -65,9 +65,7 @@ struct CrashTests {
     @Test("SIGKILL, then host writes after the restart: the image and the new data both survive")
     func killThenWrite() async throws {
         try await withDaemon { daemon in
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "16m")
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "16m")
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0", "-grainsize", "64")
+            try await daemon.makeSourceTargetMap(size: "16m", grainSize: "64")
             try await daemon.write("src", byte: 0x21, length: 4 * mebibyte)
             try await daemon.ok("startlcmap", "m0")
             try await daemon.write("src", byte: 0x42, length: 2 * mebibyte)

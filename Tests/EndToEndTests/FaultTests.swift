@@ -15,10 +15,7 @@ struct FaultTests {
     static func prepareAllDirty(_ daemon: Daemon, byte: UInt8, grainSize: String = "256") async throws -> String {
         let sourcePath = daemon.directory + "/src.img"
         try writeFilledFile(sourcePath, sizeBytes: Int(bigBytes), byte: byte)
-        try await daemon.ok("mkvolume", "-name", "src", "-size", "256m", "-path", sourcePath)
-        try await daemon.ok("mkvolume", "-name", "tgt", "-size", "256m")
-        try await daemon.ok(
-            "mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0", "-grainsize", grainSize)
+        try await daemon.makeSourceTargetMap(size: "256m", sourcePath: sourcePath, grainSize: grainSize)
         try await daemon.ok("startlcmap", "m0")
         let zeroed = try await daemon.qemuIO("src", ["write -z 0 256M"])
         #expect(zeroed.exitCode == 0 && zeroed.stdout.contains("wrote \(bigBytes)/\(bigBytes)"), "write -z: \(zeroed)")

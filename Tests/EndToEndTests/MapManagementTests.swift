@@ -8,9 +8,7 @@ struct MapManagementTests {
     @Test("chlcmap -name renames the map and its reverse map; ids still resolve")
     func rename() async throws {
         try await withDaemon { daemon in
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.makeSourceTargetMap(size: "4m")
             let before = try await daemon.map("m0")
             try await daemon.ok("chlcmap", "-name", "nightly", "m0")
             let renamed = try await daemon.map("nightly")
@@ -39,9 +37,7 @@ struct MapManagementTests {
     @Test("a faulted target stops its map: no rollback from an untrustworthy image")
     func faultedTarget() async throws {
         try await withDaemon { daemon in
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.makeSourceTargetMap(size: "4m")
             try await daemon.write("src", byte: 0x11, length: mebibyte)
             try await daemon.ok("startlcmap", "m0")
             try await daemon.write("src", byte: 0x22, length: mebibyte)
@@ -65,9 +61,7 @@ struct MapManagementTests {
     @Test("rmlcmap -force removes an active map; its target becomes an ordinary writable volume")
     func forceRemove() async throws {
         try await withDaemon { daemon in
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.makeSourceTargetMap(size: "4m")
             try await daemon.ok("startlcmap", "m0")
             let refused = try await daemon.qemuIO("tgt", ["write -P 0x44 0 4k"])
             #expect(refused.exitCode != 0)

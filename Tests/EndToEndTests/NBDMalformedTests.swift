@@ -107,9 +107,7 @@ struct NBDMalformedTests {
     @Test("a raw WRITE to a read-only point-in-time image: EPERM, the image unchanged")
     func writeToReadOnlyTarget() async throws {
         try await withDaemon { daemon in
-            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
-            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
-            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+            try await daemon.makeSourceTargetMap(size: "4m")
             try await daemon.write("src", byte: 0x31, length: mebibyte)
             try await daemon.ok("startlcmap", "m0")
 

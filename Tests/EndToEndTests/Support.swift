@@ -331,9 +331,29 @@ final class Daemon: @unchecked Sendable {
     /// Runs `snapback ARGUMENTS`, expecting exit 0; records an issue with the output otherwise.
     @discardableResult
     func ok(_ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) async throws -> ProcessOutput {
+        try await snapbackOK(arguments, sourceLocation)
+    }
+
+    /// ``ok(_:sourceLocation:)`` with the arguments as an array.
+    @discardableResult
+    func snapbackOK(_ arguments: [String], _ sourceLocation: SourceLocation) async throws -> ProcessOutput {
         let output = try await snapback(arguments)
         #expect(output.exitCode == 0, "snapback \(arguments.joined(separator: " ")): \(output)", sourceLocation: sourceLocation)
         return output
+    }
+
+    /// Volumes `src` and `tgt` of `size` (such as `4m`) and map `m0` between them (not started),
+    /// autorestore on and copy rate 0 unless told otherwise. `sourcePath` backs `src` with a
+    /// file of the test's (`mkvolume -path`).
+    func makeSourceTargetMap(
+        size: String, sourcePath: String? = nil, autorestore: String = "on", copyRate: Int = 0, grainSize: String? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        try await snapbackOK(["mkvolume", "-name", "src", "-size", size] + (sourcePath.map { ["-path", $0] } ?? []), sourceLocation)
+        try await snapbackOK(["mkvolume", "-name", "tgt", "-size", size], sourceLocation)
+        try await snapbackOK(
+            ["mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", autorestore, "-copyrate", String(copyRate)]
+                + (grainSize.map { ["-grainsize", $0] } ?? []), sourceLocation)
     }
 
     /// Runs `snapback log SUBCOMMAND -data-dir DIR ARGUMENTS` (the audit CLI, read-only).

@@ -257,32 +257,29 @@ struct ServerProtocolTests {
         }
     }
 
-    @Test func badRequestMagicClosesWithoutTouchingTheExport() async throws {
+    /// Sends `bytes` on a connection to the writable export, then expects the server to close it
+    /// without the export having been called or changed.
+    private func expectClosedUntouched(sending bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let exports = exports()
         let before = exports.writable.bytes
         try await withServer(entries(exports)) { port in
             let client = try RawNBDClient(port: port)
             try client.connect(to: "disk")
-            let bad = requestBytes(.write, cookie: 1, offset: 0, lengthBytes: 512, magic: 0x2560_9512)
-            try client.send(bad + [UInt8](repeating: 0xFF, count: 512))
-            #expect(client.waitForClose())
+            try client.send(bytes)
+            #expect(client.waitForClose(), sourceLocation: sourceLocation)
         }
-        #expect(exports.writable.bytes == before)
-        #expect(exports.writable.counters == .init())
+        #expect(exports.writable.bytes == before, sourceLocation: sourceLocation)
+        #expect(exports.writable.counters == .init(), sourceLocation: sourceLocation)
+    }
+
+    @Test func badRequestMagicClosesWithoutTouchingTheExport() async throws {
+        let bad = requestBytes(.write, cookie: 1, offset: 0, lengthBytes: 512, magic: 0x2560_9512)
+        try await expectClosedUntouched(sending: bad + [UInt8](repeating: 0xFF, count: 512))
     }
 
     @Test func oversizedWriteClosesBeforeItsPayload() async throws {
-        let exports = exports()
-        let before = exports.writable.bytes
-        try await withServer(entries(exports)) { port in
-            let client = try RawNBDClient(port: port)
-            try client.connect(to: "disk")
-            // Only the header and a little payload: the server must not wait for 32 MiB + 1.
-            try client.send(requestBytes(.write, cookie: 1, offset: 0, lengthBytes: NBDLimits.payloadBytesMax + 1) + [1, 2, 3])
-            #expect(client.waitForClose())
-        }
-        #expect(exports.writable.bytes == before)
-        #expect(exports.writable.counters == .init())
+        // Only the header and a little payload: the server must not wait for 32 MiB + 1.
+        try await expectClosedUntouched(sending: requestBytes(.write, cookie: 1, offset: 0, lengthBytes: NBDLimits.payloadBytesMax + 1) + [1, 2, 3])
     }
 
     @Test func readPastTheEndIsEINVALAndTheConnectionStaysUsable() async throws {
