@@ -204,3 +204,37 @@ public func httpStatus(for code: CommandError.Code) -> Int {
         409
     }
 }
+
+/// `lssystem` / `GET /v1/system`: the controller itself.
+public struct SystemRow: Codable, Sendable, Equatable {
+    /// `online`, or `degraded` while durable commits fail (the log's file system full, an I/O
+    /// error); everything resumes by itself once they succeed again.
+    public var status: String
+    /// Why it is degraded: `storage_full: …` or `storage_error: …` with the store's own words
+    /// (errno text included); empty when online.
+    public var reason: String
+    /// When it became degraded (RFC 3339, UTC); empty when online.
+    public var degraded_since: String
+    /// Durable commits that failed since snapbackd started.
+    public var failed_commits: UInt64
+    /// Bytes of the LMDB log's data file.
+    public var log_size: UInt64
+    /// The sequence number of the last committed event.
+    public var last_sequence: UInt64
+    /// snapbackd's version.
+    public var version: String
+
+    public static let columns = ["status", "reason", "degraded_since", "failed_commits", "log_size", "last_sequence", "version"]
+
+    public init(
+        status: String, reason: String, degraded_since: String, failed_commits: UInt64, log_size: UInt64, last_sequence: UInt64, version: String
+    ) {
+        self.status = status
+        self.reason = reason
+        self.degraded_since = degraded_since
+        self.failed_commits = failed_commits
+        self.log_size = log_size
+        self.last_sequence = last_sequence
+        self.version = version
+    }
+}

@@ -43,6 +43,19 @@ struct MakeVolume: ParsableCommand {
     }
 }
 
+struct ListSystem: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lssystem", abstract: "Show the controller: online or degraded (and why), the log's size and last sequence.")
+    @OptionGroup var connection: Connection
+    @OptionGroup var listing: ListingOptions
+
+    func run() throws {
+        let row = try connection.client.call("GET", "/v1/system", as: SystemRow.self)
+        // One object: key/value lines like a detail view; -json gives an array of one, like every listing.
+        printResult(Listing.system(row).render(json: listing.json, delimiter: listing.delimiter, detail: true))
+    }
+}
+
 struct ListVolumes: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "lsvolume", abstract: "List volumes, or show one in detail.")
     @OptionGroup var connection: Connection

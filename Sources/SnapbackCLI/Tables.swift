@@ -97,6 +97,18 @@ extension Listing {
             })
     }
 
+    /// `lssystem`'s listing (the columns of ``SystemRow``).
+    static func system(_ row: SystemRow) -> Listing {
+        Listing(
+            columns: SystemRow.columns,
+            rows: [
+                [
+                    .text(row.status), .text(row.reason), .text(row.degraded_since), .number(row.failed_commits), .number(row.log_size),
+                    .number(row.last_sequence), .text(row.version),
+                ]
+            ])
+    }
+
     static func volumes(_ volumes: [Volume]) -> Listing { self.volumes(volumes.map(VolumeRow.init)) }
 
     static func maps(_ maps: [LCMap], in state: ControllerState) -> Listing { self.maps(maps.map { MapRow($0, in: state) }) }

@@ -11,6 +11,8 @@ extension Controller {
         public var workRemains = false
         /// Background-copy bytes per map (for pacing).
         public var copiedBytesByMap: [MapID: UInt64] = [:]
+        /// When a durable commit failed: how long background work waits before its next try.
+        public var waitingMilliseconds: Int64?
     }
 
     /// Bounds on one step: grains copied between two durable marks.
@@ -32,8 +34,15 @@ extension Controller {
     /// copied for a map with any budget. Errors fault the failing volume and end that map's work.
     @discardableResult
     public func step(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64]) -> StepOutcome {
-        exclusive {
+        exclusive(background: true) {
             var outcome = StepOutcome()
+            // After a failed commit, background work waits for its backoff (never a tight loop).
+            guard backgroundBackoff.due(at: clock()) else {
+                outcome.workRemains = hasBackgroundWorkLocked()
+                outcome.waitingMilliseconds = backgroundBackoff.notBeforeMilliseconds - clock()
+                return outcome
+            }
+            let failuresBefore = health.failedCommits
             for map in committed.mapsByID where map.role == .forward && map.rollback != nil {
                 rollbackStepLocked(map, budgetBytes: rollbackBudgetBytes, &outcome)
             }
@@ -44,16 +53,23 @@ extension Controller {
                 outcome.bytesCopied += mapOutcome.bytesCopied
                 outcome.copiedBytesByMap[map.id] = mapOutcome.bytesCopied
             }
+            if health.failedCommits == failuresBefore { backgroundBackoff.succeeded() }
             outcome.workRemains = hasBackgroundWorkLocked()
+            if !backgroundBackoff.due(at: clock()) { outcome.waitingMilliseconds = backgroundBackoff.notBeforeMilliseconds - clock() }
             return outcome
         }
     }
+
+    /// True when host I/O or a command had to wait for the gate since the last call: background
+    /// steps should be small for a while.
+    public func hostIOWaited() -> Bool { gate.takeContended() }
 
     /// True while a rollback runs or a map with a copy rate is copying.
     public var hasBackgroundWork: Bool { locked { hasBackgroundWorkLocked() } }
 
     func hasBackgroundWorkLocked() -> Bool {
-        committed.maps.values.contains { $0.role == .forward && ($0.rollback != nil || (copyRunsLocked($0) && $0.copyRate > 0)) }
+        hasPendingFaultsLocked
+            || committed.maps.values.contains { $0.role == .forward && ($0.rollback != nil || (copyRunsLocked($0) && $0.copyRate > 0)) }
     }
 
     /// True when `map`'s background copy can run: a copying forward map with a valid image whose
@@ -74,87 +90,205 @@ extension Controller {
         }
     }
 
-    /// Copies up to `budgetBytes` of grains the target does not hold yet, syncs the target, then
-    /// durably marks them split together with the progress event (or the completion).
-    private func copyStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
-        guard var maps = bitmaps[map.id] else { return }
-        let grainsMax = max(1, min(Self.stepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
-        var batch: [UInt64] = []
-        var cursor = copyCursors[map.id] ?? 0
-        while batch.count < grainsMax, let grain = maps.split.nextClear(from: cursor) {
-            batch.append(grain)
-            cursor = grain + 1
+    /// How long the marks of a background copy's or a rollback's copied grains may wait before
+    /// they are made durable, in one commit with one progress event (`Specs/data-plane.md`,
+    /// "Coalesced marks"). A crash loses only the marks: the copies are made again.
+    public struct MarksCoalescing: Sendable, Equatable {
+        /// Bytes of copies whose marks may wait.
+        public var bytesMax: UInt64
+        /// How long the oldest unmarked copy may wait (controller clock).
+        public var millisecondsMax: Int64
+
+        public init(bytesMax: UInt64, millisecondsMax: Int64) {
+            self.bytesMax = bytesMax
+            self.millisecondsMax = millisecondsMax
         }
-        if batch.isEmpty, cursor > 0, let grain = maps.split.nextClear(from: 0) {
-            batch.append(grain)
-            cursor = grain + 1
-        }
-        copyCursors[map.id] = cursor
-        if !batch.isEmpty {
-            do {
-                try copyGrainsLocked(map, batch)
-            } catch {
-                return  // the failing volume was faulted; the map stops or the source is faulted
-            }
-            for grain in batch { maps.split[grain] = true }
-            outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
-        }
-        let splitCount = maps.split.setCount
-        let command: Command = splitCount == map.grainsTotal
-            ? .completeCopy(map: map.id) : .recordCopyProgress(map: map.id, grainsCopied: splitCount)
-        _ = try? commitBitmaps([map.id: maps], commands: [command])
+
+        /// snapbackd's: 256 MiB or 1 s, whichever comes first.
+        public static let daemon = MarksCoalescing(bytesMax: 256 << 20, millisecondsMax: 1000)
+        /// Every step commits its marks (the crash scenarios count on it).
+        public static let everyStep = MarksCoalescing(bytesMax: 0, millisecondsMax: 0)
     }
 
-    /// Restores up to `budgetBytes` of dirty, not yet restored grains (target → source), syncs the
-    /// source, then durably marks them restored with the progress event; completes the rollback
-    /// when none remain.
+    /// Copies up to `budgetBytes` of grains the target does not hold yet (not synced); when
+    /// ``MarksCoalescing`` says so, and when the last grain is copied, syncs the target and durably marks the copied grains split with the progress event
+    /// (or the completion).
+    private func copyStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
+        guard bitmaps[map.id] != nil else { return }
+        let now = clock()
+        var unmarked = unmarkedCopies[map.id] ?? (grains: [], sinceMilliseconds: now)
+        let grainsMax = max(1, min(Self.stepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
+        // (Bitmaps are read through temporaries, never held across a commit, which changes them
+        // in place: a held copy would make the commit copy them.)
+        let (batch, cursor) = GrainPlanner.nextCopyGrains(bitmaps[map.id]!, from: copyCursors[map.id] ?? 0, grainsMax: grainsMax, unmarked: unmarked.grains)
+        copyCursors[map.id] = cursor
+        if !batch.isEmpty {
+            do throws(StageFailure) {
+                _ = try performCopies([GrainCopy(map: map.id, from: map.sourceID, to: map.targetID, grains: batch)])
+            } catch {
+                // The failing volume is faulted: a target's fault stops the map, a source's makes
+                // the copy wait.
+                failBackgroundLocked(error)
+                return
+            }
+            unmarked.grains.formUnion(batch)
+            outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
+        }
+        unmarkedCopies[map.id] = unmarked
+        // Host writes may have split unmarked grains meanwhile (copy-on-write copies them again).
+        let splitCount = bitmaps[map.id]!.split.setCount + UInt64(unmarked.grains.count { !bitmaps[map.id]!.split[$0] })
+        let complete = splitCount == map.grainsTotal
+        // Nothing left to copy but marks to make: make them now.
+        let idle = batch.isEmpty && !unmarked.grains.isEmpty
+        guard complete || idle || flushDue(unmarked.grains.count, map, since: unmarked.sinceMilliseconds, now: now) else { return }
+        var marks = BitmapMarks()
+        for grain in unmarked.grains { marks.set(map.id, .split, grain, true) }
+        let command: Command = complete ? .completeCopy(map: map.id) : .recordCopyProgress(map: map.id, grainsCopied: splitCount)
+        do throws(StageFailure) {
+            try perform(GrainStage(marks: marks), syncing: [map.targetID], commands: [command])
+            unmarkedCopies[map.id] = nil
+        } catch {
+            failBackgroundLocked(error)
+        }
+    }
+
+    /// True when `count` unmarked grains of `map`, waiting since `since`, are due for their commit.
+    private func flushDue(_ count: Int, _ map: LCMap, since: Int64, now: Int64) -> Bool {
+        guard count > 0 else { return false }
+        return UInt64(count) * UInt64(map.grainSizeBytes) >= marksCoalescing.bytesMax || now - since >= marksCoalescing.millisecondsMax
+    }
+
+    /// Restores up to `budgetBytes` of dirty, not yet restored grains (target → source), not
+    /// synced; when ``MarksCoalescing`` says so, and when none remain, syncs the source and durably marks them restored with the progress event
+    /// (and the completion, in the same commit).
     private func rollbackStepLocked(_ map: LCMap, budgetBytes: UInt64, _ outcome: inout StepOutcome) {
-        guard var maps = bitmaps[map.id], let rollback = map.rollback else { return }
+        guard bitmaps[map.id] != nil, let rollback = map.rollback, let source = committed.volumes[map.sourceID] else { return }
         // A rollback that cannot read its target or write its source is given up, recorded,
         // and its source left faulted, rather than retried for ever.
         for volumeID in [map.sourceID, map.targetID] where stores[volumeID] == nil {
             let name = committed.volumes[volumeID]?.name ?? String(volumeID)
-            _ = try? commitLocked(.abandonRollback(map: map.id, reason: "the backing store of volume \(name) is unavailable"))
+            abandonLocked(map, reason: "the backing store of volume \(name) is unavailable")
             return
         }
-        // The work is counted on the first step (and again after a restart before any progress);
-        // the count is recorded with the first batch's marks.
-        // A grain restored and then written again by a host is both restored and dirty: count
-        // it once (found by the simulator, seed 1).
-        let toRestore = rollback.grainsToRestore > 0 ? rollback.grainsToRestore : maps.dirty.unionCount(maps.restored)
+        let now = clock()
+        // The work is counted on the first step (and again after a restart before any progress).
+        var toRestore = rollback.grainsToRestore
+        let counting = toRestore == 0
+        if counting { toRestore = countRollbackLocked(map.id) ?? 0 }
+        var unmarked = unmarkedRestores[map.id] ?? (grains: [], sinceMilliseconds: now)
         let grainsMax = max(1, min(Self.rollbackStepGrainsMax, Int(budgetBytes / UInt64(map.grainSizeBytes))))
+        var cursor = rollbackCursors[map.id] ?? 0
         var batch: [UInt64] = []
-        var cursor: UInt64 = 0
-        while batch.count < grainsMax, let grain = maps.dirty.nextSet(from: cursor) {
-            if !maps.restored[grain] { batch.append(grain) }
-            cursor = grain + 1
+        // While a commit of marks is failing, nothing more is copied: the marks are retried.
+        if unmarked.grains.isEmpty || backgroundBackoff.delayMilliseconds == 0 {
+            (batch, cursor) = GrainPlanner.nextRollbackGrains(bitmaps[map.id]!, from: cursor, grainsMax: grainsMax, unmarked: unmarked.grains)
         }
         if !batch.isEmpty {
-            do {
-                try restoreGrainsLocked(map, batch, &maps)
+            do throws(StageFailure) {
+                for stage in planRestoreLocked(map, batch, sizeBytes: source.sizeBytes) {
+                    // Copy-on-write for the other maps is durable before the source is written;
+                    // the restore's own marks wait for the coalesced commit.
+                    if stage.marks.isEmpty { _ = try performCopies(stage.copies) } else { try perform(stage) }
+                }
             } catch {
-                let text = "I/O error: \(error)".unicodeScalars.map { $0.properties.generalCategory == .control ? " " : String($0) }.joined()
-                let reason = String(text.prefix(Limits.reasonBytesMax / 4))
-                _ = try? commitLocked(.abandonRollback(map: map.id, reason: reason))
+                rollbackFailedLocked(map, error)
                 return
             }
+            unmarked.grains.formUnion(batch)
             outcome.bytesCopied += UInt64(batch.count) * UInt64(map.grainSizeBytes)
         }
+        rollbackCursors[map.id] = cursor
+        unmarkedRestores[map.id] = unmarked
+        // Done when no grain remains after the cursor, nor (a safety net, once per rollback)
+        // before it: a grain whose restore-before-write failed after it left the unmarked set.
+        var remaining = GrainPlanner.nextRollbackGrains(bitmaps[map.id]!, from: cursor, grainsMax: 1, unmarked: unmarked.grains).grains.first
+        if remaining == nil, let missed = GrainPlanner.nextRollbackGrains(bitmaps[map.id]!, from: 0, grainsMax: 1, unmarked: unmarked.grains).grains.first {
+            rollbackCursors[map.id] = missed
+            remaining = missed
+        }
+        let flushing = remaining == nil || flushDue(unmarked.grains.count, map, since: unmarked.sinceMilliseconds, now: now)
+        // The count is recorded with the first marks, or alone when they wait.
+        guard flushing || (counting && toRestore > 0) else { return }
+        var marks = BitmapMarks()
+        if flushing {
+            for grain in unmarked.grains {
+                marks.set(map.id, .restored, grain, true)
+                marks.set(map.id, .dirty, grain, false)
+            }
+        }
         var commands: [Command] = []
-        let restored = min(maps.restored.setCount, toRestore)
         if toRestore > 0 {
+            let unmarkedCount = flushing ? UInt64(unmarked.grains.count { !bitmaps[map.id]!.restored[$0] }) : 0
+            let restored = min(bitmaps[map.id]!.restored.setCount + unmarkedCount, toRestore)
             commands.append(.recordRollbackProgress(map: map.id, grainsRestored: restored, grainsToRestore: toRestore))
         }
-        // The last batch's marks and the completion share one commit.
-        let remaining = maps.dirty.nextSet(from: 0).map { first in
-            var grain: UInt64? = first
-            while let current = grain {
-                if !maps.restored[current] { return true }
-                grain = maps.dirty.nextSet(from: current + 1)
+        // The last marks and the completion share one commit.
+        if remaining == nil { commands.append(.completeRollback(map: map.id)) }
+        do throws(StageFailure) {
+            try perform(GrainStage(marks: marks), syncing: marks.isEmpty ? [] : [map.sourceID], commands: commands)
+            guard flushing else { return }
+            unmarkedRestores[map.id] = nil
+            if remaining == nil { rollbackCursors[map.id] = nil }
+        } catch {
+            rollbackFailedLocked(map, error)
+        }
+    }
+
+    /// The work of `map`'s rollback: grains dirty or restored (a grain restored and then written
+    /// again by a host is both: counted once, found by the simulator, seed 1).
+    private func countRollbackLocked(_ map: MapID) -> UInt64? {
+        guard let maps = bitmaps[map] else { return nil }
+        return maps.dirty.unionCount(maps.restored)
+    }
+
+    /// The stages restoring `grains` of `map` (see `GrainPlanner.restore`), without the restore's
+    /// own marks.
+    private func planRestoreLocked(_ map: LCMap, _ grains: [UInt64], sizeBytes: UInt64) -> [GrainStage] {
+        var view = PlannedBitmaps(bitmaps)
+        return GrainPlanner.restore(committed, &view, map, grains: grains, sizeBytes: sizeBytes, marking: false)
+    }
+
+    /// A rollback step failed: a volume that failed is faulted and the rollback abandoned
+    /// (`RollbackStopped`); a copy-on-write target of another map that failed is faulted (its
+    /// map stops) and the step is made again; a failed commit is retried after a backoff.
+    private func rollbackFailedLocked(_ map: LCMap, _ failure: StageFailure) {
+        switch failure {
+        case .commit:
+            failBackgroundLocked(failure)
+        case let .volume(volumeID, error):
+            guard let volume = committed.volumes[volumeID] else { return }
+            _ = faultLocked(volume, error)
+            if volumeID == map.sourceID || volumeID == map.targetID {
+                let text = "I/O error: \(error)".unicodeScalars.map { $0.properties.generalCategory == .control ? " " : String($0) }.joined()
+                abandonLocked(map, reason: String(text.prefix(Limits.reasonBytesMax / 4)))
             }
-            return false
-        } ?? false
-        if !remaining { commands.append(.completeRollback(map: map.id)) }
-        _ = try? commitBitmaps([map.id: maps], commands: commands)
+        case let .unavailable(volumeID):
+            abandonLocked(map, reason: "the backing store of volume \(committed.volumes[volumeID]?.name ?? String(volumeID)) is unavailable")
+        }
+    }
+
+    /// Records that `map`'s rollback is given up (`RollbackStopped`); retried after a backoff
+    /// when the log cannot record it.
+    private func abandonLocked(_ map: LCMap, reason: String) {
+        guard committed.maps[map.id]?.rollback != nil else { return }
+        do throws(ControllerError) {
+            _ = try commitLocked(.abandonRollback(map: map.id, reason: reason))
+        } catch {
+            failBackgroundLocked(.commit(error))
+        }
+    }
+
+    /// Background work that failed: a volume that failed is faulted; a failed commit makes the
+    /// background work wait for ``backgroundBackoff`` before it is tried again.
+    private func failBackgroundLocked(_ failure: StageFailure) {
+        switch failure {
+        case let .commit(error):
+            if case .rejected = error { return }
+            backgroundBackoff.failed(at: clock())
+        case let .volume(volumeID, error):
+            if let volume = committed.volumes[volumeID] { _ = faultLocked(volume, error) }
+        case .unavailable:
+            break
+        }
     }
 }

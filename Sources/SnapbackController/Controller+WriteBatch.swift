@@ -98,38 +98,22 @@ extension Controller {
             sources.append((volume, store))
         }
 
-        // 1. Copy every grain not yet split to its target, for every active map of each source.
-        var updated: [MapID: MapBitmaps] = [:]
-        var targetsToSync: [VolumeID] = []
-        for (write, source) in zip(writes, sources) {
-            for map in committed.forwardMaps(ofSource: source.volume.id) where map.isActive {
-                guard var maps = updated[map.id] ?? bitmaps[map.id], let range = grains(of: map, write.offset, write.bytes.count) else { continue }
-                let unsplit = range.filter { !maps.split[$0] }
-                if !unsplit.isEmpty {
-                    do { try copyGrainsLocked(map, unsplit, sync: false) } catch { return oneByOne() }
-                    for grain in unsplit { maps.split[grain] = true }
-                    if !targetsToSync.contains(map.targetID) { targetsToSync.append(map.targetID) }
-                }
-                var changed = !unsplit.isEmpty
-                for grain in range where !maps.dirty[grain] {
-                    maps.dirty[grain] = true
-                    changed = true
-                }
-                if changed { updated[map.id] = maps }
+        // 1-3. One plan for the whole batch (each grain copied once, from the source as it was
+        // before the batch): every copy, one sync per target, one commit of all the marks.
+        let stage = { () -> GrainStage in
+            var view = PlannedBitmaps(bitmaps)
+            var stage = GrainStage()
+            for write in writes {
+                stage.copies += GrainPlanner.copyOnWrite(committed, &view, source: write.volumeID, offset: write.offset, length: write.bytes.count)
             }
-        }
-        // 2. Make the copies durable, one sync per target; 3. then the marks, in one commit.
-        for targetID in targetsToSync {
-            guard let target = committed.volumes[targetID], let store = stores[targetID] else { return oneByOne() }
-            do throws(BlockStoreError) {
-                try store.sync()
-            } catch {
-                _ = faultLocked(target, error)
-                return oneByOne()
-            }
-        }
-        if !updated.isEmpty {
-            do { try commitBitmaps(updated) } catch { return oneByOne() }
+            stage.marks = view.endStage()
+            return stage
+        }()
+        do throws(StageFailure) {
+            try perform(stage)
+        } catch {
+            if case let .volume(failedID, failure) = error, let failed = committed.volumes[failedID] { _ = faultLocked(failed, failure) }
+            return oneByOne()
         }
 
         // 4. The source writes, in order; a volume that fails is faulted and takes no more.

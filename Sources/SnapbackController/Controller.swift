@@ -12,6 +12,9 @@ public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
     case faulted(volume: String)
     /// An I/O error; the volume has been faulted.
     case io(volume: String, detail: String)
+    /// The marks the write needs could not be made durable: the log's file system is full.
+    /// Nothing was written; the volume stays online.
+    case noSpace(volume: String, detail: String)
 
     public var description: String {
         switch self {
@@ -20,6 +23,7 @@ public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .readOnly(volume): "volume \(volume) is read-only to hosts"
         case let .faulted(volume): "volume \(volume) is faulted"
         case let .io(volume, detail): "I/O error on volume \(volume): \(detail)"
+        case let .noSpace(volume, detail): "no space to record the write on volume \(volume): \(detail)"
         }
     }
 }
@@ -30,11 +34,14 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
     case rejected(CommandError)
     /// The log or a backing store failed; the command was not recorded.
     case storage(String)
+    /// The log's file system (or its LMDB map, grown to its bound) is full; nothing was recorded.
+    case storageFull(String)
 
     public var code: String {
         switch self {
         case let .rejected(error): error.code.rawValue
         case .storage: "storage_error"
+        case .storageFull: "storage_full"
         }
     }
 
@@ -42,6 +49,7 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
         switch self {
         case let .rejected(error): error.description
         case let .storage(detail): "storage_error: \(detail)"
+        case let .storageFull(detail): "storage_full: \(detail)"
         }
     }
 }
@@ -71,8 +79,8 @@ public final class Controller: @unchecked Sendable {
 
     /// Runs `body` holding the gate exclusively and the lock: no plain host write is in flight.
     /// Faults met meanwhile by reads are recorded first.
-    func exclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        gate.lockExclusive()
+    func exclusive<T, E: Error>(background: Bool = false, _ body: () throws(E) -> T) throws(E) -> T {
+        gate.lockExclusive(background: background)
         lock.lock()
         exclusivelyHeld = true
         defer {
@@ -90,6 +98,7 @@ public final class Controller: @unchecked Sendable {
     public var state: ControllerState { publishedLock.withLock { published } }
 
     let durable: DurableStore
+    let marksCoalescing: MarksCoalescing
     let volumeProvider: VolumeProvider
     let clock: @Sendable () -> Int64
     let lock = NSLock()
@@ -109,48 +118,35 @@ public final class Controller: @unchecked Sendable {
     /// `committed` as of the end of the last commit (never halfway through a command's events),
     /// for readers that must not wait (see `state`).
     private var published: ControllerState
-    private let publishedLock = NSLock()
+    /// The controller's own state, published like `published`.
+    var publishedHealth = ControllerHealth()
+    let publishedLock = NSLock()
     var stores: [VolumeID: BlockStore] = [:]
     var bitmaps: [MapID: MapBitmaps] = [:]
     /// Where each map's background copy resumes its scan.
     var copyCursors: [MapID: UInt64] = [:]
+    /// Where each running rollback resumes its scan.
+    var rollbackCursors: [MapID: UInt64] = [:]
+    /// Grains a background copy wrote to the target whose `split` marks wait for the next
+    /// coalesced commit, and since when (controller clock).
+    var unmarkedCopies: [MapID: (grains: Set<UInt64>, sinceMilliseconds: Int64)] = [:]
+    /// Grains a rollback restored whose `restored` marks wait for the next coalesced commit.
+    var unmarkedRestores: [MapID: (grains: Set<UInt64>, sinceMilliseconds: Int64)] = [:]
+    /// Backoff of background work whose durable commit failed (progress, completion, abandon,
+    /// faults), so that a full disk is retried, not spun on.
+    var backgroundBackoff = CommitBackoff()
+    var faultBackoff = CommitBackoff()
     /// Volumes whose backing store failed to open at start-up (faulted by `start`).
     public private(set) var backingProblems: [VolumeID: BackingProblem] = [:]
-
-    /// The bitmaps of one forward map, in memory (grains / 8 bytes each).
-    struct MapBitmaps {
-        var split: GrainBitmap
-        var dirty: GrainBitmap
-        var restored: GrainBitmap
-
-        init(grainCount: UInt64) {
-            split = GrainBitmap(grainCount: grainCount)
-            dirty = GrainBitmap(grainCount: grainCount)
-            restored = GrainBitmap(grainCount: grainCount)
-        }
-
-        subscript(kind: BitmapKind) -> GrainBitmap {
-            get {
-                switch kind {
-                case .split: split
-                case .dirty: dirty
-                case .restored: restored
-                }
-            }
-            set {
-                switch kind {
-                case .split: split = newValue
-                case .dirty: dirty = newValue
-                case .restored: restored = newValue
-                }
-            }
-        }
-    }
 
     /// Recovers from the durable store: replays the log, opens every volume (faulting those whose
     /// backing store is missing or resized, which may start automatic rollbacks), loads the
     /// bitmaps and records the start. Interrupted copies and rollbacks resume with ``step(budgetBytes:)``.
-    public init(durable: DurableStore, volumes: VolumeProvider, clock: @escaping @Sendable () -> Int64, version: String) throws {
+    public init(
+        durable: DurableStore, volumes: VolumeProvider, clock: @escaping @Sendable () -> Int64, version: String,
+        marksCoalescing: MarksCoalescing = .daemon
+    ) throws {
+        self.marksCoalescing = marksCoalescing
         self.durable = durable
         volumeProvider = volumes
         self.clock = clock
@@ -217,11 +213,11 @@ public final class Controller: @unchecked Sendable {
     /// applied (so that an event's own effect on the bitmaps, such as clearing `restored` on
     /// `RollbackCompleted`, comes last).
     func commitEventsLocked(
-        _ events: [Event], bitmapChanges extra: [BitmapChange] = [], installing updated: [MapID: MapBitmaps] = [:]
+        _ events: [Event], bitmapChanges extra: [BitmapChange] = [], marks: BitmapMarks = BitmapMarks()
     ) throws(ControllerError) {
-        guard !events.isEmpty || !extra.isEmpty else { return }
+        guard !events.isEmpty || !extra.isEmpty || !marks.isEmpty else { return }
         var created: [VolumeID: BlockStore] = [:]
-        var changes = extra
+        var changes = marks.changes(against: bitmaps) + extra
         var preview = committed
         for event in events {
             switch event {
@@ -259,9 +255,10 @@ public final class Controller: @unchecked Sendable {
             for (id, _) in created {
                 if let volume = preview.volumes[id] { volumeProvider.remove(volume) }
             }
-            throw .storage("\(error)")
+            throw noteCommitFailure(error)
         }
-        for (id, new) in updated where bitmaps[id] != nil { bitmaps[id] = new }
+        noteCommitSuccess()
+        marks.apply(to: &bitmaps)
         for event in events { applyCommitted(event, created: created) }
         if !events.isEmpty { publishedLock.withLock { published = committed } }
     }
@@ -280,30 +277,34 @@ public final class Controller: @unchecked Sendable {
             bitmaps[created.id] = MapBitmaps(grainCount: committed.maps[created.id]?.grainsTotal ?? 0)
         case let .mapStarted(id, _):
             bitmaps[id] = MapBitmaps(grainCount: committed.maps[id]?.grainsTotal ?? 0)
+            forgetUnmarkedLocked(id)
             copyCursors[id] = 0
         case let .mapRemoved(id):
             bitmaps[id] = nil
+            forgetUnmarkedLocked(id)
             copyCursors[id] = nil
         case let .rollbackCompleted(id), let .rollbackStopped(id, _):
             bitmaps[id]?.restored.clearAll()
+            forgetUnmarkedLocked(id)
+        case let .rollbackStarted(id, _, _), let .mapStopped(id), let .mapStopping(id), let .mapCopyCompleted(id):
+            forgetUnmarkedLocked(id)
         default:
             break
         }
     }
 
-    /// Commits bitmap `updated` for the maps in it, writing only the chunks that changed, with the
-    /// events of `commands` (decided in order against the state each leaves) in the same commit;
-    /// on success replaces the in-memory bitmaps.
-    func commitBitmaps(_ updated: [MapID: MapBitmaps], commands: [Command] = []) throws(ControllerError) {
-        var changes: [BitmapChange] = []
-        for (id, new) in updated.sorted(by: { $0.key < $1.key }) {
-            guard let old = bitmaps[id] else { continue }
-            for kind in BitmapKind.allCases where old[kind] != new[kind] {
-                for chunk in 0..<new[kind].chunkCount where new[kind].chunkDiffers(from: old[kind], chunk: chunk) {
-                    changes.append(.setChunk(map: id, kind: kind, chunk: chunk, bytes: new[kind].chunkBytes(chunk)))
-                }
-            }
-        }
+    /// Drops the marks `map`'s copy or rollback has not made yet, and its rollback's cursor: an
+    /// event changed what they would mean (the copies are simply made again if still owed).
+    func forgetUnmarkedLocked(_ map: MapID) {
+        unmarkedCopies[map] = nil
+        unmarkedRestores[map] = nil
+        rollbackCursors[map] = nil
+    }
+
+    /// Commits `marks` with the events of `commands` (decided in order, each against the state
+    /// the ones before it leave) in one durable commit, writing only the bitmap chunks the marks
+    /// touch; then applies the marks in place and the events.
+    func commit(marks: BitmapMarks, commands: [Command] = []) throws(ControllerError) {
         var events: [Event] = []
         var preview = committed
         for command in commands {
@@ -315,7 +316,7 @@ public final class Controller: @unchecked Sendable {
                 throw .rejected(error)
             }
         }
-        try commitEventsLocked(events, bitmapChanges: changes, installing: updated)
+        try commitEventsLocked(events, marks: marks)
     }
 
     /// A copy of `map`'s bitmaps (for tests and the simulator's invariants).

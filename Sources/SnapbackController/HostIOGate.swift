@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// The controller's readers-writer gate (a pthread rwlock that prefers writers, so that a
 /// command waiting for the gate is not starved by a stream of host writes).
@@ -14,6 +15,14 @@ import Darwin
 /// never held twice by one thread.
 final class HostIOGate: @unchecked Sendable {
     private let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
+    /// Set whenever a taker had to wait; read and cleared by ``takeContended()``. Background work
+    /// sizes its steps by it (large while nobody waits, small when someone does).
+    private let contended = Atomic<Bool>(false)
+
+    /// True when some taker had to wait since the last call.
+    func takeContended() -> Bool {
+        contended.exchange(false, ordering: .relaxed)
+    }
 
     init() {
         rwlock = .allocate(capacity: 1)
@@ -35,6 +44,8 @@ final class HostIOGate: @unchecked Sendable {
     }
 
     func lockShared() {
+        if pthread_rwlock_tryrdlock(rwlock) == 0 { return }
+        contended.store(true, ordering: .relaxed)
         precondition(pthread_rwlock_rdlock(rwlock) == 0, "pthread_rwlock_rdlock failed")
     }
 
@@ -43,7 +54,11 @@ final class HostIOGate: @unchecked Sendable {
         pthread_rwlock_tryrdlock(rwlock) == 0
     }
 
-    func lockExclusive() {
+    /// Takes the gate exclusively. `background` takers (steps of copies and rollbacks) do not
+    /// count as waiting: they are the work that others wait for.
+    func lockExclusive(background: Bool = false) {
+        if pthread_rwlock_trywrlock(rwlock) == 0 { return }
+        if !background { contended.store(true, ordering: .relaxed) }
         precondition(pthread_rwlock_wrlock(rwlock) == 0, "pthread_rwlock_wrlock failed")
     }
 

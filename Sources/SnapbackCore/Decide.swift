@@ -18,7 +18,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         else {
             throw CommandError(
                 .invalidSize,
-                "volume size \(sizeBytes) bytes must be a multiple of 512 between 512 bytes and 16 TiB")
+                "volume size \(sizeBytes) bytes must be a multiple of 512 between 512 bytes and 256 TiB")
         }
         if let path {
             guard path.hasPrefix("/"), path.utf8.count <= Limits.pathBytesMax,

@@ -212,7 +212,7 @@ public enum Limits {
     public static let mapNameBytesMax = nameBytesMax - reverseNameSuffix.utf8.count
     public static let reverseNameSuffix = "_rev"
     public static let volumeSizeBytesMin: UInt64 = 512
-    public static let volumeSizeBytesMax: UInt64 = 16 << 40
+    public static let volumeSizeBytesMax: UInt64 = 256 << 40
     public static let sectorBytes: UInt64 = 512
     public static let pathBytesMax = 4096
     public static let reasonBytesMax = 256

@@ -1,3 +1,4 @@
+import Foundation
 import SnapbackCore
 import SnapbackLog
 
@@ -17,6 +18,26 @@ public enum BitmapChange: Sendable, Equatable {
     case setChunk(map: MapID, kind: BitmapKind, chunk: Int, bytes: [UInt8])
     /// Clear the whole bitmap.
     case clear(map: MapID, kind: BitmapKind)
+}
+
+/// An error from a durable store that can say whether it means "no space" (the controller then
+/// answers `storage_full` instead of `storage_error`).
+public protocol StorageFailure: Error {
+    /// True for ENOSPC, EDQUOT, or an LMDB map full beyond its bound.
+    var isOutOfSpace: Bool { get }
+}
+
+extension LogError: StorageFailure {
+    public var isOutOfSpace: Bool {
+        switch self {
+        case .mapFull: return true
+        case let .lmdb(error):
+            if error.code == .mapFull { return true }
+            if case let .system(code) = error.code { return code == ENOSPC || code == EDQUOT }
+            return false
+        default: return false
+        }
+    }
 }
 
 /// The port through which the controller makes decisions and bitmap marks durable: the LMDB log

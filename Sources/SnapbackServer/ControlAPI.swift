@@ -10,11 +10,27 @@ import SnapbackCore
 /// answered only after its events are durable.
 struct ControlAPI {
     let controller: Controller
+    /// The LMDB data file of the log (for its size).
+    let logDataFile: String
+    let version: String
     /// A bound on request bodies.
     static let requestBytesMax = 64 * 1024
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
+        router.get("v1/system") { _, _ in
+            let health = controller.health
+            var status = stat()
+            let logBytes = stat(logDataFile, &status) == 0 ? UInt64(status.st_size) : 0
+            let since = health.sinceMilliseconds.map {
+                ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double($0) / 1000))
+            }
+            return json(
+                SystemRow(
+                    status: health.status.rawValue, reason: health.reason ?? "", degraded_since: since ?? "",
+                    failed_commits: health.failedCommits, log_size: logBytes, last_sequence: controller.state.eventsApplied,
+                    version: version))
+        }
         router.get("v1/volumes") { _, _ in
             let state = controller.state
             return json(state.volumesByID.map(VolumeRow.init))
@@ -106,6 +122,8 @@ struct ControlAPI {
                 return error(httpStatus(for: commandError.code), ErrorBody(code: commandError.code.rawValue, message: commandError.message))
             case let .storage(detail):
                 return error(503, ErrorBody(code: "storage_error", message: detail))
+            case let .storageFull(detail):
+                return error(507, ErrorBody(code: "storage_full", message: detail))
             }
         } catch {
             return self.error(500, ErrorBody(code: "internal", message: "\(error)"))

@@ -87,7 +87,7 @@ public enum Daemon {
 
         let socketPath = options.socketPath ?? directory + "/control.sock"
         try removeStaleSocket(socketPath)
-        let api = ControlAPI(controller: controller)
+        let api = ControlAPI(controller: controller, logDataFile: directory + "/log/data.mdb", version: version)
         let application = Application(
             router: api.router(),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
@@ -147,19 +147,25 @@ struct NBDService: Service {
 
 /// Runs rollbacks at full speed and background copies at their copy rates, resumes whatever a
 /// restart interrupted, and checkpoints the state every ``Daemon/checkpointIntervalEvents``.
+/// While durable commits fail it waits out the controller's backoff (never spins) and logs the
+/// failure at error level at most once a second.
 struct BackgroundService: Service {
     let controller: Controller
     let logger: Logger
     /// How often the loop looks for work when idle; bounds the delay of an automatic rollback.
     static let idleTickMilliseconds: UInt64 = 20
-    /// Bytes a rollback copies between two progress marks. Small enough that host I/O and
-    /// commands waiting for the controller get their turn between steps.
-    static let rollbackStepBytes: UInt64 = 16 << 20
+    /// A rollback step's bytes adapt: they double up to the largest while no host I/O or command
+    /// waited for the gate during the last step, and drop to the smallest when some did, so that
+    /// a rollback runs at disk speed alone and leaves hosts their share.
+    static let rollbackStepBytesMin: UInt64 = 1 << 20
+    static let rollbackStepBytesMax: UInt64 = 256 << 20
 
     func run() async throws {
         var credits: [MapID: Double] = [:]
         var last = ContinuousClock.now
         var lastCheckpoint = controller.state.eventsApplied
+        var rollbackStepBytes = Self.rollbackStepBytesMin
+        var health = HealthReporter(logger: logger)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = ContinuousClock.now
             let elapsed = now - last
@@ -173,10 +179,14 @@ struct BackgroundService: Service {
             }
             let budgets = credits.compactMapValues { $0 >= 1 ? UInt64($0) : nil }
             let controller = controller
+            let budget = rollbackStepBytes
             let outcome = try await blocking {
-                controller.step(rollbackBudgetBytes: Self.rollbackStepBytes, copyBudgetsBytes: budgets)
+                controller.step(rollbackBudgetBytes: budget, copyBudgetsBytes: budgets)
             }
             for (map, bytes) in outcome.copiedBytesByMap { credits[map, default: 0] -= Double(bytes) }
+            let contended = controller.hostIOWaited()
+            rollbackStepBytes = contended ? Self.rollbackStepBytesMin : min(Self.rollbackStepBytesMax, rollbackStepBytes * 2)
+            health.report(controller.health, now: now)
             let applied = controller.state.eventsApplied
             if applied - lastCheckpoint >= Daemon.checkpointIntervalEvents {
                 do {
@@ -187,13 +197,52 @@ struct BackgroundService: Service {
                 }
             }
             let rollbackRunning = controller.state.maps.values.contains { $0.rollback != nil }
-            // Between rollback steps, a short pause lets waiting host I/O take the controller's
-            // lock (it is not fair); when idle, the tick bounds the delay of new work.
+            // A failed commit: wait for the controller's backoff. A rollback: go on at once,
+            // pausing briefly only when someone waited for the gate (it is not fair). Idle: the
+            // tick bounds the delay of new work.
+            let pauseMilliseconds: UInt64
+            if let waiting = outcome.waitingMilliseconds {
+                pauseMilliseconds = UInt64(max(1, min(1000, waiting)))
+            } else if rollbackRunning {
+                pauseMilliseconds = contended ? 1 : 0
+            } else {
+                pauseMilliseconds = Self.idleTickMilliseconds
+            }
             do {
-                try await Task.sleep(for: .milliseconds(rollbackRunning ? 1 : Self.idleTickMilliseconds))
+                if pauseMilliseconds > 0 { try await Task.sleep(for: .milliseconds(pauseMilliseconds)) } else { await Task.yield() }
             } catch {
                 return  // cancelled: the group is shutting down (for instance, NBD failed to bind)
             }
+        }
+    }
+}
+
+/// Logs the controller's health: at error level while degraded, at most once a second (with the
+/// count of failed commits meanwhile), and once when it is online again.
+struct HealthReporter {
+    let logger: Logger
+    static let intervalSeconds: Double = 1
+    private var lastLogged: ContinuousClock.Instant?
+    private var failedAtLastLog: UInt64 = 0
+    private var degraded = false
+
+    init(logger: Logger) { self.logger = logger }
+
+    mutating func report(_ health: ControllerHealth, now: ContinuousClock.Instant) {
+        switch health.status {
+        case .degraded:
+            if let lastLogged, now - lastLogged < .seconds(Self.intervalSeconds) { return }
+            logger.error(
+                "durable commits are failing; the controller is degraded and retries with backoff",
+                metadata: ["reason": "\(health.reason ?? "")", "failedCommits": "\(health.failedCommits - failedAtLastLog)"])
+            lastLogged = now
+            failedAtLastLog = health.failedCommits
+            degraded = true
+        case .online:
+            guard degraded else { return }
+            logger.info("durable commits succeed again; the controller is online", metadata: ["failedCommits": "\(health.failedCommits)"])
+            degraded = false
+            lastLogged = nil
         }
     }
 }

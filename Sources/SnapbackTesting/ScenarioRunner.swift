@@ -18,7 +18,9 @@ public enum ScenarioRunner {
     private static func runWithKnobSet(_ scenario: Scenario, seed: UInt64, log: ((String) -> Void)?) -> ScenarioError? {
         let driver: SimulationDriver
         do {
-            driver = try SimulationDriver(seed: seed, replayCommand: "tools/simulate --scenario Specs/scenarios/\(scenario.name) --seeds \(seed)")
+            // Scenarios count I/O points of steps that commit their own marks.
+            driver = try SimulationDriver(
+                seed: seed, replayCommand: "tools/simulate --scenario Specs/scenarios/\(scenario.name) --seeds \(seed)", marksCoalescing: .everyStep)
         } catch {
             return ScenarioError(scenario.name, 0, "the controller did not start: \(error)")
         }

@@ -155,18 +155,29 @@ public final class SimulationDriver {
     private var fullCheckDue = false
 
     static let controllerVersion = "simulator"
+    /// The coalescing of marks this run's controllers use.
+    public let marksCoalescing: Controller.MarksCoalescing
+    /// The coalescings seeds choose from: snapbackd's (256 MiB or 1 s; the simulated clock moves
+    /// 1 ms a call), every step, and a few grains or 20 ms.
+    public static let coalescingChoices: [Controller.MarksCoalescing] = [
+        .daemon, .everyStep, Controller.MarksCoalescing(bytesMax: 256 << 10, millisecondsMax: 20),
+    ]
     /// The bound on one drain, in steps.
     public static let drainStepsMax = 200
 
     /// A fresh machine of `seed` with a controller started on it.
     /// - Throws: what ``Controller/init(durable:volumes:clock:version:)`` throws (nothing on an empty machine).
-    public init(seed: UInt64, replayCommand: String) throws {
+    /// `marksCoalescing`: how long copied grains' marks wait; by default the seed chooses one of
+    /// ``coalescingChoices`` (snapbackd's, every step, or a few grains).
+    public init(seed: UInt64, replayCommand: String, marksCoalescing: Controller.MarksCoalescing? = nil) throws {
         self.seed = seed
         self.replayCommand = replayCommand
+        self.marksCoalescing = marksCoalescing ?? Self.coalescingChoices[Int(seed % UInt64(Self.coalescingChoices.count))]
         world = SimulatedWorld(seed: seed)
         volumes = SimulatedVolumeProvider(world: world)
         durable = SimulatedDurableStore(world: world)
-        controller = try Controller(durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion)
+        controller = try Controller(
+            durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: self.marksCoalescing)
         model.read(durable.events)
     }
 
@@ -354,7 +365,8 @@ public final class SimulationDriver {
         statistics.crashes += 1
         world.restart()
         do {
-            controller = try Controller(durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion)
+            controller = try Controller(
+                durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: marksCoalescing)
         } catch {
             fail(.controllerRecovers, "the controller did not start after the crash: \(error)")
             return
@@ -520,8 +532,7 @@ public final class SimulationDriver {
                 fail(.bitmapsHeld, "lcmap \(map.name) is active but has no bitmaps")
                 return
             }
-            for (position, word) in bitmaps.dirty.words.enumerated() where word & ~bitmaps.split.words[position] != 0 {
-                let grain = UInt64(position * 64 + (word & ~bitmaps.split.words[position]).trailingZeroBitCount)
+            if let grain = bitmaps.dirty.firstNotIn(bitmaps.split) {
                 fail(.bitmapsHeld, "lcmap \(map.name): grain \(grain) is dirty but not split")
                 return
             }

@@ -17,7 +17,7 @@ struct CommandGenerator {
     static let volumeNames = ["v0", "v1", "v2", "v3", "v4", "v5", "v6"]
     static let mapNames = ["m0", "m1", "m2", "m3", "m4", "daily", "m0_rev"]
     static let badNames = ["", "9lives", "has space", "slash/", String(repeating: "x", count: 64)]
-    static let sizes: [UInt64] = [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 2 << 20, 512, 0, 513, (16 << 40) + 512]
+    static let sizes: [UInt64] = [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 2 << 20, 512, 0, 513, (256 << 40) + 512]
     static let reasons = ["ransomware", "EIO on read", "x", "", "   ", "two\nlines", String(repeating: "r", count: 257)]
 
     mutating func volumeReference(_ state: ControllerState) -> String {

@@ -63,12 +63,12 @@ struct DecideVolumeTests {
 
     @Test(
         "createVolume refuses invalid sizes",
-        arguments: [0, 1, 511, 513, 1000, (16 << 40) + 512, (16 << 40) + 1, 17 << 40, UInt64.max] as [UInt64])
+        arguments: [0, 1, 511, 513, 1000, (256 << 40) + 512, (256 << 40) + 1, 257 << 40, UInt64.max] as [UInt64])
     func createVolumeInvalidSize(sizeBytes: UInt64) {
         expectRejected(.createVolume(name: "v", sizeBytes: sizeBytes, path: nil), ControllerState(), .invalidSize)
     }
 
-    @Test("createVolume accepts sizes from 512 bytes to 16 TiB in whole sectors", arguments: [512, 1024, 64 << 20, 16 << 40] as [UInt64])
+    @Test("createVolume accepts sizes from 512 bytes to 256 TiB in whole sectors", arguments: [512, 1024, 64 << 20, 16 << 40, 256 << 40] as [UInt64])
     func createVolumeValidSize(sizeBytes: UInt64) {
         #expect(rejection(.createVolume(name: "v", sizeBytes: sizeBytes, path: nil), ControllerState()) == nil)
     }
