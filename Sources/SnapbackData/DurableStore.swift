@@ -40,6 +40,25 @@ extension LogError: StorageFailure {
     }
 }
 
+/// A failed commit of the LMDB log, with the free space of its file system at the time. LMDB
+/// reports a short write (ENOSPC on the way) as EIO, so a failure while the file system has
+/// less than ``fullBelowBytes`` free counts as out of space.
+public struct LogCommitFailure: StorageFailure, CustomStringConvertible {
+    public var error: LogError
+    public var freeBytes: UInt64?
+    public static let fullBelowBytes: UInt64 = 1 << 20
+
+    public var isOutOfSpace: Bool {
+        if error.isOutOfSpace { return true }
+        guard case let .lmdb(lmdb) = error, case .system = lmdb.code, let freeBytes else { return false }
+        return freeBytes < Self.fullBelowBytes
+    }
+
+    public var description: String {
+        "\(error)" + (freeBytes.map { $0 < Self.fullBelowBytes ? " (the log's file system has \($0) bytes free)" : "" } ?? "")
+    }
+}
+
 /// The port through which the controller makes decisions and bitmap marks durable: the LMDB log
 /// in snapbackd, a simulated log in the simulator. A commit is atomic: after a crash, all of its
 /// events and bitmap changes are there, or none.
@@ -79,6 +98,21 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
     }
 
     public func commit(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        do {
+            return try append(events: events, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+        } catch let error as LogError {
+            throw LogCommitFailure(error: error, freeBytes: Self.freeBytes(of: log.environment.directory))
+        }
+    }
+
+    /// Bytes free to unprivileged writers on the file system of `path`, or `nil`.
+    static func freeBytes(of path: String) -> UInt64? {
+        var status = statvfs()
+        guard statvfs(path, &status) == 0 else { return nil }
+        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
+    }
+
+    private func append(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
         let database = bitmaps
         if bitmapChanges.isEmpty {
             return try log.append(events, timestampMilliseconds: timestampMilliseconds)

@@ -141,6 +141,8 @@ struct OperationGenerator {
             return .scheduleCrash(ioPoints: chance(70) ? 1 + below(6) : 1 + below(24))
         case 973..<985:
             return .crashAndRestart
+        case 993..<1000:
+            return .failCommits(operations: 1 + below(4), noSpace: chance(50))
         default:
             let name = volumeName(&self)
             if !avoided.isDisjoint(with: [.copyOnWriteSkippedForTargetReadByRollback, .rollbackStoppedKeepsRestoredMarks]), isInRollback(name, state) {

@@ -1,3 +1,4 @@
+import Foundation
 import SnapbackCore
 import SnapbackData
 import SnapbackLog
@@ -18,6 +19,8 @@ public final class SimulatedWorld: @unchecked Sendable {
     public var nowMilliseconds: Int64 = 1_800_000_000_000
     /// Volumes that answer every operation with an I/O error.
     public var failingVolumes: Set<VolumeID> = []
+    /// When set, every durable commit fails with this errno (ENOSPC, EIO) and commits nothing.
+    public var failingCommitsErrno: Int32?
     /// Block stores created in this world, for crash processing.
     var blockStores: [SimulatedBlockStore] = []
 
@@ -152,6 +155,13 @@ public final class SimulatedVolumeProvider: VolumeProvider, @unchecked Sendable 
     public func vanish(_ volumeID: VolumeID) { stores[volumeID] = nil }
 }
 
+/// An injected failure of a durable commit: nothing of the commit was made.
+public struct SimulatedCommitFailure: StorageFailure, CustomStringConvertible {
+    public var errno: Int32
+    public var isOutOfSpace: Bool { errno == ENOSPC }
+    public var description: String { "simulated commit failure: \(String(cString: strerror(errno)))" }
+}
+
 /// A simulated durable store: a committed commit survives a crash, an uncommitted one vanishes.
 public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
     private unowned let world: SimulatedWorld
@@ -165,8 +175,16 @@ public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
 
     private static func key(_ map: MapID, _ kind: BitmapKind, _ chunk: Int) -> String { "\(map)/\(kind.rawValue)/\(chunk)" }
 
+    /// Whether the last commit attempt failed (an injected failure), for the health invariant.
+    public var lastCommitFailed = false
+
     public func commit(events newEvents: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
         try world.ioPoint("commit")
+        if let code = world.failingCommitsErrno {
+            lastCommitFailed = true
+            throw SimulatedCommitFailure(errno: code)
+        }
+        lastCommitFailed = false
         let first = UInt64(events.count) + 1
         for event in newEvents {
             events.append(StoredEvent(sequence: UInt64(events.count) + 1, timestampMilliseconds: timestampMilliseconds, event: event))

@@ -1,3 +1,4 @@
+import Foundation
 import SnapbackController
 import SnapbackCore
 import SnapbackData
@@ -23,6 +24,8 @@ public enum Invariant: String, Sendable, CaseIterable, CustomStringConvertible {
     case controllerRecovers = "controller-recovers"
     /// Background work finishes once nothing blocks it.
     case backgroundWorkFinishes = "background-work-finishes"
+    /// The controller is `degraded` exactly while its last durable commit failed.
+    case controllerHealth = "controller-health"
 
     /// The invariant's name, as printed in violations.
     public var description: String { rawValue }
@@ -69,6 +72,7 @@ public struct SimulationStatistics: Sendable, Equatable {
     public var rollbacksCompleted = 0
     /// I/O error injections; bytes read and compared against the model.
     public var errorInjections = 0
+    public var commitFailureInjections = 0
     public var bytesChecked: UInt64 = 0
 
     /// All zero.
@@ -88,6 +92,7 @@ public struct SimulationStatistics: Sendable, Equatable {
         sum.rollbacksStarted += right.rollbacksStarted
         sum.rollbacksCompleted += right.rollbacksCompleted
         sum.errorInjections += right.errorInjections
+        sum.commitFailureInjections += right.commitFailureInjections
         sum.bytesChecked += right.bytesChecked
         return sum
     }
@@ -145,6 +150,8 @@ public final class SimulationDriver {
 
     /// Events the controller acknowledged, by sequence number.
     private var acknowledged: [(sequence: UInt64, event: Event)] = []
+    /// Operations left before injected commit failures stop.
+    private var commitFailureOperationsLeft = 0
     /// Injected errors still to run, per volume, in operations.
     private var errorOperationsLeft: [VolumeID: Int] = [:]
     /// The split bitmaps as of the last check, so that only new grains are compared.
@@ -256,7 +263,10 @@ public final class SimulationDriver {
             var steps = 0
             var copied: UInt64 = 0
             while controller.hasBackgroundWork, steps < Self.drainStepsMax, !world.crashed {
-                copied += controller.step(budgetBytes: 4 << 20).bytesCopied
+                let done = controller.step(budgetBytes: 4 << 20)
+                copied += done.bytesCopied
+                // snapbackd sleeps out a failed commit's backoff; so does the simulated clock.
+                if let waiting = done.waitingMilliseconds { world.nowMilliseconds += max(1, waiting) }
                 steps += 1
             }
             statistics.steps += steps
@@ -268,6 +278,11 @@ public final class SimulationDriver {
         case .crashAndRestart:
             world.crashAtIOPoint = nil
             outcome = OperationOutcome(kind: .done, text: "restarted")
+        case let .failCommits(operations, noSpace):
+            world.failingCommitsErrno = noSpace ? ENOSPC : EIO
+            commitFailureOperationsLeft = max(1, operations) + 1
+            statistics.commitFailureInjections += 1
+            outcome = OperationOutcome(kind: .done, text: "ok")
         case let .injectErrors(name, operations):
             if let volume = controller.state.volume(name) {
                 world.failingVolumes.insert(volume.id)
@@ -340,6 +355,10 @@ public final class SimulationDriver {
     }
 
     private func expireInjectedErrors(except fresh: VolumeID?) {
+        if commitFailureOperationsLeft > 0 {
+            commitFailureOperationsLeft -= 1
+            if commitFailureOperationsLeft == 0 { world.failingCommitsErrno = nil }
+        }
         for (volumeID, left) in errorOperationsLeft where volumeID != fresh {
             if left <= 1 {
                 errorOperationsLeft[volumeID] = nil
@@ -353,6 +372,8 @@ public final class SimulationDriver {
 
     /// Stops injecting errors and cancels a scheduled crash (the end of a run).
     public func quiesce() {
+        commitFailureOperationsLeft = 0
+        world.failingCommitsErrno = nil
         errorOperationsLeft.removeAll()
         world.failingVolumes.removeAll()
         world.crashAtIOPoint = nil
@@ -364,6 +385,11 @@ public final class SimulationDriver {
     public func restart() {
         statistics.crashes += 1
         world.restart()
+        // A controller cannot start while the log cannot record its start: the machine comes
+        // back once commits work again (snapbackd exits with an error before that).
+        commitFailureOperationsLeft = 0
+        world.failingCommitsErrno = nil
+        durable.lastCommitFailed = false
         do {
             controller = try Controller(
                 durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: marksCoalescing)
@@ -407,6 +433,11 @@ public final class SimulationDriver {
         statistics.rollbacksStarted = model.rollbacksStarted
         statistics.rollbacksCompleted = model.rollbacksCompleted
         checkStateIsLogReduction(full: false)
+        // Degraded exactly while the last durable commit failed.
+        let degraded = controller.health.status == .degraded
+        if violation == nil, degraded != durable.lastCommitFailed {
+            fail(.controllerHealth, "the controller is \(controller.health.status.rawValue) but the last commit \(durable.lastCommitFailed ? "failed" : "succeeded")")
+        }
         guard violation == nil, world.failingVolumes.isEmpty else { return }
         for mapID in model.completedRollbacks {
             // The map may be gone; its source is found in the log's state of the completion.

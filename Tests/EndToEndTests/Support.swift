@@ -206,10 +206,17 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// Creates a data directory, picks a free port and starts a daemon that answers.
-    static func start() async throws -> Daemon {
+    /// `prepare` runs on the new data directory before the daemon first starts.
+    static func start(prepare: (String) throws -> Void = { _ in }) async throws -> Daemon {
         let directory = NSTemporaryDirectory() + "/sbe2e-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let daemon = Daemon(directory: directory, port: try freePort())
+        do {
+            try prepare(directory)
+        } catch {
+            daemon.cleanup()
+            throw error
+        }
         var lastError: (any Error)?
         for _ in 0..<3 {
             do {
@@ -299,6 +306,10 @@ final class Daemon: @unchecked Sendable {
         if let process, process.isRunning {
             Glibc.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
+        }
+        // A file system a test mounted on the log's directory (see `StorageFullTests`).
+        if Glibc.umount(directory + "/log") != 0 && errno != EINVAL && errno != ENOENT {
+            FileHandle.standardError.write(Data("cannot unmount \(directory)/log: \(String(cString: strerror(errno)))\n".utf8))
         }
         if ProcessInfo.processInfo.environment["SNAPBACK_E2E_KEEP"] == nil {
             try? FileManager.default.removeItem(atPath: directory)
@@ -456,8 +467,8 @@ final class Daemon: @unchecked Sendable {
 }
 
 /// Runs `body` with a fresh daemon and always cleans it up.
-func withDaemon<T>(_ body: (Daemon) async throws -> T) async throws -> T {
-    let daemon = try await Daemon.start()
+func withDaemon<T>(prepare: (String) throws -> Void = { _ in }, _ body: (Daemon) async throws -> T) async throws -> T {
+    let daemon = try await Daemon.start(prepare: prepare)
     defer { daemon.cleanup() }
     return try await body(daemon)
 }
@@ -627,3 +638,14 @@ func controlRequest(_ socketPath: String, _ method: String, _ path: String, json
 /// Sizes.
 let mebibyte: UInt64 = 1 << 20
 let kibibyte: UInt64 = 1 << 10
+
+/// Runs `executable` with `arguments`, waits, and returns its exit status (for set-up steps
+/// such as `mount`, before any daemon runs).
+func runProcessSync(_ executable: String, _ arguments: [String]) throws -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus
+}
