@@ -115,8 +115,10 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI"]),
         .testTarget(
             name: "SnapbackDataTests",
-            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackTesting"]
+            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackTesting", "SnapbackRandom"]
         ),
+        // The controller's pure planning, without I/O.
+        .testTarget(name: "SnapbackControllerTests", dependencies: ["SnapbackController", "SnapbackCore", "SnapbackData"]),
         .testTarget(
             name: "SnapbackLogTests",
             dependencies: ["SnapbackCore", "SnapbackLog", "CLMDB", "SnapbackRandom"]
