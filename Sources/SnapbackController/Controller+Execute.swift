@@ -22,6 +22,7 @@ extension Controller {
     /// most ``copyRunBytesMax``), prefetching the runs of large copies. Syncs nothing; returns the
     /// volumes written. Must hold the gate exclusively.
     func performCopies(_ copies: [GrainCopy]) throws(StageFailure) -> [VolumeID] {
+        precondition(exclusivelyHeld, "grain copies without holding the gate exclusively")
         var written: [VolumeID] = []
         var buffer: [UInt8] = []
         for copy in copies {
@@ -56,6 +57,7 @@ extension Controller {
 
     /// Syncs `volumes` (each once, in order).
     func syncVolumes(_ volumes: [VolumeID]) throws(StageFailure) {
+        precondition(exclusivelyHeld, "volume syncs without holding the gate exclusively")
         for volumeID in volumes {
             guard let store = stores[volumeID] else { throw .unavailable(volumeID) }
             do throws(BlockStoreError) { try store.sync() } catch { throw .volume(volumeID, error) }

@@ -82,9 +82,9 @@ public final class Controller: @unchecked Sendable {
     func exclusive<T, E: Error>(background: Bool = false, _ body: () throws(E) -> T) throws(E) -> T {
         gate.lockExclusive(background: background)
         lock.lock()
-        exclusivelyHeld = true
+        exclusiveOwner = pthread_self()
         defer {
-            exclusivelyHeld = false
+            exclusiveOwner = nil
             lock.unlock()
             gate.unlock()
         }
@@ -103,8 +103,15 @@ public final class Controller: @unchecked Sendable {
     let clock: @Sendable () -> Int64
     let lock = NSLock()
     let gate = HostIOGate()
-    /// True while the running code holds the gate exclusively (and the lock).
-    var exclusivelyHeld = false
+    /// The thread holding the gate exclusively (and the lock), if any.
+    private var exclusiveOwner: pthread_t?
+
+    /// True when the calling thread holds the gate exclusively and the lock. Everything that
+    /// copies grains, syncs volumes or commits checks it with `precondition`.
+    var exclusivelyHeld: Bool {
+        guard let owner = exclusiveOwner else { return false }
+        return pthread_equal(owner, pthread_self()) != 0
+    }
     /// Faults met under the lock alone (by host reads), recorded by the next exclusive holder,
     /// which the reader becomes before it reports the error.
     var pendingFaults: [(volumeID: VolumeID, reason: String)] = []
@@ -215,6 +222,7 @@ public final class Controller: @unchecked Sendable {
     func commitEventsLocked(
         _ events: [Event], bitmapChanges extra: [BitmapChange] = [], marks: BitmapMarks = BitmapMarks()
     ) throws(ControllerError) {
+        precondition(exclusivelyHeld, "a commit without holding the gate exclusively")
         guard !events.isEmpty || !extra.isEmpty || !marks.isEmpty else { return }
         var created: [VolumeID: BlockStore] = [:]
         var changes = marks.changes(against: bitmaps) + extra
