@@ -65,9 +65,16 @@ public final class EventLog: @unchecked Sendable {
         }
         // A data file shorter than its meta page claims would fault (SIGBUS) on the first read of
         // a missing page: refuse it before reading anything.
-        let info = environment.info()
-        let neededBytes = (info.lastPageNumber + 1) * info.pageSizeBytes
-        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")[.size] as? Int) ?? 0
+        // A writer extends the file right after a commit that left it short (see
+        // `LMDBEnvironment.coverLastPage`): a reader that opens in between looks again briefly.
+        var (fileBytes, neededBytes) = (0, 0)
+        for attempt in 0..<20 {
+            if attempt > 0 { usleep(5_000) }
+            let info = environment.info()
+            neededBytes = (info.lastPageNumber + 1) * info.pageSizeBytes
+            fileBytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")[.size] as? Int) ?? 0
+            if fileBytes >= neededBytes || !readOnly { break }
+        }
         guard fileBytes >= neededBytes else { throw .truncatedDataFile(bytes: fileBytes, neededBytes: neededBytes) }
         do {
             events = try environment.openDatabase(DatabaseName.events, create: !readOnly)

@@ -100,7 +100,24 @@ public final class LMDBEnvironment: @unchecked Sendable {
             throw error
         }
         try check(mdb_txn_commit(txn), "mdb_txn_commit")
+        coverLastPage()
         return result
+    }
+
+    /// Makes the data file at least as long as the pages the newest meta page counts. LMDB
+    /// counts pages a transaction allocated and freed again without writing them, so after
+    /// such a commit the file can end before `last page + 1`; a reader would then take it for
+    /// a truncated file (`EventLog` refuses those, since reading past the end faults). Extending
+    /// the file (sparse, with zeroes) changes no page LMDB uses. Best effort: a failure here only
+    /// leaves what LMDB left.
+    private func coverLastPage() {
+        var descriptor: Int32 = -1
+        guard mdb_env_get_fd(handle, &descriptor) == 0 else { return }
+        let info = info()
+        let neededBytes = off_t((info.lastPageNumber + 1) * info.pageSizeBytes)
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, status.st_size < neededBytes else { return }
+        _ = ftruncate(descriptor, neededBytes)
     }
 
     /// Statistics of the whole environment (map size, pages used).
