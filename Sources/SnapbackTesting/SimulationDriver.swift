@@ -632,7 +632,7 @@ public final class SimulationDriver {
     }
 
     private func grainNote(_ volumeID: VolumeID, _ offset: Int) -> String {
-        guard let map = model.replayed.maps.values.first(where: { $0.role == .forward && ($0.sourceID == volumeID || $0.targetID == volumeID) })
+        guard let map = model.replayed.mapsByID.first(where: { $0.role == .forward && ($0.sourceID == volumeID || $0.targetID == volumeID) })
         else { return "" }
         return " (grain \(offset / Int(map.grainSizeBytes)) of lcmap \(map.name))"
     }
