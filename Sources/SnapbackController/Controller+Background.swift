@@ -13,6 +13,8 @@ extension Controller {
         public var copiedBytesByMap: [MapID: UInt64] = [:]
         /// When a durable commit failed: how long background work waits before its next try.
         public var waitingMilliseconds: Int64?
+        /// True when host I/O or a command waited for the gates of a family this step held.
+        public var hostIOWaited = false
     }
 
     /// Bounds on one step: grains copied between two durable marks.
@@ -32,37 +34,74 @@ extension Controller {
     /// (rollbacks run at full speed), and up to `copyBudgetsBytes[map]` of background copy for
     /// each map (the caller paces these from ``copyRatesBytesPerSecond``). At least one grain is
     /// copied for a map with any budget. Errors fault the failing volume and end that map's work.
+    ///
+    /// Each family with work is stepped holding only its own gates, so that host I/O on other
+    /// families goes on. A rollback's step adapts within the budget: it doubles from
+    /// ``rollbackStepBytesMin`` while no host I/O or command waited for its family's gates
+    /// during the last step, and drops back when some did.
     @discardableResult
     public func step(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64]) -> StepOutcome {
-        exclusive(background: true) {
-            var outcome = StepOutcome()
-            // After a failed commit, background work waits for its backoff (never a tight loop).
-            guard backgroundBackoff.due(at: clock()) else {
-                outcome.workRemains = hasBackgroundWorkLocked()
-                outcome.waitingMilliseconds = backgroundBackoff.notBeforeMilliseconds - clock()
-                return outcome
-            }
+        var outcome = StepOutcome()
+        // After a failed commit, background work waits for its backoff (never a tight loop).
+        let (due, families) = locked { () -> (Bool, [Set<VolumeID>]) in
+            (backgroundBackoff.due(at: clock()), familiesWithWorkLocked())
+        }
+        if due {
             let failuresBefore = health.failedCommits
-            for map in committed.mapsByID where map.role == .forward && map.rollback != nil {
-                rollbackStepLocked(map, budgetBytes: rollbackBudgetBytes, &outcome)
+            for family in families {
+                exclusive(volumes: { family }, background: true) {
+                    stepFamilyLocked(rollbackBudgetBytes: rollbackBudgetBytes, copyBudgetsBytes: copyBudgetsBytes, &outcome)
+                }
             }
-            for map in committed.mapsByID where copyRunsLocked(map) && map.copyRate > 0 {
-                guard let budget = copyBudgetsBytes[map.id], budget > 0 else { continue }
-                var mapOutcome = StepOutcome()
-                copyStepLocked(map, budgetBytes: budget, &mapOutcome)
-                outcome.bytesCopied += mapOutcome.bytesCopied
-                outcome.copiedBytesByMap[map.id] = mapOutcome.bytesCopied
-            }
-            if health.failedCommits == failuresBefore { backgroundBackoff.succeeded() }
+            if health.failedCommits == failuresBefore { locked { backgroundBackoff.succeeded() } }
+        }
+        locked {
             outcome.workRemains = hasBackgroundWorkLocked()
             if !backgroundBackoff.due(at: clock()) { outcome.waitingMilliseconds = backgroundBackoff.notBeforeMilliseconds - clock() }
-            return outcome
         }
+        return outcome
     }
 
-    /// True when host I/O or a command had to wait for the gate since the last call: background
-    /// steps should be small for a while.
-    public func hostIOWaited() -> Bool { gate.takeContended() }
+    /// The smallest adaptive rollback step.
+    public static let rollbackStepBytesMin: UInt64 = 1 << 20
+
+    /// The families (as volume sets, ascending by their lowest id) with background work:
+    /// running rollbacks, copies that can run, faults waiting to be recorded.
+    private func familiesWithWorkLocked() -> [Set<VolumeID>] {
+        var seeds: [VolumeID] = pendingFaults.map(\.volumeID)
+        for map in committed.mapsByID where map.role == .forward && (map.rollback != nil || (copyRunsLocked(map) && map.copyRate > 0)) {
+            seeds.append(map.sourceID)
+        }
+        var families: [Set<VolumeID>] = []
+        for seed in seeds where !families.contains(where: { $0.contains(seed) }) {
+            families.append(familyLocked([seed]))
+        }
+        return families.sorted { ($0.min() ?? 0) < ($1.min() ?? 0) }
+    }
+
+    /// One round of the held family's rollbacks, then its copies. Must hold the family's gates.
+    private func stepFamilyLocked(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64], _ outcome: inout StepOutcome) {
+        let held = gates.heldVolumes() ?? []
+        var rolledBack: [MapID] = []
+        for map in committed.mapsByID where map.role == .forward && map.rollback != nil && held.contains(map.sourceID) {
+            let adaptive = rollbackStepBytes[map.id] ?? Self.rollbackStepBytesMin
+            rollbackStepLocked(map, budgetBytes: min(rollbackBudgetBytes, adaptive), &outcome)
+            rolledBack.append(map.id)
+        }
+        for map in committed.mapsByID where copyRunsLocked(map) && map.copyRate > 0 && held.contains(map.sourceID) {
+            guard let budget = copyBudgetsBytes[map.id], budget > 0 else { continue }
+            var mapOutcome = StepOutcome()
+            copyStepLocked(map, budgetBytes: budget, &mapOutcome)
+            outcome.bytesCopied += mapOutcome.bytesCopied
+            outcome.copiedBytesByMap[map.id] = mapOutcome.bytesCopied
+        }
+        let contended = gates.takeContended(held)
+        if contended { outcome.hostIOWaited = true }
+        for map in rolledBack {
+            let current = rollbackStepBytes[map] ?? Self.rollbackStepBytesMin
+            rollbackStepBytes[map] = contended ? Self.rollbackStepBytesMin : min(rollbackBudgetBytes, current * 2)
+        }
+    }
 
     /// True while a rollback runs or a map with a copy rate is copying.
     public var hasBackgroundWork: Bool { locked { hasBackgroundWorkLocked() } }

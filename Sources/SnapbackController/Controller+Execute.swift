@@ -20,47 +20,59 @@ extension Controller {
 
     /// Carries out `copies` in order, run by run (adjacent grains in one read and one write of at
     /// most ``copyRunBytesMax``), prefetching the runs of large copies. Syncs nothing; returns the
-    /// volumes written. Must hold the gate exclusively.
+    /// volumes written. Must hold the gates of every volume involved and the lock; the lock is
+    /// released during the I/O.
     func performCopies(_ copies: [GrainCopy]) throws(StageFailure) -> [VolumeID] {
-        precondition(exclusivelyHeld, "grain copies without holding the gate exclusively")
-        var written: [VolumeID] = []
-        var buffer: [UInt8] = []
+        // What the copies need, read under the lock.
+        var work: [(copy: GrainCopy, from: BlockStore, to: BlockStore, ranges: [(offset: UInt64, length: Int)])] = []
         for copy in copies {
+            gates.requireHeld(copy.from, "a grain copy")
+            gates.requireHeld(copy.to, "a grain copy")
             guard let map = committed.maps[copy.map], let volume = committed.volumes[copy.from] else { continue }
             guard let from = stores[copy.from] else { throw .unavailable(copy.from) }
             guard let to = stores[copy.to] else { throw .unavailable(copy.to) }
             let runs = GrainPlanner.runs(of: copy.grains, grainSizeBytes: map.grainSizeBytes, runBytesMax: UInt64(Self.copyRunBytesMax))
-            if runs.count > 1 {
-                for run in runs {
-                    let (offset, length) = GrainPlanner.byteRange(of: run, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes)
-                    from.prefetch(at: offset, length: length)
-                }
-            }
-            for run in runs {
-                let (offset, length) = GrainPlanner.byteRange(of: run, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes)
-                if buffer.count < length { buffer = [UInt8](repeating: 0, count: max(length, Self.copyRunBytesMax)) }
-                do throws(BlockStoreError) {
-                    try from.read(at: offset, into: &buffer, range: 0..<length)
-                } catch {
-                    throw .volume(copy.from, error)
-                }
-                do throws(BlockStoreError) {
-                    try to.write(at: offset, from: buffer, range: 0..<length)
-                } catch {
-                    throw .volume(copy.to, error)
-                }
-            }
-            if !written.contains(copy.to) { written.append(copy.to) }
+            work.append((copy, from, to, runs.map { GrainPlanner.byteRange(of: $0, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes) }))
         }
-        return written
+        return try unlocked { () throws(StageFailure) -> [VolumeID] in
+            var written: [VolumeID] = []
+            var buffer: [UInt8] = []
+            for (copy, from, to, ranges) in work {
+                if ranges.count > 1 {
+                    for (offset, length) in ranges { from.prefetch(at: offset, length: length) }
+                }
+                for (offset, length) in ranges {
+                    if buffer.count < length { buffer = [UInt8](repeating: 0, count: max(length, Self.copyRunBytesMax)) }
+                    do throws(BlockStoreError) {
+                        try from.read(at: offset, into: &buffer, range: 0..<length)
+                    } catch {
+                        throw .volume(copy.from, error)
+                    }
+                    do throws(BlockStoreError) {
+                        try to.write(at: offset, from: buffer, range: 0..<length)
+                    } catch {
+                        throw .volume(copy.to, error)
+                    }
+                }
+                if !written.contains(copy.to) { written.append(copy.to) }
+            }
+            return written
+        }
     }
 
-    /// Syncs `volumes` (each once, in order).
+    /// Syncs `volumes` (each once, in order), with the lock released during the syncs. Must
+    /// hold their gates and the lock.
     func syncVolumes(_ volumes: [VolumeID]) throws(StageFailure) {
-        precondition(exclusivelyHeld, "volume syncs without holding the gate exclusively")
+        var work: [(VolumeID, BlockStore)] = []
         for volumeID in volumes {
+            gates.requireHeld(volumeID, "a sync")
             guard let store = stores[volumeID] else { throw .unavailable(volumeID) }
-            do throws(BlockStoreError) { try store.sync() } catch { throw .volume(volumeID, error) }
+            work.append((volumeID, store))
+        }
+        try unlocked { () throws(StageFailure) in
+            for (volumeID, store) in work {
+                do throws(BlockStoreError) { try store.sync() } catch { throw .volume(volumeID, error) }
+            }
         }
     }
 

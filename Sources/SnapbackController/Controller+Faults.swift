@@ -22,9 +22,11 @@ extension Controller {
     /// state machine refuses (its volume was removed) is dropped. Must hold the gate exclusively.
     func recordPendingFaultsLocked() {
         guard !pendingFaults.isEmpty, faultBackoff.due(at: clock()) else { return }
+        // Only the held family's: a fault may start a rollback, which no plain I/O may overlap.
+        let held = gates.heldVolumes() ?? []
         var remaining: [(volumeID: VolumeID, reason: String)] = []
         for fault in pendingFaults {
-            guard remaining.isEmpty else {
+            guard held.contains(fault.volumeID), remaining.allSatisfy({ !held.contains($0.volumeID) }) else {
                 remaining.append(fault)
                 continue
             }

@@ -65,7 +65,7 @@ extension Controller {
 
     /// Makes every completed host write on the volume durable. Runs alongside plain writes.
     public func flush(volume volumeID: VolumeID) throws(HostIOError) {
-        _ = try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
+        _ = try plainAccess(volume: volumeID) { () throws(HostIOError) -> (Volume, BlockStore)? in
             try hostVolumeLocked(volumeID, 0, 0)
         } io: { (store) throws(BlockStoreError) in
             try store.sync()

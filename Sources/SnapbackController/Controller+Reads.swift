@@ -24,7 +24,7 @@ extension Controller {
             try readLocked(volume: volumeID, offset: offset, into: bytes)
         } catch {
             // A failed disk read faults the volume: durably, before the host hears of it.
-            recordPendingFaults()
+            recordPendingFaults(volumeID)
             throw error
         }
     }
@@ -34,7 +34,7 @@ extension Controller {
     /// the disk after the lock is released, alongside other plain reads and writes. Returns false,
     /// having read nothing, when the read needs the image (the locked path).
     private func readPlain(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) -> Bool {
-        try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
+        try plainAccess(volume: volumeID) { () throws(HostIOError) -> (Volume, BlockStore)? in
             let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
             return holdsOwnBytesLocked(volumeID) ? (volume, store) : nil
         } io: { (store) throws(BlockStoreError) in
@@ -47,8 +47,9 @@ extension Controller {
     /// runs after the lock is released. An I/O error faults the volume (taking the gate
     /// exclusively) before it is thrown. Returns false when `decide` said nil.
     func plainAccess(
-        decide: () throws(HostIOError) -> (Volume, BlockStore)?, io: (BlockStore) throws(BlockStoreError) -> Void
+        volume volumeID: VolumeID, decide: () throws(HostIOError) -> (Volume, BlockStore)?, io: (BlockStore) throws(BlockStoreError) -> Void
     ) throws(HostIOError) -> Bool {
+        let gate = gates.gate(volumeID)
         gate.lockShared()
         let plain: (Volume, BlockStore)?
         do throws(HostIOError) {
@@ -65,14 +66,16 @@ extension Controller {
             try io(store)
         } catch {
             gate.unlock()
-            throw exclusive { faultLocked(volume, error) }
+            throw exclusive(volumes: { [volume.id] }) { faultLocked(volume, error) }
         }
         gate.unlock()
         return true
     }
 
+    /// An image read: the family's gates held, so no copy, restore or mark of the family runs
+    /// meanwhile.
     private func readLocked(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {
-        try locked { () throws(HostIOError) in
+        try exclusive(volumes: { [volumeID] }) { () throws(HostIOError) in
             let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
             do throws(BlockStoreError) {
                 try store.read(at: offset, into: bytes)
@@ -109,8 +112,8 @@ extension Controller {
         }
     }
 
-    /// Records the faults host reads met, holding the gate exclusively (``exclusive(_:)`` does).
-    func recordPendingFaults() {
-        exclusive {}
+    /// Records the faults host reads of `volumeID`'s family met, holding its gates (``exclusive(volumes:background:_:)`` does).
+    func recordPendingFaults(_ volumeID: VolumeID) {
+        exclusive(volumes: { [volumeID] }) {}
     }
 }

@@ -43,7 +43,7 @@ extension Controller {
     /// one's outcome. (snapbackd's writers meet in `writeCoordinated`; the simulator calls this
     /// to make batches of its own.)
     public func write(_ writes: [HostWrite]) -> [Result<Void, HostIOError>] {
-        exclusive { writeBatchLocked(writes) }
+        exclusive(volumes: { Set(writes.map(\.volumeID)) }) { writeBatchLocked(writes) }
     }
 
     /// Queues `write`; the first writer to find no batch in progress makes one of what is
@@ -62,7 +62,7 @@ extension Controller {
             let batch = Array(waitingWrites.prefix(Self.batchWritesMax))
             waitingWrites.removeFirst(batch.count)
             batchCondition.unlock()
-            let outcomes = exclusive { writeBatchLocked(batch.map(\.write)) }
+            let outcomes = exclusive(volumes: { Set(batch.map(\.write.volumeID)) }) { writeBatchLocked(batch.map(\.write)) }
             batchCondition.lock()
             batchStatistics.batches += 1
             batchStatistics.writes += batch.count

@@ -42,12 +42,13 @@ extension Controller {
             } catch {
                 if try replanAfterLocked(error, writing: volume) { continue }
             }
-            do throws(BlockStoreError) {
-                try store.write(at: offset, from: bytes)
-                if fua { try store.sync() }
-            } catch {
-                throw faultLocked(volume, error)
+            let written = unlocked { () -> Result<Void, BlockStoreError> in
+                Result { () throws(BlockStoreError) in
+                    try store.write(at: offset, from: bytes)
+                    if fua { try store.sync() }
+                }
             }
+            if case let .failure(error) = written { throw faultLocked(volume, error) }
             return
         }
         throw .io(volume: committed.volumes[volumeID]?.name ?? String(volumeID), detail: "copy-on-write kept failing on the targets")
@@ -114,7 +115,7 @@ extension Controller {
     /// shared; the disk is written after the lock is released, alongside other such writes.
     /// Returns false, having written nothing, when the write needs the coordinated path.
     private func writePlain(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) -> Bool {
-        try plainAccess { () throws(HostIOError) -> (Volume, BlockStore)? in
+        try plainAccess(volume: volumeID) { () throws(HostIOError) -> (Volume, BlockStore)? in
             try plainWriteLocked(volumeID, offset, bytes.count)
         } io: { (store) throws(BlockStoreError) in
             try store.write(at: offset, from: bytes)
@@ -137,6 +138,7 @@ extension Controller {
     /// records the fault. For the NBD server's event loops, which must not wait on a lock held
     /// across a sync.
     public func writeImmediately(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer) -> Bool {
+        let gate = gates.gate(volumeID)
         guard gate.tryLockShared() else { return false }
         defer { gate.unlock() }
         guard lock.try() else { return false }

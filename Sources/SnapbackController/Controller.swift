@@ -58,16 +58,15 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
 /// bitmaps, and the rules that carry the state machine's decisions out on the bytes (brief
 /// sections 2 and 3).
 ///
-/// Every public method runs under one lock, in a total order, so the outcome depends only on the
-/// order of calls: snapbackd calls it from its runtime, the simulator from a seeded loop. Time
-/// comes in through `clock`; nothing here reads a clock, a random source or a file directly
-/// except through the ports.
-///
-/// One exception keeps host I/O fast: a host write that needs no copy-on-write, restore or mark
-/// (no map owes the grains it touches anything) decides so under the lock, holding the
-/// ``HostIOGate`` shared, and writes the disk after releasing the lock. Whatever could change
-/// that decision (every command, background step, fault and coordinated write) holds the gate
-/// exclusively, so it waits for such writes to end and none starts meanwhile.
+/// Concurrency (`FamilyGates`, `Specs/data-plane.md`): work on one volume family (volumes
+/// connected by maps) never holds what I/O on another family needs. Plain host I/O (no copy,
+/// restore or mark owed) holds its volume's gate shared and does its disk I/O outside the state
+/// lock. Commands, background steps, faults, coordinated writes and image reads hold their
+/// family's gates exclusively; they release the state lock during grain copies, syncs, source
+/// writes and durable commits. Durable commits are ordered by one commit lock, so the state is
+/// always `reduce(log)`. In the simulator one seeded thread calls everything, so the outcome
+/// depends only on the order of calls. Time comes in through `clock`; nothing here reads a
+/// clock, a random source or a file directly except through the ports.
 public final class Controller: @unchecked Sendable {
     /// Runs `body` under the controller's lock, keeping its typed error. For reads and for
     /// decisions; whatever commits holds the gate too (``exclusive(_:)``).
@@ -77,18 +76,60 @@ public final class Controller: @unchecked Sendable {
         return try body()
     }
 
-    /// Runs `body` holding the gate exclusively and the lock: no plain host write is in flight.
-    /// Faults met meanwhile by reads are recorded first.
-    func exclusive<T, E: Error>(background: Bool = false, _ body: () throws(E) -> T) throws(E) -> T {
-        gate.lockExclusive(background: background)
-        lock.lock()
-        exclusiveOwner = pthread_self()
-        defer {
-            exclusiveOwner = nil
+    /// Runs `body` holding exclusively the gates of the family of the volumes `seeds` names
+    /// (computed under the lock; `nil`: every volume), then the lock: no plain host I/O on those
+    /// volumes is in flight, and none starts until it ends. I/O on other families goes on.
+    /// `seeds` is evaluated again once the gates are held; if the family grew meanwhile (a map
+    /// joined it), the gates are released and taken again. Faults met on the held volumes are
+    /// recorded first.
+    func exclusive<T, E: Error>(
+        volumes seeds: () -> Set<VolumeID>?, background: Bool = false, _ body: () throws(E) -> T
+    ) throws(E) -> T {
+        while true {
+            let (wanted, everyVolume) = locked { () -> (Set<VolumeID>, Bool) in
+                let named = seeds()
+                return (named.map(familyLocked) ?? Set(committed.volumes.keys), named == nil)
+            }
+            gates.holdExclusively(wanted, all: everyVolume, background: background)
+            lock.lock()
+            let now = seeds().map(familyLocked) ?? Set(committed.volumes.keys)
+            if now.isSubset(of: wanted) { break }
             lock.unlock()
-            gate.unlock()
+            gates.release()
+        }
+        defer {
+            lock.unlock()
+            gates.release()
         }
         recordPendingFaultsLocked()
+        return try body()
+    }
+
+    /// ``exclusive(volumes:background:_:)`` on every volume (start-up, checkpoints, tests).
+    func exclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        try exclusive(volumes: { nil }, body)
+    }
+
+    /// The volumes connected to `volumes` through forward maps (the family). Must hold the lock.
+    func familyLocked(_ volumes: Set<VolumeID>) -> Set<VolumeID> {
+        var family = volumes
+        var grew = !family.isEmpty
+        while grew {
+            grew = false
+            for map in committed.maps.values where map.role == .forward && family.contains(map.sourceID) != family.contains(map.targetID) {
+                family.insert(map.sourceID)
+                family.insert(map.targetID)
+                grew = true
+            }
+        }
+        return family
+    }
+
+    /// Runs `body` (I/O on volumes whose gates this thread holds exclusively) with the lock
+    /// released, so that other families are not kept waiting; takes the lock again after.
+    func unlocked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        lock.unlock()
+        defer { lock.lock() }
         return try body()
     }
 
@@ -101,17 +142,14 @@ public final class Controller: @unchecked Sendable {
     let marksCoalescing: MarksCoalescing
     let volumeProvider: VolumeProvider
     let clock: @Sendable () -> Int64
+    /// The state lock (see ``FamilyGates``): brief holds only.
     let lock = NSLock()
-    let gate = HostIOGate()
-    /// The thread holding the gate exclusively (and the lock), if any.
-    private var exclusiveOwner: pthread_t?
+    /// Orders durable commits: decide, commit, apply (taken before `lock`).
+    let commitLock = NSLock()
+    let gates = FamilyGates()
 
-    /// True when the calling thread holds the gate exclusively and the lock. Everything that
-    /// copies grains, syncs volumes or commits checks it with `precondition`.
-    var exclusivelyHeld: Bool {
-        guard let owner = exclusiveOwner else { return false }
-        return pthread_equal(owner, pthread_self()) != 0
-    }
+    /// True when the calling thread holds a family's gates (and the lock).
+    var exclusivelyHeld: Bool { gates.holdsAny }
     /// Faults met under the lock alone (by host reads), recorded by the next exclusive holder,
     /// which the reader becomes before it reports the error.
     var pendingFaults: [(volumeID: VolumeID, reason: String)] = []
@@ -134,6 +172,8 @@ public final class Controller: @unchecked Sendable {
     var copyCursors: [MapID: UInt64] = [:]
     /// Where each running rollback resumes its scan.
     var rollbackCursors: [MapID: UInt64] = [:]
+    /// Each running rollback's adaptive step (see `step(rollbackBudgetBytes:copyBudgetsBytes:)`).
+    var rollbackStepBytes: [MapID: UInt64] = [:]
     /// Grains a background copy wrote to the target whose `split` marks wait for the next
     /// coalesced commit, and since when (controller clock).
     var unmarkedCopies: [MapID: (grains: Set<UInt64>, sinceMilliseconds: Int64)] = [:]
@@ -197,7 +237,7 @@ public final class Controller: @unchecked Sendable {
     /// ``execute(_:)``, also returning the sequence number of the last event the command
     /// recorded (the log's last sequence number when it recorded none).
     public func executeRecorded(_ command: Command) throws(ControllerError) -> (events: [Event], lastSequence: UInt64) {
-        try exclusive { () throws(ControllerError) -> ([Event], UInt64) in
+        try exclusive(volumes: { volumesNamedLocked(by: command) }) { () throws(ControllerError) -> ([Event], UInt64) in
             let events = try commitLocked(command)
             return (events, committed.eventsApplied)
         }
@@ -205,14 +245,30 @@ public final class Controller: @unchecked Sendable {
 
     /// Decide, prepare side effects, commit durably, then apply. Must hold the lock.
     func commitLocked(_ command: Command, bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) -> [Event] {
-        let events: [Event]
-        do throws(CommandError) {
-            events = try decide(command, committed)
-        } catch {
-            throw .rejected(error)
+        try inCommitOrder { () throws(ControllerError) -> [Event] in
+            let events: [Event]
+            do throws(CommandError) {
+                events = try decide(command, committed)
+            } catch {
+                throw .rejected(error)
+            }
+            try commitEventsLocked(events, bitmapChanges: extra)
+            return events
         }
-        try commitEventsLocked(events, bitmapChanges: extra)
-        return events
+    }
+
+    /// Runs `body` (decide, commit, apply) holding the commit lock, so that no other commit
+    /// lands between its decision and its application. Must hold the lock (released and taken
+    /// again in the commit lock's order).
+    func inCommitOrder<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        precondition(exclusivelyHeld, "a commit without holding a family's gates")
+        if !commitLock.try() {
+            lock.unlock()
+            commitLock.lock()
+            lock.lock()
+        }
+        defer { commitLock.unlock() }
+        return try body()
     }
 
     /// Commits decided events with their bitmap side effects, then applies them. Must hold the lock.
@@ -222,7 +278,7 @@ public final class Controller: @unchecked Sendable {
     func commitEventsLocked(
         _ events: [Event], bitmapChanges extra: [BitmapChange] = [], marks: BitmapMarks = BitmapMarks()
     ) throws(ControllerError) {
-        precondition(exclusivelyHeld, "a commit without holding the gate exclusively")
+        precondition(exclusivelyHeld, "a commit without holding a family's gates")
         guard !events.isEmpty || !extra.isEmpty || !marks.isEmpty else { return }
         var created: [VolumeID: BlockStore] = [:]
         var changes = marks.changes(against: bitmaps) + extra
@@ -257,8 +313,13 @@ public final class Controller: @unchecked Sendable {
             }
             preview.apply(event)
         }
+        let timestamp = clock()
+        let outcome = unlocked { () -> Result<Void, any Error> in
+            // Other families' I/O and decisions go on meanwhile; commits wait (commit lock).
+            Result { _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: timestamp) }
+        }
         do {
-            _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: clock())
+            try outcome.get()
         } catch {
             for (id, _) in created {
                 if let volume = preview.volumes[id] { volumeProvider.remove(volume) }
@@ -307,24 +368,27 @@ public final class Controller: @unchecked Sendable {
         unmarkedCopies[map] = nil
         unmarkedRestores[map] = nil
         rollbackCursors[map] = nil
+        rollbackStepBytes[map] = nil
     }
 
     /// Commits `marks` with the events of `commands` (decided in order, each against the state
     /// the ones before it leave) in one durable commit, writing only the bitmap chunks the marks
     /// touch; then applies the marks in place and the events.
     func commit(marks: BitmapMarks, commands: [Command] = []) throws(ControllerError) {
-        var events: [Event] = []
-        var preview = committed
-        for command in commands {
-            do throws(CommandError) {
-                let decided = try decide(command, preview)
-                decided.forEach { preview.apply($0) }
-                events += decided
-            } catch {
-                throw .rejected(error)
+        try inCommitOrder { () throws(ControllerError) in
+            var events: [Event] = []
+            var preview = committed
+            for command in commands {
+                do throws(CommandError) {
+                    let decided = try decide(command, preview)
+                    decided.forEach { preview.apply($0) }
+                    events += decided
+                } catch {
+                    throw .rejected(error)
+                }
             }
+            try commitEventsLocked(events, marks: marks)
         }
-        try commitEventsLocked(events, marks: marks)
     }
 
     /// A copy of `map`'s bitmaps (for tests and the simulator's invariants).
@@ -332,8 +396,30 @@ public final class Controller: @unchecked Sendable {
         locked { bitmaps[map].map { ($0.split, $0.dirty, $0.restored) } }
     }
 
-    /// Saves a checkpoint of the committed state.
+    /// Saves a checkpoint of the committed state (between two commits: `reduce` of a prefix).
     public func checkpoint() throws {
-        try locked { try durable.checkpoint(committed) }
+        try commitLock.withLock { try locked { try durable.checkpoint(committed) } }
+    }
+
+    /// The volumes a command names (by name or id), as the committed state resolves them; the
+    /// command holds their family. Must hold the lock.
+    func volumesNamedLocked(by command: Command) -> Set<VolumeID> {
+        func volume(_ name: String) -> [VolumeID] { committed.volume(name).map { [$0.id] } ?? [] }
+        func map(_ name: String) -> [VolumeID] { committed.map(name).map { [$0.sourceID, $0.targetID] } ?? [] }
+        func map(_ id: MapID) -> [VolumeID] { committed.maps[id].map { [$0.sourceID, $0.targetID] } ?? [] }
+        switch command {
+        case .createVolume, .recordControllerStart:
+            return []
+        case let .removeVolume(name), let .reportFault(name, _, _), let .recoverVolume(name):
+            return Set(volume(name))
+        case let .createMap(created):
+            return Set(volume(created.source) + volume(created.target))
+        case let .changeMap(name, _, _, _), let .prepareMap(name), let .startMap(name), let .startRestore(name),
+            let .stopMap(name, _), let .removeMap(name, _):
+            return Set(map(name))
+        case let .recordCopyProgress(id, _), let .completeCopy(id), let .recordRollbackProgress(id, _, _), let .completeRollback(id),
+            let .abandonRollback(id, _):
+            return Set(map(id))
+        }
     }
 }

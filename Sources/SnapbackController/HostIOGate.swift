@@ -5,14 +5,10 @@ import Darwin
 #endif
 import Synchronization
 
-/// The controller's readers-writer gate (a pthread rwlock that prefers writers, so that a
-/// command waiting for the gate is not starved by a stream of host writes).
-///
-/// Shared holders are host writes and flushes that need no copy-on-write, restore or mark: they
-/// run their disk I/O outside the controller's lock, several at once. Exclusive holders are
-/// everything that can change what such a write must do: commands, background steps, faults and
-/// coordinated writes. Order: the gate before the controller's lock, never the other way, and
-/// never held twice by one thread.
+/// One volume's readers-writer gate (a pthread rwlock that prefers writers, so that a command
+/// waiting for the gate is not starved by a stream of host writes). ``FamilyGates`` holds one per
+/// volume and states the rule: plain host I/O on the volume holds it shared; whatever can change
+/// what such I/O must do holds the gates of the volume's whole family exclusively.
 final class HostIOGate: @unchecked Sendable {
     private let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
     /// Set whenever a taker had to wait; read and cleared by ``takeContended()``. Background work

@@ -154,17 +154,16 @@ struct BackgroundService: Service {
     let logger: Logger
     /// How often the loop looks for work when idle; bounds the delay of an automatic rollback.
     static let idleTickMilliseconds: UInt64 = 20
-    /// A rollback step's bytes adapt: they double up to the largest while no host I/O or command
-    /// waited for the gate during the last step, and drop to the smallest when some did, so that
-    /// a rollback runs at disk speed alone and leaves hosts their share.
-    static let rollbackStepBytesMin: UInt64 = 1 << 20
+    /// The largest rollback step. Within it the controller adapts each rollback's step: it
+    /// doubles while no host I/O or command waited for that family's gates during the last step,
+    /// and drops to 1 MiB when some did, so that a rollback runs at disk speed alone and leaves
+    /// hosts their share.
     static let rollbackStepBytesMax: UInt64 = 256 << 20
 
     func run() async throws {
         var credits: [MapID: Double] = [:]
         var last = ContinuousClock.now
         var lastCheckpoint = controller.state.eventsApplied
-        var rollbackStepBytes = Self.rollbackStepBytesMin
         var health = HealthReporter(logger: logger)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = ContinuousClock.now
@@ -179,13 +178,11 @@ struct BackgroundService: Service {
             }
             let budgets = credits.compactMapValues { $0 >= 1 ? UInt64($0) : nil }
             let controller = controller
-            let budget = rollbackStepBytes
             let outcome = try await blocking {
-                controller.step(rollbackBudgetBytes: budget, copyBudgetsBytes: budgets)
+                controller.step(rollbackBudgetBytes: Self.rollbackStepBytesMax, copyBudgetsBytes: budgets)
             }
             for (map, bytes) in outcome.copiedBytesByMap { credits[map, default: 0] -= Double(bytes) }
-            let contended = controller.hostIOWaited()
-            rollbackStepBytes = contended ? Self.rollbackStepBytesMin : min(Self.rollbackStepBytesMax, rollbackStepBytes * 2)
+            let contended = outcome.hostIOWaited
             health.report(controller.health, now: now)
             let applied = controller.state.eventsApplied
             if applied - lastCheckpoint >= Daemon.checkpointIntervalEvents {
@@ -198,8 +195,8 @@ struct BackgroundService: Service {
             }
             let rollbackRunning = controller.state.maps.values.contains { $0.rollback != nil }
             // A failed commit: wait for the controller's backoff. A rollback: go on at once,
-            // pausing briefly only when someone waited for the gate (it is not fair). Idle: the
-            // tick bounds the delay of new work.
+            // pausing briefly only when someone waited for its family's gates (they are not
+            // fair). Idle: the tick bounds the delay of new work.
             let pauseMilliseconds: UInt64
             if let waiting = outcome.waitingMilliseconds {
                 pauseMilliseconds = UInt64(max(1, min(1000, waiting)))
