@@ -36,9 +36,9 @@ extension Controller {
     /// copied for a map with any budget. Errors fault the failing volume and end that map's work.
     ///
     /// Each family with work is stepped holding only its own gates, so that host I/O on other
-    /// families goes on. A rollback's step adapts within the budget: it doubles from
-    /// ``rollbackStepBytesMin`` while no host I/O or command waited for its family's gates
-    /// during the last step, and drops back when some did.
+    /// families goes on. A rollback's step adapts within the budget: it starts at the budget,
+    /// drops to ``rollbackStepBytesMin`` after a step during which host I/O or a command waited
+    /// for its family's gates, and doubles back after each step during which none did.
     @discardableResult
     public func step(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64]) -> StepOutcome {
         var outcome = StepOutcome()
@@ -84,7 +84,8 @@ extension Controller {
         let held = gates.heldVolumes() ?? []
         var rolledBack: [MapID] = []
         for map in committed.mapsByID where map.role == .forward && map.rollback != nil && held.contains(map.sourceID) {
-            let adaptive = rollbackStepBytes[map.id] ?? Self.rollbackStepBytesMin
+            // Large until someone waits for the family's gates.
+            let adaptive = rollbackStepBytes[map.id] ?? rollbackBudgetBytes
             rollbackStepLocked(map, budgetBytes: min(rollbackBudgetBytes, adaptive), &outcome)
             rolledBack.append(map.id)
         }
@@ -98,7 +99,7 @@ extension Controller {
         let contended = gates.takeContended(held)
         if contended { outcome.hostIOWaited = true }
         for map in rolledBack {
-            let current = rollbackStepBytes[map] ?? Self.rollbackStepBytesMin
+            let current = rollbackStepBytes[map] ?? rollbackBudgetBytes
             rollbackStepBytes[map] = contended ? Self.rollbackStepBytesMin : min(rollbackBudgetBytes, current * 2)
         }
     }
