@@ -45,15 +45,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        // The data plane's ports and structures: block stores, bitmaps, the durable store.
-        .target(name: "SnapbackData", dependencies: ["SnapbackCore", "SnapbackLog"]),
+        // The data plane's ports (block store, volume provider, durable store) and structures
+        // (grain bitmaps, marks): no LMDB, no crypto.
+        .target(name: "SnapbackData", dependencies: ["SnapbackCore"]),
+        // The real adapters of the ports: files and block devices, the LMDB log as durable store.
+        .target(name: "SnapbackAdapters", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackLog"]),
+        // The simulated ports: disk, volume provider, durable store and clock of one seeded world.
+        .target(name: "SnapbackSimulated", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackRandom"]),
         // The controller: commands, host I/O with copy-on-write, background copy, rollback,
         // recovery. The same code runs in snapbackd and in the simulator.
         .target(name: "SnapbackController", dependencies: ["SnapbackCore", "SnapbackData"]),
         // Simulated ports (disk, durable store, clock) for deterministic tests and the simulator.
         // SplitMix64, for the simulator and every randomized test.
         .target(name: "SnapbackRandom"),
-        .target(name: "SnapbackTesting", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackController", "SnapbackRandom"]),
+        // The simulator harness: operations, reference model, invariants, scenarios.
+        .target(name: "SnapbackTesting", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackController", "SnapbackRandom", "SnapbackSimulated"]),
         // The control API's wire types, shared by the server and the CLI.
         .target(name: "SnapbackAPI", dependencies: ["SnapbackCore"]),
         // snapbackd's runtime: the HTTP control API on a Unix socket, NBD export of volumes, the
@@ -61,10 +67,11 @@ let package = Package(
         .target(
             name: "SnapbackServer",
             dependencies: [
-                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackNBD", "SnapbackAPI",
+                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackNBD", "SnapbackAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
@@ -81,6 +88,7 @@ let package = Package(
             name: "snapbackd",
             dependencies: [
                 "SnapbackServer",
+                "SnapbackLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -96,18 +104,18 @@ let package = Package(
         // LMDB log, through the same controller code snapbackd runs (tools/bench).
         .executableTarget(
             name: "snapback-bench-driver",
-            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController"],
+            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController"],
             path: "Sources/BenchDriver"
         ),
         // The deterministic simulator's command line (tools/simulate).
         .executableTarget(
             name: "snapback-simulate",
-            dependencies: ["SnapbackTesting", "SnapbackCore", "SnapbackController", "SnapbackData"],
+            dependencies: ["SnapbackTesting", "SnapbackSimulated", "SnapbackCore", "SnapbackController", "SnapbackData"],
             path: "Sources/SimulateTool"
         ),
         .testTarget(
             name: "SimulationTests",
-            dependencies: ["SnapbackTesting", "SnapbackCore", "SnapbackController", "SnapbackData"]
+            dependencies: ["SnapbackTesting", "SnapbackSimulated", "SnapbackCore", "SnapbackController", "SnapbackData"]
         ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore", "SnapbackRandom"]),
         .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD", "SnapbackRandom"]),
@@ -115,7 +123,10 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI"]),
         .testTarget(
             name: "SnapbackDataTests",
-            dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackController", "SnapbackTesting", "SnapbackRandom"]
+            dependencies: [
+                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackTesting", "SnapbackSimulated",
+                "SnapbackRandom",
+            ]
         ),
         // The controller's pure planning, without I/O.
         .testTarget(name: "SnapbackControllerTests", dependencies: ["SnapbackController", "SnapbackCore", "SnapbackData"]),

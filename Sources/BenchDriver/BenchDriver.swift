@@ -1,6 +1,7 @@
 import Foundation
 import SnapbackController
 import SnapbackCore
+import SnapbackAdapters
 import SnapbackData
 import SnapbackLog
 

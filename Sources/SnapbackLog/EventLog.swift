@@ -2,17 +2,6 @@ import CLMDB
 import Foundation
 import SnapbackCore
 
-/// The acknowledgement of an append: the sequence numbers given to its events.
-public struct AppendReceipt: Sendable, Equatable {
-    public var firstSequence: UInt64
-    public var lastSequence: UInt64
-
-    public init(firstSequence: UInt64, lastSequence: UInt64) {
-        self.firstSequence = firstSequence
-        self.lastSequence = lastSequence
-    }
-}
-
 /// The write-ahead event log: an append-only LMDB database of records keyed by sequence number,
 /// chained by SHA-256, with checkpoints of the reduced state in the same environment.
 ///

@@ -173,16 +173,3 @@ public struct RecordView {
     /// The hash the next record must carry.
     public var hash: [UInt8] { LogRecord.hash(sequence: sequence, value: value) }
 }
-
-/// A record decoded and copied out of the map.
-public struct StoredEvent: Sendable, Equatable {
-    public var sequence: UInt64
-    public var timestampMilliseconds: Int64
-    public var event: Event
-
-    public init(sequence: UInt64, timestampMilliseconds: Int64, event: Event) {
-        self.sequence = sequence
-        self.timestampMilliseconds = timestampMilliseconds
-        self.event = event
-    }
-}

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import SnapbackAPI
 import SnapbackController
 import SnapbackCore
+import SnapbackAdapters
 import SnapbackData
 import SnapbackLog
 import SnapbackNBD

@@ -1,5 +1,4 @@
 import SnapbackCore
-import SnapbackLog
 
 /// The simulator's reference model: what every volume must read as, kept from acknowledged host
 /// operations and from the events of the durable log, never from the controller's memory.

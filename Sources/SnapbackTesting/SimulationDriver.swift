@@ -2,7 +2,7 @@ import Foundation
 import SnapbackController
 import SnapbackCore
 import SnapbackData
-import SnapbackLog
+import SnapbackSimulated
 
 /// An invariant the simulator checks after every operation and every recovery.
 public enum Invariant: String, Sendable, CaseIterable, CustomStringConvertible {

@@ -2,6 +2,7 @@ import Foundation
 import SnapbackController
 import SnapbackCore
 import SnapbackData
+import SnapbackSimulated
 import SnapbackTesting
 import Testing
 

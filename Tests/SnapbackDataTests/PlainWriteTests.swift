@@ -1,7 +1,9 @@
 import Foundation
 @_spi(Testing) import SnapbackController
 import SnapbackCore
+import SnapbackAdapters
 import SnapbackData
+import SnapbackSimulated
 import SnapbackLog
 import SnapbackTesting
 import Testing

@@ -2,6 +2,7 @@ import Foundation
 import SnapbackController
 import SnapbackCore
 import SnapbackData
+import SnapbackSimulated
 import SnapbackTesting
 
 /// A simulated machine with a controller on it, restartable after a crash.

@@ -1,7 +1,7 @@
 import Foundation
 import SnapbackCore
 import SnapbackData
-import SnapbackLog
+
 // One seed drives a whole simulated run; users of SnapbackTesting get the generator with it.
 @_exported import SnapbackRandom
 

@@ -1,4 +1,5 @@
 import Foundation
+import SnapbackData
 
 /// A block store on a file (sparse, in the data directory, or a given path) or a block device,
 /// read and written with `pread`/`pwrite` and made durable with `fdatasync`.

@@ -1,0 +1,125 @@
+import Foundation
+import SnapbackCore
+import SnapbackData
+import SnapbackLog
+
+extension LogError: StorageFailure {
+    public var isOutOfSpace: Bool {
+        switch self {
+        case .mapFull: return true
+        case let .lmdb(error):
+            if error.code == .mapFull { return true }
+            if case let .system(code) = error.code { return code == ENOSPC || code == EDQUOT }
+            return false
+        default: return false
+        }
+    }
+}
+
+/// A failed commit of the LMDB log, with the free space of its file system at the time. LMDB
+/// reports a short write (ENOSPC on the way) as EIO, so a failure while the file system has
+/// less than ``fullBelowBytes`` free counts as out of space.
+public struct LogCommitFailure: StorageFailure, CustomStringConvertible {
+    public var error: LogError
+    public var freeBytes: UInt64?
+    public static let fullBelowBytes: UInt64 = 1 << 20
+
+    public var isOutOfSpace: Bool {
+        if error.isOutOfSpace { return true }
+        guard case let .lmdb(lmdb) = error, case .system = lmdb.code, let freeBytes else { return false }
+        return freeBytes < Self.fullBelowBytes
+    }
+
+    public var description: String {
+        "\(error)" + (freeBytes.map { $0 < Self.fullBelowBytes ? " (the log's file system has \($0) bytes free)" : "" } ?? "")
+    }
+}
+
+/// The durable store of snapbackd: events in the LMDB log, bitmaps in the `bitmaps` database of
+/// the same environment, committed in one transaction.
+///
+/// Bitmap keys: map id (4 bytes big-endian), kind (1 byte), chunk index (4 bytes big-endian);
+/// values: the chunk's bytes. An absent chunk is all clear.
+public final class LogDurableStore: DurableStore, @unchecked Sendable {
+    public let log: EventLog
+    private let bitmaps: UInt32
+
+    public init(log: EventLog) throws {
+        self.log = log
+        bitmaps = try log.openDatabase("bitmaps")
+    }
+
+    static func key(map: MapID, kind: BitmapKind, chunk: Int) -> [UInt8] {
+        var key: [UInt8] = []
+        key.reserveCapacity(9)
+        withUnsafeBytes(of: map.bigEndian) { key.append(contentsOf: $0) }
+        key.append(kind.rawValue)
+        withUnsafeBytes(of: UInt32(chunk).bigEndian) { key.append(contentsOf: $0) }
+        return key
+    }
+
+    public func commit(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        do {
+            return try append(events: events, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+        } catch let error as LogError {
+            throw LogCommitFailure(error: error, freeBytes: Self.freeBytes(of: log.environment.directory))
+        }
+    }
+
+    /// Bytes free to unprivileged writers on the file system of `path`, or `nil`.
+    static func freeBytes(of path: String) -> UInt64? {
+        var status = statvfs()
+        guard statvfs(path, &status) == 0 else { return nil }
+        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
+    }
+
+    private func append(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        let database = bitmaps
+        if bitmapChanges.isEmpty {
+            return try log.append(events, timestampMilliseconds: timestampMilliseconds)
+        }
+        return try log.append(events, timestampMilliseconds: timestampMilliseconds) { transaction in
+            for change in bitmapChanges {
+                switch change {
+                case let .setChunk(map, kind, chunk, bytes):
+                    try Self.key(map: map, kind: kind, chunk: chunk).withUnsafeBytes { key in
+                        try bytes.withUnsafeBytes { try transaction.put(database, key: key, value: $0) }
+                    }
+                case let .clear(map, kind):
+                    let prefix = Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))
+                    var keys: [[UInt8]] = []
+                    try prefix.withUnsafeBytes { start in
+                        try transaction.scan(database, from: start) { key, _ in
+                            guard key.count == 9, key.starts(with: prefix) else { return false }
+                            keys.append(Array(key))
+                            return true
+                        }
+                    }
+                    for key in keys { try key.withUnsafeBytes { _ = try transaction.delete(database, key: $0) } }
+                }
+            }
+        }
+    }
+
+    public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
+        var bitmap = GrainBitmap(grainCount: grainCount)
+        let prefix = Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))
+        try log.environment.read { transaction in
+            try prefix.withUnsafeBytes { start in
+                try transaction.scan(bitmaps, from: start) { key, value in
+                    guard key.count == 9, key.starts(with: prefix) else { return false }
+                    let chunk = Int(UInt32(bigEndian: key.loadUnaligned(fromByteOffset: 5, as: UInt32.self)))
+                    guard bitmap.loadChunk(chunk, from: value) else {
+                        throw LogError.checkpointRejected("bitmap chunk \(chunk) of lcmap \(map) (\(kind)) has \(value.count) bytes")
+                    }
+                    return true
+                }
+            }
+        }
+        return bitmap
+    }
+
+    public func replayState() throws -> ControllerState { try log.replay().state }
+
+    public func checkpoint(_ state: ControllerState) throws { try log.saveCheckpoint(state) }
+}
