@@ -42,11 +42,11 @@ public struct LogCommitFailure: StorageFailure, CustomStringConvertible {
 /// values: the chunk's bytes. An absent chunk is all clear.
 public final class LogDurableStore: DurableStore, @unchecked Sendable {
     public let log: EventLog
-    private let bitmaps: UInt32
+    private let bitmaps: LogTable
 
     public init(log: EventLog) throws {
         self.log = log
-        bitmaps = try log.openDatabase("bitmaps")
+        bitmaps = try log.table("bitmaps")
     }
 
     static func key(map: MapID, kind: BitmapKind, chunk: Int) -> [UInt8] {
@@ -62,7 +62,7 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
         do {
             return try append(events: events, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
         } catch let error as LogError {
-            throw LogCommitFailure(error: error, freeBytes: Self.freeBytes(of: log.environment.directory))
+            throw LogCommitFailure(error: error, freeBytes: Self.freeBytes(of: log.directory))
         }
     }
 
@@ -74,46 +74,24 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
     }
 
     private func append(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
-        let database = bitmaps
-        if bitmapChanges.isEmpty {
-            return try log.append(events, timestampMilliseconds: timestampMilliseconds)
-        }
-        return try log.append(events, timestampMilliseconds: timestampMilliseconds) { transaction in
-            for change in bitmapChanges {
-                switch change {
-                case let .setChunk(map, kind, chunk, bytes):
-                    try Self.key(map: map, kind: kind, chunk: chunk).withUnsafeBytes { key in
-                        try bytes.withUnsafeBytes { try transaction.put(database, key: key, value: $0) }
-                    }
-                case let .clear(map, kind):
-                    let prefix = Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))
-                    var keys: [[UInt8]] = []
-                    try prefix.withUnsafeBytes { start in
-                        try transaction.scan(database, from: start) { key, _ in
-                            guard key.count == 9, key.starts(with: prefix) else { return false }
-                            keys.append(Array(key))
-                            return true
-                        }
-                    }
-                    for key in keys { try key.withUnsafeBytes { _ = try transaction.delete(database, key: $0) } }
-                }
+        let writes = bitmapChanges.map { change -> (table: LogTable, write: TableWrite) in
+            switch change {
+            case let .setChunk(map, kind, chunk, bytes):
+                (bitmaps, .put(key: Self.key(map: map, kind: kind, chunk: chunk), value: bytes))
+            case let .clear(map, kind):
+                (bitmaps, .deletePrefix(Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))))
             }
         }
+        return try log.append(events, timestampMilliseconds: timestampMilliseconds, writing: writes)
     }
 
     public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
         var bitmap = GrainBitmap(grainCount: grainCount)
-        let prefix = Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))
-        try log.environment.read { transaction in
-            try prefix.withUnsafeBytes { start in
-                try transaction.scan(bitmaps, from: start) { key, value in
-                    guard key.count == 9, key.starts(with: prefix) else { return false }
-                    let chunk = Int(UInt32(bigEndian: key.loadUnaligned(fromByteOffset: 5, as: UInt32.self)))
-                    guard bitmap.loadChunk(chunk, from: value) else {
-                        throw LogError.checkpointRejected("bitmap chunk \(chunk) of lcmap \(map) (\(kind)) has \(value.count) bytes")
-                    }
-                    return true
-                }
+        try log.scan(bitmaps, prefix: Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))) { key, value in
+            guard key.count == 9 else { throw LogError.checkpointRejected("bitmap key of \(key.count) bytes for lcmap \(map) (\(kind))") }
+            let chunk = Int(UInt32(bigEndian: key.loadUnaligned(fromByteOffset: 5, as: UInt32.self)))
+            guard bitmap.loadChunk(chunk, from: value) else {
+                throw LogError.checkpointRejected("bitmap chunk \(chunk) of lcmap \(map) (\(kind)) has \(value.count) bytes")
             }
         }
         return bitmap

@@ -108,7 +108,7 @@ public final class EventLog: @unchecked Sendable {
     /// that writes to other databases of this environment (the data plane's bitmaps) commit
     /// atomically with the events that record them. Group-committed like any append.
     /// - Throws: ``LogError``; on error neither the events nor the writes were recorded.
-    public func append(
+    func append(
         _ events: [Event], timestampMilliseconds: Int64, alongside: @escaping (Transaction) throws -> Void
     ) throws(LogError) -> AppendReceipt {
         try appendAndWait(events, timestampMilliseconds, alongside: alongside)
@@ -130,7 +130,7 @@ public final class EventLog: @unchecked Sendable {
     }
 
     /// Opens (creating it when the log is writable) another named database in this environment.
-    public func openDatabase(_ name: String) throws(LogError) -> MDB_dbi {
+    func openDatabase(_ name: String) throws(LogError) -> MDB_dbi {
         do {
             return try environment.openDatabase(name, create: !environment.readOnly)
         } catch {
