@@ -227,8 +227,20 @@ extension Controller {
             do throws(StageFailure) {
                 for stage in planRestoreLocked(map, batch, sizeBytes: source.sizeBytes) {
                     // Copy-on-write for the other maps is durable before the source is written;
-                    // the restore's own marks wait for the coalesced commit.
-                    if stage.marks.isEmpty { _ = try performCopies(stage.copies) } else { try perform(stage) }
+                    // the restore's own marks wait for the coalesced commit. The restore stops
+                    // early when host I/O or a command waits for the family: the grains not
+                    // copied are the next step's.
+                    guard stage.marks.isEmpty, stage.copies.count == 1 else {
+                        try perform(stage)
+                        continue
+                    }
+                    let held = gates.heldVolumes() ?? []
+                    let waits = waitsForFamily ?? { [gates] in gates.isContended($0) }
+                    let copied = try performCopy(stage.copies[0]) { waits(held) }
+                    if copied.count < batch.count {
+                        cursor = batch[copied.count]
+                        batch = copied
+                    }
                 }
             } catch {
                 rollbackFailedLocked(map, error)

@@ -60,6 +60,32 @@ extension Controller {
         }
     }
 
+    /// Carries out one copy run by run like ``performCopies(_:)``, but stops early, after at least
+    /// one run, once `stop` says so (host I/O waits for the family). Returns the grains copied (a
+    /// prefix of `copy.grains`). Syncs nothing.
+    func performCopy(_ copy: GrainCopy, stoppingWhen stop: @escaping () -> Bool) throws(StageFailure) -> [UInt64] {
+        guard let map = committed.maps[copy.map], let volume = committed.volumes[copy.from] else { return [] }
+        // The whole copy is prefetched at once (the disk may queue it all); it is made in slices
+        // of one largest I/O (256 KiB), so that a wait is noticed at once.
+        if let from = stores[copy.from] {
+            for run in GrainPlanner.runs(of: copy.grains, grainSizeBytes: map.grainSizeBytes, runBytesMax: UInt64(Self.copyRunBytesMax)) {
+                let (offset, length) = GrainPlanner.byteRange(of: run, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes)
+                from.prefetch(at: offset, length: length)
+            }
+        }
+        let sliceGrainsMax = max(1, Self.copyRunBytesMax / Int(map.grainSizeBytes))
+        var copied: [UInt64] = []
+        var rest = copy.grains[...]
+        while !rest.isEmpty {
+            let slice = Array(rest.prefix(sliceGrainsMax))
+            rest = rest.dropFirst(slice.count)
+            _ = try performCopies([GrainCopy(map: copy.map, from: copy.from, to: copy.to, grains: slice)])
+            copied += slice
+            if !rest.isEmpty && stop() { break }
+        }
+        return copied
+    }
+
     /// Syncs `volumes` (each once, in order), with the lock released during the syncs. Must
     /// hold their gates and the lock.
     func syncVolumes(_ volumes: [VolumeID]) throws(StageFailure) {

@@ -73,43 +73,51 @@ extension Controller {
     }
 
     /// An image read: the family's gates held, so no copy, restore or mark of the family runs
-    /// meanwhile.
+    /// meanwhile. Which bytes come from which volume is decided under the lock; the reads run
+    /// with it released.
     private func readLocked(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {
         try exclusive(volumes: { [volumeID] }) { () throws(HostIOError) in
             let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
-            do throws(BlockStoreError) {
-                try store.read(at: offset, into: bytes)
-            } catch {
-                throw faultLocked(volume, error)
-            }
+            var segments: [(volume: Volume, store: BlockStore, range: Range<Int>)] = [(volume, store, 0..<bytes.count)]
             if let map = mapTargetingLocked(volumeID), map.imageValid, let maps = bitmaps[map.id] {
                 // Target: grains the target does not hold come from the source.
-                try overlayLocked(bytes, offset, map, from: map.sourceID, where: { !maps.split[$0] })
+                segments += try overlayLocked(bytes.count, offset, map, from: map.sourceID, where: { !maps.split[$0] })
             }
             if let rollback = committed.runningRollback(onto: volumeID), let maps = bitmaps[rollback.id] {
                 // Restoring source: grains not yet restored come from the image on the target.
-                try overlayLocked(bytes, offset, rollback, from: rollback.targetID, where: { maps.dirty[$0] && !maps.restored[$0] })
+                segments += try overlayLocked(bytes.count, offset, rollback, from: rollback.targetID, where: { maps.dirty[$0] && !maps.restored[$0] })
             }
+            // In order: the volume's own bytes first, then the image's grains over them.
+            let failure = unlocked { () -> (Volume, BlockStoreError)? in
+                for segment in segments {
+                    do throws(BlockStoreError) {
+                        try segment.store.read(
+                            at: offset + UInt64(segment.range.lowerBound), into: UnsafeMutableRawBufferPointer(rebasing: bytes[segment.range]))
+                    } catch {
+                        return (segment.volume, error)
+                    }
+                }
+                return nil
+            }
+            if let (failed, error) = failure { throw faultLocked(failed, error) }
         }
     }
 
-    /// Replaces the parts of `bytes` (read at `offset`) in grains of `map` matching `condition`
-    /// with the bytes of volume `otherID`.
+    /// The parts of a read of `length` bytes at `offset` in grains of `map` matching `condition`,
+    /// to be read from volume `otherID`.
     private func overlayLocked(
-        _ bytes: UnsafeMutableRawBufferPointer, _ offset: UInt64, _ map: LCMap, from otherID: VolumeID, where condition: (UInt64) -> Bool
-    ) throws(HostIOError) {
-        guard let range = grains(of: map, offset, bytes.count), let other = committed.volumes[otherID] else { return }
-        let end = offset + UInt64(bytes.count)
+        _ length: Int, _ offset: UInt64, _ map: LCMap, from otherID: VolumeID, where condition: (UInt64) -> Bool
+    ) throws(HostIOError) -> [(volume: Volume, store: BlockStore, range: Range<Int>)] {
+        guard let range = grains(of: map, offset, length), let other = committed.volumes[otherID] else { return [] }
+        let end = offset + UInt64(length)
+        var segments: [(volume: Volume, store: BlockStore, range: Range<Int>)] = []
         for grain in range where condition(grain) {
             let start = max(offset, grain * UInt64(map.grainSizeBytes))
             let stop = min(end, (grain + 1) * UInt64(map.grainSizeBytes))
             guard let store = stores[otherID] else { throw .faulted(volume: other.name) }
-            do throws(BlockStoreError) {
-                try store.read(at: start, into: UnsafeMutableRawBufferPointer(rebasing: bytes[Int(start - offset)..<Int(stop - offset)]))
-            } catch {
-                throw faultLocked(other, error)
-            }
+            segments.append((other, store, Int(start - offset)..<Int(stop - offset)))
         }
+        return segments
     }
 
     /// Records the faults host reads of `volumeID`'s family met, holding its gates (``exclusive(volumes:background:_:)`` does).

@@ -116,39 +116,40 @@ extension Controller {
             return oneByOne()
         }
 
-        // 4. The source writes, in order; a volume that fails is faulted and takes no more.
-        var outcomes = [Result<Void, HostIOError>](repeating: .success(()), count: writes.count)
-        var failed: [VolumeID: HostIOError] = [:]
-        for (index, (write, source)) in zip(writes, sources).enumerated() {
-            if let error = failed[source.volume.id] {
-                outcomes[index] = .failure(error)
-                continue
-            }
-            do throws(BlockStoreError) {
-                try source.store.write(at: write.offset, from: write.bytes)
-            } catch {
-                let hostError = faultLocked(source.volume, error)
-                failed[source.volume.id] = hostError
-                outcomes[index] = .failure(hostError)
-            }
-        }
-        // 5. One sync per volume for its FUA writes. A FUA write is acknowledged only once that
-        // sync succeeded (a volume that failed in step 4 syncs nothing: its FUA writes fail).
-        var synced: [VolumeID] = []
-        for (write, source) in zip(writes, sources) where write.fua && !synced.contains(source.volume.id) {
-            synced.append(source.volume.id)
-            var failure = failed[source.volume.id]
-            if failure == nil {
+        // 4-5, with the lock released: the source writes in order (a volume that fails takes no
+        // more of the batch's writes: they fail), then one sync per volume for its FUA writes. A
+        // FUA write is acknowledged only once that sync succeeded (a volume that failed in step 4
+        // syncs nothing: its FUA writes fail).
+        let (writeFailures, syncFailures) = unlocked { () -> ([VolumeID: (index: Int, error: BlockStoreError)], [VolumeID: BlockStoreError]) in
+            var failedWrites: [VolumeID: (index: Int, error: BlockStoreError)] = [:]
+            for (index, (write, source)) in zip(writes, sources).enumerated() where failedWrites[source.volume.id] == nil {
                 do throws(BlockStoreError) {
-                    try source.store.sync()
+                    try source.store.write(at: write.offset, from: write.bytes)
                 } catch {
-                    failure = faultLocked(source.volume, error)
+                    failedWrites[source.volume.id] = (index, error)
                 }
             }
-            guard let failure else { continue }
-            for (index, other) in writes.enumerated() where other.volumeID == source.volume.id && other.fua {
-                outcomes[index] = .failure(failure)
+            var failedSyncs: [VolumeID: BlockStoreError] = [:]
+            var synced: Set<VolumeID> = []
+            for (write, source) in zip(writes, sources)
+            where write.fua && failedWrites[source.volume.id] == nil && !synced.contains(source.volume.id) {
+                synced.insert(source.volume.id)
+                do throws(BlockStoreError) { try source.store.sync() } catch { failedSyncs[source.volume.id] = error }
             }
+            return (failedWrites, failedSyncs)
+        }
+        // A failed volume is faulted (durably, before any host hears of it).
+        var hostErrors: [VolumeID: HostIOError] = [:]
+        for source in sources where hostErrors[source.volume.id] == nil {
+            if let error = writeFailures[source.volume.id]?.error ?? syncFailures[source.volume.id] {
+                hostErrors[source.volume.id] = faultLocked(source.volume, error)
+            }
+        }
+        var outcomes = [Result<Void, HostIOError>](repeating: .success(()), count: writes.count)
+        for (index, (write, source)) in zip(writes, sources).enumerated() {
+            guard let error = hostErrors[source.volume.id] else { continue }
+            let failedFromHere = writeFailures[source.volume.id].map { index >= $0.index } ?? false
+            if failedFromHere || write.fua { outcomes[index] = .failure(error) }
         }
         return outcomes
     }

@@ -140,6 +140,10 @@ public final class Controller: @unchecked Sendable {
 
     let durable: DurableStore
     let marksCoalescing: MarksCoalescing
+    /// Whether host I/O or a command waits for a family's gates (a rollback step then stops
+    /// early). `nil`: the gates say (snapbackd); the simulator passes a seeded choice, since its
+    /// one thread never waits.
+    let waitsForFamily: (@Sendable (Set<VolumeID>) -> Bool)?
     let volumeProvider: VolumeProvider
     let clock: @Sendable () -> Int64
     /// The state lock (see ``FamilyGates``): brief holds only.
@@ -191,9 +195,10 @@ public final class Controller: @unchecked Sendable {
     /// bitmaps and records the start. Interrupted copies and rollbacks resume with ``step(budgetBytes:)``.
     public init(
         durable: DurableStore, volumes: VolumeProvider, clock: @escaping @Sendable () -> Int64, version: String,
-        marksCoalescing: MarksCoalescing = .daemon
+        marksCoalescing: MarksCoalescing = .daemon, waitsForFamily: (@Sendable (Set<VolumeID>) -> Bool)? = nil
     ) throws {
         self.marksCoalescing = marksCoalescing
+        self.waitsForFamily = waitsForFamily
         self.durable = durable
         volumeProvider = volumes
         self.clock = clock

@@ -87,6 +87,12 @@ final class FamilyGates: @unchecked Sendable {
         precondition(held, "\(what()) on volume \(volume) without holding its gate exclusively")
     }
 
+    /// True when some taker is waiting, or waited, for the gate of any of `volumes` since the
+    /// last ``takeContended(_:)`` (which clears it; this does not).
+    func isContended(_ volumes: Set<VolumeID>) -> Bool {
+        volumes.contains { gate($0).isContended }
+    }
+
     /// True when some taker had to wait for the gate of any of `volumes` since the last call.
     func takeContended(_ volumes: Set<VolumeID>) -> Bool {
         var contended = false

@@ -20,6 +20,9 @@ final class HostIOGate: @unchecked Sendable {
         contended.exchange(false, ordering: .relaxed)
     }
 
+    /// True when some taker had to wait since the last ``takeContended()`` (the flag stays).
+    var isContended: Bool { contended.load(ordering: .relaxed) }
+
     init() {
         rwlock = .allocate(capacity: 1)
         var attributes = pthread_rwlockattr_t()

@@ -44,6 +44,13 @@ public final class SimulatedWorld: @unchecked Sendable {
         for store in blockStores { store.applyCrash(&random) }
     }
 
+    /// Whether host I/O waits for a family, asked by a rollback step between slices of its
+    /// copy (it then stops early): one time in four, drawn from the seed, so that the simulator
+    /// covers steps cut short as snapbackd's are when hosts wait.
+    public var waitsForFamily: @Sendable (Set<VolumeID>) -> Bool {
+        { [unowned self] _ in random.next() % 4 == 0 }
+    }
+
     /// A clock for the controller.
     public var clock: @Sendable () -> Int64 {
         { [unowned self] in

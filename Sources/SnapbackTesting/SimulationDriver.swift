@@ -184,7 +184,8 @@ public final class SimulationDriver {
         volumes = SimulatedVolumeProvider(world: world)
         durable = SimulatedDurableStore(world: world)
         controller = try Controller(
-            durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: self.marksCoalescing)
+            durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: self.marksCoalescing,
+            waitsForFamily: world.waitsForFamily)
         model.read(durable.events)
     }
 
@@ -392,7 +393,8 @@ public final class SimulationDriver {
         durable.lastCommitFailed = false
         do {
             controller = try Controller(
-                durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: marksCoalescing)
+                durable: durable, volumes: volumes, clock: world.clock, version: Self.controllerVersion, marksCoalescing: marksCoalescing,
+                waitsForFamily: world.waitsForFamily)
         } catch {
             fail(.controllerRecovers, "the controller did not start after the crash: \(error)")
             return
