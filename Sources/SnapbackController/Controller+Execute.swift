@@ -23,6 +23,12 @@ extension Controller {
     /// volumes written. Must hold the gates of every volume involved and the lock; the lock is
     /// released during the I/O.
     func performCopies(_ copies: [GrainCopy]) throws(StageFailure) -> [VolumeID] {
+        var buffer: [UInt8] = []
+        return try performCopies(copies, buffer: &buffer)
+    }
+
+    /// ``performCopies(_:)`` with a buffer the caller keeps across calls.
+    func performCopies(_ copies: [GrainCopy], buffer: inout [UInt8]) throws(StageFailure) -> [VolumeID] {
         // What the copies need, read under the lock.
         var work: [(copy: GrainCopy, from: BlockStore, to: BlockStore, ranges: [(offset: UInt64, length: Int)])] = []
         for copy in copies {
@@ -36,7 +42,6 @@ extension Controller {
         }
         return try unlocked { () throws(StageFailure) -> [VolumeID] in
             var written: [VolumeID] = []
-            var buffer: [UInt8] = []
             for (copy, from, to, ranges) in work {
                 if ranges.count > 1 {
                     for (offset, length) in ranges { from.prefetch(at: offset, length: length) }
@@ -76,10 +81,11 @@ extension Controller {
         let sliceGrainsMax = max(1, Self.copyRunBytesMax / Int(map.grainSizeBytes))
         var copied: [UInt64] = []
         var rest = copy.grains[...]
+        var buffer: [UInt8] = []
         while !rest.isEmpty {
             let slice = Array(rest.prefix(sliceGrainsMax))
             rest = rest.dropFirst(slice.count)
-            _ = try performCopies([GrainCopy(map: copy.map, from: copy.from, to: copy.to, grains: slice)])
+            _ = try performCopies([GrainCopy(map: copy.map, from: copy.from, to: copy.to, grains: slice)], buffer: &buffer)
             copied += slice
             if !rest.isEmpty && stop() { break }
         }
