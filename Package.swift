@@ -129,7 +129,7 @@ let package = Package(
             ]
         ),
         // The controller's pure planning, without I/O.
-        .testTarget(name: "SnapbackControllerTests", dependencies: ["SnapbackController", "SnapbackCore", "SnapbackData"]),
+        .testTarget(name: "SnapbackControllerTests", dependencies: ["SnapbackController", "SnapbackCore", "SnapbackData", "SnapbackSimulated"]),
         .testTarget(
             name: "SnapbackLogTests",
             dependencies: ["SnapbackCore", "SnapbackLog", "CLMDB", "SnapbackRandom"]
