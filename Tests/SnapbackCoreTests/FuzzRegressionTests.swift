@@ -27,6 +27,30 @@ struct CoreFuzzRegressionTests {
         }
     }
 
+    // fault-id-overflow.bin: VolumeFaulted with fault id 2^64 - 2 (so the next is 2^64 - 1), the
+    // source recovered by a rollback, then a rollback stopped on the online source, which makes
+    // the stop its fault and counted the next id with an overflowing `+= 1`.
+    @Test("fixed: RollbackStopped after the largest fault id traps in evolve (fault id overflow)")
+    func faultIDOverflow() async {
+        await #expect(processExitsWith: .success) {
+            var state = ControllerState()
+            state.apply(.volumeCreated(id: 0, name: "src", sizeBytes: 1 << 20, path: nil))
+            state.apply(.volumeCreated(id: 1, name: "tgt", sizeBytes: 1 << 20, path: nil))
+            state.apply(
+                .mapCreated(
+                    MapCreated(
+                        id: 0, name: "m", reverseID: 1, reverseName: "m_rev", sourceID: 0, targetID: 1, copyRate: 0,
+                        grainSizeBytes: 64 << 10, autorestore: true)))
+            state.apply(.mapStarted(id: 0, startOrdinal: 1))
+            state.apply(.volumeFaulted(id: 0, faultID: UInt64.max - 1, cause: .ioError, reason: "EIO"))
+            state.apply(.volumeRecovered(id: 0))
+            state.apply(.rollbackStarted(id: 0, trigger: .operator, faultID: nil))
+            state.apply(.rollbackStopped(id: 0, reason: "stopped by operator (stoplcmap -force)"))
+            precondition(state.volumes[0]?.fault?.id == UInt64.max)
+            state.apply(.rollbackStarted(id: 0, trigger: .operator, faultID: nil))
+        }
+    }
+
     // copy-progress-overflow.bin: MapCopyProgressed with 2^62 grains copied of a 4-grain map.
     // `progressPercent` computed grainsCopied * 100 / grainsTotal, which overflows.
     @Test("fixed: a copy progress far past the map's grains traps in progressPercent")
