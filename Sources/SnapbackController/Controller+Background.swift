@@ -69,9 +69,7 @@ extension Controller {
     /// running rollbacks, copies that can run, faults waiting to be recorded.
     private func familiesWithWorkLocked() -> [Set<VolumeID>] {
         var seeds: [VolumeID] = pendingFaults.map(\.volumeID)
-        for map in committed.mapsByID where map.role == .forward && (map.rollback != nil || (copyRunsLocked(map) && map.copyRate > 0)) {
-            seeds.append(map.sourceID)
-        }
+        for map in committed.mapsByID where hasBackgroundWorkLocked(map) { seeds.append(map.sourceID) }
         var families: [Set<VolumeID>] = []
         for seed in seeds where !families.contains(where: { $0.contains(seed) }) {
             families.append(familyLocked([seed]))
@@ -108,8 +106,12 @@ extension Controller {
     public var hasBackgroundWork: Bool { locked { hasBackgroundWorkLocked() } }
 
     func hasBackgroundWorkLocked() -> Bool {
-        hasPendingFaultsLocked
-            || committed.maps.values.contains { $0.role == .forward && ($0.rollback != nil || (copyRunsLocked($0) && $0.copyRate > 0)) }
+        hasPendingFaultsLocked || committed.maps.values.contains(where: hasBackgroundWorkLocked)
+    }
+
+    /// True while `map` rolls back, or copies with a copy rate.
+    func hasBackgroundWorkLocked(_ map: LCMap) -> Bool {
+        map.role == .forward && (map.rollback != nil || (copyRunsLocked(map) && map.copyRate > 0))
     }
 
     /// True when `map`'s background copy can run: a copying forward map with a valid image whose

@@ -34,11 +34,10 @@ extension Controller {
         for copy in copies {
             gates.requireHeld(copy.from, "a grain copy")
             gates.requireHeld(copy.to, "a grain copy")
-            guard let map = committed.maps[copy.map], let volume = committed.volumes[copy.from] else { continue }
+            guard let ranges = byteRangesLocked(of: copy) else { continue }
             guard let from = stores[copy.from] else { throw .unavailable(copy.from) }
             guard let to = stores[copy.to] else { throw .unavailable(copy.to) }
-            let runs = GrainPlanner.runs(of: copy.grains, grainSizeBytes: map.grainSizeBytes, runBytesMax: UInt64(Self.copyRunBytesMax))
-            work.append((copy, from, to, runs.map { GrainPlanner.byteRange(of: $0, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes) }))
+            work.append((copy, from, to, ranges))
         }
         return try unlocked { () throws(StageFailure) -> [VolumeID] in
             var written: [VolumeID] = []
@@ -69,14 +68,11 @@ extension Controller {
     /// one run, once `stop` says so (host I/O waits for the family). Returns the grains copied (a
     /// prefix of `copy.grains`). Syncs nothing.
     func performCopy(_ copy: GrainCopy, stoppingWhen stop: @escaping () -> Bool) throws(StageFailure) -> [UInt64] {
-        guard let map = committed.maps[copy.map], let volume = committed.volumes[copy.from] else { return [] }
+        guard let map = committed.maps[copy.map], let ranges = byteRangesLocked(of: copy) else { return [] }
         // The whole copy is prefetched at once (the disk may queue it all); it is made in slices
         // of one largest I/O (256 KiB), so that a wait is noticed at once.
         if let from = stores[copy.from] {
-            for run in GrainPlanner.runs(of: copy.grains, grainSizeBytes: map.grainSizeBytes, runBytesMax: UInt64(Self.copyRunBytesMax)) {
-                let (offset, length) = GrainPlanner.byteRange(of: run, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes)
-                from.prefetch(at: offset, length: length)
-            }
+            for (offset, length) in ranges { from.prefetch(at: offset, length: length) }
         }
         let sliceGrainsMax = max(1, Self.copyRunBytesMax / Int(map.grainSizeBytes))
         var copied: [UInt64] = []
@@ -90,6 +86,15 @@ extension Controller {
             if !rest.isEmpty && stop() { break }
         }
         return copied
+    }
+
+    /// The byte ranges of `copy`'s runs (adjacent grains, at most ``copyRunBytesMax`` each), or
+    /// `nil` when its map or volume is gone. Must hold the lock.
+    func byteRangesLocked(of copy: GrainCopy) -> [(offset: UInt64, length: Int)]? {
+        guard let map = committed.maps[copy.map], let volume = committed.volumes[copy.from] else { return nil }
+        return GrainPlanner.runs(of: copy.grains, grainSizeBytes: map.grainSizeBytes, runBytesMax: UInt64(Self.copyRunBytesMax)).map {
+            GrainPlanner.byteRange(of: $0, grainSizeBytes: map.grainSizeBytes, sizeBytes: volume.sizeBytes)
+        }
     }
 
     /// Syncs `volumes` (each once, in order), with the lock released during the syncs. Must

@@ -22,7 +22,7 @@ public struct ControllerHealth: Sendable, Equatable {
 }
 
 /// A failed durable commit that the caller could not answer now, waiting to be retried: the
-/// work a background step, a fault or a progress mark must do again (see `Controller.retryDue`).
+/// work a background step or a fault must do again (`backgroundBackoff`, `faultBackoff`).
 public struct CommitBackoff: Sendable, Equatable {
     /// The shortest and the longest pause between two attempts.
     public static let firstDelayMilliseconds: Int64 = 10

@@ -20,13 +20,9 @@ extension Controller {
     /// Fills `bytes` with what a host sees at `offset` (see `read(volume:offset:length:)`).
     public func read(volume volumeID: VolumeID, offset: UInt64, into bytes: UnsafeMutableRawBufferPointer) throws(HostIOError) {
         if try readPlain(volume: volumeID, offset: offset, into: bytes) { return }
-        do throws(HostIOError) {
-            try readLocked(volume: volumeID, offset: offset, into: bytes)
-        } catch {
-            // A failed disk read faults the volume: durably, before the host hears of it.
-            recordPendingFaults(volumeID)
-            throw error
-        }
+        // A failed disk read faults the volume durably, before the host hears of it: the image
+        // read holds the family's gates, so `faultLocked` records the fault at once.
+        try readLocked(volume: volumeID, offset: offset, into: bytes)
     }
 
     /// A read that needs no other volume's bytes (the volume is no valid image's target and no
@@ -120,8 +116,4 @@ extension Controller {
         return segments
     }
 
-    /// Records the faults host reads of `volumeID`'s family met, holding its gates (``exclusive(volumes:background:_:)`` does).
-    func recordPendingFaults(_ volumeID: VolumeID) {
-        exclusive(volumes: { [volumeID] }) {}
-    }
 }

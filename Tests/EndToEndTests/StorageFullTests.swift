@@ -75,9 +75,17 @@ struct StorageFullTests {
             let written = write.stdout.contains("wrote 4096/4096")
             #expect(written || write.stdout.contains("No space left on device") || write.stderr.contains("No space left on device"), "\(write)")
 
-            // Degraded, and why.
-            let system = try await daemon.ok("lssystem", "-json")
-            let rows = try JSONDecoder().decode([SystemRow].self, from: Data(system.stdout.utf8))
+            // Degraded, and why. A small commit may still find a page LMDB freed (the fault or
+            // the write above may have), which makes the controller online again until the
+            // rollback's next commit fails: that happens within its backoff (at most 1 s).
+            var system = try await daemon.ok("lssystem", "-json")
+            var rows = try JSONDecoder().decode([SystemRow].self, from: Data(system.stdout.utf8))
+            let deadline = Date().addingTimeInterval(5)
+            while rows.first?.status != "degraded", Date() < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                system = try await daemon.ok("lssystem", "-json")
+                rows = try JSONDecoder().decode([SystemRow].self, from: Data(system.stdout.utf8))
+            }
             #expect(rows.first?.status == "degraded" && rows.first?.reason.contains("storage_full") == true, "\(system)")
             // No spinning while stuck: under 5 % of a core over 3 s.
             let pid = try #require(daemon.pid)
