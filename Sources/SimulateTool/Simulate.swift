@@ -129,5 +129,5 @@ let statistics = sweep.statistics
 print(
     "\(sweep.runs) seeds (\(start)..<\(end)) in \(sweep.duration): \(sweep.failures.count) failed; "
         + "\(statistics.operations) operations, \(statistics.writesAcknowledged) acknowledged writes, \(statistics.crashes) crashes, "
-        + "\(statistics.rollbacksStarted) rollbacks started, \(statistics.rollbacksCompleted) completed, \(statistics.errorInjections) error injections, \(statistics.commitFailureInjections) commit failure injections")
+        + "\(statistics.rollbacksStarted) rollbacks started, \(statistics.rollbacksCompleted) completed, \(statistics.errorInjections) error injections, \(statistics.noSpaceInjections) disk-full injections, \(statistics.commitFailureInjections) commit failure injections")
 exit(sweep.failures.isEmpty ? 0 : 1)

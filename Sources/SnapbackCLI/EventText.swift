@@ -10,8 +10,10 @@ enum EventText {
         case let .volumeCreated(id, name, sizeBytes, path):
             return [("volumeID", .number(UInt64(id))), ("name", .text(name)), ("sizeBytes", .number(sizeBytes))]
                 + (path.map { [("path", .text($0))] } ?? [])
-        case let .volumeRemoved(id), let .volumeRecovered(id):
+        case let .volumeRemoved(id), let .volumeRecovered(id), let .volumeSpaceRestored(id):
             return [("volumeID", .number(UInt64(id)))]
+        case let .volumeOutOfSpace(id, reason):
+            return [("volumeID", .number(UInt64(id))), ("reason", .text(reason))]
         case let .mapCreated(created):
             return [
                 ("mapID", .number(UInt64(created.id))), ("name", .text(created.name)),
@@ -62,6 +64,8 @@ enum EventText {
             return "volume \(name) created, \(sizeBytes) bytes" + (path.map { ", backed by \($0)" } ?? "")
         case let .volumeRemoved(id): return "\(volume(id)) removed"
         case let .volumeRecovered(id): return "\(volume(id)) recovered: data accepted as it is (operator)"
+        case let .volumeOutOfSpace(id, reason): return "\(volume(id)) out of space (not a fault, nothing rolled back): \(reason)"
+        case let .volumeSpaceRestored(id): return "\(volume(id)) has space again: a write succeeded; online"
         case let .mapCreated(created):
             return "lcmap \(created.name) created: \(volume(created.sourceID)) -> \(volume(created.targetID)), reverse map \(created.reverseName), copyrate \(created.copyRate), grainsize \(created.grainSizeBytes / 1024), autorestore \(created.autorestore ? "on" : "off")"
         case let .mapRenamed(id, name, _): return "\(map(id)) renamed to \(name)"

@@ -114,6 +114,12 @@ struct Story {
             if volumeIDs.contains(id) { say("volume \(volumeName(id)) recovered by recovervolume: its data accepted as it was") }
         case let .volumeRemoved(id):
             if volumeIDs.contains(id) { say("volume \(volumeName(id)) removed by rmvolume") }
+        case let .volumeOutOfSpace(id, reason):
+            if volumeIDs.contains(id) {
+                say("volume \(volumeName(id)) ran out of space (\(reason)): writes answer ENOSPC, reads work; not a fault, nothing rolled back")
+            }
+        case let .volumeSpaceRestored(id):
+            if volumeIDs.contains(id) { say("volume \(volumeName(id)) has space again (a write succeeded): online") }
         case .controllerStarted:
             for id in restartsDuringRollback.keys { restartsDuringRollback[id, default: 0] += 1 }
         case .mapPreparing, .mapPrepared, .mapStopping, .mapCopyProgressed, .rollbackProgressed:

@@ -185,9 +185,11 @@ extension Controller {
         guard complete || idle || flushDue(unmarked.grains.count, map, since: unmarked.sinceMilliseconds, now: now) else { return }
         var marks = BitmapMarks()
         for grain in unmarked.grains { marks.set(map.id, .split, grain, true) }
-        let command: Command = complete ? .completeCopy(map: map.id) : .recordCopyProgress(map: map.id, grainsCopied: splitCount)
+        var commands: [Command] = [complete ? .completeCopy(map: map.id) : .recordCopyProgress(map: map.id, grainsCopied: splitCount)]
+        // The copy wrote the target: a target that was out of space has room again.
+        if committed.volumes[map.targetID]?.status == .outOfSpace { commands.append(.recordSpaceRestored(volume: map.targetID)) }
         do throws(StageFailure) {
-            try perform(GrainStage(marks: marks), syncing: [map.targetID], commands: [command])
+            try perform(GrainStage(marks: marks), syncing: [map.targetID], commands: commands)
             unmarkedCopies[map.id] = nil
         } catch {
             failBackgroundLocked(error)
@@ -311,7 +313,12 @@ extension Controller {
             failBackgroundLocked(failure)
         case let .volume(volumeID, error):
             guard let volume = committed.volumes[volumeID] else { return }
-            _ = faultLocked(volume, error)
+            _ = failureLocked(volume, error)
+            if error.failureClass == .capacity {
+                // Out of space is not damage: the rollback waits and tries again.
+                backgroundBackoff.failed(at: clock())
+                return
+            }
             if volumeID == map.sourceID || volumeID == map.targetID {
                 let text = "I/O error: \(error)".unicodeScalars.map { $0.properties.generalCategory == .control ? " " : String($0) }.joined()
                 abandonLocked(map, reason: String(text.prefix(Limits.reasonBytesMax / 4)))
@@ -340,7 +347,9 @@ extension Controller {
             if case .rejected = error { return }
             backgroundBackoff.failed(at: clock())
         case let .volume(volumeID, error):
-            if let volume = committed.volumes[volumeID] { _ = faultLocked(volume, error) }
+            if let volume = committed.volumes[volumeID] { _ = failureLocked(volume, error) }
+            // Out of space: the copy waits and tries again.
+            if error.failureClass == .capacity { backgroundBackoff.failed(at: clock()) }
         case .unavailable:
             break
         }

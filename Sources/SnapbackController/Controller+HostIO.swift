@@ -41,7 +41,7 @@ extension Controller {
         guard let volume = committed.volumes[volumeID] else { throw .unknownVolume(String(volumeID)) }
         guard volume.status != .faulted, let store = stores[volumeID] else { throw .faulted(volume: volume.name) }
         // An I/O error whose fault is not durable yet: the volume serves nothing until it is.
-        if pendingFaults.contains(where: { $0.volumeID == volumeID }) {
+        if hasPendingDamageLocked(volumeID) {
             throw .io(volume: volume.name, detail: "an I/O error's fault is being recorded")
         }
         let (end, overflow) = offset.addingReportingOverflow(UInt64(length))

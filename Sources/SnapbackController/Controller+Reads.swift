@@ -62,7 +62,7 @@ extension Controller {
             try io(store)
         } catch {
             gate.unlock()
-            throw exclusive(volumes: { [volume.id] }) { faultLocked(volume, error) }
+            throw exclusive(volumes: { [volume.id] }) { failureLocked(volume, error) }
         }
         gate.unlock()
         return true
@@ -95,7 +95,7 @@ extension Controller {
                 }
                 return nil
             }
-            if let (failed, error) = failure { throw faultLocked(failed, error) }
+            if let (failed, error) = failure { throw failureLocked(failed, error) }
         }
     }
 

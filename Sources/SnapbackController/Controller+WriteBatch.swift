@@ -75,7 +75,7 @@ extension Controller {
     }
 
     /// Makes `writes` in one batch. A batch of one, a batch with any write that is refused, or
-    /// restores, or writes a target, and any batch whose copies or marks fail, is made one
+    /// restores, or writes a target or an `out_of_space` volume, and any batch whose copies or marks fail, is made one
     /// write at a time instead (repeating a grain copy is harmless: no source was written yet).
     /// Must hold the gate exclusively.
     func writeBatchLocked(_ writes: [HostWrite]) -> [Result<Void, HostIOError>] {
@@ -93,7 +93,7 @@ extension Controller {
         var sources: [(volume: Volume, store: BlockStore)] = []
         for write in writes {
             guard let (volume, store) = try? hostVolumeLocked(write.volumeID, write.offset, write.bytes.count),
-                  !isReadOnlyLocked(volume.id), holdsOwnBytesLocked(volume.id)
+                  !isReadOnlyLocked(volume.id), holdsOwnBytesLocked(volume.id), volume.status != .outOfSpace
             else { return oneByOne() }
             sources.append((volume, store))
         }
@@ -112,7 +112,7 @@ extension Controller {
         do throws(StageFailure) {
             try perform(stage)
         } catch {
-            if case let .volume(failedID, failure) = error, let failed = committed.volumes[failedID] { _ = faultLocked(failed, failure) }
+            if case let .volume(failedID, failure) = error, let failed = committed.volumes[failedID] { _ = failureLocked(failed, failure) }
             return oneByOne()
         }
 
@@ -142,7 +142,7 @@ extension Controller {
         var hostErrors: [VolumeID: HostIOError] = [:]
         for source in sources where hostErrors[source.volume.id] == nil {
             if let error = writeFailures[source.volume.id]?.error ?? syncFailures[source.volume.id] {
-                hostErrors[source.volume.id] = faultLocked(source.volume, error)
+                hostErrors[source.volume.id] = failureLocked(source.volume, error)
             }
         }
         var outcomes = [Result<Void, HostIOError>](repeating: .success(()), count: writes.count)

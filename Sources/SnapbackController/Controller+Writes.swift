@@ -48,7 +48,9 @@ extension Controller {
                     if fua { try store.sync() }
                 }
             }
-            if case let .failure(error) = written { throw faultLocked(volume, error) }
+            if case let .failure(error) = written { throw failureLocked(volume, error) }
+            // Every volume written has room: an `out_of_space` one is online again.
+            for written in Set([volumeID] + stages.flatMap { $0.copies.map(\.to) }).sorted() { noteWriteSucceededLocked(written) }
             return
         }
         throw .io(volume: committed.volumes[volumeID]?.name ?? String(volumeID), detail: "copy-on-write kept failing on the targets")
@@ -91,7 +93,13 @@ extension Controller {
             throw .io(volume: volume.name, detail: "\(error)")
         case let .volume(failedID, error):
             guard let failed = committed.volumes[failedID] else { throw .io(volume: volume.name, detail: "\(error)") }
-            let hostError = faultLocked(failed, error)
+            let hostError = failureLocked(failed, error)
+            if error.failureClass == .capacity {
+                // A target out of space cannot take the grains the write would replace: the
+                // write is refused, so that the image survives (nothing is faulted).
+                if failedID == volume.id { throw hostError }
+                throw .outOfSpace(volume: volume.name, detail: "the copy-on-write target \(failed.name) is out of space: \(error)")
+            }
             guard failedID != volume.id, isCopyOnWriteTarget(failedID, of: volume.id) else { throw hostError }
             // The image must survive: a rollback reading from this target keeps its map
             // (found by the simulator, seed 171).
@@ -159,7 +167,8 @@ extension Controller {
     /// Only exclusive holders clear those bits or change those maps, so the answer holds until
     /// the gate is released.
     private func needsNoCoordinationLocked(_ volume: Volume, _ offset: UInt64, _ length: Int) -> Bool {
-        guard !Self.brokenOrderingForTesting, holdsOwnBytesLocked(volume.id) else { return false }
+        // A write to an `out_of_space` volume is coordinated, so that its success is recorded.
+        guard !Self.brokenOrderingForTesting, volume.status != .outOfSpace, holdsOwnBytesLocked(volume.id) else { return false }
         for map in committed.forwardMaps(ofSource: volume.id) where map.isActive {
             guard let maps = bitmaps[map.id] else { return false }
             guard let range = grains(of: map, offset, length) else { continue }

@@ -15,6 +15,9 @@ public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The marks the write needs could not be made durable: the log's file system is full.
     /// Nothing was written; the volume stays online.
     case noSpace(volume: String, detail: String)
+    /// The volume's backing store is out of space (ENOSPC, EDQUOT): the write failed, the volume
+    /// is `out_of_space`; nothing was rolled back.
+    case outOfSpace(volume: String, detail: String)
 
     public var description: String {
         switch self {
@@ -24,6 +27,7 @@ public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .faulted(volume): "volume \(volume) is faulted"
         case let .io(volume, detail): "I/O error on volume \(volume): \(detail)"
         case let .noSpace(volume, detail): "no space to record the write on volume \(volume): \(detail)"
+        case let .outOfSpace(volume, detail): "volume \(volume) is out of space: \(detail)"
         }
     }
 }
@@ -63,9 +67,10 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
 /// restore or mark owed) holds its volume's gate shared and does its disk I/O outside the state
 /// lock. Commands, background steps, faults, coordinated writes and image reads hold their
 /// family's gates exclusively; they release the state lock during grain copies, syncs, source
-/// writes and durable commits. Durable commits are ordered by one commit lock, so the state is
-/// always `reduce(log)`. In the simulator one seeded thread calls everything, so the outcome
-/// depends only on the order of calls. Time comes in through `clock`; nothing here reads a
+/// writes and durable commits. Durable commits go through one queue whose leader decides, commits
+/// and applies a whole group with one fsync, so the state is always `reduce(log)`. In the
+/// simulator one seeded thread calls everything, so the outcome depends only on the order of
+/// calls. Time comes in through `clock`; nothing here reads a
 /// clock, a random source or a file directly except through the ports.
 public final class Controller: @unchecked Sendable {
     /// Runs `body` under the controller's lock, keeping its typed error. For reads and for
@@ -148,15 +153,17 @@ public final class Controller: @unchecked Sendable {
     let clock: @Sendable () -> Int64
     /// The state lock (see ``FamilyGates``): brief holds only.
     let lock = NSLock()
-    /// Orders durable commits: decide, commit, apply (taken before `lock`).
-    let commitLock = NSLock()
+    /// Durable commits waiting for the next group, and whether a thread leads one (guarded by
+    /// `lock`; see `Controller+GroupCommit.swift`).
+    var commitQueue: [CommitRequest] = []
+    var committing = false
     let gates = FamilyGates()
 
     /// True when the calling thread holds a family's gates (and the lock).
     var exclusivelyHeld: Bool { gates.holdsAny }
     /// Faults met under the lock alone (by host reads), recorded by the next exclusive holder,
     /// which the reader becomes before it reports the error.
-    var pendingFaults: [(volumeID: VolumeID, reason: String)] = []
+    var pendingFaults: [PendingFault] = []
     /// Coordinated host writes waiting for the next batch, and whether a thread is making one
     /// (guarded by `batchCondition`; see `Controller+WriteBatch.swift`).
     let batchCondition = NSCondition()
@@ -248,97 +255,19 @@ public final class Controller: @unchecked Sendable {
         }
     }
 
-    /// Decide, prepare side effects, commit durably, then apply. Must hold the lock.
+    /// Decides `command` and commits its events (with `extra` bitmap changes) in the next group
+    /// commit, then applies them. Must hold the lock and a family's gates.
     func commitLocked(_ command: Command, bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) -> [Event] {
-        try inCommitOrder { () throws(ControllerError) -> [Event] in
-            let events: [Event]
-            do throws(CommandError) {
-                events = try decide(command, committed)
-            } catch {
-                throw .rejected(error)
-            }
-            try commitEventsLocked(events, bitmapChanges: extra)
-            return events
-        }
+        try commitGrouped(CommitRequest(.commit(commands: [command], marks: BitmapMarks(), extra: extra)))
     }
 
-    /// Runs `body` (decide, commit, apply) holding the commit lock, so that no other commit
-    /// lands between its decision and its application. Must hold the lock (released and taken
-    /// again in the commit lock's order).
-    func inCommitOrder<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        precondition(exclusivelyHeld, "a commit without holding a family's gates")
-        if !commitLock.try() {
-            lock.unlock()
-            commitLock.lock()
-            lock.lock()
-        }
-        defer { commitLock.unlock() }
-        return try body()
-    }
-
-    /// Commits decided events with their bitmap side effects, then applies them. Must hold the lock.
-    /// `installing` replaces in-memory bitmaps once the commit is durable, before the events are
-    /// applied (so that an event's own effect on the bitmaps, such as clearing `restored` on
-    /// `RollbackCompleted`, comes last).
-    func commitEventsLocked(
-        _ events: [Event], bitmapChanges extra: [BitmapChange] = [], marks: BitmapMarks = BitmapMarks()
-    ) throws(ControllerError) {
-        precondition(exclusivelyHeld, "a commit without holding a family's gates")
-        guard !events.isEmpty || !extra.isEmpty || !marks.isEmpty else { return }
-        var created: [VolumeID: BlockStore] = [:]
-        var changes = marks.changes(against: bitmaps) + extra
-        var preview = committed
-        for event in events {
-            switch event {
-            case let .volumeCreated(id, name, sizeBytes, path):
-                do {
-                    created[id] = try volumeProvider.create(Volume(id: id, name: name, sizeBytes: sizeBytes, path: path))
-                } catch {
-                    throw .rejected(CommandError(.invalidPath, "cannot create the backing store of volume \(name): \(error)"))
-                }
-            case let .mapStarted(id, _):
-                // A new point in time: the bitmaps start clear, atomically with the start. The
-                // source is synced first, so that the image cannot change after the fact when an
-                // unsynced write before the start is lost in a crash (found by the Promela model).
-                changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
-                if let sourceID = preview.maps[id]?.sourceID, let store = stores[sourceID] {
-                    do throws(BlockStoreError) {
-                        try store.sync()
-                    } catch {
-                        throw .storage("syncing the source before the start failed: \(error)")
-                    }
-                }
-            case let .mapRemoved(id):
-                changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
-            case let .rollbackCompleted(id), let .rollbackStopped(id, _):
-                // The marks belong to this rollback only (found by the simulator, seed 33).
-                changes.append(.clear(map: id, kind: .restored))
-            default:
-                break
-            }
-            preview.apply(event)
-        }
-        let timestamp = clock()
-        let outcome = unlocked { () -> Result<Void, any Error> in
-            // Other families' I/O and decisions go on meanwhile; commits wait (commit lock).
-            Result { _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: timestamp) }
-        }
-        do {
-            try outcome.get()
-        } catch {
-            for (id, _) in created {
-                if let volume = preview.volumes[id] { volumeProvider.remove(volume) }
-            }
-            throw noteCommitFailure(error)
-        }
-        noteCommitSuccess()
-        marks.apply(to: &bitmaps)
-        for event in events { applyCommitted(event, created: created) }
-        if !events.isEmpty { publishedLock.withLock { published = committed } }
+    /// Publishes `committed` for readers that must not wait (see `state`).
+    func publishState() {
+        publishedLock.withLock { published = committed }
     }
 
     /// Mirrors a committed event onto the in-memory bytes and bitmaps.
-    private func applyCommitted(_ event: Event, created: [VolumeID: BlockStore]) {
+    func applyCommitted(_ event: Event, created: [VolumeID: BlockStore]) {
         let before = committed
         committed.apply(event)
         switch event {
@@ -377,23 +306,11 @@ public final class Controller: @unchecked Sendable {
     }
 
     /// Commits `marks` with the events of `commands` (decided in order, each against the state
-    /// the ones before it leave) in one durable commit, writing only the bitmap chunks the marks
-    /// touch; then applies the marks in place and the events.
+    /// the ones before it leave) in the next group commit, writing only the bitmap chunks the
+    /// marks touch; then applies the marks in place and the events. Must hold the lock and a
+    /// family's gates.
     func commit(marks: BitmapMarks, commands: [Command] = []) throws(ControllerError) {
-        try inCommitOrder { () throws(ControllerError) in
-            var events: [Event] = []
-            var preview = committed
-            for command in commands {
-                do throws(CommandError) {
-                    let decided = try decide(command, preview)
-                    decided.forEach { preview.apply($0) }
-                    events += decided
-                } catch {
-                    throw .rejected(error)
-                }
-            }
-            try commitEventsLocked(events, marks: marks)
-        }
+        _ = try commitGrouped(CommitRequest(.commit(commands: commands, marks: marks, extra: [])))
     }
 
     /// A copy of `map`'s bitmaps (for tests and the simulator's invariants).
@@ -403,7 +320,7 @@ public final class Controller: @unchecked Sendable {
 
     /// Saves a checkpoint of the committed state (between two commits: `reduce` of a prefix).
     public func checkpoint() throws {
-        try commitLock.withLock { try locked { try durable.checkpoint(committed) } }
+        try locked { () throws(ControllerError) in _ = try commitGrouped(CommitRequest(.checkpoint)) }
     }
 
     /// The volumes a command names (by name or id), as the committed state resolves them; the
@@ -425,6 +342,8 @@ public final class Controller: @unchecked Sendable {
         case let .recordCopyProgress(id, _), let .completeCopy(id), let .recordRollbackProgress(id, _, _), let .completeRollback(id),
             let .abandonRollback(id, _):
             return Set(map(id))
+        case let .reportOutOfSpace(id, _), let .recordSpaceRestored(id):
+            return committed.volumes[id] == nil ? [] : [id]
         }
     }
 }

@@ -17,8 +17,9 @@ import SnapbackCore
 ///   it holds the state lock or another set of gates.
 /// - The state lock guards the controller's state, bitmaps and stores. It is held briefly:
 ///   released during grain copies, syncs, host data writes and durable commits.
-/// - The commit lock orders durable commits (decide → commit → apply), so the state is always
-///   `reduce(log)`; it is taken before the state lock.
+/// - Durable commits queue for a group commit (`Controller+GroupCommit.swift`): one leader at a
+///   time decides, commits and applies a group, so the state is always `reduce(log)`. A thread
+///   waiting in the queue keeps its family's gates and releases the state lock.
 ///
 /// Which gates a thread holds is recorded, so that code needing a hold checks it with
 /// `precondition` (``requireHeld(_:)``).

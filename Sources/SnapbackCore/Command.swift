@@ -30,6 +30,10 @@ public enum Command: Sendable, Equatable {
     case abandonRollback(map: MapID, reason: String)
     /// A controller process started on this log.
     case recordControllerStart(version: String)
+    /// The data plane met "no space" (ENOSPC, EDQUOT) writing an `online` volume's store.
+    case reportOutOfSpace(volume: VolumeID, reason: String)
+    /// A write to an `out_of_space` volume succeeded.
+    case recordSpaceRestored(volume: VolumeID)
 }
 
 /// The parameters of `mklcmap`.

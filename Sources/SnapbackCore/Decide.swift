@@ -103,7 +103,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
             guard force else {
                 throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back; -force abandons the rollback and leaves the source faulted")
             }
-            return [.rollbackStopped(id: map.id, reason: "stopped by operator (stoplcmap -force)")]
+            return abandonment(of: map, reason: "stopped by operator (stoplcmap -force)", state)
         }
         switch map.state {
         case .preparing, .prepared:
@@ -147,7 +147,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
     case let .recoverVolume(reference):
         let volume = try resolveVolume(reference, state)
         switch volume.status {
-        case .faulted: return [.volumeRecovered(id: volume.id)]
+        case .faulted, .outOfSpace: return [.volumeRecovered(id: volume.id)]
         case .restoring:
             throw CommandError(.volumeRestoring, "volume \(volume.name) is being restored; wait for the rollback to finish")
         case .online:
@@ -201,7 +201,26 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         else {
             throw CommandError(.invalidReason, "a reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
         }
-        return [.rollbackStopped(id: id, reason: reason)]
+        return abandonment(of: map, reason: reason, state)
+
+    case let .reportOutOfSpace(id, reason):
+        guard let volume = state.volumes[id] else { throw CommandError(.unknownVolume, "volume \(id) does not exist") }
+        guard volume.status == .online else {
+            throw CommandError(.invalidState, "volume \(volume.name) is \(volume.status), not online")
+        }
+        guard !reason.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
+            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        else {
+            throw CommandError(.invalidReason, "a reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
+        }
+        return [.volumeOutOfSpace(id: id, reason: reason)]
+
+    case let .recordSpaceRestored(id):
+        guard let volume = state.volumes[id] else { throw CommandError(.unknownVolume, "volume \(id) does not exist") }
+        guard volume.status == .outOfSpace else {
+            throw CommandError(.invalidState, "volume \(volume.name) is \(volume.status), not out_of_space")
+        }
+        return [.volumeSpaceRestored(id: id)]
 
     case let .recordControllerStart(version):
         guard !version.isEmpty, version.utf8.count <= Limits.versionBytesMax else {
@@ -209,6 +228,15 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         }
         return [.controllerStarted(version: version)]
     }
+}
+
+/// The events that abandon `map`'s rollback: the source is left half restored, so it stays
+/// faulted; when it had no fault (a rollback of an online volume), one of cause
+/// `rollback_abandoned` is recorded first, with the stop's reason.
+private func abandonment(of map: LCMap, reason: String, _ state: ControllerState) -> [Event] {
+    let stop = Event.rollbackStopped(id: map.id, reason: reason)
+    guard state.volumes[map.sourceID]?.fault == nil else { return [stop] }
+    return [.volumeFaulted(id: map.sourceID, faultID: state.nextFaultID, cause: .rollbackAbandoned, reason: reason), stop]
 }
 
 private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws(CommandError) -> [Event] {
@@ -321,7 +349,7 @@ private func resolveStartable(_ reference: String, _ state: ControllerState) thr
     for volumeID in [map.sourceID, map.targetID] {
         let volume = state.volumes[volumeID]!
         switch volume.status {
-        case .online: continue
+        case .online, .outOfSpace: continue
         case .faulted:
             throw CommandError(.volumeFaulted, "volume \(volume.name) is faulted; recover or restore it before starting lcmap \(map.name)")
         case .restoring:
@@ -336,7 +364,7 @@ private func requireValidImage(_ map: LCMap, _ state: ControllerState) throws(Co
         throw CommandError(.noValidImage, "lcmap \(map.name) is \(map.state) and holds no valid point-in-time image")
     }
     let target = state.volumes[map.targetID]!
-    guard target.status == .online else {
+    guard target.status == .online || target.status == .outOfSpace else {
         throw CommandError(.noValidImage, "target \(target.name) of lcmap \(map.name) is \(target.status)")
     }
 }

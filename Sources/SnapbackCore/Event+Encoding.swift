@@ -16,8 +16,11 @@ extension Event {
             writer.write(name)
             writer.write(sizeBytes)
             writer.write(path)
-        case let .volumeRemoved(id), let .volumeRecovered(id):
+        case let .volumeRemoved(id), let .volumeRecovered(id), let .volumeSpaceRestored(id):
             writer.write(id)
+        case let .volumeOutOfSpace(id, reason):
+            writer.write(id)
+            writer.write(reason)
         case let .mapCreated(created):
             writer.write(created.id)
             writer.write(created.name)
@@ -86,6 +89,11 @@ extension Event {
             event = .volumeRemoved(id: try reader.readUInt32("id"))
         case .volumeRecovered:
             event = .volumeRecovered(id: try reader.readUInt32("id"))
+        case .volumeOutOfSpace:
+            let id = try reader.readUInt32("id")
+            event = .volumeOutOfSpace(id: id, reason: try reader.readString("reason"))
+        case .volumeSpaceRestored:
+            event = .volumeSpaceRestored(id: try reader.readUInt32("id"))
         case .mapCreated:
             let id = try reader.readUInt32("id")
             let name = try reader.readString("name")
@@ -177,7 +185,9 @@ extension Event {
             let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id),
             let .rollbackStopped(id, _):
             [id]
-        case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted: []
+        case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted, .volumeOutOfSpace,
+            .volumeSpaceRestored:
+            []
         }
     }
 
@@ -185,7 +195,7 @@ extension Event {
     public var volumeIDs: [VolumeID] {
         switch self {
         case let .volumeCreated(id, _, _, _), let .volumeRemoved(id), let .volumeFaulted(id, _, _, _),
-            let .volumeRecovered(id):
+            let .volumeRecovered(id), let .volumeOutOfSpace(id, _), let .volumeSpaceRestored(id):
             [id]
         case let .mapCreated(created): [created.sourceID, created.targetID]
         default: []

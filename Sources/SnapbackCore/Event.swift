@@ -25,6 +25,11 @@ public enum Event: Sendable, Equatable {
     case rollbackStopped(id: MapID, reason: String)
     case volumeRecovered(id: VolumeID)
     case controllerStarted(version: String)
+    /// The volume's backing store answered a write with "no space" (ENOSPC, EDQUOT): it becomes
+    /// `out_of_space`. Not a fault.
+    case volumeOutOfSpace(id: VolumeID, reason: String)
+    /// A write to an `out_of_space` volume succeeded again: it is `online`.
+    case volumeSpaceRestored(id: VolumeID)
 }
 
 /// The facts of `mklcmap`: the forward map and the reverse map created with it.
@@ -78,6 +83,8 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case volumeRecovered = 19
     case controllerStarted = 20
     case rollbackStopped = 21
+    case volumeOutOfSpace = 22
+    case volumeSpaceRestored = 23
 
     /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
     public var description: String {
@@ -103,6 +110,8 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .volumeRecovered: "VolumeRecovered"
         case .controllerStarted: "ControllerStarted"
         case .rollbackStopped: "RollbackStopped"
+        case .volumeOutOfSpace: "VolumeOutOfSpace"
+        case .volumeSpaceRestored: "VolumeSpaceRestored"
         }
     }
 
@@ -139,6 +148,8 @@ extension Event {
         case .volumeRecovered: .volumeRecovered
         case .controllerStarted: .controllerStarted
         case .rollbackStopped: .rollbackStopped
+        case .volumeOutOfSpace: .volumeOutOfSpace
+        case .volumeSpaceRestored: .volumeSpaceRestored
         }
     }
 }

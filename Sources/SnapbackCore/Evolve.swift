@@ -162,6 +162,12 @@ extension ControllerState {
             volumes[id]?.status = .online
             volumes[id]?.fault = nil
 
+        case let .volumeOutOfSpace(id, _):
+            if volumes[id]?.status == .online { volumes[id]?.status = .outOfSpace }
+
+        case let .volumeSpaceRestored(id):
+            if volumes[id]?.status == .outOfSpace { volumes[id]?.status = .online }
+
         case .controllerStarted:
             controllerStarts += 1
         }

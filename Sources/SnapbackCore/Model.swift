@@ -15,12 +15,16 @@ public enum VolumeStatus: UInt8, Sendable, Equatable, CaseIterable, CustomString
     /// Online; a rollback is copying the snapshot back and reads of grains not yet restored are
     /// served from the image.
     case restoring = 2
+    /// Online, but its backing store ran out of space (ENOSPC, EDQUOT): host writes that fail
+    /// answer ENOSPC, reads work. Not a fault: nothing is rolled back and nothing is lost.
+    case outOfSpace = 3
 
     public var description: String {
         switch self {
         case .online: "online"
         case .faulted: "faulted"
         case .restoring: "restoring"
+        case .outOfSpace: "out_of_space"
         }
     }
 }
@@ -65,6 +69,9 @@ public enum FaultCause: UInt8, Sendable, Equatable, CaseIterable, CustomStringCo
     case backingMissing = 2
     /// The backing store's size differed from the recorded size at start-up.
     case backingResized = 3
+    /// A rollback onto the volume was abandoned (`stoplcmap -force`, or the controller could not
+    /// finish it): the volume holds a mix of the image and what it held.
+    case rollbackAbandoned = 4
 
     public var description: String {
         switch self {
@@ -72,6 +79,7 @@ public enum FaultCause: UInt8, Sendable, Equatable, CaseIterable, CustomStringCo
         case .ioError: "io_error"
         case .backingMissing: "backing_missing"
         case .backingResized: "backing_resized"
+        case .rollbackAbandoned: "rollback_abandoned"
         }
     }
 }

@@ -10,7 +10,7 @@ public func automaticRollbackChoice(for volumeID: VolumeID, in state: Controller
     for map in state.maps.values where map.role == .forward && map.sourceID == volumeID {
         guard map.autorestore, map.imageValid, let ordinal = map.startOrdinal else { continue }
         guard map.state == .copying || map.state == .idleOrCopied else { continue }
-        guard state.volumes[map.targetID]?.status == .online else { continue }
+        guard let target = state.volumes[map.targetID], target.status == .online || target.status == .outOfSpace else { continue }
         if let best = chosen, let bestOrdinal = best.startOrdinal, bestOrdinal > ordinal { continue }
         chosen = map
     }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import SnapbackCore
 
 /// Why a block store could not do what was asked.
@@ -11,6 +16,35 @@ public enum BlockStoreError: Error, Sendable, Equatable, CustomStringConvertible
         switch self {
         case let .io(operation, errno): "\(operation) failed: errno \(errno)"
         case let .outOfRange(offset, length, sizeBytes): "range \(offset)+\(length) is outside \(sizeBytes) bytes"
+        }
+    }
+}
+
+/// What a backing store's failure means (`Specs/errors.md`, "Backing-store errors"). Every errno
+/// is classified here and nowhere else.
+public enum StorageFailureClass: Sendable, Equatable {
+    /// The store is out of room (ENOSPC, EDQUOT, EFBIG): the data is intact, the volume becomes
+    /// `out_of_space`, and nothing is rolled back.
+    case capacity
+    /// Anything else (EIO, EILSEQ, EBADMSG, ENXIO, ENODEV, EROFS, ...): the data cannot be
+    /// trusted; the volume is faulted, which may start an automatic rollback.
+    case damage
+
+    /// The class of `errno`.
+    public static func of(errno: Int32) -> StorageFailureClass {
+        switch errno {
+        case ENOSPC, EDQUOT, EFBIG: .capacity
+        default: .damage
+        }
+    }
+}
+
+extension BlockStoreError {
+    /// The class of this failure: only an errno of the capacity class is not damage.
+    public var failureClass: StorageFailureClass {
+        switch self {
+        case let .io(_, errno): StorageFailureClass.of(errno: errno)
+        case .outOfRange: .damage
         }
     }
 }

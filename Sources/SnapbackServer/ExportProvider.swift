@@ -76,7 +76,7 @@ struct VolumeExport: NBDExport {
     static func nbdError(_ error: HostIOError) -> NBDIOError {
         switch error {
         case .unknownVolume, .faulted, .io: .io
-        case .noSpace: .noSpace
+        case .noSpace, .outOfSpace: .noSpace
         case .outOfRange: .invalid
         case .readOnly: .permission
         }

@@ -19,6 +19,8 @@ public final class SimulatedWorld: @unchecked Sendable {
     public var nowMilliseconds: Int64 = 1_800_000_000_000
     /// Volumes that answer every operation with an I/O error.
     public var failingVolumes: Set<VolumeID> = []
+    /// Volumes whose disk is full: every write answers ENOSPC (reads and syncs work).
+    public var fullVolumes: Set<VolumeID> = []
     /// When set, every durable commit fails with this errno (ENOSPC, EIO) and commits nothing.
     public var failingCommitsErrno: Int32?
     /// Block stores created in this world, for crash processing.
@@ -95,6 +97,7 @@ public final class SimulatedBlockStore: BlockStore, @unchecked Sendable {
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockStoreError) {
         try checkRange(offset, buffer.count)
         try check("write")
+        if world.fullVolumes.contains(volumeID) { throw .io(operation: "write (injected: disk full)", errno: ENOSPC) }
         try world.ioPoint("write volume \(volumeID)")
         let bytes = Array(buffer)
         current.replaceSubrange(Int(offset)..<Int(offset) + bytes.count, with: bytes)
@@ -165,6 +168,7 @@ public final class SimulatedVolumeProvider: VolumeProvider, @unchecked Sendable 
 /// An injected failure of a durable commit: nothing of the commit was made.
 public struct SimulatedCommitFailure: StorageFailure, CustomStringConvertible {
     public var errno: Int32
+    public init(errno: Int32) { self.errno = errno }
     public var isOutOfSpace: Bool { errno == ENOSPC }
     public var description: String { "simulated commit failure: \(String(cString: strerror(errno)))" }
 }

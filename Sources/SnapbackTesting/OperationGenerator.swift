@@ -143,6 +143,8 @@ struct OperationGenerator {
             return .crashAndRestart
         case 993..<1000:
             return .failCommits(operations: 1 + below(4), noSpace: chance(50))
+        case 985..<989:
+            return .injectNoSpace(volume: volumeName(&self), operations: 1 + below(4))
         default:
             let name = volumeName(&self)
             if !avoided.isDisjoint(with: [.copyOnWriteSkippedForTargetReadByRollback, .rollbackStoppedKeepsRestoredMarks]), isInRollback(name, state) {

@@ -271,6 +271,12 @@ private struct LineParser {
             try end()
             guard operations >= 1 else { throw error("inject-errors needs at least 1 operation") }
             return .operation(.injectErrors(volume: name, operations: operations))
+        case "inject-no-space":
+            let name = try take("volume")
+            let operations = try count("operations")
+            try end()
+            guard operations >= 1 else { throw error("inject-no-space needs at least 1 operation") }
+            return .operation(.injectNoSpace(volume: name, operations: operations))
         case "step":
             let budget = words.isEmpty ? UInt64(64 << 10) : try size("budget")
             try end()
@@ -325,7 +331,7 @@ private struct LineParser {
             let name = try take("volume")
             let word = try take("status")
             guard let status = VolumeStatus.allCases.first(where: { $0.description == word }) else {
-                throw error("status \"\(word)\": expected online, faulted or restoring")
+                throw error("status \"\(word)\": expected online, faulted, restoring or out_of_space")
             }
             try end()
             return .status(volume: name, status)

@@ -26,6 +26,9 @@ public enum Invariant: String, Sendable, CaseIterable, CustomStringConvertible {
     case backgroundWorkFinishes = "background-work-finishes"
     /// The controller is `degraded` exactly while its last durable commit failed.
     case controllerHealth = "controller-health"
+    /// A full disk (ENOSPC) is never a fault: no `io_error` fault, hence no automatic rollback,
+    /// comes of it.
+    case capacityIsNotDamage = "capacity-is-not-damage"
 
     /// The invariant's name, as printed in violations.
     public var description: String { rawValue }
@@ -72,6 +75,7 @@ public struct SimulationStatistics: Sendable, Equatable {
     public var rollbacksCompleted = 0
     /// I/O error injections; bytes read and compared against the model.
     public var errorInjections = 0
+    public var noSpaceInjections = 0
     public var commitFailureInjections = 0
     public var bytesChecked: UInt64 = 0
 
@@ -92,6 +96,7 @@ public struct SimulationStatistics: Sendable, Equatable {
         sum.rollbacksStarted += right.rollbacksStarted
         sum.rollbacksCompleted += right.rollbacksCompleted
         sum.errorInjections += right.errorInjections
+        sum.noSpaceInjections += right.noSpaceInjections
         sum.commitFailureInjections += right.commitFailureInjections
         sum.bytesChecked += right.bytesChecked
         return sum
@@ -154,6 +159,7 @@ public final class SimulationDriver {
     private var commitFailureOperationsLeft = 0
     /// Injected errors still to run, per volume, in operations.
     private var errorOperationsLeft: [VolumeID: Int] = [:]
+    private var noSpaceOperationsLeft: [VolumeID: Int] = [:]
     /// The split bitmaps as of the last check, so that only new grains are compared.
     private var checkedSplit: [MapID: GrainBitmap] = [:]
     /// The operation being checked (described only when a violation or a log needs it).
@@ -203,6 +209,7 @@ public final class SimulationDriver {
         var touched: [(VolumeID, Range<Int>)] = []
         var wholeBitmaps = false
         var justInjected: VolumeID?
+        let eventsBefore = durable.events.count
         let outcome: OperationOutcome
         switch operation {
         case let .command(command):
@@ -221,11 +228,12 @@ public final class SimulationDriver {
                 touched.append((volume.id, range))
                 outcome = OperationOutcome(kind: .done, text: "ok")
             } catch {
-                if case .io = error {
+                switch error {
+                case .io, .outOfSpace:
                     model.hostWriteFailed(volume.id, at: Int(offset), bytes)
                     statistics.writesFailed += 1
                     outcome = OperationOutcome(kind: .failed, text: "\(error)")
-                } else {
+                default:
                     outcome = OperationOutcome(kind: .refused, text: "\(error)")
                 }
             }
@@ -284,15 +292,29 @@ public final class SimulationDriver {
             commitFailureOperationsLeft = max(1, operations) + 1
             statistics.commitFailureInjections += 1
             outcome = OperationOutcome(kind: .done, text: "ok")
-        case let .injectErrors(name, operations):
+        case let .injectErrors(name, operations), let .injectNoSpace(name, operations):
             if let volume = controller.state.volume(name) {
-                world.failingVolumes.insert(volume.id)
-                errorOperationsLeft[volume.id] = max(1, operations)
+                if case .injectErrors = operation {
+                    world.failingVolumes.insert(volume.id)
+                    errorOperationsLeft[volume.id] = max(1, operations)
+                    statistics.errorInjections += 1
+                } else {
+                    world.fullVolumes.insert(volume.id)
+                    noSpaceOperationsLeft[volume.id] = max(1, operations)
+                    statistics.noSpaceInjections += 1
+                }
                 justInjected = volume.id
-                statistics.errorInjections += 1
                 outcome = OperationOutcome(kind: .done, text: "ok")
             } else {
                 outcome = OperationOutcome(kind: .refused, text: "no volume \(name)")
+            }
+        }
+        if violation == nil {
+            // Faults name their errno: none may come of a full disk's.
+            for stored in durable.events.dropFirst(eventsBefore) {
+                if case let .volumeFaulted(id, _, _, reason) = stored.event, reason.contains("errno \(ENOSPC)") {
+                    fail(.capacityIsNotDamage, "volume \(id) was faulted by a full disk: \(reason)")
+                }
             }
         }
         log?("#\(index) \(operation) -> \(outcome)\(world.crashed ? " [crashed at I/O point \(world.ioPoints)]" : "")")
@@ -328,7 +350,7 @@ public final class SimulationDriver {
                 statistics.writesAcknowledged += 1
                 touched.append((entry.volume.id, offset..<offset + entry.bytes.count))
                 counts.done += 1
-            case .failure(.io):
+            case .failure(.io), .failure(.outOfSpace):
                 model.hostWriteFailed(entry.volume.id, at: offset, entry.bytes)
                 statistics.writesFailed += 1
                 counts.failed += 1
@@ -360,6 +382,14 @@ public final class SimulationDriver {
             commitFailureOperationsLeft -= 1
             if commitFailureOperationsLeft == 0 { world.failingCommitsErrno = nil }
         }
+        for (volumeID, left) in noSpaceOperationsLeft where volumeID != fresh {
+            if left <= 1 {
+                noSpaceOperationsLeft[volumeID] = nil
+                world.fullVolumes.remove(volumeID)
+            } else {
+                noSpaceOperationsLeft[volumeID] = left - 1
+            }
+        }
         for (volumeID, left) in errorOperationsLeft where volumeID != fresh {
             if left <= 1 {
                 errorOperationsLeft[volumeID] = nil
@@ -377,6 +407,8 @@ public final class SimulationDriver {
         world.failingCommitsErrno = nil
         errorOperationsLeft.removeAll()
         world.failingVolumes.removeAll()
+        noSpaceOperationsLeft.removeAll()
+        world.fullVolumes.removeAll()
         world.crashAtIOPoint = nil
         fullCheckDue = true
     }

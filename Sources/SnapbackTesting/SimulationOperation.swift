@@ -23,6 +23,8 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
     case crashAndRestart
     /// Makes every operation on `volume` fail with an I/O error for the next `operations` steps.
     case injectErrors(volume: String, operations: Int)
+    /// Makes every write to `volume`'s disk answer ENOSPC for the next `operations` steps.
+    case injectNoSpace(volume: String, operations: Int)
     /// Make every durable commit fail for `operations` operations: ENOSPC when `noSpace`, else EIO.
     case failCommits(operations: Int, noSpace: Bool)
 
@@ -98,6 +100,7 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
         case let .scheduleCrash(points): "schedule a crash at the \(points)th I/O point from now"
         case .crashAndRestart: "crash now and restart"
         case let .injectErrors(volume, operations): "inject I/O errors on \(volume) for \(operations) operations"
+        case let .injectNoSpace(volume, operations): "fill the disk of \(volume) (writes answer ENOSPC) for \(operations) operations"
         case let .failCommits(operations, noSpace): "fail every durable commit with \(noSpace ? "ENOSPC" : "EIO") for \(operations) operations"
         }
     }

@@ -11,10 +11,7 @@ struct StorageFullTests {
     /// Mounts a small tmpfs on `DIR/log` (the LMDB environment), so that filling it fills only
     /// the log; volumes and the daemon's own output stay on the ordinary disk.
     static func mountSmallLogFileSystem(_ directory: String) throws {
-        let log = directory + "/log"
-        try FileManager.default.createDirectory(atPath: log, withIntermediateDirectories: true)
-        let mounted = try runProcessSync("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", log])
-        guard mounted == 0 else { throw RigError("mount -t tmpfs on \(log) failed (exit \(mounted)); this test needs root") }
+        try mountTmpfs(directory + "/log", size: "16m")
     }
 
     /// Fills the file system of `directory` with a file; returns its path.

@@ -307,9 +307,10 @@ final class Daemon: @unchecked Sendable {
             Glibc.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        // A file system a test mounted on the log's directory (see `StorageFullTests`).
-        if Glibc.umount(directory + "/log") != 0 && errno != EINVAL && errno != ENOENT {
-            FileHandle.standardError.write(Data("cannot unmount \(directory)/log: \(String(cString: strerror(errno)))\n".utf8))
+        // File systems a test mounted on the log's directory (`StorageFullTests`) or for
+        // volumes (`OutOfSpaceTests`).
+        for mounted in ["log", "vols"] where Glibc.umount(directory + "/" + mounted) != 0 && errno != EINVAL && errno != ENOENT {
+            FileHandle.standardError.write(Data("cannot unmount \(directory)/\(mounted): \(String(cString: strerror(errno)))\n".utf8))
         }
         if ProcessInfo.processInfo.environment["SNAPBACK_E2E_KEEP"] == nil {
             try? FileManager.default.removeItem(atPath: directory)
@@ -648,4 +649,12 @@ func runProcessSync(_ executable: String, _ arguments: [String]) throws -> Int32
     try process.run()
     process.waitUntilExit()
     return process.terminationStatus
+}
+
+/// Mounts a tmpfs of `size` (such as `16m`) on `path`, made if missing; unmounted by the
+/// daemon's cleanup (`DIR/log` and `DIR/vols`). Needs root.
+func mountTmpfs(_ path: String, size: String) throws {
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    let mounted = try runProcessSync("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path])
+    guard mounted == 0 else { throw RigError("mount -t tmpfs on \(path) failed (exit \(mounted)); this test needs root") }
 }

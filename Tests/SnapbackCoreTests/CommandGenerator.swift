@@ -131,8 +131,14 @@ struct CommandGenerator {
         case 60..<70:
             let reason = random.chance(80) ? random.pick(Array(Self.reasons.prefix(3))) : random.pick(Self.reasons)
             return .reportFault(volume: volumeReference(state), cause: random.pick(FaultCause.allCases), reason: reason)
-        case 70..<74:
+        case 70..<72:
             return .recoverVolume(volume: volumeReference(state))
+        case 72..<74:
+            let id = state.volumesByID.isEmpty || random.chance(10) ? VolumeID(random.int(0...9)) : random.pick(state.volumesByID).id
+            if random.chance(50) {
+                return .reportOutOfSpace(volume: id, reason: random.chance(90) ? "pwrite failed: errno 28" : random.pick(Self.reasons))
+            }
+            return .recordSpaceRestored(volume: id)
         case 74..<82:
             let id = mapID(state, rollingBack: false)
             let map = state.maps[id]

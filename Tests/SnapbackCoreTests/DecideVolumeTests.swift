@@ -150,11 +150,12 @@ struct DecideVolumeTests {
             let events = try harness.run(.reportFault(volume: "src", cause: cause, reason: "disk \(cause)"))
             #expect(events == [.volumeFaulted(id: 0, faultID: faultID, cause: cause, reason: "disk \(cause)")])
         }
-        #expect(harness.state.nextFaultID == 5)
+        let next = FaultID(FaultCause.allCases.count + 1)
+        #expect(harness.state.nextFaultID == next)
         // Reporting against the target (by id) is accepted too.
         expectAccepted(
             .reportFault(volume: "1", cause: .ioError, reason: "EIO"), harness.state,
-            [.volumeFaulted(id: 1, faultID: 5, cause: .ioError, reason: "EIO")])
+            [.volumeFaulted(id: 1, faultID: next, cause: .ioError, reason: "EIO")])
     }
 
     @Test("reportFault refuses an unknown volume")

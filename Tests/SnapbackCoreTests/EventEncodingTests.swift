@@ -40,6 +40,9 @@ let sampleEvents: [Event] = [
     .controllerStarted(version: "1.0.0"),
     .rollbackStopped(id: 3, reason: "stopped by operator (stoplcmap -force)"),
     .controllerStarted(version: ""),
+    .volumeFaulted(id: 1, faultID: 4, cause: .rollbackAbandoned, reason: "stopped by operator (stoplcmap -force)"),
+    .volumeOutOfSpace(id: 2, reason: "pwrite /v/src.img failed: errno 28"),
+    .volumeSpaceRestored(id: 2),
 ]
 
 private func payload(_ build: (inout ByteWriter) -> Void) -> [UInt8] {
@@ -89,7 +92,7 @@ struct EventEncodingTests {
         }
     }
 
-    @Test("unknown type codes are refused", arguments: [0, 22, 23, 100, 0x8000, UInt16.max] as [UInt16])
+    @Test("unknown type codes are refused", arguments: [0, 24, 25, 100, 0x8000, UInt16.max] as [UInt16])
     func unknownType(code: UInt16) {
         #expect(EventType(rawValue: code) == nil)
         for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
@@ -183,7 +186,7 @@ struct EventEncodingTests {
             }
         }
         let cases: [(EventType, [UInt8], DecodeError)] = [
-            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(4)); $0.write("r") }, .invalidValue(field: "cause", value: 4)),
+            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(5)); $0.write("r") }, .invalidValue(field: "cause", value: 5)),
             (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(255)); $0.write("r") }, .invalidValue(field: "cause", value: 255)),
             (.rollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(2)); $0.write(UInt64?.none) }, .invalidValue(field: "trigger", value: 2)),
             (.mapCopyRateChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(151)) }, .invalidValue(field: "copyRate", value: 151)),
@@ -247,7 +250,7 @@ struct EventEncodingTests {
         }
         #expect(EventType(name: "") == nil)
         #expect(EventType(name: "VolumeCreatedX") == nil)
-        #expect(EventType.allCases.map(\.rawValue) == Array(1...21))
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...23))
         #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
     }
 
@@ -263,7 +266,7 @@ struct EventEncodingTests {
         #expect(Event.controllerStarted(version: "1").mapIDs.isEmpty && Event.controllerStarted(version: "1").volumeIDs.isEmpty)
         for event in sampleEvents {
             switch event.type {
-            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered: #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty)
+            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored: #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty)
             case .controllerStarted: #expect(event.volumeIDs.isEmpty && event.mapIDs.isEmpty)
             case .mapCreated: #expect(event.mapIDs.count == 2)
             default: #expect(event.mapIDs.count == 1 && event.volumeIDs.isEmpty)

@@ -250,10 +250,10 @@ struct StateEncodingTests {
 
     /// Each mutation of one raw field, and the field the decoder must name.
     static let invalidFields: [(String, @Sendable (inout RawState) -> Void)] = [
-        ("volume.status", { $0.volumes[0].status = 3 }),
+        ("volume.status", { $0.volumes[0].status = 4 }),
         ("volume.path", { $0.volumes[0].pathFlag = 2 }),
         ("volume.fault", { $0.volumes[1].faultFlag = 2 }),
-        ("fault.cause", { $0.volumes[0].fault!.cause = 4 }),
+        ("fault.cause", { $0.volumes[0].fault!.cause = 5 }),
         ("volume.id", { $0.volumes[1].id = $0.volumes[0].id }),
         ("volume.id", { $0.volumes[1].name = $0.volumes[0].name }),
         ("map.role", { $0.maps[0].role = 2 }),

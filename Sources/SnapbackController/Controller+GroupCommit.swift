@@ -1,0 +1,179 @@
+import Foundation
+import SnapbackCore
+import SnapbackData
+
+/// One durable commit asked for by a holder of a family's gates (or a checkpoint): commands
+/// decided in order, all or none, with the bitmap marks and changes that go with them.
+final class CommitRequest: @unchecked Sendable {
+    enum Work {
+        case commit(commands: [Command], marks: BitmapMarks, extra: [BitmapChange])
+        case checkpoint
+    }
+
+    let work: Work
+    /// Set by the thread that leads the group commit carrying this request (under the lock).
+    var outcome: Result<[Event], ControllerError>?
+    /// Signalled when `outcome` is set, or when this request's thread is to lead the next group.
+    let wake = DispatchSemaphore(value: 0)
+
+    init(_ work: Work) { self.work = work }
+}
+
+/// Group commit (`Specs/data-plane.md`, "Group commit"): commands, faults and marks of different
+/// families that ask for a durable commit while one is in flight queue up, and the next leader
+/// decides them all, in order, against the state the ones before leave, and makes them durable
+/// in one log transaction, one fsync. The queue is the one serializer of durable commits: no
+/// decision is made against a state that a commit in flight changes, so the state is always
+/// `reduce(log)`.
+extension Controller {
+    /// Commits `request` in the next group and returns its events. Must hold the lock (and, for
+    /// a commit, a family's gates); the lock is released while waiting and during the fsync.
+    func commitGrouped(_ request: CommitRequest) throws(ControllerError) -> [Event] {
+        if case .commit = request.work {
+            precondition(exclusivelyHeld, "a commit without holding a family's gates")
+        }
+        commitQueue.append(request)
+        if committing {
+            // The leader answers this request, or hands the lead to it.
+            unlocked { request.wake.wait() }
+        } else {
+            committing = true
+        }
+        if request.outcome == nil {
+            let group = commitQueue
+            commitQueue.removeAll()
+            commitGroupLocked(group)
+            for other in group where other !== request { other.wake.signal() }
+            if let next = commitQueue.first {
+                next.wake.signal()
+            } else {
+                committing = false
+            }
+        }
+        guard let outcome = request.outcome else { preconditionFailure("a group commit left a request unanswered") }
+        return try outcome.get()
+    }
+
+    /// Leads one group: checkpoints first (the state is `reduce(log)` between groups), then
+    /// decides each commit against the preview the ones before leave (a rejected one is answered
+    /// alone), commits the accepted ones' events and bitmap changes in one durable commit, and
+    /// applies them in order. A failed durable commit fails every accepted request of the group.
+    private func commitGroupLocked(_ group: [CommitRequest]) {
+        var accepted: [(request: CommitRequest, events: [Event], marks: BitmapMarks)] = []
+        var events: [Event] = []
+        var changes: [BitmapChange] = []
+        var created: [VolumeID: BlockStore] = [:]
+        var preview = committed
+        for request in group {
+            switch request.work {
+            case .checkpoint:
+                request.outcome = Result { () throws(ControllerError) -> [Event] in
+                    do { try durable.checkpoint(committed) } catch { throw .storage("saving a checkpoint failed: \(error)") }
+                    return []
+                }
+            case let .commit(commands, marks, extra):
+                var requestPreview = preview
+                var requestCreated: [VolumeID: BlockStore] = [:]
+                do throws(ControllerError) {
+                    let decided = try decideInOrder(commands, &requestPreview)
+                    let sideChanges = try prepareLocked(decided, from: preview, created: &requestCreated)
+                    preview = requestPreview
+                    events += decided
+                    changes += marks.changes(against: bitmaps) + extra + sideChanges
+                    created.merge(requestCreated) { first, _ in first }
+                    accepted.append((request, decided, marks))
+                } catch {
+                    removeCreatedStores(requestCreated, preview: requestPreview)
+                    request.outcome = .failure(error)
+                }
+            }
+        }
+        guard !events.isEmpty || !changes.isEmpty else {
+            for (request, _, _) in accepted { request.outcome = .success([]) }
+            return
+        }
+        let timestamp = clock()
+        let outcome = unlocked { () -> Result<Void, any Error> in
+            // Other families' I/O goes on meanwhile; commits queue for the next group.
+            Result { _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: timestamp) }
+        }
+        do {
+            try outcome.get()
+        } catch {
+            removeCreatedStores(created, preview: preview)
+            let failure = noteCommitFailure(error)
+            for (request, _, _) in accepted { request.outcome = .failure(failure) }
+            return
+        }
+        noteCommitSuccess()
+        for (request, decided, marks) in accepted {
+            marks.apply(to: &bitmaps)
+            for event in decided { applyCommitted(event, created: created) }
+            request.outcome = .success(decided)
+        }
+        if !events.isEmpty { publishState() }
+    }
+
+    /// Decides `commands` in order, each against the state the ones before it leave.
+    private func decideInOrder(_ commands: [Command], _ preview: inout ControllerState) throws(ControllerError) -> [Event] {
+        var events: [Event] = []
+        for command in commands {
+            do throws(CommandError) {
+                let decided = try decide(command, preview)
+                decided.forEach { preview.apply($0) }
+                events += decided
+            } catch {
+                throw .rejected(error)
+            }
+        }
+        return events
+    }
+
+    /// The side effects decided events need before their commit: backing stores of new volumes
+    /// (in `created`), the source sync of a map start, and the bitmap clears of starts, removals
+    /// and ended rollbacks. Must hold the lock.
+    private func prepareLocked(
+        _ events: [Event], from state: ControllerState, created: inout [VolumeID: BlockStore]
+    ) throws(ControllerError) -> [BitmapChange] {
+        var changes: [BitmapChange] = []
+        var preview = state
+        for event in events {
+            switch event {
+            case let .volumeCreated(id, name, sizeBytes, path):
+                do {
+                    created[id] = try volumeProvider.create(Volume(id: id, name: name, sizeBytes: sizeBytes, path: path))
+                } catch {
+                    throw .rejected(CommandError(.invalidPath, "cannot create the backing store of volume \(name): \(error)"))
+                }
+            case let .mapStarted(id, _):
+                // A new point in time: the bitmaps start clear, atomically with the start. The
+                // source is synced first, so that the image cannot change after the fact when an
+                // unsynced write before the start is lost in a crash (found by the Promela model).
+                changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
+                if let sourceID = preview.maps[id]?.sourceID, let store = stores[sourceID] {
+                    do throws(BlockStoreError) {
+                        try store.sync()
+                    } catch {
+                        throw .storage("syncing the source before the start failed: \(error)")
+                    }
+                }
+            case let .mapRemoved(id):
+                changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
+            case let .rollbackCompleted(id), let .rollbackStopped(id, _):
+                // The marks belong to this rollback only (found by the simulator, seed 33).
+                changes.append(.clear(map: id, kind: .restored))
+            default:
+                break
+            }
+            preview.apply(event)
+        }
+        return changes
+    }
+
+    /// Removes the backing stores made for volumes whose creation did not commit.
+    private func removeCreatedStores(_ created: [VolumeID: BlockStore], preview: ControllerState) {
+        for (id, _) in created {
+            if let volume = preview.volumes[id] { volumeProvider.remove(volume) }
+        }
+    }
+}
