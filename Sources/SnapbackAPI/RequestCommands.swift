@@ -6,7 +6,7 @@ import SnapbackCore
 
 extension CreateVolumeRequest {
     /// `POST /v1/volumes`.
-    public var command: Command { .createVolume(name: name, sizeBytes: size, path: path) }
+    public var command: Command { .createVolume(name: name, sizeBytes: size, path: path, adopt: adopt ?? false) }
 }
 
 extension CreateMapRequest {

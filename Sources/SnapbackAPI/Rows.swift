@@ -109,10 +109,14 @@ public struct CreateVolumeRequest: Codable, Sendable {
     /// Bytes.
     public var size: UInt64
     public var path: String?
-    public init(name: String, size: UInt64, path: String?) {
+    /// Take an existing `path` (file or device) and its bytes as the volume; without it, an
+    /// existing path is refused (`path_exists`).
+    public var adopt: Bool?
+    public init(name: String, size: UInt64, path: String?, adopt: Bool? = nil) {
         self.name = name
         self.size = size
         self.path = path
+        self.adopt = adopt
     }
 }
 
@@ -200,8 +204,45 @@ public func httpStatus(for code: CommandError.Code) -> Int {
         .invalidProgress, .nothingToChange, .sameSourceTarget, .sizeMismatch:
         400
     case .duplicateName, .targetInUse, .volumeInMap, .mapAlreadyStarted, .mapNotStarted, .mapActive, .mapIsReverse,
-        .noValidImage, .mapRestoring, .volumeRestoring, .volumeFaulted, .volumeNotFaulted, .invalidState, .limitReached:
+        .noValidImage, .mapRestoring, .volumeRestoring, .volumeFaulted, .volumeNotFaulted, .invalidState, .limitReached,
+        .pathExists, .backingUnavailable:
         409
+    }
+}
+
+/// `GET /v1/lcmaps/{map}/rollback`: the last rollback of a forward map, as the log records it
+/// (what `snapback wait` reports when a rollback ends or has ended).
+public struct RollbackRow: Codable, Sendable, Equatable {
+    /// The forward map's name.
+    public var map: String
+    /// `running`, `completed`, `abandoned`, or `none` (the map was never rolled back).
+    public var outcome: String
+    /// `operator` or `auto`; empty for `none`.
+    public var trigger: String
+    /// The fault that caused it; empty for none.
+    public var fault_id: String
+    /// Why it was abandoned (`RollbackStopped`'s reason); empty otherwise.
+    public var reason: String
+    /// Sequence numbers of its `RollbackStarted` and of the event that ended it (0 while running).
+    public var started_seq: UInt64
+    public var ended_seq: UInt64
+    /// When it started and ended (RFC 3339, UTC); empty when not applicable.
+    public var started_time: String
+    public var ended_time: String
+
+    public init(
+        map: String, outcome: String, trigger: String = "", fault_id: String = "", reason: String = "", started_seq: UInt64 = 0,
+        ended_seq: UInt64 = 0, started_time: String = "", ended_time: String = ""
+    ) {
+        self.map = map
+        self.outcome = outcome
+        self.trigger = trigger
+        self.fault_id = fault_id
+        self.reason = reason
+        self.started_seq = started_seq
+        self.ended_seq = ended_seq
+        self.started_time = started_time
+        self.ended_time = ended_time
     }
 }
 

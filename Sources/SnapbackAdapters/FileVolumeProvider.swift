@@ -14,12 +14,13 @@ public final class FileVolumeProvider: VolumeProvider, @unchecked Sendable {
 
     public func path(of volume: Volume) -> String { volume.path ?? "\(directory)/\(volume.id).img" }
 
-    public func create(_ volume: Volume) throws -> BlockStore {
+    public func create(_ volume: Volume, adopt: Bool) throws -> BlockStore {
         let path = path(of: volume)
         if volume.path == nil {
             // A stale file of a volume whose creation never committed is not anyone's data.
             unlink(path)
         } else if FileManager.default.fileExists(atPath: path) {
+            guard adopt else { throw PathExists(path: path) }
             return try FileBlockStore.open(path: path, sizeBytes: volume.sizeBytes)
         }
         return try FileBlockStore.create(path: path, sizeBytes: volume.sizeBytes)

@@ -32,12 +32,14 @@ struct MakeVolume: ParsableCommand {
     @Option(name: .ibm("name"), help: "The volume's name.") var name: String
     @Option(name: .ibm("size"), help: "Size such as 64m or 1g (binary units).") var size: Size
     @Option(name: .ibm("path"), help: "A backing file or block device (default: a sparse file in the data directory).") var path: String?
+    @Flag(name: .ibm("adopt"), help: "Take an existing -path (file or device) and its bytes as the volume; without it an existing path is refused.")
+    var adopt = false
 
     func run() throws {
         var absolute = path
         if let path, !path.hasPrefix("/") { absolute = FileManager.default.currentDirectoryPath + "/" + path }
-        _ = try connection.client.call(
-            "POST", "/v1/volumes", body: CreateVolumeRequest(name: name, size: size.bytes, path: absolute), as: CommandResult.self)
+        let request = CreateVolumeRequest(name: name, size: size.bytes, path: absolute, adopt: adopt ? true : nil)
+        _ = try connection.client.call("POST", "/v1/volumes", body: request, as: CommandResult.self)
         let row = try connection.client.call("GET", "/v1/volumes/\(pathSegment(name))", as: VolumeRow.self)
         printResult("Volume, id [\(row.id)], successfully created")
     }
@@ -193,9 +195,14 @@ struct RecoverVolume: ParsableCommand {
 struct WaitForMap: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait",
-        abstract: "Follow a map's rollback if one runs, else its background copy if copyrate > 0, else return at once.")
+        abstract: "Follow a map's rollback if one runs, else its background copy if copyrate > 0, else report the last rollback.",
+        discussion: """
+            Exit 0: the rollback completed (or the copy finished, or there was nothing to wait for).
+            Exit 1: the rollback was abandoned (the reason is printed; the source is left faulted), or
+            the copy cannot go on (its source is faulted, or the map stopped). Exit 4: -timeout.
+            """)
     @OptionGroup var connection: Connection
-    @Option(name: .ibm("timeout"), help: "Give up after this many seconds (exit 1).") var timeout: Double?
+    @Option(name: .ibm("timeout"), help: "Give up after this many seconds (exit 4).") var timeout: Double?
     @Argument(help: "The map (name or id).") var map: String
 
     func run() throws {
@@ -210,7 +217,13 @@ struct WaitForMap: ParsableCommand {
         } else if row.copyrate > 0 && row.status == "copying" {
             following = "copy"
         } else {
-            printResult("\(row.name): \(row.status), nothing to wait for")
+            // Nothing runs: say how the last rollback ended, if there was one.
+            let last = try client.call("GET", "/v1/lcmaps/\(pathSegment(row.name))/rollback", as: RollbackRow.self)
+            guard last.outcome != "none" else {
+                printResult("\(row.name): \(row.status), nothing to wait for")
+                return
+            }
+            try report(last)
             return
         }
         while true {
@@ -228,15 +241,46 @@ struct WaitForMap: ParsableCommand {
             lastLine = line
             if done {
                 if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
-                printResult("\(row.name): \(following) finished, \(row.status)")
+                if following == "rollback" {
+                    try report(try client.call("GET", "/v1/lcmaps/\(pathSegment(row.name))/rollback", as: RollbackRow.self))
+                } else if row.status == "idle_or_copied" {
+                    printResult("\(row.name): copy finished, \(row.status)")
+                } else {
+                    throw CLIError(code: "copy_stopped", message: "\(row.name)'s background copy ended unfinished: the map is \(row.status)")
+                }
                 return
+            }
+            if following == "copy" {
+                // A copy whose source is faulted waits for ever: say so and end.
+                let source = try client.call("GET", "/v1/volumes/\(pathSegment(row.source))", as: VolumeRow.self)
+                if source.status == "faulted" {
+                    if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
+                    throw CLIError(
+                        code: "source_faulted",
+                        message: "\(row.name)'s background copy cannot go on: its source \(source.name) is faulted (\(source.fault_reason))")
+                }
             }
             if let deadline, Date() >= deadline {
                 if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
-                throw CLIError(code: "timeout", message: "\(row.name)'s \(following) is at \(percent)% after \(timeout!) s")
+                throw CLIError(code: "timeout", message: "\(row.name)'s \(following) is at \(percent)% after \(timeout!) s", exitCode: 4)
             }
             usleep(200_000)
             row = try forward(client)
+        }
+    }
+
+    /// Prints how a rollback ended; throws (exit 1) when it was abandoned.
+    func report(_ last: RollbackRow) throws {
+        let which = "rollback of \(last.map) (\(last.trigger)\(last.fault_id.isEmpty ? "" : ", fault \(last.fault_id)"), seq \(last.started_seq)"
+        switch last.outcome {
+        case "completed":
+            printResult("\(which)) completed at seq \(last.ended_seq), \(last.ended_time)")
+        case "abandoned":
+            throw CLIError(
+                code: "rollback_abandoned",
+                message: "\(which)) was abandoned at seq \(last.ended_seq): \(last.reason); its source is left faulted")
+        default:
+            printResult("\(which)) is \(last.outcome)")
         }
     }
 

@@ -63,6 +63,7 @@ extension Controller {
         var events: [Event] = []
         var changes: [BitmapChange] = []
         var created: [VolumeID: BlockStore] = [:]
+        var reopened: [VolumeID: BlockStore] = [:]
         var preview = committed
         for request in group {
             switch request.work {
@@ -76,7 +77,8 @@ extension Controller {
                 var requestCreated: [VolumeID: BlockStore] = [:]
                 do throws(ControllerError) {
                     let decided = try decideInOrder(commands, &requestPreview)
-                    let sideChanges = try prepareLocked(decided, from: preview, created: &requestCreated)
+                    let sideChanges = try prepareLocked(
+                        decided, from: preview, adopting: commands.contains(where: \.adopts), created: &requestCreated, reopened: &reopened)
                     preview = requestPreview
                     events += decided
                     changes += marks.changes(against: bitmaps) + extra + sideChanges
@@ -106,9 +108,10 @@ extension Controller {
             return
         }
         noteCommitSuccess()
+        let opened = created.merging(reopened) { first, _ in first }
         for (request, decided, marks) in accepted {
             marks.apply(to: &bitmaps)
-            for event in decided { applyCommitted(event, created: created) }
+            for event in decided { applyCommitted(event, created: opened) }
             request.outcome = .success(decided)
         }
         if !events.isEmpty { publishState() }
@@ -130,10 +133,13 @@ extension Controller {
     }
 
     /// The side effects decided events need before their commit: backing stores of new volumes
-    /// (in `created`), the source sync of a map start, and the bitmap clears of starts, removals
-    /// and ended rollbacks. Must hold the lock.
+    /// (in `created`), the store of a recovered volume that had none (in `reopened`: a store
+    /// missing at start-up is opened again, or the recovery is refused with the reason), the
+    /// source sync of a map start, and the bitmap clears of starts, removals and ended
+    /// rollbacks. Must hold the lock.
     private func prepareLocked(
-        _ events: [Event], from state: ControllerState, created: inout [VolumeID: BlockStore]
+        _ events: [Event], from state: ControllerState, adopting: Bool, created: inout [VolumeID: BlockStore],
+        reopened: inout [VolumeID: BlockStore]
     ) throws(ControllerError) -> [BitmapChange] {
         var changes: [BitmapChange] = []
         var preview = state
@@ -141,7 +147,9 @@ extension Controller {
             switch event {
             case let .volumeCreated(id, name, sizeBytes, path):
                 do {
-                    created[id] = try volumeProvider.create(Volume(id: id, name: name, sizeBytes: sizeBytes, path: path))
+                    created[id] = try volumeProvider.create(Volume(id: id, name: name, sizeBytes: sizeBytes, path: path), adopt: adopting)
+                } catch let exists as PathExists {
+                    throw .rejected(CommandError(.pathExists, "cannot create volume \(name): \(exists)"))
                 } catch {
                     throw .rejected(CommandError(.invalidPath, "cannot create the backing store of volume \(name): \(error)"))
                 }
@@ -156,6 +164,13 @@ extension Controller {
                     } catch {
                         throw .storage("syncing the source before the start failed: \(error)")
                     }
+                }
+            case let .volumeRecovered(id):
+                guard stores[id] == nil, let volume = preview.volumes[id] else { break }
+                do throws(BackingProblem) {
+                    reopened[id] = try volumeProvider.open(volume)
+                } catch {
+                    throw .rejected(CommandError(.backingUnavailable, "cannot recover volume \(volume.name): \(error)"))
                 }
             case let .mapRemoved(id):
                 changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
@@ -175,5 +190,13 @@ extension Controller {
         for (id, _) in created {
             if let volume = preview.volumes[id] { volumeProvider.remove(volume) }
         }
+    }
+}
+
+extension Command {
+    /// True for a `createVolume` that may adopt an existing path.
+    var adopts: Bool {
+        if case .createVolume(_, _, _, true) = self { return true }
+        return false
     }
 }

@@ -273,6 +273,11 @@ public final class Controller: @unchecked Sendable {
         switch event {
         case let .volumeCreated(id, _, _, _):
             stores[id] = created[id]
+        case let .volumeRecovered(id):
+            if let store = created[id] {
+                stores[id] = store
+                backingProblems[id] = nil
+            }
         case let .volumeRemoved(id):
             stores[id] = nil
             if let volume = before.volumes[id] { volumeProvider.remove(volume) }

@@ -2,7 +2,9 @@
 /// name objects as the user typed them (a name or a decimal id); the controller's own commands
 /// carry ids.
 public enum Command: Sendable, Equatable {
-    case createVolume(name: String, sizeBytes: UInt64, path: String?)
+    /// `adopt`: a `path` that exists already (a file or a device) may be taken as it is; without
+    /// it, an existing path is refused (`path_exists`) by the data plane when it creates the store.
+    case createVolume(name: String, sizeBytes: UInt64, path: String?, adopt: Bool = false)
     case removeVolume(volume: String)
     case createMap(CreateMap)
     case changeMap(map: String, autorestore: Bool?, copyRate: Int?, newName: String?)

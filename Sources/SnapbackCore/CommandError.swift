@@ -20,6 +20,8 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidName = "invalid_name"
         case invalidSize = "invalid_size"
         case invalidPath = "invalid_path"
+        case pathExists = "path_exists"
+        case backingUnavailable = "backing_unavailable"
         case sameSourceTarget = "same_source_target"
         case sizeMismatch = "size_mismatch"
         case targetInUse = "target_in_use"

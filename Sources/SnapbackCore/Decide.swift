@@ -5,7 +5,7 @@
 /// - Throws: ``CommandError`` with a stable code when the command is rejected; nothing changes.
 public func decide(_ command: Command, _ state: ControllerState) throws(CommandError) -> [Event] {
     switch command {
-    case let .createVolume(name, sizeBytes, path):
+    case let .createVolume(name, sizeBytes, path, _):
         try validateName(name, bytesMax: Limits.nameBytesMax, kind: "volume")
         guard state.volumeIDsByName[name] == nil else {
             throw CommandError(.duplicateName, "a volume named \"\(name)\" already exists")

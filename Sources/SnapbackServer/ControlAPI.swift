@@ -5,11 +5,14 @@ import NIOCore
 import SnapbackAPI
 import SnapbackController
 import SnapbackCore
+import SnapbackLog
 
 /// The control API (`Specs/openapi.yaml`): HTTP/JSON on a Unix socket. Every mutating request is
 /// answered only after its events are durable.
 struct ControlAPI {
     let controller: Controller
+    /// The log, read for a map's rollback history (`GET /v1/lcmaps/{map}/rollback`).
+    let log: EventLog
     /// The LMDB data file of the log (for its size).
     let logDataFile: String
     let version: String
@@ -69,6 +72,16 @@ struct ControlAPI {
                 return error(404, ErrorBody(code: "unknown_map", message: "lcmap \(reference) does not exist"))
             }
             return json(MapRow(map, in: state))
+        }
+        router.get("v1/lcmaps/:map/rollback") { _, context in
+            let reference = try context.parameters.require("map")
+            let state = controller.state
+            guard let named = state.map(reference) else {
+                return error(404, ErrorBody(code: "unknown_map", message: "lcmap \(reference) does not exist"))
+            }
+            let forward = named.role == .forward ? named : state.maps[named.partnerID] ?? named
+            let row = try await blocking { try lastRollback(of: forward) }
+            return json(row)
         }
         router.post("v1/lcmaps") { request, _ in
             let body: CreateMapRequest
@@ -168,5 +181,37 @@ struct ControlAPI {
 
     func error(_ status: Int, _ body: ErrorBody) -> Response {
         json(body, status: HTTPResponse.Status(code: status))
+    }
+
+    /// The last rollback of the forward map `map`, from the log: its `RollbackStarted`, and the
+    /// `RollbackCompleted` or `RollbackStopped` that ended it. One pass over the log, decoding only
+    /// the rollback events.
+    func lastRollback(of map: LCMap) throws -> RollbackRow {
+        let types: Set<UInt16> = [EventType.rollbackStarted.rawValue, EventType.rollbackCompleted.rawValue, EventType.rollbackStopped.rawValue]
+        var row = RollbackRow(map: map.name, outcome: "none")
+        func time(_ milliseconds: Int64) -> String { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000)) }
+        try log.scan { record in
+            guard types.contains(record.typeCode) else { return true }
+            let stored = try EventLog.storedEvent(record)
+            switch stored.event {
+            case let .rollbackStarted(id, trigger, faultID) where id == map.id:
+                row = RollbackRow(
+                    map: map.name, outcome: "running", trigger: trigger.description, fault_id: faultID.map { String($0) } ?? "",
+                    started_seq: stored.sequence, started_time: time(stored.timestampMilliseconds))
+            case let .rollbackCompleted(id) where id == map.id:
+                row.outcome = "completed"
+                row.ended_seq = stored.sequence
+                row.ended_time = time(stored.timestampMilliseconds)
+            case let .rollbackStopped(id, reason) where id == map.id:
+                row.outcome = "abandoned"
+                row.reason = reason
+                row.ended_seq = stored.sequence
+                row.ended_time = time(stored.timestampMilliseconds)
+            default:
+                break
+            }
+            return true
+        }
+        return row
     }
 }

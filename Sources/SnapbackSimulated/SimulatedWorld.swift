@@ -145,7 +145,7 @@ public final class SimulatedVolumeProvider: VolumeProvider, @unchecked Sendable 
 
     public init(world: SimulatedWorld) { self.world = world }
 
-    public func create(_ volume: Volume) throws -> BlockStore {
+    public func create(_ volume: Volume, adopt: Bool) throws -> BlockStore {
         let store = SimulatedBlockStore(world: world, volumeID: volume.id, sizeBytes: volume.sizeBytes)
         stores[volume.id] = store
         return store

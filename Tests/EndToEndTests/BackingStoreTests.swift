@@ -47,8 +47,10 @@ struct BackingStoreTests {
             #expect(row.restoring == "no", "the rollback is stuck at \(row.restore_progress) %")
             #expect(status == "faulted")
             #expect(try await daemon.events().of("RollbackStopped").count == 1)
+            // recovervolume opens the store again, or says why it cannot: still resized here.
             let recover = try await daemon.snapback("recovervolume", "src")
-            #expect(recover.exitCode == 0, "\(recover.stderr)")
+            #expect(recover.exitCode == 1 && recover.stderr.contains("backing_unavailable") && recover.stderr.contains("8388608 bytes"), "\(recover)")
+            #expect(try await daemon.volume("src").status == "faulted", "a refused recovery changed nothing")
 
             // With the file's size restored, an operator rolls back by hand.
             await daemon.stop()
@@ -59,6 +61,50 @@ struct BackingStoreTests {
             #expect(try await daemon.waitForRollbackEnd("m0").restoring == "no")
             #expect(try await daemon.volume("src").status == "online")
             #expect(try await daemon.holds("src", byte: 0xAA, length: mebibyte))
+        }
+    }
+
+    @Test("recovervolume opens a store that was missing at start-up again, or fails with the reason")
+    func recoverReopensMissingStore() async throws {
+        try await withDaemon { daemon in
+            let sourcePath = daemon.directory + "/src.img"
+            try await daemon.makeSourceTargetMap(size: "4m", sourcePath: sourcePath, autorestore: "off")
+            try await daemon.write("src", byte: 0xAA, length: mebibyte)
+            await daemon.stop()
+            let saved = sourcePath + ".saved"
+            #expect(rename(sourcePath, saved) == 0)
+            try await daemon.restart()
+            let row = try await daemon.volume("src")
+            #expect(row.status == "faulted" && row.fault_reason.contains("missing"), "\(row)")
+
+            // Still missing: refused with the reason, nothing changed.
+            let refused = try await daemon.snapback("recovervolume", "src")
+            #expect(refused.exitCode == 1 && refused.stderr.contains("backing_unavailable") && refused.stderr.contains("missing"), "\(refused)")
+            #expect(try await daemon.volume("src").status == "faulted")
+
+            // Back in place: recovervolume opens it, and hosts read and write it at once.
+            #expect(rename(saved, sourcePath) == 0)
+            try await daemon.ok("recovervolume", "src")
+            #expect(try await daemon.volume("src").status == "online")
+            #expect(try await daemon.holds("src", byte: 0xAA, length: mebibyte))
+            try await daemon.write("src", byte: 0xBB, offset: mebibyte, length: mebibyte)
+            #expect(try await daemon.holds("src", byte: 0xBB, offset: mebibyte, length: mebibyte))
+        }
+    }
+
+    @Test("mkvolume -path refuses an existing file (path_exists) unless -adopt is given")
+    func pathExistsUnlessAdopted() async throws {
+        try await withDaemon { daemon in
+            let path = daemon.directory + "/existing.img"
+            try writeFilledFile(path, sizeBytes: Int(mebibyte), byte: 0x42)
+            let refused = try await daemon.snapback("mkvolume", "-name", "v", "-size", "1m", "-path", path)
+            #expect(refused.exitCode == 1 && refused.stderr.contains("path_exists"), "\(refused)")
+            #expect(try await daemon.snapback("lsvolume", "v").exitCode != 0, "nothing was created")
+            #expect(try firstMismatch(path, byte: 0x42) == nil, "the file was not touched")
+            try await daemon.ok("mkvolume", "-name", "v", "-size", "1m", "-path", path, "-adopt")
+            #expect(try await daemon.holds("v", byte: 0x42, length: mebibyte))
+            // A path that does not exist is created without -adopt.
+            try await daemon.ok("mkvolume", "-name", "w", "-size", "1m", "-path", daemon.directory + "/new.img")
         }
     }
 }

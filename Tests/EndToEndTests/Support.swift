@@ -356,12 +356,15 @@ final class Daemon: @unchecked Sendable {
 
     /// Volumes `src` and `tgt` of `size` (such as `4m`) and map `m0` between them (not started),
     /// autorestore on and copy rate 0 unless told otherwise. `sourcePath` backs `src` with a
-    /// file of the test's (`mkvolume -path`).
+    /// file of the test's (`mkvolume -path`, with `-adopt` when the file exists).
     func makeSourceTargetMap(
         size: String, sourcePath: String? = nil, autorestore: String = "on", copyRate: Int = 0, grainSize: String? = nil,
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
-        try await snapbackOK(["mkvolume", "-name", "src", "-size", size] + (sourcePath.map { ["-path", $0] } ?? []), sourceLocation)
+        // A file the test made is adopted (`-adopt`); a path that does not exist is created.
+        let adopt = sourcePath.map { FileManager.default.fileExists(atPath: $0) } ?? false
+        try await snapbackOK(
+            ["mkvolume", "-name", "src", "-size", size] + (sourcePath.map { ["-path", $0] } ?? []) + (adopt ? ["-adopt"] : []), sourceLocation)
         try await snapbackOK(["mkvolume", "-name", "tgt", "-size", size], sourceLocation)
         try await snapbackOK(
             ["mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", autorestore, "-copyrate", String(copyRate)]
