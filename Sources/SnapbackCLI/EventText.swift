@@ -14,6 +14,8 @@ enum EventText {
             return [("volumeID", .number(UInt64(id)))]
         case let .volumeOutOfSpace(id, reason):
             return [("volumeID", .number(UInt64(id))), ("reason", .text(reason))]
+        case let .rollbackRestarted(id, faultID):
+            return [("mapID", .number(UInt64(id))), ("faultID", .number(faultID))]
         case let .mapCreated(created):
             return [
                 ("mapID", .number(UInt64(created.id))), ("name", .text(created.name)),
@@ -65,6 +67,8 @@ enum EventText {
         case let .volumeRemoved(id): return "\(volume(id)) removed"
         case let .volumeRecovered(id): return "\(volume(id)) recovered: data accepted as it is (operator)"
         case let .volumeOutOfSpace(id, reason): return "\(volume(id)) out of space (not a fault, nothing rolled back): \(reason)"
+        case let .rollbackRestarted(id, faultID):
+            return "rollback of \(map(id)) restarted for fault \(faultID): every grain written since the image is restored again"
         case let .volumeSpaceRestored(id): return "\(volume(id)) has space again: a write succeeded; online"
         case let .mapCreated(created):
             return "lcmap \(created.name) created: \(volume(created.sourceID)) -> \(volume(created.targetID)), reverse map \(created.reverseName), copyrate \(created.copyRate), grainsize \(created.grainSizeBytes / 1024), autorestore \(created.autorestore ? "on" : "off")"

@@ -118,6 +118,10 @@ struct Story {
             if volumeIDs.contains(id) {
                 say("volume \(volumeName(id)) ran out of space (\(reason)): writes answer ENOSPC, reads work; not a fault, nothing rolled back")
             }
+        case let .rollbackRestarted(id, faultID):
+            if concernsMap(id) {
+                say("rollback of lcmap \(mapName(id)) restarted for fault \(faultID) (a fault during the rollback): every grain written since the image is restored again")
+            }
         case let .volumeSpaceRestored(id):
             if volumeIDs.contains(id) { say("volume \(volumeName(id)) has space again (a write succeeded): online") }
         case .controllerStarted:

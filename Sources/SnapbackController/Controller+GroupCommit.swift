@@ -174,8 +174,9 @@ extension Controller {
                 }
             case let .mapRemoved(id):
                 changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
-            case let .rollbackCompleted(id), let .rollbackStopped(id, _):
-                // The marks belong to this rollback only (found by the simulator, seed 33).
+            case let .rollbackCompleted(id), let .rollbackStopped(id, _), let .rollbackRestarted(id, _):
+                // The marks belong to this rollback only (found by the simulator, seed 33); a
+                // restarted rollback restores every dirty grain again.
                 changes.append(.clear(map: id, kind: .restored))
             default:
                 break

@@ -291,7 +291,7 @@ public final class Controller: @unchecked Sendable {
             bitmaps[id] = nil
             forgetUnmarkedLocked(id)
             copyCursors[id] = nil
-        case let .rollbackCompleted(id), let .rollbackStopped(id, _):
+        case let .rollbackCompleted(id), let .rollbackStopped(id, _), let .rollbackRestarted(id, _):
             bitmaps[id]?.restored.clearAll()
             forgetUnmarkedLocked(id)
         case let .rollbackStarted(id, _, _), let .mapStopped(id), let .mapStopping(id), let .mapCopyCompleted(id):

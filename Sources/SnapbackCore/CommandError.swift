@@ -20,8 +20,6 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidName = "invalid_name"
         case invalidSize = "invalid_size"
         case invalidPath = "invalid_path"
-        case pathExists = "path_exists"
-        case backingUnavailable = "backing_unavailable"
         case sameSourceTarget = "same_source_target"
         case sizeMismatch = "size_mismatch"
         case targetInUse = "target_in_use"
@@ -42,5 +40,7 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidState = "invalid_state"
         case nothingToChange = "nothing_to_change"
         case limitReached = "limit_reached"
+        case pathExists = "path_exists"
+        case backingUnavailable = "backing_unavailable"
     }
 }

@@ -139,7 +139,11 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         let fault = Event.volumeFaulted(id: volume.id, faultID: faultID, cause: cause, reason: reason)
         var events = [fault]
         let faulted = evolve(state, fault)
-        if let map = automaticRollbackChoice(for: volume.id, in: faulted) {
+        if let running = state.runningRollback(onto: volume.id) {
+            // A fault during a rollback is never lost: the rollback starts over for it, so that
+            // grains written meanwhile (including during the rollback) are restored again.
+            events.append(.rollbackRestarted(id: running.id, faultID: faultID))
+        } else if let map = automaticRollbackChoice(for: volume.id, in: faulted) {
             events.append(.rollbackStarted(id: map.id, trigger: .auto, faultID: faultID))
         }
         return events

@@ -21,6 +21,9 @@ extension Event {
         case let .volumeOutOfSpace(id, reason):
             writer.write(id)
             writer.write(reason)
+        case let .rollbackRestarted(id, faultID):
+            writer.write(id)
+            writer.write(faultID)
         case let .mapCreated(created):
             writer.write(created.id)
             writer.write(created.name)
@@ -94,6 +97,9 @@ extension Event {
             event = .volumeOutOfSpace(id: id, reason: try reader.readString("reason"))
         case .volumeSpaceRestored:
             event = .volumeSpaceRestored(id: try reader.readUInt32("id"))
+        case .rollbackRestarted:
+            let id = try reader.readUInt32("id")
+            event = .rollbackRestarted(id: id, faultID: try reader.readUInt64("faultID"))
         case .mapCreated:
             let id = try reader.readUInt32("id")
             let name = try reader.readString("name")
@@ -183,7 +189,7 @@ extension Event {
             let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapStarted(id, _),
             let .mapCopyProgressed(id, _), let .mapCopyCompleted(id), let .mapStopping(id), let .mapStopped(id),
             let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id),
-            let .rollbackStopped(id, _):
+            let .rollbackStopped(id, _), let .rollbackRestarted(id, _):
             [id]
         case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted, .volumeOutOfSpace,
             .volumeSpaceRestored:

@@ -30,6 +30,9 @@ public enum Event: Sendable, Equatable {
     case volumeOutOfSpace(id: VolumeID, reason: String)
     /// A write to an `out_of_space` volume succeeded again: it is `online`.
     case volumeSpaceRestored(id: VolumeID)
+    /// A fault was reported on the source of map `id` while its rollback ran: the rollback
+    /// starts over for that fault, restoring again every grain written since the image.
+    case rollbackRestarted(id: MapID, faultID: FaultID)
 }
 
 /// The facts of `mklcmap`: the forward map and the reverse map created with it.
@@ -85,6 +88,7 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case rollbackStopped = 21
     case volumeOutOfSpace = 22
     case volumeSpaceRestored = 23
+    case rollbackRestarted = 24
 
     /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
     public var description: String {
@@ -112,6 +116,7 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .rollbackStopped: "RollbackStopped"
         case .volumeOutOfSpace: "VolumeOutOfSpace"
         case .volumeSpaceRestored: "VolumeSpaceRestored"
+        case .rollbackRestarted: "RollbackRestarted"
         }
     }
 
@@ -150,6 +155,7 @@ extension Event {
         case .rollbackStopped: .rollbackStopped
         case .volumeOutOfSpace: .volumeOutOfSpace
         case .volumeSpaceRestored: .volumeSpaceRestored
+        case .rollbackRestarted: .rollbackRestarted
         }
     }
 }

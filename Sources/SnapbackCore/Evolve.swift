@@ -117,6 +117,13 @@ extension ControllerState {
             maps[map.partnerID]?.grainsTotal = map.grainsTotal
             volumes[map.sourceID]?.status = .restoring
 
+        case let .rollbackRestarted(id, faultID):
+            guard let map = maps[id], map.rollback != nil else { return }
+            maps[id]?.rollback?.faultID = faultID
+            maps[id]?.rollback?.grainsRestored = 0
+            maps[id]?.rollback?.grainsToRestore = 0
+            maps[map.partnerID]?.grainsCopied = 0
+
         case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
             guard let map = maps[id], map.rollback != nil else { return }
             maps[id]?.rollback?.grainsRestored = grainsRestored

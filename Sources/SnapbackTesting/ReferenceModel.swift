@@ -61,12 +61,12 @@ public struct ReferenceModel: Sendable {
                 snapshots[id] = source
                 changedWhole.insert(map.targetID)
             }
-        case let .rollbackStarted(id, _, _):
+        case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _):
             if let map = replayed.maps[id], let image = volumes[map.targetID] {
                 volumes[map.sourceID] = image
                 changedWhole.insert(map.sourceID)
             }
-            rollbacksStarted += 1
+            if case .rollbackStarted = event { rollbacksStarted += 1 }
         case let .rollbackCompleted(id):
             completedRollbacks.append(id)
             rollbacksCompleted += 1

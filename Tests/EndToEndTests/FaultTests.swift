@@ -91,9 +91,12 @@ struct FaultTests {
                 #expect(landedDuring, "the second fault must land during the rollback: \(events)")
             }
             if landedDuring {
-                // The fault on a restoring volume is recorded, and starts no second rollback.
+                // The fault on a restoring volume is recorded and restarts the running rollback
+                // (issue 12): no second rollback, no fault lost.
                 #expect(bodies.filter { $0.contains("RollbackStarted") }.count == 1, "exactly one fault starts the rollback: \(bodies)")
                 #expect(started.count == 1)
+                #expect(events.of("RollbackRestarted").count == 1)
+                #expect(events.of("RollbackRestarted").first?["faultID"] == secondFault["faultID"])
                 #expect(events.of("RollbackCompleted").count == 1)
                 #expect(secondFault.sequence > started[0].sequence)
             } else {
@@ -105,6 +108,32 @@ struct FaultTests {
 
             // The map keeps its snapshot: the target is untouched by the rollback.
             #expect(try await daemon.holds("tgt", [(0x33, 0, mebibyte), (0x33, Self.bigBytes - mebibyte, mebibyte)]).exitCode == 0)
+        }
+    }
+
+    @Test("a second fault during a rollback, after writes made during it: the rollback restarts and the source equals the image")
+    func secondFaultRestartsRollback() async throws {
+        try await withDaemon { daemon in
+            let sourcePath = try await Self.prepareAllDirty(daemon, byte: 0x44)
+            try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware")
+            // Written during the rollback (if it still runs): ransomware at work.
+            let during = try await daemon.qemuIO("src", ["write -P 0x66 0 1M", "write -P 0x66 200M 1M"])
+            #expect(during.exitCode == 0, "\(during)")
+            let restoringAtSecondFault = try await daemon.map("m0").restoring == "yes"
+            try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware still writing")
+            #expect(try await daemon.snapback("wait", "-timeout", "60", "m0").exitCode == 0)
+            let source = try await daemon.volume("src")
+            #expect(source.status == "online" && source.fault_id.isEmpty, "\(source)")
+            // Every byte is the image's, the ones written during the rollback included.
+            try await Self.expectSource(daemon, sourcePath, byte: 0x44)
+            let events = try await daemon.events()
+            if restoringAtSecondFault {
+                #expect(events.of("RollbackRestarted").count == 1 && events.of("RollbackStarted").count == 1, "\(events.map(\.type))")
+            } else {
+                // The rollback had ended: the second fault started a new one.
+                #expect(events.of("RollbackStarted").count == 2, "\(events.map(\.type))")
+            }
+            #expect(try await daemon.log("verify").exitCode == 0)
         }
     }
 

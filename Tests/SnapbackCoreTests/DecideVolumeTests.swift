@@ -188,12 +188,18 @@ struct DecideVolumeTests {
             [.volumeFaulted(id: 0, faultID: 1, cause: .operator, reason: reason)])
     }
 
-    @Test("reportFault on a volume that is being restored records the fault and starts no second rollback")
+    @Test("reportFault on a volume that is being restored records the fault and restarts the running rollback")
     func reportFaultWhileRestoring() throws {
-        let harness = try Fixture.restoring()
+        var harness = try Fixture.restoring()
+        let running = try #require(harness.state.runningRollback(onto: 0))
+        try harness.run(.recordRollbackProgress(map: running.id, grainsRestored: 1, grainsToRestore: 3))
         expectAccepted(
             .reportFault(volume: "src", cause: .ioError, reason: "again"), harness.state,
-            [.volumeFaulted(id: 0, faultID: 2, cause: .ioError, reason: "again")])
+            [.volumeFaulted(id: 0, faultID: 2, cause: .ioError, reason: "again"), .rollbackRestarted(id: running.id, faultID: 2)])
+        try harness.run(.reportFault(volume: "src", cause: .ioError, reason: "again"))
+        let restarted = try #require(harness.state.maps[running.id]?.rollback)
+        #expect(restarted.faultID == 2 && restarted.grainsRestored == 0 && restarted.grainsToRestore == 0)
+        #expect(harness.state.volumes[0]?.status == .restoring && harness.state.volumes[0]?.fault?.id == 2)
     }
 
     @Test("reportFault on an already faulted volume records another fault")

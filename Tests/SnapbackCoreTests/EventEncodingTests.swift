@@ -43,6 +43,7 @@ let sampleEvents: [Event] = [
     .volumeFaulted(id: 1, faultID: 4, cause: .rollbackAbandoned, reason: "stopped by operator (stoplcmap -force)"),
     .volumeOutOfSpace(id: 2, reason: "pwrite /v/src.img failed: errno 28"),
     .volumeSpaceRestored(id: 2),
+    .rollbackRestarted(id: 3, faultID: 7),
 ]
 
 private func payload(_ build: (inout ByteWriter) -> Void) -> [UInt8] {
@@ -92,7 +93,7 @@ struct EventEncodingTests {
         }
     }
 
-    @Test("unknown type codes are refused", arguments: [0, 24, 25, 100, 0x8000, UInt16.max] as [UInt16])
+    @Test("unknown type codes are refused", arguments: [0, 25, 26, 100, 0x8000, UInt16.max] as [UInt16])
     func unknownType(code: UInt16) {
         #expect(EventType(rawValue: code) == nil)
         for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
@@ -250,7 +251,7 @@ struct EventEncodingTests {
         }
         #expect(EventType(name: "") == nil)
         #expect(EventType(name: "VolumeCreatedX") == nil)
-        #expect(EventType.allCases.map(\.rawValue) == Array(1...23))
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...24))
         #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
     }
 

@@ -95,13 +95,13 @@ struct EvolveTests {
         checkInvariants(harness.state)
     }
 
-    @Test("a fault during a rollback keeps the volume restoring and records the newest fault")
+    @Test("a fault during a rollback keeps the volume restoring, records the newest fault and restarts the rollback for it")
     func faultWhileRestoring() throws {
         var harness = try Fixture.restoring()
         try harness.run(.reportFault(volume: "src", cause: .ioError, reason: "EIO"))
         #expect(harness.state.volumes[0]?.status == .restoring)
         #expect(harness.state.volumes[0]?.fault?.id == 2)
-        #expect(harness.state.maps[0]?.rollback?.faultID == 1)
+        #expect(harness.state.maps[0]?.rollback?.faultID == 2)
     }
 
     @Test("a faulted target stops the map writing it and invalidates its image")

@@ -113,7 +113,7 @@ struct PolicyTests {
         #expect(automaticRollbackChoice(for: 0, in: faulted(harness)) == nil)
     }
 
-    @Test("a volume that is already being restored gets no second rollback")
+    @Test("a volume that is already being restored gets no second rollback: the running one restarts")
     func alreadyRestoring() throws {
         var harness = try twoMaps()
         try harness.run(.startMap(map: "a"))
@@ -124,7 +124,7 @@ struct PolicyTests {
         #expect(automaticRollbackChoice(for: 0, in: faulted(harness)) == nil)
         expectAccepted(
             .reportFault(volume: "src", cause: .ioError, reason: "second"), harness.state,
-            [.volumeFaulted(id: 0, faultID: 2, cause: .ioError, reason: "second")])
+            [.volumeFaulted(id: 0, faultID: 2, cause: .ioError, reason: "second"), .rollbackRestarted(id: 2, faultID: 2)])
     }
 
     @Test("an unknown volume, or a volume with no maps, gets no rollback")
