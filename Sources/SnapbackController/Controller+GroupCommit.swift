@@ -114,7 +114,10 @@ extension Controller {
             for event in decided { applyCommitted(event, created: opened) }
             request.outcome = .success(decided)
         }
-        if !events.isEmpty { publishState() }
+        if !events.isEmpty {
+            publishState()
+            commitObserver?(events, committed)
+        }
     }
 
     /// Decides `commands` in order, each against the state the ones before it leave.

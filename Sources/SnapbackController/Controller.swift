@@ -157,6 +157,8 @@ public final class Controller: @unchecked Sendable {
     /// `lock`; see `Controller+GroupCommit.swift`).
     var commitQueue: [CommitRequest] = []
     var committing = false
+    /// Told of every group commit's events (see ``observeCommits(_:)``; guarded by `lock`).
+    var commitObserver: (@Sendable ([Event], ControllerState) -> Void)?
     let gates = FamilyGates()
 
     /// True when the calling thread holds a family's gates (and the lock).
@@ -259,6 +261,13 @@ public final class Controller: @unchecked Sendable {
     /// commit, then applies them. Must hold the lock and a family's gates.
     func commitLocked(_ command: Command, bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) -> [Event] {
         try commitGrouped(CommitRequest(.commit(commands: [command], marks: BitmapMarks(), extra: extra)))
+    }
+
+    /// Calls `observer` after every durable commit with its events and the state after them (for
+    /// snapbackd: a rollback that starts closes the NBD connections to its source). It runs under
+    /// the controller's lock: it must not block or call the controller.
+    public func observeCommits(_ observer: @escaping @Sendable ([Event], ControllerState) -> Void) {
+        locked { commitObserver = observer }
     }
 
     /// Publishes `committed` for readers that must not wait (see `state`).

@@ -75,12 +75,18 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// server can shut its thread pool and event loops down safely.
     private let drained: EventLoopPromise<Void>
     private var drainedCompleted = false
+    /// Told the export's name when the connection enters transmission.
+    private let exportChosen: @Sendable (String) -> Void
 
-    init(provider: any NBDExportProvider, threadPool: NIOThreadPool, diagnostics: NBDDiagnostics?, drained: EventLoopPromise<Void>) {
+    init(
+        provider: any NBDExportProvider, threadPool: NIOThreadPool, diagnostics: NBDDiagnostics?, drained: EventLoopPromise<Void>,
+        exportChosen: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.negotiation = NBDNegotiation(provider: provider)
         self.threadPool = threadPool
         self.diagnostics = diagnostics
         self.drained = drained
+        self.exportChosen = exportChosen
     }
 
     // MARK: Channel events
@@ -191,6 +197,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                         send(bytes, context: context)
                         diagnostics?("nbd: \(peer): serving export '\(session.name)' (\(session.sizeBytes) bytes\(session.readOnly ? ", read-only" : ""))")
                         phase = .transmission(session)
+                        exportChosen(session.name)
                     case .replyAndClose(let bytes):
                         phase = .closed
                         dropInbound()

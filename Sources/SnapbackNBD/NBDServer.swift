@@ -70,6 +70,8 @@ public final class NBDServer: @unchecked Sendable {
     private var state = State.idle
     private var acceptingConnections = true
     private var connections: [ObjectIdentifier: Connection] = [:]
+    /// The export each connection in transmission serves (guarded by `lock`).
+    private var exportNames: [ObjectIdentifier: String] = [:]
 
     /// A server for `provider`'s exports, to listen on `host`:`port` once started.
     ///
@@ -181,6 +183,18 @@ public final class NBDServer: @unchecked Sendable {
         if let failure { throw failure }
     }
 
+    /// Closes every connection serving export `name` (in transmission), at once: requests in
+    /// flight get no reply, and the client sees the connection drop. Returns how many were closed.
+    /// (snapbackd calls it when a rollback starts onto a volume: a host's cache holds bytes the
+    /// rollback replaces; it reconnects and reads the image.)
+    @discardableResult
+    public func closeConnections(toExport name: String) -> Int {
+        let doomed = lock.withLock { connections.filter { exportNames[$0.key] == name }.map(\.value.channel) }
+        for channel in doomed { channel.close(promise: nil) }
+        if !doomed.isEmpty { diagnostics?("nbd: closed \(doomed.count) connection(s) to export '\(name)'") }
+        return doomed.count
+    }
+
     /// The number of open client connections.
     public var connectionCount: Int {
         lock.withLock { connections.count }
@@ -197,13 +211,22 @@ public final class NBDServer: @unchecked Sendable {
         }
         guard let drained else { return channel.close() }
         drained.futureResult.whenComplete { [self] _ in
-            _ = self.lock.withLock { self.connections.removeValue(forKey: id) }
+            self.lock.withLock {
+                self.connections[id] = nil
+                self.exportNames[id] = nil
+            }
         }
         let handler = NBDConnectionHandler(
             provider: provider,
             threadPool: threadPool,
             diagnostics: diagnostics,
-            drained: drained
+            drained: drained,
+            exportChosen: { [weak self] name in
+                guard let self else { return }
+                self.lock.withLock {
+                    if self.connections[id] != nil { self.exportNames[id] = name }
+                }
+            }
         )
         do {
             try channel.pipeline.syncOperations.addHandler(handler)

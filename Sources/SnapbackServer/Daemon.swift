@@ -98,11 +98,26 @@ public enum Daemon {
                 logger.info("control API listening", metadata: ["socket": "\(socketPath)"])
             },
             logger: logger)
-        let nbd = NBDService(
-            server: NBDServer(
-                provider: ControllerExportProvider(controller: controller), host: options.nbdHost, port: options.nbdPort,
-                logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) }),
-            logger: logger)
+        let nbdServer = NBDServer(
+            provider: ControllerExportProvider(controller: controller), host: options.nbdHost, port: options.nbdPort,
+            logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
+        // Hosts re-attach when a rollback starts onto a volume: their caches hold bytes the
+        // rollback replaces (Specs/data-plane.md, "Hosts re-attach").
+        controller.observeCommits { events, state in
+            for event in events {
+                let started: MapID
+                switch event {
+                case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _): started = id
+                default: continue
+                }
+                guard let map = state.maps[started], let source = state.volumes[map.sourceID] else { continue }
+                let closed = nbdServer.closeConnections(toExport: source.name)
+                logger.notice(
+                    "rollback onto a volume started: its NBD connections were closed, hosts reconnect and read the image",
+                    metadata: ["volume": "\(source.name)", "lcmap": "\(map.name)", "connectionsClosed": "\(closed)"])
+            }
+        }
+        let nbd = NBDService(server: nbdServer, logger: logger)
         let background = BackgroundService(controller: controller, logger: logger)
         let group = ServiceGroup(
             configuration: .init(

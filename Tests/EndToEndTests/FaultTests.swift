@@ -119,7 +119,6 @@ struct FaultTests {
             // Written during the rollback (if it still runs): ransomware at work.
             let during = try await daemon.qemuIO("src", ["write -P 0x66 0 1M", "write -P 0x66 200M 1M"])
             #expect(during.exitCode == 0, "\(during)")
-            let restoringAtSecondFault = try await daemon.map("m0").restoring == "yes"
             try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware still writing")
             #expect(try await daemon.snapback("wait", "-timeout", "60", "m0").exitCode == 0)
             let source = try await daemon.volume("src")
@@ -127,6 +126,9 @@ struct FaultTests {
             // Every byte is the image's, the ones written during the rollback included.
             try await Self.expectSource(daemon, sourcePath, byte: 0x44)
             let events = try await daemon.events()
+            // Whether the second fault found the first rollback still running, as the log tells.
+            let secondFault = try #require(events.of("VolumeFaulted").last)
+            let restoringAtSecondFault = events.of("RollbackCompleted").allSatisfy { $0.sequence > secondFault.sequence }
             if restoringAtSecondFault {
                 #expect(events.of("RollbackRestarted").count == 1 && events.of("RollbackStarted").count == 1, "\(events.map(\.type))")
             } else {
@@ -137,22 +139,60 @@ struct FaultTests {
         }
     }
 
+    @Test("a rollback that starts closes the NBD connections to its source; a host that reconnects reads the image")
+    func hostsReattach() async throws {
+        try await withDaemon { daemon in
+            try await daemon.makeSourceTargetMap(size: "4m")
+            try await daemon.write("src", byte: 0x5A, length: 4 * mebibyte)
+            try await daemon.ok("startlcmap", "m0")
+            try await daemon.write("src", byte: 0x99, length: 4 * mebibyte)
+            // A host attached to the source (and one to another volume, which stays attached).
+            let host = try RawNBDClient(port: daemon.port)
+            try host.go("src")
+            let before = try host.read(offset: 0, length: 4096)
+            #expect(before.error == 0 && before.bytes.allSatisfy { $0 == 0x99 })
+            try await daemon.ok("mkvolume", "-name", "other", "-size", "1m")
+            let bystander = try RawNBDClient(port: daemon.port)
+            try bystander.go("other")
+
+            try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware")
+            #expect(host.serverCloses(), "the connection to the source stays open across the rollback")
+            #expect(try bystander.read(offset: 0, length: 4096).error == 0, "a connection to another volume was closed")
+            // Reconnecting reads the image at once (redirected while the rollback runs).
+            #expect(try await daemon.holds("src", byte: 0x5A, length: 4 * mebibyte))
+            #expect(daemon.stderrTail(80).contains("connectionsClosed=1") || daemon.stderrTail(80).contains("\"connectionsClosed\":\"1\""),
+                "\(daemon.stderrTail(20))")
+        }
+    }
+
     @Test("host I/O during a rollback: reads see the image, a write is restored-before and survives")
     func hostIODuringRollback() async throws {
         try await withDaemon { daemon in
             let sourcePath = try await Self.prepareAllDirty(daemon, byte: 0x33)
-            // A host connected to the source before the fault, as a real one would be.
-            let host = try RawNBDClient(port: daemon.port, timeoutSeconds: 20)
-            try host.go("src")
+            // A host connected to the source before the fault, as a real one would be: the
+            // rollback's start closes its connection (issue 12), and it attaches again.
+            let early = try RawNBDClient(port: daemon.port, timeoutSeconds: 20)
+            try early.go("src")
             let lastGrain = Self.bigBytes - 256 * kibibyte
             let writeOffset = lastGrain + 4096
             let pid = try #require(daemon.pid)
+            let port = daemon.port
             let outcome = HostOutcome()
             // When the rollback has restored its first grain, the last grains are still dirty and
-            // not restored. Freeze the daemon there, queue a READ of the last grain and a WRITE
-            // into it, thaw, and take the replies. The grain before the last one, still zero in
-            // the backing file when the replies are in, proves the rollback had not finished.
+            // not restored. The host attaches again, then the daemon is frozen, a READ of the last
+            // grain and a WRITE into it queued, the daemon thawed, and the replies taken. The
+            // grain before the last one, still zero in the backing file when the replies are in,
+            // proves the rollback had not finished.
             let watcher = ByteWatcher(path: sourcePath, offset: 0, byte: 0x33) {
+                let host: RawNBDClient
+                do {
+                    host = try RawNBDClient(port: port, timeoutSeconds: 20)
+                    try host.go("src")
+                    outcome.attach(host)
+                } catch {
+                    outcome.fail("attaching again: \(error)")
+                    return
+                }
                 kill(pid, SIGSTOP)
                 host.sendRead(offset: lastGrain, length: 4096, cookie: 1)
                 host.sendWrite(offset: writeOffset, bytes: [UInt8](repeating: 0x99, count: 4096), cookie: 2)
@@ -167,6 +207,7 @@ struct FaultTests {
             }
             watcher.start()
             try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware")
+            #expect(early.serverCloses(), "the connection made before the rollback stays open")
             #expect(await watcher.result(timeoutSeconds: 20))
             #expect(try await daemon.snapback("wait", "m0").exitCode == 0)
             #expect(try await daemon.waitForRollbackEnd("m0").restoring == "no")
@@ -193,6 +234,7 @@ struct FaultTests {
             #expect(try firstMismatch(sourcePath, byte: 0x99, offset: writeOffset, length: 4096) == nil)
             #expect(try firstMismatch(sourcePath, byte: 0x33, offset: 0, length: writeOffset) == nil)
             #expect(try firstMismatch(sourcePath, byte: 0x33, offset: writeOffset + 4096) == nil)
+            let host = try #require(outcome.host)
             let after = try host.read(offset: writeOffset, length: 4096, cookie: 3)
             #expect(after.error == 0 && after.bytes == [UInt8](repeating: 0x99, count: 4096))
             host.disconnect()
@@ -257,6 +299,11 @@ final class HostOutcome: @unchecked Sendable {
     private let lock = NSLock()
     private var seen: Seen?
     private var failure: String?
+    private var attached: RawNBDClient?
+
+    /// The connection the host made after the rollback started.
+    func attach(_ host: RawNBDClient) { lock.withLock { attached = host } }
+    var host: RawNBDClient? { lock.withLock { attached } }
 
     func set(read: (error: UInt32, bytes: [UInt8]), writeError: UInt32, stillRestoring: Bool) {
         lock.withLock { seen = Seen(read: read, writeError: writeError, stillRestoring: stillRestoring) }
