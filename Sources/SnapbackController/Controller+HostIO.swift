@@ -21,14 +21,14 @@ extension Controller {
         return Export(volumeID: volume.id, sizeBytes: volume.sizeBytes, readOnly: Self.isReadOnly(volume.id, in: state))
     }
 
-    /// A target is read-only to hosts while its map has autorestore on, and while a rollback
-    /// reads from it.
+    /// A map's target is read-only to hosts while the map exists (`Specs/data-plane.md`, writes,
+    /// step 1): its image is what a rollback restores, so no host may change it.
     func isReadOnlyLocked(_ volumeID: VolumeID) -> Bool {
         Self.isReadOnly(volumeID, in: committed)
     }
 
     static func isReadOnly(_ volumeID: VolumeID, in state: ControllerState) -> Bool {
-        state.maps.values.contains { $0.role == .forward && $0.targetID == volumeID && ($0.autorestore || $0.rollback != nil) }
+        state.maps.values.contains { $0.role == .forward && $0.targetID == volumeID }
     }
 
     /// The forward map whose target is `volumeID`, if any.

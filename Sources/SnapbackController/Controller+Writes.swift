@@ -57,16 +57,11 @@ extension Controller {
     }
 
     /// The stages a write of `length` bytes at `offset` on `volumeID` needs before it may touch
-    /// the volume: on a target with a valid image, its unsplit grains copied from the source; on
-    /// a restoring source, the touched grains settled; on a source, copy-on-write for every
-    /// active map.
+    /// the volume: on a restoring source, the touched grains settled; on a source, copy-on-write
+    /// for every active map. (A target is never written by hosts.)
     func planWriteLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int) -> [GrainStage] {
         var view = PlannedBitmaps(bitmaps)
         var stages: [GrainStage] = []
-        if let map = mapTargetingLocked(volumeID), map.imageValid {
-            let copies = GrainPlanner.targetWrite(map, &view, offset: offset, length: length)
-            stages.append(GrainStage(copies: copies, marks: view.endStage()))
-        }
         if let rollback = committed.runningRollback(onto: volumeID), let volume = committed.volumes[volumeID] {
             // Grains a rollback step copied but has not marked yet are settled again here, and
             // leave that step's marks: the write may make them dirty again.

@@ -88,17 +88,6 @@ enum GrainPlanner {
         return copies
     }
 
-    /// A write to the target of `map` (active, autorestore off): grains the target does not hold
-    /// are first copied from the source, so the rest of each grain stays the image's, and marked
-    /// split.
-    static func targetWrite(_ map: LCMap, _ view: inout PlannedBitmaps, offset: UInt64, length: Int) -> [GrainCopy] {
-        guard view.has(map.id), let range = grains(of: map, offset, length) else { return [] }
-        let unsplit = range.filter { !view.bit(map.id, .split, $0) }
-        guard !unsplit.isEmpty else { return [] }
-        for grain in unsplit { view.mark(map.id, .split, grain, true) }
-        return [GrainCopy(map: map.id, from: map.sourceID, to: map.targetID, grains: unsplit)]
-    }
-
     /// Restores `grains` (dirty, not restored, ascending) of the rolling-back `map` onto its
     /// source: stage 1 copies-on-write for the source's other active maps (their images survive
     /// the rollback, like any write); stage 2 copies the grains target → source and marks them

@@ -103,18 +103,23 @@ public enum Daemon {
             logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         // Hosts re-attach when a rollback starts onto a volume: their caches hold bytes the
         // rollback replaces (Specs/data-plane.md, "Hosts re-attach").
+        // The same holds for a target when its map starts: it shows a new image.
         controller.observeCommits { events, state in
             for event in events {
-                let started: MapID
+                let (mapID, why): (MapID, String)
                 switch event {
-                case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _): started = id
-                default: continue
+                case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _):
+                    (mapID, why) = (id, "rollback onto a volume started: its NBD connections were closed, hosts reconnect and read the image")
+                case let .mapStarted(id, _):
+                    (mapID, why) = (id, "lcmap started: the NBD connections to its target were closed, hosts reconnect and read the new image")
+                default:
+                    continue
                 }
-                guard let map = state.maps[started], let source = state.volumes[map.sourceID] else { continue }
-                let closed = nbdServer.closeConnections(toExport: source.name)
-                logger.notice(
-                    "rollback onto a volume started: its NBD connections were closed, hosts reconnect and read the image",
-                    metadata: ["volume": "\(source.name)", "lcmap": "\(map.name)", "connectionsClosed": "\(closed)"])
+                guard let map = state.maps[mapID] else { continue }
+                let volumeID = if case .mapStarted = event { map.targetID } else { map.sourceID }
+                guard let volume = state.volumes[volumeID] else { continue }
+                let closed = nbdServer.closeConnections(toExport: volume.name)
+                logger.notice("\(why)", metadata: ["volume": "\(volume.name)", "lcmap": "\(map.name)", "connectionsClosed": "\(closed)"])
             }
         }
         let nbd = NBDService(server: nbdServer, logger: logger)

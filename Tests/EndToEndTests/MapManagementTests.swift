@@ -58,6 +58,28 @@ struct MapManagementTests {
         }
     }
 
+    @Test("a host attached to a volume before it became a target cannot write it while the map exists, autorestore off or on")
+    func targetReadOnlyForEarlyHosts() async throws {
+        try await withDaemon { daemon in
+            try await daemon.ok("mkvolume", "-name", "src", "-size", "4m")
+            try await daemon.ok("mkvolume", "-name", "tgt", "-size", "4m")
+            let early = try RawNBDClient(port: daemon.port)
+            try early.go("tgt")
+            #expect(try early.write(offset: 0, bytes: [UInt8](repeating: 1, count: 4096)) == 0, "an ordinary volume is writable")
+            try await daemon.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "off")
+            // The controller refuses it (EPERM), not only the handshake.
+            #expect(try early.write(offset: 0, bytes: [UInt8](repeating: 2, count: 4096), cookie: 3) == 1, "EPERM")
+            // The start closes the connections to the target (it shows a new image).
+            try await daemon.ok("startlcmap", "m0")
+            #expect(early.serverCloses())
+            let late = try await daemon.qemuIO("tgt", ["write -P 0x44 0 4k"])
+            #expect(late.exitCode != 0, "\(late)")
+            try await daemon.ok("chlcmap", "-autorestore", "on", "m0")
+            #expect(try await daemon.qemuIO("tgt", ["write -P 0x45 0 4k"]).exitCode != 0)
+            #expect(try await daemon.holds("tgt", byte: 0, length: 4 * mebibyte), "the image (an empty source) is intact")
+        }
+    }
+
     @Test("rmlcmap -force removes an active map; its target becomes an ordinary writable volume")
     func forceRemove() async throws {
         try await withDaemon { daemon in
