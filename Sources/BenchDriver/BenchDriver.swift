@@ -154,8 +154,9 @@ case "recovery-setup":
         while left > 0 {
             let batch = min(left, 1000)
             let filler = [Event](repeating: .controllerStarted(version: "filler"), count: batch)
-            _ = try log.append(filler, timestampMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
-            filler.forEach { state.apply($0) }
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            _ = try log.append(filler, timestampMilliseconds: now)
+            filler.forEach { state.apply($0, at: now) }
             left -= batch
         }
     }

@@ -15,6 +15,7 @@ extension CreateMapRequest {
         var spec = CreateMap(source: source, target: target, name: name)
         if let autorestore { spec.autorestore = try onOff(autorestore) }
         if let copyrate { spec.copyRate = copyrate }
+        if let autorestoredelay { spec.autorestoreDelaySeconds = try delay(autorestoredelay) }
         if let grainsize {
             guard grainsize > 0, grainsize <= 1 << 20 else {
                 throw ErrorBody(code: "invalid_grain_size", message: "grain size must be 64 or 256 (KiB), not \(grainsize)")
@@ -30,7 +31,7 @@ extension ChangeMapRequest {
     public func command(map: String) throws(ErrorBody) -> Command {
         var value: Bool?
         if let autorestore { value = try onOff(autorestore) }
-        return .changeMap(map: map, autorestore: value, copyRate: copyrate, newName: name)
+        return .changeMap(map: map, autorestore: value, copyRate: copyrate, newName: name, autorestoreDelaySeconds: try autorestoredelay.map(delay))
     }
 }
 
@@ -55,9 +56,24 @@ extension ForceRequest {
 
 extension FaultRequest {
     /// `POST /v1/volumes/{volume}/fault`: an operator's fault.
-    public func command(volume: String) -> Command {
-        .reportFault(volume: volume, cause: .operator, reason: reason)
+    public func command(volume: String) throws(ErrorBody) -> Command {
+        var onsetMilliseconds: Int64?
+        if let onset {
+            guard let parsed = parseRFC3339(onset), parsed >= 0 else {
+                throw ErrorBody(code: "invalid_onset", message: "onset must be an RFC 3339 time such as 2026-12-02T09:30:00Z, not \(onset.debugDescription.prefix(80))")
+            }
+            onsetMilliseconds = parsed
+        }
+        return .reportFault(volume: volume, cause: .operator, reason: reason, onsetMilliseconds: onsetMilliseconds)
     }
+}
+
+/// An `autorestoredelay` field: 0–86400 s, or `invalid_delay`.
+private func delay(_ seconds: Int) throws(ErrorBody) -> UInt32 {
+    guard seconds >= 0, seconds <= Int(Limits.autorestoreDelaySecondsMax) else {
+        throw ErrorBody(code: "invalid_delay", message: "autorestoredelay \(seconds) s is outside 0–\(Limits.autorestoreDelaySecondsMax)")
+    }
+    return UInt32(seconds)
 }
 
 /// `on`/`off` of an `autorestore` field, or `invalid_autorestore`.

@@ -1,4 +1,23 @@
+import Foundation
 import SnapbackCore
+
+/// RFC 3339 (UTC, seconds) of a controller time in ms since 1970; empty for none.
+public func rfc3339(_ milliseconds: Int64?) -> String {
+    guard let milliseconds else { return "" }
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+}
+
+/// Parses an RFC 3339 time (with or without fractional seconds) to ms since 1970.
+public func parseRFC3339(_ text: String) -> Int64? {
+    let formatter = ISO8601DateFormatter()
+    for options: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime]] {
+        formatter.formatOptions = options
+        if let date = formatter.date(from: text) { return Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    }
+    return nil
+}
 
 /// One row of `lsvolume` / `GET /v1/volumes`: the same names and values in the CLI's table, its
 /// `-json` output and the API.
@@ -13,10 +32,16 @@ public struct VolumeRow: Codable, Sendable, Equatable {
     public var path: String
     public var fault_id: String
     public var fault_reason: String
+    /// When the fault says the damage began (RFC 3339, UTC); empty when it does not.
+    public var fault_onset: String
+    /// When an automatic rollback waiting for a hold window starts (RFC 3339, UTC); empty for none.
+    public var rollback_at: String
+    /// Why a faulted volume with autorestore maps is not being rolled back, when that is so.
+    public var rollback_note: String
 
-    public static let columns = ["id", "name", "size", "status", "path", "fault_id", "fault_reason"]
+    public static let columns = ["id", "name", "size", "status", "path", "fault_id", "fault_reason", "fault_onset", "rollback_at", "rollback_note"]
 
-    public init(_ volume: Volume) {
+    public init(_ volume: Volume, in state: ControllerState) {
         id = Int(volume.id)
         name = volume.name
         size = volume.sizeBytes
@@ -24,10 +49,21 @@ public struct VolumeRow: Codable, Sendable, Equatable {
         path = volume.path ?? ""
         fault_id = volume.fault.map { String($0.id) } ?? ""
         fault_reason = volume.fault?.reason ?? ""
+        fault_onset = rfc3339(volume.fault?.onsetMilliseconds)
+        let maps = state.forwardMaps(ofSource: volume.id)
+        rollback_at = rfc3339(maps.compactMap { $0.scheduledRollback?.atMilliseconds }.min())
+        rollback_note = ""
+        if volume.status == .faulted, let onset = volume.fault?.onsetMilliseconds, rollback_at.isEmpty,
+            maps.contains(where: { $0.autorestore && $0.imageValid }), automaticRollbackChoice(for: volume.id, in: state) == nil
+        {
+            rollback_note = "no automatic rollback: no image of an autorestore lcmap was taken at or before the onset \(rfc3339(onset))"
+        }
     }
 
     /// The row's values as text, in ``columns`` order.
-    public var cells: [String] { [String(id), name, String(size), status, path, fault_id, fault_reason] }
+    public var cells: [String] {
+        [String(id), name, String(size), status, path, fault_id, fault_reason, fault_onset, rollback_at, rollback_note]
+    }
 }
 
 /// One row of `lslcmap` / `GET /v1/lcmaps`.
@@ -58,9 +94,16 @@ public struct MapRow: Codable, Sendable, Equatable {
     /// `operator` or `auto` while a rollback runs, else empty.
     public var restore_trigger: String
 
+    /// When the map's image was taken (its last start; RFC 3339, UTC); empty before any start.
+    public var start_time: String
+    /// The hold window of automatic rollbacks, in seconds (0: at once).
+    public var autorestoredelay: Int
+    /// When an automatic rollback waiting for the hold window starts (RFC 3339, UTC); empty for none.
+    public var rollback_at: String
+
     public static let columns = [
         "id", "name", "source", "target", "status", "progress", "copyrate", "autorestore", "restoring", "partner",
-        "grainsize", "role", "restore_progress", "restore_trigger",
+        "grainsize", "role", "restore_progress", "restore_trigger", "start_time", "autorestoredelay", "rollback_at",
     ]
 
     public init(_ map: LCMap, in state: ControllerState) {
@@ -80,12 +123,15 @@ public struct MapRow: Codable, Sendable, Equatable {
         role = map.role.description
         restore_progress = rollback?.progressPercent ?? 0
         restore_trigger = rollback?.trigger.description ?? ""
+        start_time = rfc3339(forward?.startedAtMilliseconds)
+        autorestoredelay = Int(forward?.autorestoreDelaySeconds ?? 0)
+        rollback_at = rfc3339(forward?.scheduledRollback?.atMilliseconds)
     }
 
     public var cells: [String] {
         [
             String(id), name, source, target, status, String(progress), String(copyrate), autorestore, restoring, partner,
-            String(grainsize), role, String(restore_progress), restore_trigger,
+            String(grainsize), role, String(restore_progress), restore_trigger, start_time, String(autorestoredelay), rollback_at,
         ]
     }
 }
@@ -131,7 +177,12 @@ public struct CreateMapRequest: Codable, Sendable {
     public var copyrate: Int?
     /// 64 or 256 KiB (default 256).
     public var grainsize: Int?
-    public init(source: String, target: String, name: String?, autorestore: String?, copyrate: Int?, grainsize: Int?) {
+    /// The hold window of automatic rollbacks, 0–86400 s (default 0).
+    public var autorestoredelay: Int?
+    public init(
+        source: String, target: String, name: String?, autorestore: String?, copyrate: Int?, grainsize: Int?, autorestoredelay: Int? = nil
+    ) {
+        self.autorestoredelay = autorestoredelay
         self.source = source
         self.target = target
         self.name = name
@@ -146,10 +197,13 @@ public struct ChangeMapRequest: Codable, Sendable {
     public var autorestore: String?
     public var copyrate: Int?
     public var name: String?
-    public init(autorestore: String?, copyrate: Int?, name: String?) {
+    /// The hold window of automatic rollbacks, 0–86400 s.
+    public var autorestoredelay: Int?
+    public init(autorestore: String?, copyrate: Int?, name: String?, autorestoredelay: Int? = nil) {
         self.autorestore = autorestore
         self.copyrate = copyrate
         self.name = name
+        self.autorestoredelay = autorestoredelay
     }
 }
 
@@ -172,7 +226,12 @@ public struct ForceRequest: Codable, Sendable {
 /// `POST /v1/volumes/{volume}/fault`.
 public struct FaultRequest: Codable, Sendable {
     public var reason: String
-    public init(reason: String) { self.reason = reason }
+    /// When the damage began, RFC 3339 (`-onset`); absent: not said.
+    public var onset: String?
+    public init(reason: String, onset: String? = nil) {
+        self.reason = reason
+        self.onset = onset
+    }
 }
 
 /// What a mutating request returns: the sequence numbers of the events it recorded.
@@ -207,6 +266,8 @@ public func httpStatus(for code: CommandError.Code) -> Int {
         .noValidImage, .mapRestoring, .volumeRestoring, .volumeFaulted, .volumeNotFaulted, .invalidState, .limitReached,
         .pathExists, .backingUnavailable:
         409
+    case .invalidDelay, .invalidOnset:
+        400
     }
 }
 

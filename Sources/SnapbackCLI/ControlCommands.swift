@@ -90,12 +90,16 @@ struct MakeMap: ParsableCommand {
     @Option(name: .ibm("autorestore"), help: "on or off (default off).") var autorestore: String?
     @Option(name: .ibm("copyrate"), help: "0–150 (default 50; 0 = no background copy).") var copyRate: Int?
     @Option(name: .ibm("grainsize"), help: "64 or 256 KiB (default 256).") var grainSize: Int?
+    @Option(name: .ibm("autorestoredelay"), help: "Hold window of automatic rollbacks, 0–86400 s (default 0: at once).")
+    var autorestoreDelay: Int?
 
     func run() throws {
         let client = connection.client
         _ = try client.call(
             "POST", "/v1/lcmaps",
-            body: CreateMapRequest(source: source, target: target, name: name, autorestore: autorestore, copyrate: copyRate, grainsize: grainSize),
+            body: CreateMapRequest(
+                source: source, target: target, name: name, autorestore: autorestore, copyrate: copyRate, grainsize: grainSize,
+                autorestoredelay: autorestoreDelay),
             as: CommandResult.self)
         let rows = try client.call("GET", "/v1/lcmaps", as: [MapRow].self)
         let created = rows.filter { $0.role == "forward" && $0.source == source && $0.target == target }.last
@@ -110,11 +114,12 @@ struct ChangeMap: ParsableCommand {
     @Option(name: .ibm("autorestore"), help: "on or off.") var autorestore: String?
     @Option(name: .ibm("copyrate"), help: "0–150.") var copyRate: Int?
     @Option(name: .ibm("name"), help: "A new name.") var name: String?
+    @Option(name: .ibm("autorestoredelay"), help: "Hold window of automatic rollbacks, 0–86400 s.") var autorestoreDelay: Int?
     @Argument(help: "The map (name or id).") var map: String
 
     func run() throws {
         _ = try connection.client.call(
-            "PATCH", "/v1/lcmaps/\(pathSegment(map))", body: ChangeMapRequest(autorestore: autorestore, copyrate: copyRate, name: name),
+            "PATCH", "/v1/lcmaps/\(pathSegment(map))", body: ChangeMapRequest(autorestore: autorestore, copyrate: copyRate, name: name, autorestoredelay: autorestoreDelay),
             as: CommandResult.self)
     }
 }
@@ -173,11 +178,26 @@ struct ReportFault: ParsableCommand {
     @OptionGroup var connection: Connection
     @Option(name: .ibm("volume"), help: "The faulted volume.") var volume: String
     @Option(name: .ibm("reason"), help: "Why, in one line.") var reason: String
+    @Option(
+        name: .ibm("onset"), parsing: .unconditional,
+        help: "When the damage began: an RFC 3339 time (2026-12-02T09:30:00Z), or -N for N seconds before now.")
+    var onset: String?
 
     func run() throws {
+        var absolute: String?
+        if let onset {
+            if onset.hasPrefix("-"), let seconds = Double(onset.dropFirst()), seconds >= 0, seconds.isFinite {
+                absolute = rfc3339(Int64((Date().timeIntervalSince1970 - seconds) * 1000))
+            } else if parseRFC3339(onset) != nil {
+                absolute = onset
+            } else {
+                throw CLIError(code: "invalid_onset", message: "-onset must be an RFC 3339 time such as 2026-12-02T09:30:00Z or -N (seconds before now), not \(onset)")
+            }
+        }
         let result = try connection.client.call(
-            "POST", "/v1/volumes/\(pathSegment(volume))/fault", body: FaultRequest(reason: reason), as: CommandResult.self)
+            "POST", "/v1/volumes/\(pathSegment(volume))/fault", body: FaultRequest(reason: reason, onset: absolute), as: CommandResult.self)
         if result.events.contains("RollbackStarted") { printResult("automatic rollback started") }
+        if result.events.contains("RollbackScheduled") { printResult("automatic rollback scheduled (hold window); recovervolume cancels it") }
     }
 }
 

@@ -14,8 +14,12 @@ enum EventText {
             return [("volumeID", .number(UInt64(id)))]
         case let .volumeOutOfSpace(id, reason):
             return [("volumeID", .number(UInt64(id))), ("reason", .text(reason))]
-        case let .rollbackRestarted(id, faultID):
+        case let .rollbackRestarted(id, faultID), let .rollbackScheduled(id, faultID):
             return [("mapID", .number(UInt64(id))), ("faultID", .number(faultID))]
+        case let .mapAutorestoreDelayChanged(id, seconds):
+            return [("mapID", .number(UInt64(id))), ("seconds", .number(UInt64(seconds)))]
+        case let .faultOnset(id, faultID, onset):
+            return [("volumeID", .number(UInt64(id))), ("faultID", .number(faultID)), ("onsetMilliseconds", .number(UInt64(max(0, onset))))]
         case let .mapCreated(created):
             return [
                 ("mapID", .number(UInt64(created.id))), ("name", .text(created.name)),
@@ -67,6 +71,11 @@ enum EventText {
         case let .volumeRemoved(id): return "\(volume(id)) removed"
         case let .volumeRecovered(id): return "\(volume(id)) recovered: data accepted as it is (operator)"
         case let .volumeOutOfSpace(id, reason): return "\(volume(id)) out of space (not a fault, nothing rolled back): \(reason)"
+        case let .mapAutorestoreDelayChanged(id, seconds): return "\(map(id)) autorestore hold window set to \(seconds) s"
+        case let .rollbackScheduled(id, faultID):
+            return "automatic rollback of \(map(id)) for fault \(faultID) scheduled after its hold window of \(state.maps[id]?.autorestoreDelaySeconds ?? 0) s"
+        case let .faultOnset(id, faultID, onset):
+            return "fault \(faultID) of \(volume(id)): the damage began at \(time(onset))"
         case let .rollbackRestarted(id, faultID):
             return "rollback of \(map(id)) restarted for fault \(faultID): every grain written since the image is restored again"
         case let .volumeSpaceRestored(id): return "\(volume(id)) has space again: a write succeeded; online"

@@ -107,7 +107,7 @@ struct LogShow: ParsableCommand {
         var kept: [String] = []
         try log.scan(from: first, through: lastSequence) { record in
             let stored = try EventLog.storedEvent(record)
-            defer { state.apply(stored.event) }
+            defer { state.apply(stored.event, at: stored.timestampMilliseconds) }
             if let wantedType, stored.event.type != wantedType { return true }
             if let sinceMilliseconds, stored.timestampMilliseconds < sinceMilliseconds { return true }
             if let untilMilliseconds, stored.timestampMilliseconds > untilMilliseconds { return true }
@@ -224,7 +224,7 @@ struct LogState: ParsableCommand {
             throw CLIError(code: "seq_out_of_range", message: "-at \(at) is past the last record, seq \(lastSequence)")
         }
         let state = try log.replay(through: at ?? lastSequence).state
-        let volumes = Listing.volumes(state.volumesByID.map(VolumeRow.init))
+        let volumes = Listing.volumes(state.volumesByID.map { VolumeRow($0, in: state) })
         let maps = Listing.maps(state.mapsByID, in: state)
         if json {
             let volumesJSON = volumes.json()

@@ -23,7 +23,7 @@ struct LogExplain: ParsableCommand {
         try log.scan { record in
             let stored = try EventLog.storedEvent(record)
             story.observe(stored, before: state)
-            state.apply(stored.event)
+            state.apply(stored.event, at: stored.timestampMilliseconds)
             return true
         }
         guard !story.lines.isEmpty else {
@@ -117,6 +117,17 @@ struct Story {
         case let .volumeOutOfSpace(id, reason):
             if volumeIDs.contains(id) {
                 say("volume \(volumeName(id)) ran out of space (\(reason)): writes answer ENOSPC, reads work; not a fault, nothing rolled back")
+            }
+        case let .mapAutorestoreDelayChanged(id, seconds):
+            if concernsMap(id) { say("lcmap \(mapName(id)): autorestore hold window set to \(seconds) s") }
+        case let .rollbackScheduled(id, faultID):
+            if concernsMap(id) {
+                let delay = state.maps[id]?.autorestoreDelaySeconds ?? 0
+                say("automatic rollback of lcmap \(mapName(id)) for fault \(faultID) scheduled in \(delay) s (its hold window); recovervolume cancels it, startlcmap -restore starts a chosen image now")
+            }
+        case let .faultOnset(id, faultID, onset):
+            if volumeIDs.contains(id) {
+                say("fault \(faultID) of volume \(volumeName(id)) says the damage began at \(EventText.time(onset)): only an image taken at or before it is rolled back")
             }
         case let .rollbackRestarted(id, faultID):
             if concernsMap(id) {

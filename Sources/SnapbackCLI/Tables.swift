@@ -78,7 +78,7 @@ extension Listing {
             rows: rows.map { row in
                 [
                     .number(UInt64(row.id)), .text(row.name), .number(row.size), .text(row.status), .text(row.path),
-                    .text(row.fault_id), .text(row.fault_reason),
+                    .text(row.fault_id), .text(row.fault_reason), .text(row.fault_onset), .text(row.rollback_at), .text(row.rollback_note),
                 ]
             })
     }
@@ -92,7 +92,7 @@ extension Listing {
                     .number(UInt64(row.id)), .text(row.name), .text(row.source), .text(row.target), .text(row.status),
                     .number(UInt64(row.progress)), .number(UInt64(row.copyrate)), .text(row.autorestore), .text(row.restoring),
                     .text(row.partner), .number(UInt64(row.grainsize)), .text(row.role), .number(UInt64(row.restore_progress)),
-                    .text(row.restore_trigger),
+                    .text(row.restore_trigger), .text(row.start_time), .number(UInt64(row.autorestoredelay)), .text(row.rollback_at),
                 ]
             })
     }
@@ -109,7 +109,7 @@ extension Listing {
             ])
     }
 
-    static func volumes(_ volumes: [Volume]) -> Listing { self.volumes(volumes.map(VolumeRow.init)) }
+    static func volumes(_ volumes: [Volume], in state: ControllerState) -> Listing { self.volumes(volumes.map { VolumeRow($0, in: state) }) }
 
     static func maps(_ maps: [LCMap], in state: ControllerState) -> Listing { self.maps(maps.map { MapRow($0, in: state) }) }
 }

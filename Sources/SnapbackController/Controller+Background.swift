@@ -48,6 +48,7 @@ extension Controller {
         }
         if due {
             let failuresBefore = health.failedCommits
+            startDueScheduledRollbacks()
             for family in families {
                 exclusive(volumes: { family }, background: true) {
                     stepFamilyLocked(rollbackBudgetBytes: rollbackBudgetBytes, copyBudgetsBytes: copyBudgetsBytes, &outcome)
@@ -60,6 +61,26 @@ extension Controller {
             if !backgroundBackoff.due(at: clock()) { outcome.waitingMilliseconds = backgroundBackoff.notBeforeMilliseconds - clock() }
         }
         return outcome
+    }
+
+    /// Starts the automatic rollbacks whose hold window has passed (a restart after the
+    /// deadline starts them at once). A start the state machine refuses, or the log cannot
+    /// record, waits for the background backoff.
+    private func startDueScheduledRollbacks() {
+        let due = locked { () -> [MapID] in
+            let now = clock()
+            return committed.mapsByID.filter { ($0.scheduledRollback?.atMilliseconds ?? .max) <= now }.map(\.id)
+        }
+        for id in due {
+            exclusive(volumes: { self.committed.maps[id].map { [$0.sourceID] } }) {
+                guard let scheduled = committed.maps[id]?.scheduledRollback, scheduled.atMilliseconds <= clock() else { return }
+                do throws(ControllerError) {
+                    _ = try commitLocked(.startScheduledRollback(map: id))
+                } catch {
+                    backgroundBackoff.failed(at: clock())
+                }
+            }
+        }
     }
 
     /// The smallest adaptive rollback step.

@@ -65,6 +65,9 @@ extension Controller {
         var created: [VolumeID: BlockStore] = [:]
         var reopened: [VolumeID: BlockStore] = [:]
         var preview = committed
+        // One time for the group: its records carry it, and the state applies it (start times,
+        // hold-window deadlines), exactly as a replay of the log will.
+        let timestamp = clock()
         for request in group {
             switch request.work {
             case .checkpoint:
@@ -94,7 +97,6 @@ extension Controller {
             for (request, _, _) in accepted { request.outcome = .success([]) }
             return
         }
-        let timestamp = clock()
         let outcome = unlocked { () -> Result<Void, any Error> in
             // Other families' I/O goes on meanwhile; commits queue for the next group.
             Result { _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: timestamp) }
@@ -111,7 +113,7 @@ extension Controller {
         let opened = created.merging(reopened) { first, _ in first }
         for (request, decided, marks) in accepted {
             marks.apply(to: &bitmaps)
-            for event in decided { applyCommitted(event, created: opened) }
+            for event in decided { applyCommitted(event, at: timestamp, created: opened) }
             request.outcome = .success(decided)
         }
         if !events.isEmpty {

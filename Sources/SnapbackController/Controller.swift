@@ -276,9 +276,9 @@ public final class Controller: @unchecked Sendable {
     }
 
     /// Mirrors a committed event onto the in-memory bytes and bitmaps.
-    func applyCommitted(_ event: Event, created: [VolumeID: BlockStore]) {
+    func applyCommitted(_ event: Event, at timestamp: Int64, created: [VolumeID: BlockStore]) {
         let before = committed
-        committed.apply(event)
+        committed.apply(event, at: timestamp)
         switch event {
         case let .volumeCreated(id, _, _, _):
             stores[id] = created[id]
@@ -346,15 +346,15 @@ public final class Controller: @unchecked Sendable {
         switch command {
         case .createVolume, .recordControllerStart:
             return []
-        case let .removeVolume(name), let .reportFault(name, _, _), let .recoverVolume(name):
+        case let .removeVolume(name), let .reportFault(name, _, _, _), let .recoverVolume(name):
             return Set(volume(name))
         case let .createMap(created):
             return Set(volume(created.source) + volume(created.target))
-        case let .changeMap(name, _, _, _), let .prepareMap(name), let .startMap(name), let .startRestore(name),
+        case let .changeMap(name, _, _, _, _), let .prepareMap(name), let .startMap(name), let .startRestore(name),
             let .stopMap(name, _), let .removeMap(name, _):
             return Set(map(name))
         case let .recordCopyProgress(id, _), let .completeCopy(id), let .recordRollbackProgress(id, _, _), let .completeRollback(id),
-            let .abandonRollback(id, _):
+            let .abandonRollback(id, _), let .startScheduledRollback(id):
             return Set(map(id))
         case let .reportOutOfSpace(id, _), let .recordSpaceRestored(id):
             return committed.volumes[id] == nil ? [] : [id]

@@ -7,7 +7,7 @@ public enum Command: Sendable, Equatable {
     case createVolume(name: String, sizeBytes: UInt64, path: String?, adopt: Bool = false)
     case removeVolume(volume: String)
     case createMap(CreateMap)
-    case changeMap(map: String, autorestore: Bool?, copyRate: Int?, newName: String?)
+    case changeMap(map: String, autorestore: Bool?, copyRate: Int?, newName: String?, autorestoreDelaySeconds: UInt32? = nil)
     /// Prepare without starting (IBM's prestartfcmap).
     case prepareMap(map: String)
     /// Start, preparing first when needed (`startlcmap [-prep]`).
@@ -16,7 +16,10 @@ public enum Command: Sendable, Equatable {
     case startRestore(map: String)
     case stopMap(map: String, force: Bool)
     case removeMap(map: String, force: Bool)
-    case reportFault(volume: String, cause: FaultCause, reason: String)
+    /// `onsetMilliseconds`: when the damage began, if the report says (`-onset`).
+    case reportFault(volume: String, cause: FaultCause, reason: String, onsetMilliseconds: Int64? = nil)
+    /// The controller starts an automatic rollback whose hold window has passed.
+    case startScheduledRollback(map: MapID)
     /// Accept a faulted volume's data as it is (`recovervolume`).
     case recoverVolume(volume: String)
     /// The data plane's background copy reached `grainsCopied` grains.
@@ -47,10 +50,12 @@ public struct CreateMap: Sendable, Equatable {
     public var autorestore: Bool
     public var copyRate: Int
     public var grainSizeBytes: UInt32
+    /// The hold window of automatic rollbacks, 0–86400 s.
+    public var autorestoreDelaySeconds: UInt32
 
     public init(
         source: String, target: String, name: String? = nil, autorestore: Bool = false,
-        copyRate: Int = Limits.copyRateDefault, grainSizeBytes: UInt32 = Limits.grainSizeBytesDefault
+        copyRate: Int = Limits.copyRateDefault, grainSizeBytes: UInt32 = Limits.grainSizeBytesDefault, autorestoreDelaySeconds: UInt32 = 0
     ) {
         self.source = source
         self.target = target
@@ -58,5 +63,6 @@ public struct CreateMap: Sendable, Equatable {
         self.autorestore = autorestore
         self.copyRate = copyRate
         self.grainSizeBytes = grainSizeBytes
+        self.autorestoreDelaySeconds = autorestoreDelaySeconds
     }
 }

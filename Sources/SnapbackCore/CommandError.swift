@@ -42,5 +42,7 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case limitReached = "limit_reached"
         case pathExists = "path_exists"
         case backingUnavailable = "backing_unavailable"
+        case invalidDelay = "invalid_delay"
+        case invalidOnset = "invalid_onset"
     }
 }

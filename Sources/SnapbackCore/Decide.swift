@@ -42,14 +42,15 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
     case let .createMap(spec):
         return try decideCreateMap(spec, state)
 
-    case let .changeMap(reference, autorestore, copyRate, newName):
+    case let .changeMap(reference, autorestore, copyRate, newName, delay):
         let map = try resolveMap(reference, state)
         guard map.role == .forward else {
             throw CommandError(.mapIsReverse, "lcmap \(map.name) is a reverse map; change its forward map \(partnerName(map, state))")
         }
-        guard autorestore != nil || copyRate != nil || newName != nil else {
-            throw CommandError(.nothingToChange, "chlcmap needs -autorestore, -copyrate or -name")
+        guard autorestore != nil || copyRate != nil || newName != nil || delay != nil else {
+            throw CommandError(.nothingToChange, "chlcmap needs -autorestore, -autorestoredelay, -copyrate or -name")
         }
+        if let delay { try validateDelay(delay) }
         var events: [Event] = []
         if let newName, newName != map.name {
             try validateName(newName, bytesMax: Limits.mapNameBytesMax, kind: "lcmap")
@@ -67,6 +68,9 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         }
         if let autorestore, autorestore != map.autorestore {
             events.append(.mapAutorestoreChanged(id: map.id, autorestore: autorestore))
+        }
+        if let delay, delay != map.autorestoreDelaySeconds {
+            events.append(.mapAutorestoreDelayChanged(id: map.id, seconds: delay))
         }
         return events
 
@@ -127,7 +131,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         }
         return [.mapRemoved(id: map.id)]
 
-    case let .reportFault(reference, cause, reason):
+    case let .reportFault(reference, cause, reason, onset):
         let volume = try resolveVolume(reference, state)
         let trimmed = reason.trimmingWhitespace
         guard !trimmed.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
@@ -135,18 +139,45 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         else {
             throw CommandError(.invalidReason, "a fault reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
         }
+        if let onset, onset < 0 {
+            throw CommandError(.invalidOnset, "an onset is a time after 1970, not \(onset) ms")
+        }
         let faultID = state.nextFaultID
-        let fault = Event.volumeFaulted(id: volume.id, faultID: faultID, cause: cause, reason: reason)
-        var events = [fault]
-        let faulted = evolve(state, fault)
+        var events = [Event.volumeFaulted(id: volume.id, faultID: faultID, cause: cause, reason: reason)]
+        if let onset { events.append(.faultOnset(id: volume.id, faultID: faultID, onsetMilliseconds: onset)) }
+        let faulted = events.reduce(state) { evolve($0, $1) }
         if let running = state.runningRollback(onto: volume.id) {
-            // A fault during a rollback is never lost: the rollback starts over for it, so that
-            // grains written meanwhile (including during the rollback) are restored again.
-            events.append(.rollbackRestarted(id: running.id, faultID: faultID))
+            if let onset, let imageTime = running.startedAtMilliseconds, imageTime > onset {
+                // The running image postdates the damage: switch to the newest image before the
+                // onset, or, with none, stop (the source is left faulted, and says why).
+                let reason = "switched: its image postdates the onset of fault \(faultID)"
+                events.append(.rollbackStopped(id: running.id, reason: reason))
+                if let older = automaticRollbackChoice(for: volume.id, in: faulted, ignoringRunning: true) {
+                    events.append(.rollbackStarted(id: older.id, trigger: .auto, faultID: faultID))
+                }
+            } else {
+                // A fault during a rollback is never lost: the rollback starts over for it, so that
+                // grains written meanwhile (including during the rollback) are restored again.
+                events.append(.rollbackRestarted(id: running.id, faultID: faultID))
+            }
         } else if let map = automaticRollbackChoice(for: volume.id, in: faulted) {
-            events.append(.rollbackStarted(id: map.id, trigger: .auto, faultID: faultID))
+            // With a hold window the rollback waits (`snapback recovervolume` cancels it).
+            events.append(
+                map.autorestoreDelaySeconds > 0
+                    ? .rollbackScheduled(id: map.id, faultID: faultID) : .rollbackStarted(id: map.id, trigger: .auto, faultID: faultID))
         }
         return events
+
+    case let .startScheduledRollback(id):
+        let map = try resolveInternal(id, state)
+        guard let scheduled = map.scheduledRollback else {
+            throw CommandError(.invalidState, "lcmap \(map.name) has no automatic rollback waiting")
+        }
+        if state.runningRollback(onto: map.sourceID) != nil {
+            throw CommandError(.volumeRestoring, "a rollback already runs onto the source of lcmap \(map.name)")
+        }
+        try requireValidImage(map, state)
+        return [.rollbackStarted(id: map.id, trigger: .auto, faultID: scheduled.faultID)]
 
     case let .recoverVolume(reference):
         let volume = try resolveVolume(reference, state)
@@ -246,6 +277,7 @@ private func abandonment(of map: LCMap, reason: String, _ state: ControllerState
 private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws(CommandError) -> [Event] {
     // Values out of range are refused before anything is looked up (as IBM's CLI does).
     try validateCopyRate(spec.copyRate)
+    try validateDelay(spec.autorestoreDelaySeconds)
     guard Limits.grainSizesBytes.contains(spec.grainSizeBytes) else {
         throw CommandError(.invalidGrainSize, "grain size must be 64 or 256 (KiB), not \(spec.grainSizeBytes / 1024)")
     }
@@ -276,13 +308,20 @@ private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws
     for candidate in [name, reverseName] where state.mapIDsByName[candidate] != nil {
         throw CommandError(.duplicateName, "an lcmap named \"\(candidate)\" already exists")
     }
-    return [
-        .mapCreated(
-            MapCreated(
-                id: id, name: name, reverseID: id + 1, reverseName: reverseName, sourceID: source.id,
-                targetID: target.id, copyRate: spec.copyRate, grainSizeBytes: spec.grainSizeBytes,
-                autorestore: spec.autorestore))
-    ]
+    let created = Event.mapCreated(
+        MapCreated(
+            id: id, name: name, reverseID: id + 1, reverseName: reverseName, sourceID: source.id,
+            targetID: target.id, copyRate: spec.copyRate, grainSizeBytes: spec.grainSizeBytes,
+            autorestore: spec.autorestore))
+    guard spec.autorestoreDelaySeconds > 0 else { return [created] }
+    return [created, .mapAutorestoreDelayChanged(id: id, seconds: spec.autorestoreDelaySeconds)]
+}
+
+/// A hold window: 0–86400 s.
+func validateDelay(_ seconds: UInt32) throws(CommandError) {
+    guard seconds <= Limits.autorestoreDelaySecondsMax else {
+        throw CommandError(.invalidDelay, "autorestoredelay \(seconds) s is outside 0–\(Limits.autorestoreDelaySecondsMax)")
+    }
 }
 
 // MARK: - Validation helpers

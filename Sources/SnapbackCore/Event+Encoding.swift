@@ -21,9 +21,16 @@ extension Event {
         case let .volumeOutOfSpace(id, reason):
             writer.write(id)
             writer.write(reason)
-        case let .rollbackRestarted(id, faultID):
+        case let .rollbackRestarted(id, faultID), let .rollbackScheduled(id, faultID):
             writer.write(id)
             writer.write(faultID)
+        case let .mapAutorestoreDelayChanged(id, seconds):
+            writer.write(id)
+            writer.write(seconds)
+        case let .faultOnset(id, faultID, onset):
+            writer.write(id)
+            writer.write(faultID)
+            writer.write(onset)
         case let .mapCreated(created):
             writer.write(created.id)
             writer.write(created.name)
@@ -100,6 +107,18 @@ extension Event {
         case .rollbackRestarted:
             let id = try reader.readUInt32("id")
             event = .rollbackRestarted(id: id, faultID: try reader.readUInt64("faultID"))
+        case .rollbackScheduled:
+            let id = try reader.readUInt32("id")
+            event = .rollbackScheduled(id: id, faultID: try reader.readUInt64("faultID"))
+        case .mapAutorestoreDelayChanged:
+            let id = try reader.readUInt32("id")
+            let seconds = try reader.readUInt32("seconds")
+            guard seconds <= Limits.autorestoreDelaySecondsMax else { throw .invalidValue(field: "seconds", value: UInt64(seconds)) }
+            event = .mapAutorestoreDelayChanged(id: id, seconds: seconds)
+        case .faultOnset:
+            let id = try reader.readUInt32("id")
+            let faultID = try reader.readUInt64("faultID")
+            event = .faultOnset(id: id, faultID: faultID, onsetMilliseconds: try reader.readInt64("onsetMilliseconds"))
         case .mapCreated:
             let id = try reader.readUInt32("id")
             let name = try reader.readString("name")
@@ -189,10 +208,10 @@ extension Event {
             let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapStarted(id, _),
             let .mapCopyProgressed(id, _), let .mapCopyCompleted(id), let .mapStopping(id), let .mapStopped(id),
             let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id),
-            let .rollbackStopped(id, _), let .rollbackRestarted(id, _):
+            let .rollbackStopped(id, _), let .rollbackRestarted(id, _), let .mapAutorestoreDelayChanged(id, _), let .rollbackScheduled(id, _):
             [id]
         case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted, .volumeOutOfSpace,
-            .volumeSpaceRestored:
+            .volumeSpaceRestored, .faultOnset:
             []
         }
     }
@@ -201,7 +220,7 @@ extension Event {
     public var volumeIDs: [VolumeID] {
         switch self {
         case let .volumeCreated(id, _, _, _), let .volumeRemoved(id), let .volumeFaulted(id, _, _, _),
-            let .volumeRecovered(id), let .volumeOutOfSpace(id, _), let .volumeSpaceRestored(id):
+            let .volumeRecovered(id), let .volumeOutOfSpace(id, _), let .volumeSpaceRestored(id), let .faultOnset(id, _, _):
             [id]
         case let .mapCreated(created): [created.sourceID, created.targetID]
         default: []

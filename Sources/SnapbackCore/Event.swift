@@ -33,6 +33,13 @@ public enum Event: Sendable, Equatable {
     /// A fault was reported on the source of map `id` while its rollback ran: the rollback
     /// starts over for that fault, restoring again every grain written since the image.
     case rollbackRestarted(id: MapID, faultID: FaultID)
+    /// The hold window of map `id`'s automatic rollbacks (`-autorestoredelay`).
+    case mapAutorestoreDelayChanged(id: MapID, seconds: UInt32)
+    /// An automatic rollback of map `id` for fault `faultID` waits for the map's hold window: it
+    /// starts at this record's time plus the delay.
+    case rollbackScheduled(id: MapID, faultID: FaultID)
+    /// Fault `faultID` of volume `id` says when the damage began (ms since 1970).
+    case faultOnset(id: VolumeID, faultID: FaultID, onsetMilliseconds: Int64)
 }
 
 /// The facts of `mklcmap`: the forward map and the reverse map created with it.
@@ -89,6 +96,9 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case volumeOutOfSpace = 22
     case volumeSpaceRestored = 23
     case rollbackRestarted = 24
+    case mapAutorestoreDelayChanged = 25
+    case rollbackScheduled = 26
+    case faultOnset = 27
 
     /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
     public var description: String {
@@ -117,6 +127,9 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .volumeOutOfSpace: "VolumeOutOfSpace"
         case .volumeSpaceRestored: "VolumeSpaceRestored"
         case .rollbackRestarted: "RollbackRestarted"
+        case .mapAutorestoreDelayChanged: "MapAutorestoreDelayChanged"
+        case .rollbackScheduled: "RollbackScheduled"
+        case .faultOnset: "FaultOnset"
         }
     }
 
@@ -156,6 +169,9 @@ extension Event {
         case .volumeOutOfSpace: .volumeOutOfSpace
         case .volumeSpaceRestored: .volumeSpaceRestored
         case .rollbackRestarted: .rollbackRestarted
+        case .mapAutorestoreDelayChanged: .mapAutorestoreDelayChanged
+        case .rollbackScheduled: .rollbackScheduled
+        case .faultOnset: .faultOnset
         }
     }
 }

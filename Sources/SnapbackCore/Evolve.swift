@@ -1,15 +1,19 @@
 /// Applies one event to the state. Never fails and never validates: events were validated by
 /// ``decide(_:_:)`` before they were recorded. An event that names an object the state does not
 /// hold changes nothing.
-public func evolve(_ state: ControllerState, _ event: Event) -> ControllerState {
+///
+/// `timestampMilliseconds` is the event's record time (ms since 1970): a map's start time and a
+/// hold window's deadline are taken from it. Replays pass each record's timestamp; previews
+/// inside `decide` may pass nothing (0).
+public func evolve(_ state: ControllerState, _ event: Event, at timestampMilliseconds: Int64 = 0) -> ControllerState {
     var next = state
-    next.apply(event)
+    next.apply(event, at: timestampMilliseconds)
     return next
 }
 
 extension ControllerState {
-    /// Applies one event in place; see ``evolve(_:_:)``.
-    public mutating func apply(_ event: Event) {
+    /// Applies one event in place; see ``evolve(_:_:at:)``.
+    public mutating func apply(_ event: Event, at timestampMilliseconds: Int64 = 0) {
         eventsApplied += 1
         switch event {
         case let .volumeCreated(id, name, sizeBytes, path):
@@ -68,6 +72,7 @@ extension ControllerState {
             // Preparing a new point in time discards the old image.
             maps[id]?.state = .preparing
             maps[id]?.imageValid = false
+            maps[id]?.scheduledRollback = nil
 
         case let .mapPrepared(id):
             maps[id]?.state = .prepared
@@ -77,6 +82,7 @@ extension ControllerState {
             maps[id]?.state = .copying
             maps[id]?.imageValid = true
             maps[id]?.startOrdinal = startOrdinal
+            maps[id]?.startedAtMilliseconds = timestampMilliseconds
             maps[id]?.grainsCopied = 0
             nextStartOrdinal = max(nextStartOrdinal, startOrdinal &+ 1)
 
@@ -94,6 +100,7 @@ extension ControllerState {
         case let .mapStopped(id):
             maps[id]?.state = .stopped
             maps[id]?.imageValid = false
+            maps[id]?.scheduledRollback = nil
 
         case let .volumeFaulted(id, faultID, cause, reason):
             guard let volume = volumes[id] else { return }
@@ -106,11 +113,15 @@ extension ControllerState {
             // when a target goes offline), unless a rollback is reading from it.
             for map in maps.values where map.role == .forward && map.targetID == id && map.rollback == nil {
                 maps[map.id]?.imageValid = false
+                maps[map.id]?.scheduledRollback = nil
                 if map.state != .idleOrCopied || map.imageValid { maps[map.id]?.state = .stopped }
             }
 
         case let .rollbackStarted(id, trigger, faultID):
             guard let map = maps[id] else { return }
+            // Any rollback onto the source (a scheduled one come due, or an operator's chosen
+            // image) ends every wait for a hold window on it.
+            cancelScheduledRollbacks(onto: map.sourceID)
             maps[id]?.rollback = Rollback(trigger: trigger, faultID: faultID)
             maps[map.partnerID]?.state = .copying
             maps[map.partnerID]?.grainsCopied = 0
@@ -168,6 +179,20 @@ extension ControllerState {
         case let .volumeRecovered(id):
             volumes[id]?.status = .online
             volumes[id]?.fault = nil
+            // The data is accepted as it is: no automatic rollback waits any more.
+            cancelScheduledRollbacks(onto: id)
+
+        case let .mapAutorestoreDelayChanged(id, seconds):
+            maps[id]?.autorestoreDelaySeconds = seconds
+
+        case let .rollbackScheduled(id, faultID):
+            guard let map = maps[id] else { return }
+            cancelScheduledRollbacks(onto: map.sourceID)
+            let deadline = timestampMilliseconds &+ Int64(map.autorestoreDelaySeconds) * 1000
+            maps[id]?.scheduledRollback = ScheduledRollback(faultID: faultID, atMilliseconds: deadline)
+
+        case let .faultOnset(id, faultID, onset):
+            if volumes[id]?.fault?.id == faultID { volumes[id]?.fault?.onsetMilliseconds = onset }
 
         case let .volumeOutOfSpace(id, _):
             if volumes[id]?.status == .online { volumes[id]?.status = .outOfSpace }
@@ -177,6 +202,13 @@ extension ControllerState {
 
         case .controllerStarted:
             controllerStarts += 1
+        }
+    }
+
+    /// Drops every automatic rollback waiting for a hold window onto `volume`.
+    private mutating func cancelScheduledRollbacks(onto volume: VolumeID) {
+        for map in maps.values where map.scheduledRollback != nil && map.sourceID == volume {
+            maps[map.id]?.scheduledRollback = nil
         }
     }
 }

@@ -99,11 +99,29 @@ public struct Fault: Sendable, Equatable {
     public var id: FaultID
     public var cause: FaultCause
     public var reason: String
+    /// When the damage began (controller clock, ms since 1970), when the report said
+    /// (`snapback fault -onset`): the automatic rollback restores only an image taken at or
+    /// before it. `nil`: not said (the newest image is restored).
+    public var onsetMilliseconds: Int64?
 
-    public init(id: FaultID, cause: FaultCause, reason: String) {
+    public init(id: FaultID, cause: FaultCause, reason: String, onsetMilliseconds: Int64? = nil) {
         self.id = id
         self.cause = cause
         self.reason = reason
+        self.onsetMilliseconds = onsetMilliseconds
+    }
+}
+
+/// An automatic rollback that waits for a map's hold window (`-autorestoredelay`).
+public struct ScheduledRollback: Sendable, Equatable {
+    /// The fault it answers.
+    public var faultID: FaultID
+    /// When it starts (controller clock, ms since 1970): the fault's time plus the delay.
+    public var atMilliseconds: Int64
+
+    public init(faultID: FaultID, atMilliseconds: Int64) {
+        self.faultID = faultID
+        self.atMilliseconds = atMilliseconds
     }
 }
 
@@ -175,6 +193,13 @@ public struct LCMap: Sendable, Equatable {
     public var grainsTotal: UInt64
     /// The rollback running through this forward map's reverse map.
     public var rollback: Rollback?
+    /// When the map last started (its image's time: the `MapStarted` record's timestamp, ms since
+    /// 1970); `nil` before the first start.
+    public var startedAtMilliseconds: Int64?
+    /// The hold window of its automatic rollbacks, 0–86400 s (0: at once, the patent's way).
+    public var autorestoreDelaySeconds: UInt32 = 0
+    /// An automatic rollback waiting for the hold window.
+    public var scheduledRollback: ScheduledRollback?
 
     public init(
         id: MapID, name: String, role: MapRole, partnerID: MapID, sourceID: VolumeID, targetID: VolumeID,
@@ -229,6 +254,8 @@ public enum Limits {
     public static let grainSizeBytesDefault: UInt32 = 256 << 10
     public static let copyRateMax = 150
     public static let copyRateDefault = 50
+    /// The longest hold window of an automatic rollback (`-autorestoredelay`): one day.
+    public static let autorestoreDelaySecondsMax: UInt32 = 86_400
 }
 
 /// IBM's copy-rate table: 1–10 → 128 KiB/s, doubling every band of ten, 91–100 → 64 MiB/s,

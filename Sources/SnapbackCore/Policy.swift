@@ -4,11 +4,19 @@
 /// back onto it, or `nil` when none must: the volume is already being restored, or no started map
 /// of that source with a valid image has `autorestore on`. Among several candidates the most
 /// recently started wins.
-public func automaticRollbackChoice(for volumeID: VolumeID, in state: ControllerState) -> LCMap? {
-    guard let volume = state.volumes[volumeID], volume.status != .restoring else { return nil }
+///
+/// With an onset on the volume's fault (`snapback fault -onset`), only images taken at or before
+/// it qualify (a map started before this rule was recorded has a start time from its record).
+/// `ignoringRunning`: choose even while a rollback runs onto the volume (to switch images).
+public func automaticRollbackChoice(for volumeID: VolumeID, in state: ControllerState, ignoringRunning: Bool = false) -> LCMap? {
+    guard let volume = state.volumes[volumeID], ignoringRunning || volume.status != .restoring else { return nil }
+    let onset = volume.fault?.onsetMilliseconds
     var chosen: LCMap?
-    for map in state.maps.values where map.role == .forward && map.sourceID == volumeID {
+    for map in state.maps.values where map.role == .forward && map.sourceID == volumeID && map.rollback == nil {
         guard map.autorestore, map.imageValid, let ordinal = map.startOrdinal else { continue }
+        if let onset {
+            guard let started = map.startedAtMilliseconds, started <= onset else { continue }
+        }
         guard map.state == .copying || map.state == .idleOrCopied else { continue }
         guard let target = state.volumes[map.targetID], target.status == .online || target.status == .outOfSpace else { continue }
         if let best = chosen, let bestOrdinal = best.startOrdinal, bestOrdinal > ordinal { continue }

@@ -2,8 +2,10 @@
 /// "Checkpoint state encoding"). Deterministic: volumes and maps are written in id order, so equal
 /// states encode to equal bytes.
 extension ControllerState {
-    /// The version of this encoding; a decoder refuses any other.
-    public static let encodingVersion: UInt8 = 1
+    /// The version of this encoding; a decoder refuses any other. Version 2 added the maps'
+    /// start times, hold windows and scheduled rollbacks, and faults' onsets; a checkpoint of
+    /// version 1 is superseded (replay starts before it; `log verify` skips it).
+    public static let encodingVersion: UInt8 = 2
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 64 + volumes.count * 48 + maps.count * 96)
@@ -26,6 +28,7 @@ extension ControllerState {
                 writer.write(fault.id)
                 writer.write(fault.cause.rawValue)
                 writer.write(fault.reason)
+                writer.write(fault.onsetMilliseconds.map { UInt64(bitPattern: $0) })
             }
         }
         writer.write(UInt32(maps.count))
@@ -50,6 +53,13 @@ extension ControllerState {
                 writer.write(rollback.faultID)
                 writer.write(rollback.grainsRestored)
                 writer.write(rollback.grainsToRestore)
+            }
+            writer.write(map.startedAtMilliseconds.map { UInt64(bitPattern: $0) })
+            writer.write(map.autorestoreDelaySeconds)
+            writer.write(map.scheduledRollback != nil)
+            if let scheduled = map.scheduledRollback {
+                writer.write(scheduled.faultID)
+                writer.write(scheduled.atMilliseconds)
             }
         }
         return writer.bytes
@@ -87,7 +97,9 @@ extension ControllerState {
                 guard let cause = FaultCause(rawValue: causeCode) else {
                     throw .invalidValue(field: "fault.cause", value: UInt64(causeCode))
                 }
-                fault = Fault(id: faultID, cause: cause, reason: try reader.readString("fault.reason"))
+                let reason = try reader.readString("fault.reason")
+                let onset = try reader.readOptionalUInt64("fault.onset").map { Int64(bitPattern: $0) }
+                fault = Fault(id: faultID, cause: cause, reason: reason, onsetMilliseconds: onset)
             }
             // Canonical: ids strictly increasing, names unique.
             guard state.volumes.keys.allSatisfy({ $0 < id }), state.volumeIDsByName[name] == nil else {
@@ -130,6 +142,14 @@ extension ControllerState {
                 let toRestore = try reader.readUInt64("rollback.grainsToRestore")
                 rollback = Rollback(trigger: trigger, faultID: faultID, grainsRestored: restored, grainsToRestore: toRestore)
             }
+            let startedAt = try reader.readOptionalUInt64("map.startedAt").map { Int64(bitPattern: $0) }
+            let delay = try reader.readUInt32("map.autorestoreDelay")
+            guard delay <= Limits.autorestoreDelaySecondsMax else { throw .invalidValue(field: "map.autorestoreDelay", value: UInt64(delay)) }
+            var scheduled: ScheduledRollback?
+            if try reader.readBool("map.scheduledRollback") {
+                let faultID = try reader.readUInt64("scheduled.faultID")
+                scheduled = ScheduledRollback(faultID: faultID, atMilliseconds: try reader.readInt64("scheduled.at"))
+            }
             guard state.maps.keys.allSatisfy({ $0 < id }), state.mapIDsByName[name] == nil else {
                 throw .invalidValue(field: "map.id", value: UInt64(id))
             }
@@ -138,6 +158,9 @@ extension ControllerState {
                 copyRate: Int(copyRate), grainSizeBytes: grainSizeBytes, autorestore: autorestore, state: mapState,
                 imageValid: imageValid, startOrdinal: startOrdinal, grainsCopied: grainsCopied, grainsTotal: grainsTotal,
                 rollback: rollback)
+            state.maps[id]?.startedAtMilliseconds = startedAt
+            state.maps[id]?.autorestoreDelaySeconds = delay
+            state.maps[id]?.scheduledRollback = scheduled
             state.mapIDsByName[name] = id
         }
         try reader.expectEnd()

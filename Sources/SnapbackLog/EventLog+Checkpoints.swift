@@ -104,6 +104,9 @@ extension EventLog {
         guard LogRecord.hash(sequence: sequence, value: record) == checkpoint.recordHash else {
             throw LogError.checkpointRejected("checkpoint at seq \(sequence) was not taken from this log (record hash differs)")
         }
+        if let version = checkpoint.stateBytes.first, version < ControllerState.encodingVersion {
+            throw LogError.checkpointSuperseded("checkpoint at seq \(sequence) holds state encoding \(version); this build writes \(ControllerState.encodingVersion)")
+        }
         let state: ControllerState
         do {
             state = try checkpoint.stateBytes.withUnsafeBytes { (bytes) throws(DecodeError) in try ControllerState.decode(bytes) }
@@ -152,7 +155,7 @@ extension EventLog {
                     guard record.sequence == expected else { throw .gap(expected: expected, found: record.sequence) }
                     try record.checkChecksum()
                     if checkChain { try record.checkChain(previous: previousHash) }
-                    state.apply(try record.decodeEvent())
+                    state.apply(try record.decodeEvent(), at: record.timestampMilliseconds)
                 } catch {
                     throw LogError.damagedRecord(sequence: record.sequence, problem: error)
                 }

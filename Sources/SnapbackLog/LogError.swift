@@ -24,6 +24,9 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
     case truncatedDataFile(bytes: Int, neededBytes: Int)
     /// A checkpoint was asked for a state that does not match the log.
     case checkpointRejected(String)
+    /// A checkpoint of an older state encoding: a cache this build does not read (replay starts
+    /// before it; `log verify` skips it). Not damage.
+    case checkpointSuperseded(String)
 
     /// A stable code for each case, used by the CLI and the API.
     public var code: String {
@@ -39,6 +42,7 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
         case .truncatedDataFile: "truncated_data_file"
         case .sideWriteFailed: "side_write_failed"
         case .checkpointRejected: "checkpoint_rejected"
+        case .checkpointSuperseded: "checkpoint_superseded"
         }
     }
 
@@ -57,6 +61,7 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .truncatedDataFile(bytes, neededBytes):
             "the LMDB data file is truncated: \(bytes) bytes, but its pages reach \(neededBytes) bytes"
         case let .checkpointRejected(detail): "checkpoint rejected: \(detail)"
+        case let .checkpointSuperseded(detail): "checkpoint superseded: \(detail)"
         }
     }
 }

@@ -36,14 +36,15 @@ struct ControlAPI {
         }
         router.get("v1/volumes") { _, _ in
             let state = controller.state
-            return json(state.volumesByID.map(VolumeRow.init))
+            return json(state.volumesByID.map { VolumeRow($0, in: state) })
         }
         router.get("v1/volumes/:volume") { _, context in
             let reference = try context.parameters.require("volume")
-            guard let volume = controller.state.volume(reference) else {
+            let state = controller.state
+            guard let volume = state.volume(reference) else {
                 return error(404, ErrorBody(code: "unknown_volume", message: "volume \(reference) does not exist"))
             }
-            return json(VolumeRow(volume))
+            return json(VolumeRow(volume, in: state))
         }
         router.post("v1/volumes") { request, _ in
             let body: CreateVolumeRequest
@@ -56,7 +57,10 @@ struct ControlAPI {
         router.post("v1/volumes/:volume/fault") { request, context in
             let body: FaultRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
-            return await execute(body.command(volume: try context.parameters.require("volume")))
+            let volume = try context.parameters.require("volume")
+            let command: Command
+            do throws(ErrorBody) { command = try body.command(volume: volume) } catch { return self.error(400, error) }
+            return await execute(command)
         }
         router.post("v1/volumes/:volume/recover") { _, context in
             await execute(.recoverVolume(volume: try context.parameters.require("volume")))

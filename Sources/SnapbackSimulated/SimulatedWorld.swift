@@ -225,7 +225,7 @@ public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
 
     public func replayState() throws -> ControllerState {
         var state = ControllerState()
-        for stored in events { state.apply(stored.event) }
+        for stored in events { state.apply(stored.event, at: stored.timestampMilliseconds) }
         return state
     }
 

@@ -97,7 +97,9 @@ struct OperationGenerator {
             return .read(volume: volume.name, offset: offset, length: length)
         case 440..<510:
             return .flush(volume: volumeName(&self))
-        case 510..<650:
+        case 640..<650:
+            return .wait(milliseconds: pick([200, 1000, 2500]))
+        case 510..<640:
             return .step(budgetBytes: pick([64 << 10, 128 << 10, 256 << 10, 512 << 10, 4 << 20]), copies: chance(85))
         case 650..<675:
             return .drain
@@ -114,7 +116,9 @@ struct OperationGenerator {
         case 768..<793:
             let autorestore: Bool? = chance(60) ? chance(50) : nil
             let copyRate: Int? = autorestore == nil || chance(40) ? (chance(40) ? 0 : 1 + below(150)) : nil
-            return .command(.changeMap(map: mapName(&self), autorestore: autorestore, copyRate: copyRate, newName: nil))
+            // A hold window now and then (a few simulated seconds).
+            let delay: UInt32? = chance(15) ? pick([0, 1, 2]) : nil
+            return .command(.changeMap(map: mapName(&self), autorestore: autorestore, copyRate: copyRate, newName: nil, autorestoreDelaySeconds: delay))
         case 793..<813:
             let name = mapName(&self)
             var force = chance(50)
@@ -129,7 +133,11 @@ struct OperationGenerator {
             // Faults mostly on sources, where they matter.
             let sources = forward.compactMap { state.volumes[$0.sourceID]?.name }
             let name = !sources.isEmpty && chance(75) ? pick(sources) : volumeName(&self)
-            return .command(.reportFault(volume: name, cause: .operator, reason: "simulated fault"))
+            // Now and then an onset: just before, at or after a start time of one of its maps.
+            var onset: Int64?
+            let starts = state.maps.values.filter { $0.role == .forward && state.volumes[$0.sourceID]?.name == name }.compactMap(\.startedAtMilliseconds)
+            if !starts.isEmpty, chance(30) { onset = pick(starts) + Int64(pick([-1, 0, 1])) }
+            return .command(.reportFault(volume: name, cause: .operator, reason: "simulated fault", onsetMilliseconds: onset))
         case 868..<898:
             return .command(.startRestore(map: mapName(&self)))
         case 898..<928:

@@ -32,6 +32,9 @@ public struct ReferenceModel: Sendable {
     /// Rollbacks started and completed, as the log tells.
     public internal(set) var rollbacksStarted = 0
     public internal(set) var rollbacksCompleted = 0
+    /// Automatic rollbacks that chose an image after the fault's onset, or started before their
+    /// hold window passed (the `restore-point-respected` invariant).
+    var restorePointViolations: [String] = []
 
     /// An empty machine: no volumes, no events read.
     public init() {}
@@ -39,14 +42,23 @@ public struct ReferenceModel: Sendable {
     /// Reads the durable events not read yet, in order, and applies their effects on the bytes.
     mutating func read(_ events: [StoredEvent]) {
         while eventsRead < events.count {
-            apply(events[eventsRead].event)
+            apply(events[eventsRead].event, at: events[eventsRead].timestampMilliseconds)
             eventsRead += 1
         }
     }
 
-    private mutating func apply(_ event: Event) {
+    private mutating func apply(_ event: Event, at timestamp: Int64) {
         let before = replayed
-        replayed.apply(event)
+        if case let .rollbackStarted(id, .auto, faultID) = event, let map = before.maps[id] {
+            let fault = before.volumes[map.sourceID]?.fault
+            if let onset = fault?.onsetMilliseconds, fault?.id == faultID, (map.startedAtMilliseconds ?? .max) > onset {
+                restorePointViolations.append("the automatic rollback of map \(id) restores an image of \(map.startedAtMilliseconds ?? -1), after the onset \(onset)")
+            }
+            if let scheduled = map.scheduledRollback, scheduled.faultID == faultID, scheduled.atMilliseconds > timestamp {
+                restorePointViolations.append("the automatic rollback of map \(id) started at \(timestamp), before its hold window ended at \(scheduled.atMilliseconds)")
+            }
+        }
+        replayed.apply(event, at: timestamp)
         switch event {
         case let .volumeCreated(id, _, sizeBytes, _):
             volumes[id] = ByteModel(sizeBytes: Int(sizeBytes))

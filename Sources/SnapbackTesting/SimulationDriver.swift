@@ -29,6 +29,9 @@ public enum Invariant: String, Sendable, CaseIterable, CustomStringConvertible {
     /// A full disk (ENOSPC) is never a fault: no `io_error` fault, hence no automatic rollback,
     /// comes of it.
     case capacityIsNotDamage = "capacity-is-not-damage"
+    /// An automatic rollback restores the newest image taken at or before the fault's onset, and
+    /// never starts before its hold window has passed.
+    case restorePointRespected = "restore-point-respected"
 
     /// The invariant's name, as printed in violations.
     public var description: String { rawValue }
@@ -210,6 +213,8 @@ public final class SimulationDriver {
         var wholeBitmaps = false
         var justInjected: VolumeID?
         let eventsBefore = durable.events.count
+        // Host writes this operation acknowledged (see the rollback check after the switch).
+        var acknowledgedWrites: [(volumeID: VolumeID, offset: Int, bytes: [UInt8])] = []
         let outcome: OperationOutcome
         switch operation {
         case let .command(command):
@@ -224,6 +229,7 @@ public final class SimulationDriver {
             do throws(HostIOError) {
                 try controller.write(volume: volume.id, offset: offset, bytes: bytes, fua: fua)
                 model.hostWrite(volume.id, at: Int(offset), bytes, fua: fua)
+                acknowledgedWrites.append((volume.id, Int(offset), bytes))
                 statistics.writesAcknowledged += 1
                 touched.append((volume.id, range))
                 outcome = OperationOutcome(kind: .done, text: "ok")
@@ -238,7 +244,7 @@ public final class SimulationDriver {
                 }
             }
         case let .writeBatch(writes):
-            outcome = writeBatch(writes, touched: &touched)
+            outcome = writeBatch(writes, touched: &touched, acknowledged: &acknowledgedWrites)
         case let .read(name, offset, length):
             if let volume = controller.state.volume(name), length >= 0, offset + UInt64(length) <= volume.sizeBytes {
                 touched.append((volume.id, Int(offset)..<Int(offset) + length))
@@ -268,6 +274,9 @@ public final class SimulationDriver {
             statistics.steps += 1
             wholeBitmaps = true
             outcome = OperationOutcome(kind: .done, text: "copied \(done.bytesCopied) bytes\(done.workRemains ? ", work remains" : "")")
+        case let .wait(milliseconds):
+            world.nowMilliseconds += max(0, milliseconds)
+            outcome = OperationOutcome(kind: .done, text: "now \(world.nowMilliseconds)")
         case .drain:
             var steps = 0
             var copied: UInt64 = 0
@@ -309,6 +318,22 @@ public final class SimulationDriver {
                 outcome = OperationOutcome(kind: .refused, text: "no volume \(name)")
             }
         }
+        // A rollback started or restarted during a host write's operation (a fault that waited to
+        // be recorded is recorded when the write takes its family's gates: before the write, or
+        // after a write of its batch failed): the model learns of it only now, after the writes.
+        // Each such write may have landed before the rollback (then restored away) or after it.
+        let rolledBack = Set(durable.events.dropFirst(eventsBefore).compactMap { stored -> VolumeID? in
+            switch stored.event {
+            case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _): controller.state.maps[id]?.sourceID
+            default: nil
+            }
+        })
+        if !rolledBack.isEmpty, acknowledgedWrites.contains(where: { rolledBack.contains($0.volumeID) }) {
+            model.read(durable.events)
+            for write in acknowledgedWrites where rolledBack.contains(write.volumeID) {
+                model.hostWriteFailed(write.volumeID, at: write.offset, write.bytes)
+            }
+        }
         if violation == nil {
             // Faults name their errno: none may come of a full disk's.
             for stored in durable.events.dropFirst(eventsBefore) {
@@ -329,7 +354,9 @@ public final class SimulationDriver {
 
     /// A batch of host writes: each write that the controller acknowledges is recorded in the
     /// model in the batch's order, as if made one after another.
-    private func writeBatch(_ writes: [SimulationOperation.Write], touched: inout [(VolumeID, Range<Int>)]) -> OperationOutcome {
+    private func writeBatch(
+        _ writes: [SimulationOperation.Write], touched: inout [(VolumeID, Range<Int>)], acknowledged: inout [(volumeID: VolumeID, offset: Int, bytes: [UInt8])]
+    ) -> OperationOutcome {
         let state = controller.state
         let known = writes.compactMap { write in state.volume(write.volume).map { (volume: $0, write: write, bytes: write.bytes.bytes) } }
         let buffers = known.map { entry in
@@ -347,6 +374,7 @@ public final class SimulationDriver {
             switch result {
             case .success:
                 model.hostWrite(entry.volume.id, at: offset, entry.bytes, fua: entry.write.fua)
+                acknowledged.append((entry.volume.id, offset, entry.bytes))
                 statistics.writesAcknowledged += 1
                 touched.append((entry.volume.id, offset..<offset + entry.bytes.count))
                 counts.done += 1
@@ -459,6 +487,10 @@ public final class SimulationDriver {
             invariant: invariant,
             detail: detail, replayCommand: replayCommand)
         log?("   VIOLATION \(invariant): \(detail)")
+        // The durable log's last events, for a post-mortem (a single seed's log only).
+        if let log {
+            for stored in durable.events.suffix(30) { log("   log #\(stored.sequence) @\(stored.timestampMilliseconds): \(stored.event)") }
+        }
     }
 
     private func checkAfterOperation(touched: [(VolumeID, Range<Int>)], wholeBitmaps: Bool) {
@@ -466,6 +498,7 @@ public final class SimulationDriver {
         model.read(durable.events)
         statistics.rollbacksStarted = model.rollbacksStarted
         statistics.rollbacksCompleted = model.rollbacksCompleted
+        if let broken = model.restorePointViolations.first { fail(.restorePointRespected, broken) }
         checkStateIsLogReduction(full: false)
         // Degraded exactly while the last durable commit failed.
         let degraded = controller.health.status == .degraded

@@ -17,6 +17,8 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
     case step(budgetBytes: UInt64, copies: Bool)
     /// Background work until none remains (bounded).
     case drain
+    /// Lets `milliseconds` pass on the simulated clock (hold windows come due).
+    case wait(milliseconds: Int64)
     /// Schedules a crash: the `ioPoints`-th I/O point from now does not happen.
     case scheduleCrash(ioPoints: Int)
     /// Crashes now (unsynced writes are lost, kept or torn) and starts a new controller.
@@ -97,6 +99,7 @@ public enum SimulationOperation: Sendable, Equatable, CustomStringConvertible {
         case let .flush(volume): "flush \(volume)"
         case let .step(budget, copies): "step budget \(budget)\(copies ? "" : " (rollbacks only)")"
         case .drain: "drain"
+        case let .wait(milliseconds): "wait \(milliseconds) ms"
         case let .scheduleCrash(points): "schedule a crash at the \(points)th I/O point from now"
         case .crashAndRestart: "crash now and restart"
         case let .injectErrors(volume, operations): "inject I/O errors on \(volume) for \(operations) operations"

@@ -71,7 +71,10 @@ struct CommandGenerator {
         let forwardMaps = state.maps.values.filter { $0.role == .forward }.count
         if forwardMaps < 2, random.chance(50) {
             if random.chance(50), let (source, target) = mappablePair(state) {
-                return .createMap(CreateMap(source: source, target: target, autorestore: random.chance(60), copyRate: random.int(0...150)))
+                return .createMap(
+                    CreateMap(
+                        source: source, target: target, autorestore: random.chance(60), copyRate: random.int(0...150),
+                        autorestoreDelaySeconds: random.chance(20) ? UInt32(random.int(1...600)) : 0))
             }
             let unused = Self.volumeNames.filter { state.volumeIDsByName[$0] == nil }
             if !unused.isEmpty {
@@ -115,9 +118,10 @@ struct CommandGenerator {
             var newName: String? = random.chance(30) ? (random.chance(85) ? random.pick(Self.mapNames) : random.pick(Self.badNames)) : nil
             // Now and then, the map's own reverse name (a rename within the pair).
             if let map = state.map(reference), map.role == .forward, random.chance(10) { newName = map.name + Limits.reverseNameSuffix }
+            let delay: UInt32? = random.chance(20) ? random.pick([0, 30, 86_400, 86_401, UInt32(random.int(0...600))]) : nil
             return .changeMap(
                 map: reference, autorestore: random.chance(50) ? random.chance(50) : nil,
-                copyRate: random.chance(30) ? copyRate() : nil, newName: newName)
+                copyRate: random.chance(30) ? copyRate() : nil, newName: newName, autorestoreDelaySeconds: delay)
         case 33..<36:
             return .prepareMap(map: mapReference(state))
         case 36..<48:
@@ -130,7 +134,12 @@ struct CommandGenerator {
             return .removeMap(map: mapReference(state), force: random.chance(50))
         case 60..<70:
             let reason = random.chance(80) ? random.pick(Array(Self.reasons.prefix(3))) : random.pick(Self.reasons)
-            return .reportFault(volume: volumeReference(state), cause: random.pick(FaultCause.allCases), reason: reason)
+            // An onset now and then: before, between or after the maps' start times, or invalid.
+            let onset: Int64? = random.chance(25) ? random.pick([-1, 0, 1_790_000_000_000 + Int64(random.int(0...400)), .max]) : nil
+            if random.chance(8), let scheduled = state.mapsByID.first(where: { $0.scheduledRollback != nil }) {
+                return .startScheduledRollback(map: scheduled.id)
+            }
+            return .reportFault(volume: volumeReference(state), cause: random.pick(FaultCause.allCases), reason: reason, onsetMilliseconds: onset)
         case 70..<72:
             return .recoverVolume(volume: volumeReference(state))
         case 72..<74:

@@ -44,6 +44,9 @@ let sampleEvents: [Event] = [
     .volumeOutOfSpace(id: 2, reason: "pwrite /v/src.img failed: errno 28"),
     .volumeSpaceRestored(id: 2),
     .rollbackRestarted(id: 3, faultID: 7),
+    .mapAutorestoreDelayChanged(id: 0, seconds: 86_400),
+    .rollbackScheduled(id: 2, faultID: 9),
+    .faultOnset(id: 1, faultID: 9, onsetMilliseconds: 1_790_000_000_123),
 ]
 
 private func payload(_ build: (inout ByteWriter) -> Void) -> [UInt8] {
@@ -93,7 +96,7 @@ struct EventEncodingTests {
         }
     }
 
-    @Test("unknown type codes are refused", arguments: [0, 25, 26, 100, 0x8000, UInt16.max] as [UInt16])
+    @Test("unknown type codes are refused", arguments: [0, 28, 29, 100, 0x8000, UInt16.max] as [UInt16])
     func unknownType(code: UInt16) {
         #expect(EventType(rawValue: code) == nil)
         for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
@@ -251,7 +254,7 @@ struct EventEncodingTests {
         }
         #expect(EventType(name: "") == nil)
         #expect(EventType(name: "VolumeCreatedX") == nil)
-        #expect(EventType.allCases.map(\.rawValue) == Array(1...24))
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...27))
         #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
     }
 
@@ -267,7 +270,7 @@ struct EventEncodingTests {
         #expect(Event.controllerStarted(version: "1").mapIDs.isEmpty && Event.controllerStarted(version: "1").volumeIDs.isEmpty)
         for event in sampleEvents {
             switch event.type {
-            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored: #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty)
+            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored, .faultOnset: #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty)
             case .controllerStarted: #expect(event.volumeIDs.isEmpty && event.mapIDs.isEmpty)
             case .mapCreated: #expect(event.mapIDs.count == 2)
             default: #expect(event.mapIDs.count == 1 && event.volumeIDs.isEmpty)

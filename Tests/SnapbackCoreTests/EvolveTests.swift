@@ -75,7 +75,7 @@ struct EvolveTests {
         checkInvariants(harness.state)
         #expect(harness.state.eventsApplied == UInt64(harness.log.count))
         // Replaying the log from scratch gives the same state.
-        #expect(harness.log.reduce(ControllerState(), evolve) == harness.state)
+        #expect(harness.log.reduce(ControllerState()) { evolve($0, $1) } == harness.state)
     }
 
     @Test("volume status online → faulted → restoring → online with a manual rollback")

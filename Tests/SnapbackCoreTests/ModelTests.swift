@@ -81,7 +81,8 @@ struct ModelTests {
             "same_source_target", "size_mismatch", "target_in_use", "volume_in_map", "copyrate_out_of_range",
             "invalid_grain_size", "map_already_started", "map_not_started", "map_active", "map_is_reverse", "no_valid_image",
             "map_restoring", "volume_restoring", "volume_faulted", "volume_not_faulted", "invalid_reason", "invalid_progress",
-            "invalid_state", "nothing_to_change", "limit_reached", "path_exists", "backing_unavailable",
+            "invalid_state", "nothing_to_change", "limit_reached", "path_exists", "backing_unavailable", "invalid_delay",
+            "invalid_onset",
         ])
         let error = CommandError(.unknownMap, "lcmap \"x\" does not exist")
         #expect(error.description == "unknown_map: lcmap \"x\" does not exist")

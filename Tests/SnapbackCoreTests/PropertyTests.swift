@@ -77,11 +77,11 @@ struct PropertyTests {
             }
             // A random prefix, folded from scratch with `reduce`.
             let step = random.pick(run.steps)
-            #expect(run.log[..<step.logCount].reduce(ControllerState(), evolve) == step.state, "seed \(run.seed)")
+            #expect(run.log[..<step.logCount].reduce(ControllerState()) { evolve($0, $1) } == step.state, "seed \(run.seed)")
             // Checkpoint law: encode a prefix's state, decode it, fold the rest: the final state.
             let checkpoint = random.pick(run.steps)
             let restored = try? ControllerState.decode(checkpoint.state.encoded())
-            #expect(restored.map { run.log[checkpoint.logCount...].reduce($0, evolve) } == run.state, "seed \(run.seed)")
+            #expect(restored.map { run.log[checkpoint.logCount...].reduce($0) { evolve($0, $1) } } == run.state, "seed \(run.seed)")
         }
     }
 
@@ -187,15 +187,33 @@ struct PropertyTests {
                     continue
                 }
                 #expect(faultID == before.nextFaultID)
-                let choice = automaticRollbackChoice(for: volumeID, in: evolve(before, events[0]))
+                // The fault, and its onset when the report gave one.
+                var head = [events[0]]
+                if case let .reportFault(_, _, _, onset?) = step.command {
+                    head.append(.faultOnset(id: volumeID, faultID: faultID, onsetMilliseconds: onset))
+                }
+                #expect(Array(events.prefix(head.count)) == head, "seed \(run.seed)")
+                let faulted = head.reduce(before) { evolve($0, $1) }
+                let rest = Array(events.dropFirst(head.count))
                 if let running = before.runningRollback(onto: volumeID) {
-                    #expect(events == [events[0], .rollbackRestarted(id: running.id, faultID: faultID)], "seed \(run.seed)")
-                } else if let choice {
+                    let onset = faulted.volumes[volumeID]?.fault?.onsetMilliseconds
+                    if let onset, let imageTime = running.startedAtMilliseconds, imageTime > onset {
+                        // The running image postdates the onset: stopped, and an older one started if any.
+                        #expect(rest.first?.type == .rollbackStopped, "seed \(run.seed)")
+                    } else {
+                        #expect(rest == [.rollbackRestarted(id: running.id, faultID: faultID)], "seed \(run.seed)")
+                    }
+                } else if let choice = automaticRollbackChoice(for: volumeID, in: faulted) {
                     automatic += 1
-                    #expect(events == [events[0], .rollbackStarted(id: choice.id, trigger: .auto, faultID: faultID)], "seed \(run.seed)")
-                    #expect(step.state.volumes[volumeID]?.status == .restoring)
+                    if choice.autorestoreDelaySeconds > 0 {
+                        #expect(rest == [.rollbackScheduled(id: choice.id, faultID: faultID)], "seed \(run.seed)")
+                        #expect(step.state.maps[choice.id]?.scheduledRollback?.faultID == faultID)
+                    } else {
+                        #expect(rest == [.rollbackStarted(id: choice.id, trigger: .auto, faultID: faultID)], "seed \(run.seed)")
+                        #expect(step.state.volumes[volumeID]?.status == .restoring)
+                    }
                 } else {
-                    #expect(events.count == 1, "seed \(run.seed)")
+                    #expect(rest.isEmpty, "seed \(run.seed)")
                 }
             }
         }

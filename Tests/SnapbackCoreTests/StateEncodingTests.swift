@@ -9,6 +9,7 @@ struct RawState {
         var id: UInt64
         var cause: UInt8
         var reason: [UInt8]
+        var onset: Int64?
     }
 
     struct RawVolume {
@@ -48,9 +49,12 @@ struct RawState {
         var grainsTotal: UInt64
         var rollbackFlag: UInt8
         var rollback: RawRollback?
+        var startedAt: Int64?
+        var autorestoreDelay: UInt32 = 0
+        var scheduled: ScheduledRollback?
     }
 
-    var version: UInt8 = 1
+    var version: UInt8 = 2
     var eventsApplied: UInt64 = 0
     var nextVolumeID: UInt32 = 0
     var nextMapID: UInt32 = 0
@@ -73,7 +77,7 @@ struct RawState {
             RawVolume(
                 id: volume.id, name: Array(volume.name.utf8), sizeBytes: volume.sizeBytes, pathFlag: volume.path == nil ? 0 : 1,
                 path: Array((volume.path ?? "").utf8), status: volume.status.rawValue, faultFlag: volume.fault == nil ? 0 : 1,
-                fault: volume.fault.map { RawFault(id: $0.id, cause: $0.cause.rawValue, reason: Array($0.reason.utf8)) })
+                fault: volume.fault.map { RawFault(id: $0.id, cause: $0.cause.rawValue, reason: Array($0.reason.utf8), onset: $0.onsetMilliseconds) })
         }
         maps = state.mapsByID.map { map in
             RawMap(
@@ -86,7 +90,7 @@ struct RawState {
                     RawRollback(
                         trigger: $0.trigger.rawValue, faultIDFlag: $0.faultID == nil ? 0 : 1, faultID: $0.faultID ?? 0,
                         grainsRestored: $0.grainsRestored, grainsToRestore: $0.grainsToRestore)
-                })
+                }, startedAt: map.startedAtMilliseconds, autorestoreDelay: map.autorestoreDelaySeconds, scheduled: map.scheduledRollback)
         }
     }
 
@@ -116,6 +120,7 @@ struct RawState {
                 writer.write(fault.id)
                 writer.write(fault.cause)
                 string(fault.reason)
+                writer.write(fault.onset.map { UInt64(bitPattern: $0) })
             }
         }
         writer.write(mapCount ?? UInt32(maps.count))
@@ -142,6 +147,13 @@ struct RawState {
                 if rollback.faultIDFlag == 1 { writer.write(rollback.faultID) }
                 writer.write(rollback.grainsRestored)
                 writer.write(rollback.grainsToRestore)
+            }
+            writer.write(map.startedAt.map { UInt64(bitPattern: $0) })
+            writer.write(map.autorestoreDelay)
+            writer.write(map.scheduled != nil)
+            if let scheduled = map.scheduled {
+                writer.write(scheduled.faultID)
+                writer.write(scheduled.atMilliseconds)
             }
         }
         return writer.bytes
@@ -185,7 +197,7 @@ struct StateEncodingTests {
     @Test("the empty state encodes to its header and two zero counts")
     func empty() throws {
         let bytes = ControllerState().encoded()
-        #expect(bytes == [1] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0])
+        #expect(bytes == [2] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0])
         #expect(try ControllerState.decode(bytes) == ControllerState())
     }
 
@@ -223,7 +235,7 @@ struct StateEncodingTests {
         #expect(decodeResult { () throws(DecodeError) in try ControllerState.decode(bytes + [0]) } == .failure(.trailingBytes(count: 1)))
     }
 
-    @Test("other encoding versions are refused", arguments: [0, 2, 255] as [UInt8])
+    @Test("other encoding versions are refused", arguments: [0, 1, 3, 255] as [UInt8])
     func version(version: UInt8) throws {
         var raw = RawState(try richState())
         raw.version = version

@@ -70,9 +70,10 @@ func appendRandomHistory(_ log: EventLog, commands count: Int, seed: UInt64, fro
     for index in 0..<count {
         let command = randomCommand(state, &random)
         guard let events = try? decide(command, state), !events.isEmpty else { continue }
-        _ = try log.append(events, timestampMilliseconds: 1_790_000_000_000 + Int64(index))
+        let timestamp = 1_790_000_000_000 + Int64(index)
+        _ = try log.append(events, timestampMilliseconds: timestamp)
         for event in events {
-            state.apply(event)
+            state.apply(event, at: timestamp)
             states.append(state)
         }
     }

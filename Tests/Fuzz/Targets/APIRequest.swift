@@ -59,7 +59,7 @@ private func command(kind: Int, reference: String, body: Data) -> Command? {
         return request?.stopCommand(map: reference)
     case 5:
         let request: FaultRequest? = decodeBody(body)
-        return request?.command(volume: reference)
+        return try? request?.command(volume: reference)
     case 6:
         return .removeVolume(volume: reference)
     case 7:
@@ -103,7 +103,7 @@ private func check(_ command: Command) {
     let checkpoint = state.encoded()
     let restored = checkpoint.withUnsafeBytes { try? ControllerState.decode($0) }
     fuzzCheck(restored == state, "the checkpoint after \(command) does not decode to the same state")
-    for volume in state.volumesByID { _ = VolumeRow(volume).cells }
+    for volume in state.volumesByID { _ = VolumeRow(volume, in: state).cells }
     for map in state.mapsByID { _ = MapRow(map, in: state).cells }
 }
 
