@@ -57,6 +57,8 @@ extension ControllerState {
             guard let map = maps[id] else { return }
             maps[id]?.autorestore = autorestore
             maps[map.partnerID]?.autorestore = autorestore
+            // Autorestore off: no automatic rollback of this map waits any more.
+            if !autorestore { maps[id]?.scheduledRollback = nil }
 
         case let .mapCopyRateChanged(id, copyRate):
             maps[id]?.copyRate = copyRate

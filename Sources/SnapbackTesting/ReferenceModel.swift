@@ -54,6 +54,9 @@ public struct ReferenceModel: Sendable {
             if let onset = fault?.onsetMilliseconds, fault?.id == faultID, (map.startedAtMilliseconds ?? .max) > onset {
                 restorePointViolations.append("the automatic rollback of map \(id) restores an image of \(map.startedAtMilliseconds ?? -1), after the onset \(onset)")
             }
+            if let chosen = automaticRollbackChoice(for: map.sourceID, in: before, ignoringRunning: true), chosen.id != id {
+                restorePointViolations.append("the automatic rollback restores map \(id)'s image, but the newest qualifying one is map \(chosen.id)'s")
+            }
             if let scheduled = map.scheduledRollback, scheduled.faultID == faultID, scheduled.atMilliseconds > timestamp {
                 restorePointViolations.append("the automatic rollback of map \(id) started at \(timestamp), before its hold window ended at \(scheduled.atMilliseconds)")
             }
