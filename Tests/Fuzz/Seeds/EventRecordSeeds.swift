@@ -70,6 +70,12 @@ struct EventRecordSeeds {
         .mapRemoved(id: 0),
         .volumeRemoved(id: 1),
         .controllerStarted(version: "0.1.0"),
+        .volumeOutOfSpace(id: 0, reason: "pwrite failed: errno 28"),
+        .volumeSpaceRestored(id: 0),
+        .rollbackRestarted(id: 0, faultID: 2),
+        .mapAutorestoreDelayChanged(id: 0, seconds: 30),
+        .rollbackScheduled(id: 0, faultID: 3),
+        .faultOnset(id: 0, faultID: 3, onsetMilliseconds: 1_700_000_000_000),
     ]
 
     /// Create, start, copy, fault with autorestore, roll back, stop, abandon a rollback: every
