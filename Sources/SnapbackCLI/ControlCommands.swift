@@ -215,7 +215,7 @@ struct RecoverVolume: ParsableCommand {
 struct WaitForMap: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait",
-        abstract: "Follow a map's rollback if one runs, else its background copy if copyrate > 0, else report the last rollback.",
+        abstract: "Follow a map's rollback if one runs (or is scheduled), else its background copy if copyrate > 0, else report the last rollback.",
         discussion: """
             Exit 0: the rollback completed (or the copy finished, or there was nothing to wait for).
             Exit 1: the rollback was abandoned (the reason is printed; the source is left faulted), or
@@ -231,6 +231,17 @@ struct WaitForMap: ParsableCommand {
         let terminal = isatty(STDOUT_FILENO) == 1
         var lastLine = ""
         var row = try forward(client)
+        // An automatic rollback waiting for its hold window: wait for it to start, then follow it.
+        if row.restoring == "no", !row.rollback_at.isEmpty {
+            printResult("\(row.name): automatic rollback scheduled at \(row.rollback_at)")
+            while row.restoring == "no", !row.rollback_at.isEmpty {
+                if let deadline, Date() >= deadline {
+                    throw CLIError(code: "timeout", message: "\(row.name)'s scheduled rollback has not started after \(timeout!) s", exitCode: 4)
+                }
+                usleep(200_000)
+                row = try forward(client)
+            }
+        }
         let following: String
         if row.restoring == "yes" {
             following = "rollback"

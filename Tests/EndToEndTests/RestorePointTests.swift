@@ -84,6 +84,13 @@ struct RestorePointTests {
             #expect(try await daemon.volume("src").rollback_at.isEmpty)
             #expect(try await daemon.holds("src", byte: 0x66, length: 4 * mebibyte))
 
+            // Scheduled again: wait follows it from the schedule to the end.
+            try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware, the first time")
+            let followed = try await daemon.snapback("wait", "-timeout", "20", "m0")
+            #expect(followed.exitCode == 0 && followed.stdout.contains("scheduled") && followed.stdout.contains("completed"), "\(followed)")
+            #expect(try await daemon.holds("src", byte: 0x11, length: 4 * mebibyte))
+            try await daemon.write("src", byte: 0x66, length: 4 * mebibyte)
+
             // Scheduled again; the daemon is down when the deadline passes; it starts at once.
             try await daemon.ok("fault", "-volume", "src", "-reason", "ransomware")
             await daemon.stop()
@@ -91,7 +98,7 @@ struct RestorePointTests {
             try await daemon.restart()
             #expect(try await daemon.snapback("wait", "-timeout", "20", "m0").exitCode == 0)
             let events = try await daemon.events()
-            let started = try #require(events.of("RollbackStarted").first)
+            let started = try #require(events.of("RollbackStarted").last)
             #expect(started["trigger"] == "auto")
             let restartedAt = try #require(events.of("ControllerStarted").last)
             #expect(started.sequence > restartedAt.sequence)
