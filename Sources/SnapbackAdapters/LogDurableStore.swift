@@ -38,8 +38,10 @@ public struct LogCommitFailure: StorageFailure, CustomStringConvertible {
 /// The durable store of snapbackd: events in the LMDB log, bitmaps in the `bitmaps` database of
 /// the same environment, committed in one transaction.
 ///
-/// Bitmap keys: map id (4 bytes big-endian), kind (1 byte), chunk index (4 bytes big-endian);
-/// values: the chunk's bytes. An absent chunk is all clear.
+/// Bitmap keys: map id (4 bytes big-endian), kind (1 byte), index (4 bytes big-endian); values:
+/// the bytes of a part (1 KiB, 8,192 grains; kind byte `0x80 | kind`), or, in logs written
+/// before parts, of a whole chunk (8 KiB; kind byte `kind`). Parts load after chunks and win: a
+/// part is only ever newer than the chunk it lies in. An absent part or chunk is all clear.
 public final class LogDurableStore: DurableStore, @unchecked Sendable {
     public let log: EventLog
     private let bitmaps: LogTable
@@ -49,11 +51,11 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
         bitmaps = try log.table("bitmaps")
     }
 
-    static func key(map: MapID, kind: BitmapKind, chunk: Int) -> [UInt8] {
+    static func key(map: MapID, kind: BitmapKind, chunk: Int, parts: Bool = false) -> [UInt8] {
         var key: [UInt8] = []
         key.reserveCapacity(9)
         withUnsafeBytes(of: map.bigEndian) { key.append(contentsOf: $0) }
-        key.append(kind.rawValue)
+        key.append(parts ? 0x80 | kind.rawValue : kind.rawValue)
         withUnsafeBytes(of: UInt32(chunk).bigEndian) { key.append(contentsOf: $0) }
         return key
     }
@@ -74,12 +76,12 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
     }
 
     private func append(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
-        let writes = bitmapChanges.map { change -> (table: LogTable, write: TableWrite) in
+        let writes = bitmapChanges.flatMap { change -> [(table: LogTable, write: TableWrite)] in
             switch change {
-            case let .setChunk(map, kind, chunk, bytes):
-                (bitmaps, .put(key: Self.key(map: map, kind: kind, chunk: chunk), value: bytes))
+            case let .setPart(map, kind, part, bytes):
+                [(bitmaps, .put(key: Self.key(map: map, kind: kind, chunk: part, parts: true), value: bytes))]
             case let .clear(map, kind):
-                (bitmaps, .deletePrefix(Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))))
+                [false, true].map { parts in (bitmaps, .deletePrefix(Array(Self.key(map: map, kind: kind, chunk: 0, parts: parts).prefix(5)))) }
             }
         }
         return try log.append(events, timestampMilliseconds: timestampMilliseconds, writing: writes)
@@ -87,11 +89,14 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
 
     public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
         var bitmap = GrainBitmap(grainCount: grainCount)
-        try log.scan(bitmaps, prefix: Array(Self.key(map: map, kind: kind, chunk: 0).prefix(5))) { key, value in
-            guard key.count == 9 else { throw LogError.checkpointRejected("bitmap key of \(key.count) bytes for lcmap \(map) (\(kind))") }
-            let chunk = Int(UInt32(bigEndian: key.loadUnaligned(fromByteOffset: 5, as: UInt32.self)))
-            guard bitmap.loadChunk(chunk, from: value) else {
-                throw LogError.checkpointRejected("bitmap chunk \(chunk) of lcmap \(map) (\(kind)) has \(value.count) bytes")
+        // Whole chunks of an older log first, then the parts, which are newer.
+        for parts in [false, true] {
+            try log.scan(bitmaps, prefix: Array(Self.key(map: map, kind: kind, chunk: 0, parts: parts).prefix(5))) { key, value in
+                guard key.count == 9 else { throw LogError.checkpointRejected("bitmap key of \(key.count) bytes for lcmap \(map) (\(kind))") }
+                let index = Int(UInt32(bigEndian: key.loadUnaligned(fromByteOffset: 5, as: UInt32.self)))
+                guard parts ? bitmap.loadPart(index, from: value) : bitmap.loadChunk(index, from: value) else {
+                    throw LogError.checkpointRejected("bitmap \(parts ? "part" : "chunk") \(index) of lcmap \(map) (\(kind)) has \(value.count) bytes")
+                }
             }
         }
         return bitmap

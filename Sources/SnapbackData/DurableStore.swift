@@ -12,9 +12,9 @@ public enum BitmapKind: UInt8, Sendable, CaseIterable {
 
 /// A change to the durable bitmaps, committed atomically with the events that go with it.
 public enum BitmapChange: Sendable, Equatable {
-    /// Store chunk `chunk` of a bitmap (see ``GrainBitmap/chunkBytes(_:)``).
-    case setChunk(map: MapID, kind: BitmapKind, chunk: Int, bytes: [UInt8])
-    /// Clear the whole bitmap.
+    /// Store part `part` of a bitmap (see ``GrainBitmap/partBytes(_:)``): 1 KiB, 8,192 grains.
+    case setPart(map: MapID, kind: BitmapKind, part: Int, bytes: [UInt8])
+    /// Clear the whole bitmap (its parts, and the whole chunks an older log may hold).
     case clear(map: MapID, kind: BitmapKind)
 }
 

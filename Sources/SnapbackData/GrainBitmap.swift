@@ -2,7 +2,9 @@
 /// was set: a bitmap costs one optional reference per chunk plus 8 KiB per chunk that holds a set
 /// grain, so a 256 TiB volume with 64 KiB grains (2^32 grains) starts at 512 KiB per bitmap
 /// instead of 512 MiB. Bits change in place; the count of set grains is kept as they change.
-/// The chunks are also the unit in which the durable store keeps a bitmap (`Specs/data-plane.md`).
+/// The durable store keeps a bitmap in *parts* of 8,192 grains (1 KiB), an eighth of a chunk,
+/// so that a mark writes 1 KiB, not 8 (`Specs/data-plane.md`); logs written before parts keep
+/// whole chunks, which still load.
 public struct GrainBitmap: Sendable {
     public let grainCount: UInt64
     /// The chunks' 64-bit words (little-endian bit order: grain g is bit g % 64 of word g / 64 of
@@ -146,6 +148,54 @@ public struct GrainBitmap: Sendable {
             }
         }
         return bytes
+    }
+
+    /// Bytes per stored part: 1 KiB, 8,192 grains (an eighth of a chunk).
+    public static let partBytes = 1024
+    public static let grainsPerPart = UInt64(partBytes * 8)
+    static let wordsPerPart = partBytes / 8
+
+    /// The part holding `grain`.
+    public static func part(of grain: UInt64) -> Int { Int(grain / grainsPerPart) }
+
+    /// The parts a bitmap is stored in.
+    public var partCount: Int { Int((grainCount + Self.grainsPerPart - 1) / Self.grainsPerPart) }
+
+    /// The bytes of part `index` (little-endian words; the last part may be shorter).
+    public func partBytes(_ index: Int) -> [UInt8] {
+        let chunk = index / (Self.chunkBytes / Self.partBytes)
+        let firstWord = (index % (Self.chunkBytes / Self.partBytes)) * Self.wordsPerPart
+        let count = min(Self.wordsPerPart, wordCount(ofChunk: chunk) - firstWord)
+        var bytes = [UInt8](repeating: 0, count: count * 8)
+        guard let words = chunks[chunk] else { return bytes }
+        bytes.withUnsafeMutableBytes { buffer in
+            for position in 0..<count {
+                buffer.storeBytes(of: words[firstWord + position].littleEndian, toByteOffset: position * 8, as: UInt64.self)
+            }
+        }
+        return bytes
+    }
+
+    /// Loads part `index` from stored bytes (over whatever its chunk held); fails when the index
+    /// or the length does not fit.
+    public mutating func loadPart(_ index: Int, from bytes: UnsafeRawBufferPointer) -> Bool {
+        guard index >= 0, index < partCount else { return false }
+        let chunk = index / (Self.chunkBytes / Self.partBytes)
+        let firstWord = (index % (Self.chunkBytes / Self.partBytes)) * Self.wordsPerPart
+        let count = min(Self.wordsPerPart, wordCount(ofChunk: chunk) - firstWord)
+        guard bytes.count == count * 8 else { return false }
+        var words = chunks[chunk] ?? [UInt64](repeating: 0, count: wordCount(ofChunk: chunk))
+        var delta: Int64 = 0
+        for position in 0..<count {
+            let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: position * 8, as: UInt64.self))
+            delta += Int64(word.nonzeroBitCount) - Int64(words[firstWord + position].nonzeroBitCount)
+            words[firstWord + position] = word
+        }
+        let tailBits = grainCount % 64
+        if chunk == chunkCount - 1, tailBits != 0, words[words.count - 1] >> tailBits != 0 { return false }
+        chunks[chunk] = words.allSatisfy { $0 == 0 } ? nil : words
+        setCount = UInt64(Int64(setCount) + delta)
+        return true
     }
 
     /// Loads chunk `index` from stored bytes; fails when the index or the length does not fit.

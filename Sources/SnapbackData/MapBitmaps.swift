@@ -88,19 +88,19 @@ public struct BitmapMarks: Sendable, Equatable {
         var changes: [BitmapChange] = []
         for key in values.keys.sorted() {
             guard let bitmap = bitmaps[key.map]?[key.kind], let grains = values[key] else { continue }
-            var byChunk: [Int: [(UInt64, Bool)]] = [:]
+            var byPart: [Int: [(UInt64, Bool)]] = [:]
             for (grain, value) in grains {
                 precondition(grain < bitmap.grainCount, "mark of grain \(grain) outside \(bitmap.grainCount)")
-                byChunk[GrainBitmap.chunk(of: grain), default: []].append((grain, value))
+                byPart[GrainBitmap.part(of: grain), default: []].append((grain, value))
             }
-            for (chunk, marks) in byChunk.sorted(by: { $0.key < $1.key }) {
-                var bytes = bitmap.chunkBytes(chunk)
+            for (part, marks) in byPart.sorted(by: { $0.key < $1.key }) {
+                var bytes = bitmap.partBytes(part)
                 for (grain, value) in marks {
-                    let bit = grain % GrainBitmap.grainsPerChunk
+                    let bit = grain % GrainBitmap.grainsPerPart
                     let mask = UInt8(1) << UInt8(bit & 7)
                     if value { bytes[Int(bit >> 3)] |= mask } else { bytes[Int(bit >> 3)] &= ~mask }
                 }
-                changes.append(.setChunk(map: key.map, kind: key.kind, chunk: chunk, bytes: bytes))
+                changes.append(.setPart(map: key.map, kind: key.kind, part: part, bytes: bytes))
             }
         }
         return changes

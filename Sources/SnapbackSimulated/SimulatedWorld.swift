@@ -202,7 +202,7 @@ public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
         }
         for change in bitmapChanges {
             switch change {
-            case let .setChunk(map, kind, chunk, bytes): bitmaps[Self.key(map, kind, chunk)] = bytes
+            case let .setPart(map, kind, part, bytes): bitmaps[Self.key(map, kind, part)] = bytes
             case let .clear(map, kind):
                 let prefix = "\(map)/\(kind.rawValue)/"
                 for key in bitmaps.keys where key.hasPrefix(prefix) { bitmaps[key] = nil }
@@ -214,10 +214,10 @@ public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
 
     public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
         var bitmap = GrainBitmap(grainCount: grainCount)
-        for chunk in 0..<bitmap.chunkCount {
-            if let bytes = bitmaps[Self.key(map, kind, chunk)] {
-                let loaded = bytes.withUnsafeBytes { bitmap.loadChunk(chunk, from: $0) }
-                precondition(loaded, "simulated bitmap chunk of the wrong size")
+        for part in 0..<bitmap.partCount {
+            if let bytes = bitmaps[Self.key(map, kind, part)] {
+                let loaded = bytes.withUnsafeBytes { bitmap.loadPart(part, from: $0) }
+                precondition(loaded, "simulated bitmap part of the wrong size")
             }
         }
         return bitmap

@@ -75,7 +75,7 @@ struct GrainBitmapTests {
         #expect(bitmap.unionCount(GrainBitmap(grainCount: grainCount)) == 3)
     }
 
-    @Test("marks become the chunks they touch, with the marks applied, and change bitmaps in place")
+    @Test("marks become the 1 KiB parts they touch, with the marks applied, and change bitmaps in place")
     func marks() {
         var bitmaps: [MapID: MapBitmaps] = [3: MapBitmaps(grainCount: 200_000)]
         bitmaps[3]!.split[5] = true
@@ -86,14 +86,41 @@ struct GrainBitmapTests {
         marks.set(9, .dirty, 1, true)  // a map without bitmaps: dropped
         let changes = marks.changes(against: bitmaps)
         #expect(changes.count == 2)
-        guard case let .setChunk(map, kind, chunk, bytes) = changes[0], case let .setChunk(_, otherKind, otherChunk, otherBytes) = changes[1] else {
+        guard case let .setPart(map, kind, part, bytes) = changes[0], case let .setPart(_, otherKind, otherPart, otherBytes) = changes[1] else {
             Issue.record("unexpected changes \(changes)")
             return
         }
-        #expect(map == 3 && kind == .split && chunk == 0 && bytes[0] == 0b0100_0000)
-        #expect(otherKind == .dirty && otherChunk == 2 && otherBytes[(150_000 % 65_536) / 8] == 1 << (150_000 % 8))
+        #expect(map == 3 && kind == .split && part == 0 && bytes.count == 1024 && bytes[0] == 0b0100_0000)
+        #expect(otherKind == .dirty && otherPart == 150_000 / 8192 && otherBytes[(150_000 % 8192) / 8] == 1 << (150_000 % 8))
         marks.apply(to: &bitmaps)
         #expect(bitmaps[3]!.split[6] && !bitmaps[3]!.split[5] && bitmaps[3]!.dirty[150_000] && bitmaps[9] == nil)
         #expect(bitmaps[3]!.split.setCount == 1 && bitmaps[3]!.dirty.setCount == 1)
+    }
+
+    @Test("parts load over whole chunks (an older log's), and a short last part round-trips")
+    func partsOverChunks() {
+        let grainCount: UInt64 = 200_003
+        var original = GrainBitmap(grainCount: grainCount)
+        for grain in [0, 8191, 8192, 70_000, 131_072, grainCount - 1] as [UInt64] { original[grain] = true }
+        // Stored as an older log would (whole chunks), then part 1 rewritten with grain 9000 set.
+        var newer = original
+        newer[9000] = true
+        newer[8192] = false
+        var loaded = GrainBitmap(grainCount: grainCount)
+        for chunk in 0..<original.chunkCount {
+            let bytes = original.chunkBytes(chunk)
+            #expect(bytes.withUnsafeBytes { loaded.loadChunk(chunk, from: $0) })
+        }
+        #expect(newer.partBytes(1).withUnsafeBytes { loaded.loadPart(1, from: $0) })
+        #expect(loaded == newer && loaded.setCount == newer.setCount)
+        // Every part of a bitmap, loaded alone, gives the bitmap back; wrong sizes are refused.
+        var fromParts = GrainBitmap(grainCount: grainCount)
+        for part in 0..<newer.partCount {
+            #expect(newer.partBytes(part).withUnsafeBytes { fromParts.loadPart(part, from: $0) })
+        }
+        #expect(fromParts == newer)
+        #expect(newer.partBytes(newer.partCount - 1).count == Int((grainCount % 8192 + 63) / 64) * 8)
+        #expect(![UInt8](repeating: 0, count: 1024).withUnsafeBytes { fromParts.loadPart(newer.partCount - 1, from: $0) })
+        #expect(![UInt8](repeating: 0, count: 1024).withUnsafeBytes { fromParts.loadPart(newer.partCount, from: $0) })
     }
 }
