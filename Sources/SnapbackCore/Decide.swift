@@ -133,12 +133,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 
     case let .reportFault(reference, cause, reason, onset):
         let volume = try resolveVolume(reference, state)
-        let trimmed = reason.trimmingWhitespace
-        guard !trimmed.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
-            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else {
-            throw CommandError(.invalidReason, "a fault reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
-        }
+        try validateReason(reason, what: "a fault reason", blankAllowed: false)
         if let onset, onset < 0 {
             throw CommandError(.invalidOnset, "an onset is a time after 1970, not \(onset) ms")
         }
@@ -231,11 +226,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         guard map.rollback != nil else {
             throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
         }
-        guard !reason.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
-            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else {
-            throw CommandError(.invalidReason, "a reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
-        }
+        try validateReason(reason)
         return abandonment(of: map, reason: reason, state)
 
     case let .reportOutOfSpace(id, reason):
@@ -243,11 +234,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         guard volume.status == .online else {
             throw CommandError(.invalidState, "volume \(volume.name) is \(volume.status), not online")
         }
-        guard !reason.isEmpty, reason.utf8.count <= Limits.reasonBytesMax,
-            !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else {
-            throw CommandError(.invalidReason, "a reason is one line of 1 to \(Limits.reasonBytesMax) bytes")
-        }
+        try validateReason(reason)
         return [.volumeOutOfSpace(id: id, reason: reason)]
 
     case let .recordSpaceRestored(id):
@@ -315,6 +302,17 @@ private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws
             autorestore: spec.autorestore))
     guard spec.autorestoreDelaySeconds > 0 else { return [created] }
     return [created, .mapAutorestoreDelayChanged(id: id, seconds: spec.autorestoreDelaySeconds)]
+}
+
+/// A reason (of a fault, an abandoned rollback, a full store): one line of 1 to 256 bytes; a
+/// fault's may not be only whitespace.
+func validateReason(_ reason: String, what: String = "a reason", blankAllowed: Bool = true) throws(CommandError) {
+    let blank = blankAllowed ? reason.isEmpty : reason.trimmingWhitespace.isEmpty
+    guard !blank, reason.utf8.count <= Limits.reasonBytesMax,
+        !reason.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+    else {
+        throw CommandError(.invalidReason, "\(what) is one line of 1 to \(Limits.reasonBytesMax) bytes")
+    }
 }
 
 /// A hold window: 0–86400 s.
