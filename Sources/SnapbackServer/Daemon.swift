@@ -106,18 +106,16 @@ public enum Daemon {
         // The same holds for a target when its map starts: it shows a new image.
         controller.observeCommits { events, state in
             for event in events {
-                let (mapID, why): (MapID, String)
+                let (mapID, onTarget, why): (MapID, Bool, String)
                 switch event {
                 case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _):
-                    (mapID, why) = (id, "rollback onto a volume started: its NBD connections were closed, hosts reconnect and read the image")
+                    (mapID, onTarget, why) = (id, false, "rollback onto a volume started: its NBD connections were closed, hosts reconnect and read the image")
                 case let .mapStarted(id, _):
-                    (mapID, why) = (id, "lcmap started: the NBD connections to its target were closed, hosts reconnect and read the new image")
+                    (mapID, onTarget, why) = (id, true, "lcmap started: the NBD connections to its target were closed, hosts reconnect and read the new image")
                 default:
                     continue
                 }
-                guard let map = state.maps[mapID] else { continue }
-                let volumeID = if case .mapStarted = event { map.targetID } else { map.sourceID }
-                guard let volume = state.volumes[volumeID] else { continue }
+                guard let map = state.maps[mapID], let volume = state.volumes[onTarget ? map.targetID : map.sourceID] else { continue }
                 let closed = nbdServer.closeConnections(toExport: volume.name)
                 logger.notice("\(why)", metadata: ["volume": "\(volume.name)", "lcmap": "\(map.name)", "connectionsClosed": "\(closed)"])
             }
