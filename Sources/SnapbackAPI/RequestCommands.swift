@@ -16,6 +16,7 @@ extension CreateMapRequest {
         if let autorestore { spec.autorestore = try onOff(autorestore) }
         if let copyrate { spec.copyRate = copyrate }
         if let autorestoredelay { spec.autorestoreDelaySeconds = try delay(autorestoredelay) }
+        spec.group = lcgrp
         if let grainsize {
             guard grainsize > 0, grainsize <= 1 << 20 else {
                 throw ErrorBody(code: "invalid_grain_size", message: "grain size must be 64 or 256 (KiB), not \(grainsize)")
@@ -31,7 +32,48 @@ extension ChangeMapRequest {
     public func command(map: String) throws(ErrorBody) -> Command {
         var value: Bool?
         if let autorestore { value = try onOff(autorestore) }
-        return .changeMap(map: map, autorestore: value, copyRate: copyrate, newName: name, autorestoreDelaySeconds: try autorestoredelay.map(delay))
+        var group: MapGroupChange?
+        switch (lcgrp, nolcgrp ?? false) {
+        case (.some, true):
+            throw ErrorBody(code: "bad_request", message: "lcgrp and nolcgrp exclude each other")
+        case let (.some(name), false): group = .join(name)
+        case (nil, true): group = .leave
+        case (nil, false): group = nil
+        }
+        return .changeMap(
+            map: map, autorestore: value, copyRate: copyrate, newName: name, autorestoreDelaySeconds: try autorestoredelay.map(delay), group: group)
+    }
+}
+
+extension CreateGroupRequest {
+    /// `POST /v1/lcgroups`.
+    public func command() throws(ErrorBody) -> Command {
+        .createGroup(
+            name: name, autorestore: try autorestore.map(onOff) ?? false, autorestoreDelaySeconds: try autorestoredelay.map(delay) ?? 0)
+    }
+}
+
+extension ChangeGroupRequest {
+    /// `PATCH /v1/lcgroups/{group}`.
+    public func command(group: String) throws(ErrorBody) -> Command {
+        .changeGroup(group: group, newName: name, autorestore: try autorestore.map(onOff), autorestoreDelaySeconds: try autorestoredelay.map(delay))
+    }
+}
+
+extension StartMapRequest {
+    /// `POST /v1/lcgroups/{group}/start`.
+    public func command(group: String) -> Command {
+        restore == true ? .startGroupRestore(group: group) : .startGroup(group: group)
+    }
+}
+
+extension ForceRequest {
+    /// `POST /v1/lcgroups/{group}/stop`.
+    public func stopCommand(group: String) -> Command { .stopGroup(group: group, force: force ?? false) }
+
+    /// `DELETE /v1/lcgroups/{group}?force=VALUE`.
+    public static func removeCommand(group: String, forceQuery: String?) -> Command {
+        .removeGroup(group: group, force: forceQuery == "true" || forceQuery == "1")
     }
 }
 

@@ -51,10 +51,13 @@ public struct VolumeRow: Codable, Sendable, Equatable {
         fault_reason = volume.fault?.reason ?? ""
         fault_onset = rfc3339(volume.fault?.onsetMilliseconds)
         let maps = state.forwardMaps(ofSource: volume.id)
-        rollback_at = rfc3339(maps.compactMap { $0.scheduledRollback?.atMilliseconds }.min())
+        let groups = maps.compactMap { $0.groupID.flatMap { state.groups[$0] } }
+        rollback_at = rfc3339(
+            (maps.compactMap { $0.scheduledRollback?.atMilliseconds } + groups.compactMap { $0.scheduledRollback?.atMilliseconds }).min())
         rollback_note = ""
-        if volume.status == .faulted, let onset = volume.fault?.onsetMilliseconds, rollback_at.isEmpty,
-            maps.contains(where: { $0.autorestore && $0.imageValid }), automaticRollbackChoice(for: volume.id, in: state) == nil
+        let autorestore = maps.contains { ($0.groupID.flatMap { state.groups[$0]?.autorestore } ?? $0.autorestore) && $0.imageValid }
+        if volume.status == .faulted, let onset = volume.fault?.onsetMilliseconds, rollback_at.isEmpty, autorestore,
+            automaticRollbackChoice(for: volume.id, in: state) == nil
         {
             rollback_note = "no automatic rollback: no image of an autorestore lcmap was taken at or before the onset \(rfc3339(onset))"
         }
@@ -100,10 +103,12 @@ public struct MapRow: Codable, Sendable, Equatable {
     public var autorestoredelay: Int
     /// When an automatic rollback waiting for the hold window starts (RFC 3339, UTC); empty for none.
     public var rollback_at: String
+    /// The consistency group of the map (or of its forward map); empty for none.
+    public var lcgrp: String
 
     public static let columns = [
         "id", "name", "source", "target", "status", "progress", "copyrate", "autorestore", "restoring", "partner",
-        "grainsize", "role", "restore_progress", "restore_trigger", "start_time", "autorestoredelay", "rollback_at",
+        "grainsize", "role", "restore_progress", "restore_trigger", "start_time", "autorestoredelay", "rollback_at", "lcgrp",
     ]
 
     public init(_ map: LCMap, in state: ControllerState) {
@@ -126,13 +131,60 @@ public struct MapRow: Codable, Sendable, Equatable {
         start_time = rfc3339(forward?.startedAtMilliseconds)
         autorestoredelay = Int(forward?.autorestoreDelaySeconds ?? 0)
         rollback_at = rfc3339(forward?.scheduledRollback?.atMilliseconds)
+        lcgrp = forward?.groupID.flatMap { state.groups[$0]?.name } ?? ""
     }
 
     public var cells: [String] {
         [
             String(id), name, source, target, status, String(progress), String(copyrate), autorestore, restoring, partner,
-            String(grainsize), role, String(restore_progress), restore_trigger, start_time, String(autorestoredelay), rollback_at,
+            String(grainsize), role, String(restore_progress), restore_trigger, start_time, String(autorestoredelay), rollback_at, lcgrp,
         ]
+    }
+}
+
+/// One row of `lslcgrp` / `GET /v1/lcgroups`.
+public struct GroupRow: Codable, Sendable, Equatable {
+    public var id: Int
+    public var name: String
+    /// `empty`, or its members' state: idle_or_copied, preparing, prepared, copying, stopping, stopped.
+    public var status: String
+    /// `on` or `off`: governs the members' automatic rollbacks.
+    public var autorestore: String
+    /// The number of lcmaps in the group.
+    public var maps: Int
+    /// When the group's images were taken (its last start; RFC 3339, UTC); empty before any start.
+    public var start_time: String
+    /// `yes` while a group rollback runs.
+    public var restoring: String
+    /// The group rollback's progress in whole percent over every member's grains (0 when none runs).
+    public var restore_progress: Int
+    /// The hold window of automatic group rollbacks, in seconds.
+    public var autorestoredelay: Int
+    /// When a group rollback waiting for the hold window starts (RFC 3339, UTC); empty for none.
+    public var rollback_at: String
+    /// The names of its lcmaps, in id order.
+    public var lcmaps: [String]
+
+    public static let columns = [
+        "id", "name", "status", "autorestore", "maps", "start_time", "restoring", "restore_progress", "autorestoredelay", "rollback_at",
+    ]
+
+    public init(_ group: LCGroup, in state: ControllerState) {
+        let members = state.members(of: group.id)
+        id = Int(group.id)
+        name = group.name
+        status = state.status(of: group).rawValue
+        autorestore = group.autorestore ? "on" : "off"
+        maps = members.count
+        start_time = rfc3339(group.startedAtMilliseconds)
+        restoring = group.rollback != nil ? "yes" : "no"
+        let rollbacks = members.compactMap(\.rollback)
+        let toRestore = rollbacks.reduce(UInt64(0)) { $0 + $1.grainsToRestore }
+        let restored = rollbacks.reduce(UInt64(0)) { $0 + ($1.awaitingGroup ? $1.grainsToRestore : $1.grainsRestored) }
+        restore_progress = group.rollback == nil || toRestore == 0 ? 0 : Int(min(restored, toRestore) * 100 / toRestore)
+        autorestoredelay = Int(group.autorestoreDelaySeconds)
+        rollback_at = rfc3339(group.scheduledRollback?.atMilliseconds)
+        lcmaps = members.map(\.name)
     }
 }
 
@@ -179,9 +231,13 @@ public struct CreateMapRequest: Codable, Sendable {
     public var grainsize: Int?
     /// The hold window of automatic rollbacks, 0–86400 s (default 0).
     public var autorestoredelay: Int?
+    /// The consistency group the map joins.
+    public var lcgrp: String?
     public init(
-        source: String, target: String, name: String?, autorestore: String?, copyrate: Int?, grainsize: Int?, autorestoredelay: Int? = nil
+        source: String, target: String, name: String?, autorestore: String?, copyrate: Int?, grainsize: Int?, autorestoredelay: Int? = nil,
+        lcgrp: String? = nil
     ) {
+        self.lcgrp = lcgrp
         self.autorestoredelay = autorestoredelay
         self.source = source
         self.target = target
@@ -199,7 +255,13 @@ public struct ChangeMapRequest: Codable, Sendable {
     public var name: String?
     /// The hold window of automatic rollbacks, 0–86400 s.
     public var autorestoredelay: Int?
-    public init(autorestore: String?, copyrate: Int?, name: String?, autorestoredelay: Int? = nil) {
+    /// Move the map into this consistency group.
+    public var lcgrp: String?
+    /// `true`: move the map out of its group.
+    public var nolcgrp: Bool?
+    public init(autorestore: String?, copyrate: Int?, name: String?, autorestoredelay: Int? = nil, lcgrp: String? = nil, nolcgrp: Bool? = nil) {
+        self.lcgrp = lcgrp
+        self.nolcgrp = nolcgrp
         self.autorestore = autorestore
         self.copyrate = copyrate
         self.name = name
@@ -214,6 +276,32 @@ public struct StartMapRequest: Codable, Sendable {
     public init(prep: Bool?, restore: Bool?) {
         self.prep = prep
         self.restore = restore
+    }
+}
+
+/// `POST /v1/lcgroups`.
+public struct CreateGroupRequest: Codable, Sendable {
+    public var name: String?
+    /// `on` or `off` (default off).
+    public var autorestore: String?
+    /// The hold window of automatic group rollbacks, 0–86400 s (default 0).
+    public var autorestoredelay: Int?
+    public init(name: String?, autorestore: String?, autorestoredelay: Int?) {
+        self.name = name
+        self.autorestore = autorestore
+        self.autorestoredelay = autorestoredelay
+    }
+}
+
+/// `PATCH /v1/lcgroups/{group}`.
+public struct ChangeGroupRequest: Codable, Sendable {
+    public var name: String?
+    public var autorestore: String?
+    public var autorestoredelay: Int?
+    public init(name: String?, autorestore: String?, autorestoredelay: Int?) {
+        self.name = name
+        self.autorestore = autorestore
+        self.autorestoredelay = autorestoredelay
     }
 }
 
@@ -258,13 +346,13 @@ public func parseOnOff(_ text: String) -> Bool? {
 /// The HTTP status for a rejected command's code.
 public func httpStatus(for code: CommandError.Code) -> Int {
     switch code {
-    case .unknownVolume, .unknownMap: 404
+    case .unknownVolume, .unknownMap, .unknownGroup: 404
     case .invalidName, .invalidSize, .invalidPath, .copyRateOutOfRange, .invalidGrainSize, .invalidReason,
         .invalidProgress, .nothingToChange, .sameSourceTarget, .sizeMismatch:
         400
     case .duplicateName, .targetInUse, .volumeInMap, .mapAlreadyStarted, .mapNotStarted, .mapActive, .mapIsReverse,
         .noValidImage, .mapRestoring, .volumeRestoring, .volumeFaulted, .volumeNotFaulted, .invalidState, .limitReached,
-        .pathExists, .backingUnavailable:
+        .pathExists, .backingUnavailable, .groupNotEmpty, .groupEmpty, .groupRestoring, .groupConflict, .groupChanged, .mapInGroup:
         409
     case .invalidDelay, .invalidOnset:
         400

@@ -58,6 +58,35 @@ enum EventText {
             return [("version", .text(version))]
         case let .rollbackStopped(id, reason):
             return [("mapID", .number(UInt64(id))), ("reason", .text(reason))]
+        case let .groupCreated(id, name, autorestore, delay):
+            return [
+                ("groupID", .number(UInt64(id))), ("name", .text(name)), ("autorestore", .text(autorestore ? "on" : "off")),
+                ("seconds", .number(UInt64(delay))),
+            ]
+        case let .groupRenamed(id, name):
+            return [("groupID", .number(UInt64(id))), ("name", .text(name))]
+        case let .groupAutorestoreChanged(id, autorestore):
+            return [("groupID", .number(UInt64(id))), ("autorestore", .text(autorestore ? "on" : "off"))]
+        case let .groupAutorestoreDelayChanged(id, seconds):
+            return [("groupID", .number(UInt64(id))), ("seconds", .number(UInt64(seconds)))]
+        case let .groupRemoved(id), let .groupRollbackCompleted(id):
+            return [("groupID", .number(UInt64(id)))]
+        case let .mapGroupChanged(id, group):
+            return [("mapID", .number(UInt64(id)))] + (group.map { [("groupID", .number(UInt64($0)))] } ?? [])
+        case let .groupStarted(id, startOrdinal, members):
+            return [
+                ("groupID", .number(UInt64(id))), ("startOrdinal", .number(startOrdinal)),
+                ("members", .text(members.map(String.init).joined(separator: " "))),
+            ]
+        case let .groupRollbackStarted(id, trigger, faultID):
+            return [("groupID", .number(UInt64(id))), ("trigger", .text(trigger.description))]
+                + (faultID.map { [("faultID", .number($0))] } ?? [])
+        case let .groupMemberRestored(id):
+            return [("mapID", .number(UInt64(id)))]
+        case let .groupRollbackStopped(id, reason):
+            return [("groupID", .number(UInt64(id))), ("reason", .text(reason))]
+        case let .groupRollbackScheduled(id, faultID):
+            return [("groupID", .number(UInt64(id))), ("faultID", .number(faultID))]
         }
     }
 
@@ -65,6 +94,7 @@ enum EventText {
     static func sentence(_ event: Event, _ state: ControllerState) -> String {
         func volume(_ id: VolumeID) -> String { "volume \(state.volumes[id]?.name ?? "#\(id)")" }
         func map(_ id: MapID) -> String { "lcmap \(state.maps[id]?.name ?? "#\(id)")" }
+        func group(_ id: GroupID) -> String { "lcgrp \(state.groups[id]?.name ?? "#\(id)")" }
         switch event {
         case let .volumeCreated(_, name, sizeBytes, path):
             return "volume \(name) created, \(sizeBytes) bytes" + (path.map { ", backed by \($0)" } ?? "")
@@ -105,6 +135,25 @@ enum EventText {
         case let .rollbackCompleted(id): return "rollback of \(map(id)) finished; source online"
         case let .controllerStarted(version): return "controller started (snapbackd \(version))"
         case let .rollbackStopped(id, reason): return "rollback of \(map(id)) stopped before it finished (\(reason)); source left faulted"
+        case let .groupCreated(_, name, autorestore, delay):
+            return "lcgrp \(name) created, autorestore \(autorestore ? "on" : "off"), hold window \(delay) s"
+        case let .groupRenamed(id, name): return "\(group(id)) renamed to \(name)"
+        case let .groupAutorestoreChanged(id, autorestore): return "\(group(id)) autorestore set \(autorestore ? "on" : "off")"
+        case let .groupAutorestoreDelayChanged(id, seconds): return "\(group(id)) autorestore hold window set to \(seconds) s"
+        case let .groupRemoved(id): return "\(group(id)) removed"
+        case let .mapGroupChanged(id, newGroup):
+            if let newGroup { return "\(map(id)) moved into \(group(newGroup))" }
+            return "\(map(id)) moved out of \(state.maps[id]?.groupID.map(group) ?? "its group")"
+        case let .groupStarted(id, _, members):
+            return "\(group(id)) started: images of its \(members.count) lcmaps taken at one instant"
+        case let .groupRollbackStarted(id, trigger, faultID):
+            let who = trigger == .auto ? "automatically" : "by operator"
+            return "rollback of \(group(id)) to its images started \(who)" + (faultID.map { " after fault \($0)" } ?? "")
+        case let .groupMemberRestored(id): return "rollback of \(map(id)) restored every grain; its source waits for its group"
+        case let .groupRollbackCompleted(id): return "rollback of \(group(id)) finished; every source online"
+        case let .groupRollbackStopped(id, reason): return "rollback of \(group(id)) stopped before it finished (\(reason)); every source left faulted"
+        case let .groupRollbackScheduled(id, faultID):
+            return "automatic rollback of \(group(id)) for fault \(faultID) scheduled after its hold window of \(state.groups[id]?.autorestoreDelaySeconds ?? 0) s"
         }
     }
 

@@ -139,6 +139,10 @@ struct Story {
             for id in restartsDuringRollback.keys { restartsDuringRollback[id, default: 0] += 1 }
         case .mapPreparing, .mapPrepared, .mapStopping, .mapCopyProgressed, .rollbackProgressed:
             break
+        case .groupCreated, .groupRenamed, .groupAutorestoreChanged, .groupAutorestoreDelayChanged, .groupRemoved, .mapGroupChanged,
+            .groupStarted, .groupRollbackStarted, .groupMemberRestored, .groupRollbackCompleted, .groupRollbackStopped,
+            .groupRollbackScheduled:
+            break
         }
     }
 }

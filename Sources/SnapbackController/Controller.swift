@@ -115,16 +115,21 @@ public final class Controller: @unchecked Sendable {
         try exclusive(volumes: { nil }, body)
     }
 
-    /// The volumes connected to `volumes` through forward maps (the family). Must hold the lock.
+    /// The volumes connected to `volumes` through forward maps and consistency groups (the
+    /// family: a group's members are started, faulted and rolled back together, so their volumes
+    /// are one family). Must hold the lock.
     func familyLocked(_ volumes: Set<VolumeID>) -> Set<VolumeID> {
         var family = volumes
         var grew = !family.isEmpty
+        var groupsIn: Set<GroupID> = []
         while grew {
             grew = false
-            for map in committed.maps.values where map.role == .forward && family.contains(map.sourceID) != family.contains(map.targetID) {
-                family.insert(map.sourceID)
-                family.insert(map.targetID)
-                grew = true
+            for map in committed.maps.values where map.role == .forward {
+                let touches = family.contains(map.sourceID) || family.contains(map.targetID) || map.groupID.map(groupsIn.contains) == true
+                guard touches else { continue }
+                if family.insert(map.sourceID).inserted { grew = true }
+                if family.insert(map.targetID).inserted { grew = true }
+                if let group = map.groupID, groupsIn.insert(group).inserted { grew = true }
             }
         }
         return family
@@ -343,16 +348,31 @@ public final class Controller: @unchecked Sendable {
         func volume(_ name: String) -> [VolumeID] { committed.volume(name).map { [$0.id] } ?? [] }
         func map(_ name: String) -> [VolumeID] { committed.map(name).map { [$0.sourceID, $0.targetID] } ?? [] }
         func map(_ id: MapID) -> [VolumeID] { committed.maps[id].map { [$0.sourceID, $0.targetID] } ?? [] }
+        func group(_ id: GroupID?) -> [VolumeID] {
+            guard let id else { return [] }
+            return committed.members(of: id).flatMap { [$0.sourceID, $0.targetID] }
+        }
+        func group(_ name: String) -> [VolumeID] { group(committed.group(name)?.id) }
         switch command {
         case .createVolume, .recordControllerStart:
             return []
         case let .removeVolume(name), let .reportFault(name, _, _, _), let .recoverVolume(name):
             return Set(volume(name))
         case let .createMap(created):
-            return Set(volume(created.source) + volume(created.target))
-        case let .changeMap(name, _, _, _, _), let .prepareMap(name), let .startMap(name), let .startRestore(name),
-            let .stopMap(name, _), let .removeMap(name, _):
+            return Set(volume(created.source) + volume(created.target) + (created.group.map(group) ?? []))
+        case let .changeMap(name, _, _, _, _, change):
+            var joined: [VolumeID] = []
+            if case let .join(name) = change { joined = group(name) }
+            return Set(map(name) + joined)
+        case let .prepareMap(name), let .startMap(name), let .startRestore(name), let .stopMap(name, _), let .removeMap(name, _):
             return Set(map(name))
+        case .createGroup:
+            return []
+        case let .changeGroup(name, _, _, _), let .removeGroup(name, _), let .startGroup(name), let .startGroupRestore(name),
+            let .stopGroup(name, _):
+            return Set(group(name))
+        case let .startScheduledGroupRollback(id), let .completeGroupRollback(id):
+            return Set(group(id))
         case let .recordCopyProgress(id, _), let .completeCopy(id), let .recordRollbackProgress(id, _, _), let .completeRollback(id),
             let .abandonRollback(id, _), let .startScheduledRollback(id):
             return Set(map(id))

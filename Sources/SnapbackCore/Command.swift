@@ -7,7 +7,9 @@ public enum Command: Sendable, Equatable {
     case createVolume(name: String, sizeBytes: UInt64, path: String?, adopt: Bool = false)
     case removeVolume(volume: String)
     case createMap(CreateMap)
-    case changeMap(map: String, autorestore: Bool?, copyRate: Int?, newName: String?, autorestoreDelaySeconds: UInt32? = nil)
+    case changeMap(
+        map: String, autorestore: Bool?, copyRate: Int?, newName: String?, autorestoreDelaySeconds: UInt32? = nil,
+        group: MapGroupChange? = nil)
     /// Prepare without starting (IBM's prestartfcmap).
     case prepareMap(map: String)
     /// Start, preparing first when needed (`startlcmap [-prep]`).
@@ -39,6 +41,24 @@ public enum Command: Sendable, Equatable {
     case reportOutOfSpace(volume: VolumeID, reason: String)
     /// A write to an `out_of_space` volume succeeded.
     case recordSpaceRestored(volume: VolumeID)
+
+    // Consistency groups (`Specs/state-machine.md`, "Consistency groups").
+    /// `mklcgrp`; a `nil` name picks `lcgrpN` with N the new group's id.
+    case createGroup(name: String?, autorestore: Bool, autorestoreDelaySeconds: UInt32)
+    /// `chlcgrp`.
+    case changeGroup(group: String, newName: String?, autorestore: Bool?, autorestoreDelaySeconds: UInt32?)
+    /// `rmlcgrp [-force]`: `-force` leaves its maps stand-alone.
+    case removeGroup(group: String, force: Bool)
+    /// `startlcgrp [-prep]`: every member's image at one instant, in one commit.
+    case startGroup(group: String)
+    /// `startlcgrp -restore`: every member rolled back to the group's images.
+    case startGroupRestore(group: String)
+    /// `stoplcgrp [-force]`.
+    case stopGroup(group: String, force: Bool)
+    /// The controller starts a group rollback whose hold window has passed.
+    case startScheduledGroupRollback(group: GroupID)
+    /// Every member of the group's rollback restored its grains: they complete together.
+    case completeGroupRollback(group: GroupID)
 }
 
 /// The parameters of `mklcmap`.
@@ -52,11 +72,15 @@ public struct CreateMap: Sendable, Equatable {
     public var grainSizeBytes: UInt32
     /// The hold window of automatic rollbacks, 0–86400 s.
     public var autorestoreDelaySeconds: UInt32
+    /// The consistency group the new map joins (`-lcgrp`).
+    public var group: String?
 
     public init(
         source: String, target: String, name: String? = nil, autorestore: Bool = false,
-        copyRate: Int = Limits.copyRateDefault, grainSizeBytes: UInt32 = Limits.grainSizeBytesDefault, autorestoreDelaySeconds: UInt32 = 0
+        copyRate: Int = Limits.copyRateDefault, grainSizeBytes: UInt32 = Limits.grainSizeBytesDefault, autorestoreDelaySeconds: UInt32 = 0,
+        group: String? = nil
     ) {
+        self.group = group
         self.source = source
         self.target = target
         self.name = name

@@ -44,5 +44,12 @@ public struct CommandError: Error, Sendable, Equatable, CustomStringConvertible 
         case backingUnavailable = "backing_unavailable"
         case invalidDelay = "invalid_delay"
         case invalidOnset = "invalid_onset"
+        case unknownGroup = "unknown_group"
+        case groupNotEmpty = "group_not_empty"
+        case groupEmpty = "group_empty"
+        case groupRestoring = "group_restoring"
+        case groupConflict = "group_conflict"
+        case groupChanged = "group_changed"
+        case mapInGroup = "map_in_group"
     }
 }

@@ -42,13 +42,13 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
     case let .createMap(spec):
         return try decideCreateMap(spec, state)
 
-    case let .changeMap(reference, autorestore, copyRate, newName, delay):
+    case let .changeMap(reference, autorestore, copyRate, newName, delay, groupChange):
         let map = try resolveMap(reference, state)
         guard map.role == .forward else {
             throw CommandError(.mapIsReverse, "lcmap \(map.name) is a reverse map; change its forward map \(partnerName(map, state))")
         }
-        guard autorestore != nil || copyRate != nil || newName != nil || delay != nil else {
-            throw CommandError(.nothingToChange, "chlcmap needs -autorestore, -autorestoredelay, -copyrate or -name")
+        guard autorestore != nil || copyRate != nil || newName != nil || delay != nil || groupChange != nil else {
+            throw CommandError(.nothingToChange, "chlcmap needs -autorestore, -autorestoredelay, -copyrate, -name, -lcgrp or -nolcgrp")
         }
         if let delay { try validateDelay(delay) }
         var events: [Event] = []
@@ -58,6 +58,9 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
             for candidate in [newName, reverseName] {
                 if let holder = state.mapIDsByName[candidate], holder != map.id, holder != map.partnerID {
                     throw CommandError(.duplicateName, "an lcmap named \"\(candidate)\" already exists")
+                }
+                if state.groupIDsByName[candidate] != nil {
+                    throw CommandError(.duplicateName, "an lcgrp is named \"\(candidate)\"; an lcmap's name differs from every lcgrp's")
                 }
             }
             events.append(.mapRenamed(id: map.id, name: newName, reverseName: reverseName))
@@ -72,10 +75,12 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         if let delay, delay != map.autorestoreDelaySeconds {
             events.append(.mapAutorestoreDelayChanged(id: map.id, seconds: delay))
         }
+        if let groupChange { events += try decideMapGroupChange(map, groupChange, state) }
         return events
 
     case let .prepareMap(reference):
         let map = try resolveStartable(reference, state)
+        try requireNotGrouped(map, state, verb: "prepare")
         guard map.state != .prepared else {
             throw CommandError(.invalidState, "lcmap \(map.name) is already prepared")
         }
@@ -83,6 +88,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 
     case let .startMap(reference):
         let map = try resolveStartable(reference, state)
+        try requireNotGrouped(map, state, verb: "start")
         let started = Event.mapStarted(id: map.id, startOrdinal: state.nextStartOrdinal)
         if map.state == .prepared { return [started] }
         return [.mapPreparing(id: map.id), .mapPrepared(id: map.id), started]
@@ -90,6 +96,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
     case let .startRestore(reference):
         var map = try resolveMap(reference, state)
         if map.role == .reverse, let forward = state.maps[map.partnerID] { map = forward }
+        try requireNotGrouped(map, state, verb: "restore")
         let source = state.volumes[map.sourceID]!
         if map.rollback != nil {
             throw CommandError(.mapRestoring, "lcmap \(map.name) is already rolling back onto \(source.name)")
@@ -102,6 +109,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 
     case let .stopMap(reference, force):
         let map = try resolveForward(reference, state, verb: "stop")
+        try requireNotGrouped(map, state, verb: "stop")
         if map.rollback != nil {
             // Abandoning a rollback leaves the source half restored: only with -force.
             guard force else {
@@ -109,16 +117,10 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
             }
             return abandonment(of: map, reason: "stopped by operator (stoplcmap -force)", state)
         }
-        switch map.state {
-        case .preparing, .prepared:
-            return [.mapStopped(id: map.id)]
-        case .copying:
-            return force ? [.mapStopped(id: map.id)] : [.mapStopping(id: map.id), .mapStopped(id: map.id)]
-        case .idleOrCopied where map.imageValid:
-            return [.mapStopped(id: map.id)]
-        case .idleOrCopied, .stopped, .stopping:
+        guard let events = stopEvents(map, force: force) else {
             throw CommandError(.mapNotStarted, "lcmap \(map.name) is \(map.state) and has nothing to stop")
         }
+        return events
 
     case let .removeMap(reference, force):
         let map = try resolveForward(reference, state, verb: "remove")
@@ -141,6 +143,32 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         var events = [Event.volumeFaulted(id: volume.id, faultID: faultID, cause: cause, reason: reason)]
         if let onset { events.append(.faultOnset(id: volume.id, faultID: faultID, onsetMilliseconds: onset)) }
         let faulted = events.reduce(state) { evolve($0, $1) }
+        if let member = state.maps.values.first(where: { $0.role == .forward && $0.targetID == volume.id && state.groupRollback(of: $0) != nil }),
+            let group = state.groupRollback(of: member)
+        {
+            // A group rollback reads every member's image: without one, no member may go on
+            // alone (consistency before availability). Every source is left faulted.
+            let reason = "stopped: target \(volume.name) of lcmap \(member.name) faulted (fault \(faultID))"
+            return events + groupAbandonment(group, reason: reason, faulted)
+        }
+        if let running = state.runningRollback(onto: volume.id), let group = state.groupRollback(of: running) {
+            if let onset, let imageTime = group.startedAtMilliseconds, imageTime > onset {
+                // The group's images postdate the damage: the group rollback stops (a group has
+                // one image), and the policy chooses again for this volume alone.
+                let reason = "stopped: the images of lcgrp \(group.name) postdate the onset of fault \(faultID)"
+                events += groupAbandonment(group, reason: reason, faulted)
+                let stopped = events.reduce(state) { evolve($0, $1) }
+                if let older = automaticRollbackChoice(for: volume.id, in: stopped, ignoringRunning: true) {
+                    events += older.groupID.flatMap { stopped.groups[$0] }.map { groupRollbackForFault($0, faultID: faultID, stopped) }
+                        ?? [.rollbackStarted(id: older.id, trigger: .auto, faultID: faultID)]
+                }
+            } else {
+                // Every member starts over: writes made during the rollback, on any member, are
+                // restored again, so the members stay at one instant.
+                events += state.members(of: group.id).filter { $0.rollback != nil }.map { .rollbackRestarted(id: $0.id, faultID: faultID) }
+            }
+            return events
+        }
         if let running = state.runningRollback(onto: volume.id) {
             if let onset, let imageTime = running.startedAtMilliseconds, imageTime > onset {
                 // The running image postdates the damage: switch to the newest image before the
@@ -156,6 +184,10 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 events.append(.rollbackRestarted(id: running.id, faultID: faultID))
             }
         } else if let map = automaticRollbackChoice(for: volume.id, in: faulted) {
+            if let group = map.groupID.flatMap({ faulted.groups[$0] }) {
+                // A member's fault rolls back the whole group, in this same commit.
+                return events + groupRollbackForFault(group, faultID: faultID, faulted)
+            }
             // With a hold window the rollback waits (`snapback recovervolume` cancels it).
             events.append(
                 map.autorestoreDelaySeconds > 0
@@ -216,8 +248,15 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 
     case let .completeRollback(id):
         let map = try resolveInternal(id, state)
-        guard map.rollback != nil else {
+        guard let rollback = map.rollback else {
             throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
+        }
+        if state.groupRollback(of: map) != nil {
+            // A member waits for the others (`completeGroupRollback`).
+            guard !rollback.awaitingGroup else {
+                throw CommandError(.invalidState, "lcmap \(map.name) already restored its grains and waits for its group")
+            }
+            return [.groupMemberRestored(id: id)]
         }
         return [.rollbackCompleted(id: id)]
 
@@ -227,6 +266,9 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
             throw CommandError(.invalidState, "lcmap \(map.name) is not rolling back")
         }
         try validateReason(reason)
+        if let group = state.groupRollback(of: map) {
+            return groupAbandonment(group, reason: reason, state)
+        }
         return abandonment(of: map, reason: reason, state)
 
     case let .reportOutOfSpace(id, reason):
@@ -244,6 +286,23 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         }
         return [.volumeSpaceRestored(id: id)]
 
+    case let .createGroup(name, autorestore, delay):
+        return try decideCreateGroup(name: name, autorestore: autorestore, delay: delay, state)
+    case let .changeGroup(reference, newName, autorestore, delay):
+        return try decideChangeGroup(reference, newName: newName, autorestore: autorestore, delay: delay, state)
+    case let .removeGroup(reference, force):
+        return try decideRemoveGroup(reference, force: force, state)
+    case let .startGroup(reference):
+        return try decideStartGroup(reference, state)
+    case let .startGroupRestore(reference):
+        return try decideStartGroupRestore(reference, state)
+    case let .stopGroup(reference, force):
+        return try decideStopGroup(reference, force: force, state)
+    case let .startScheduledGroupRollback(id):
+        return try decideStartScheduledGroupRollback(id, state)
+    case let .completeGroupRollback(id):
+        return try decideCompleteGroupRollback(id, state)
+
     case let .recordControllerStart(version):
         guard !version.isEmpty, version.utf8.count <= Limits.versionBytesMax else {
             throw CommandError(.invalidName, "controller version must be 1 to \(Limits.versionBytesMax) bytes")
@@ -255,7 +314,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 /// The events that abandon `map`'s rollback: the source is left half restored, so it stays
 /// faulted; when it had no fault (a rollback of an online volume), one of cause
 /// `rollback_abandoned` is recorded first, with the stop's reason.
-private func abandonment(of map: LCMap, reason: String, _ state: ControllerState) -> [Event] {
+func abandonment(of map: LCMap, reason: String, _ state: ControllerState) -> [Event] {
     let stop = Event.rollbackStopped(id: map.id, reason: reason)
     guard state.volumes[map.sourceID]?.fault == nil else { return [stop] }
     return [.volumeFaulted(id: map.sourceID, faultID: state.nextFaultID, cause: .rollbackAbandoned, reason: reason), stop]
@@ -295,13 +354,23 @@ private func decideCreateMap(_ spec: CreateMap, _ state: ControllerState) throws
     for candidate in [name, reverseName] where state.mapIDsByName[candidate] != nil {
         throw CommandError(.duplicateName, "an lcmap named \"\(candidate)\" already exists")
     }
+    for candidate in [name, reverseName] where state.groupIDsByName[candidate] != nil {
+        throw CommandError(.duplicateName, "an lcgrp is named \"\(candidate)\"; an lcmap's name differs from every lcgrp's")
+    }
     let created = Event.mapCreated(
         MapCreated(
             id: id, name: name, reverseID: id + 1, reverseName: reverseName, sourceID: source.id,
             targetID: target.id, copyRate: spec.copyRate, grainSizeBytes: spec.grainSizeBytes,
             autorestore: spec.autorestore))
-    guard spec.autorestoreDelaySeconds > 0 else { return [created] }
-    return [created, .mapAutorestoreDelayChanged(id: id, seconds: spec.autorestoreDelaySeconds)]
+    var events = [created]
+    if spec.autorestoreDelaySeconds > 0 { events.append(.mapAutorestoreDelayChanged(id: id, seconds: spec.autorestoreDelaySeconds)) }
+    if let groupReference = spec.group {
+        let group = try resolveGroup(groupReference, state)
+        let preview = events.reduce(state) { evolve($0, $1) }
+        try requireMayJoin(preview.maps[id]!, group, preview)
+        events.append(.mapGroupChanged(id: id, group: group.id))
+    }
+    return events
 }
 
 /// A reason (of a fault, an abandoned rollback, a full store): one line of 1 to 256 bytes; a
@@ -379,6 +448,12 @@ private func partnerName(_ map: LCMap, _ state: ControllerState) -> String {
 /// A forward map that may be prepared or started: not running, no rollback, both volumes usable.
 private func resolveStartable(_ reference: String, _ state: ControllerState) throws(CommandError) -> LCMap {
     let map = try resolveForward(reference, state, verb: "start")
+    try requireStartable(map, state)
+    return map
+}
+
+/// Refuses a forward map that may not be prepared or started.
+func requireStartable(_ map: LCMap, _ state: ControllerState) throws(CommandError) {
     if map.rollback != nil {
         throw CommandError(.mapRestoring, "lcmap \(map.name) is rolling back onto its source")
     }
@@ -397,7 +472,20 @@ private func resolveStartable(_ reference: String, _ state: ControllerState) thr
             throw CommandError(.volumeRestoring, "volume \(volume.name) is being restored; wait for the rollback to finish")
         }
     }
-    return map
+}
+
+/// The events that stop `map` (not rolling back), or `nil` when it has nothing to stop.
+func stopEvents(_ map: LCMap, force: Bool) -> [Event]? {
+    switch map.state {
+    case .preparing, .prepared:
+        return [.mapStopped(id: map.id)]
+    case .copying:
+        return force ? [.mapStopped(id: map.id)] : [.mapStopping(id: map.id), .mapStopped(id: map.id)]
+    case .idleOrCopied where map.imageValid:
+        return [.mapStopped(id: map.id)]
+    case .idleOrCopied, .stopped, .stopping:
+        return nil
+    }
 }
 
 private func requireValidImage(_ map: LCMap, _ state: ControllerState) throws(CommandError) {

@@ -75,9 +75,37 @@ extension Event {
             writer.write(grainsToRestore)
         case let .controllerStarted(version):
             writer.write(version)
-        case let .rollbackStopped(id, reason):
+        case let .rollbackStopped(id, reason), let .groupRollbackStopped(id, reason), let .groupRenamed(id, reason):
             writer.write(id)
             writer.write(reason)
+        case let .groupCreated(id, name, autorestore, delay):
+            writer.write(id)
+            writer.write(name)
+            writer.write(autorestore)
+            writer.write(delay)
+        case let .groupAutorestoreChanged(id, autorestore):
+            writer.write(id)
+            writer.write(autorestore)
+        case let .groupAutorestoreDelayChanged(id, seconds):
+            writer.write(id)
+            writer.write(seconds)
+        case let .groupRemoved(id), let .groupMemberRestored(id), let .groupRollbackCompleted(id):
+            writer.write(id)
+        case let .mapGroupChanged(id, group):
+            writer.write(id)
+            writer.write(group.map(UInt64.init))
+        case let .groupStarted(id, startOrdinal, members):
+            writer.write(id)
+            writer.write(startOrdinal)
+            writer.write(UInt32(members.count))
+            for member in members { writer.write(member) }
+        case let .groupRollbackStarted(id, trigger, faultID):
+            writer.write(id)
+            writer.write(trigger.rawValue)
+            writer.write(faultID)
+        case let .groupRollbackScheduled(id, faultID):
+            writer.write(id)
+            writer.write(faultID)
         }
     }
 
@@ -112,9 +140,7 @@ extension Event {
             event = .rollbackScheduled(id: id, faultID: try reader.readUInt64("faultID"))
         case .mapAutorestoreDelayChanged:
             let id = try reader.readUInt32("id")
-            let seconds = try reader.readUInt32("seconds")
-            guard seconds <= Limits.autorestoreDelaySecondsMax else { throw .invalidValue(field: "seconds", value: UInt64(seconds)) }
-            event = .mapAutorestoreDelayChanged(id: id, seconds: seconds)
+            event = .mapAutorestoreDelayChanged(id: id, seconds: try readDelay(&reader))
         case .faultOnset:
             let id = try reader.readUInt32("id")
             let faultID = try reader.readUInt64("faultID")
@@ -189,9 +215,59 @@ extension Event {
         case .rollbackStopped:
             let id = try reader.readUInt32("id")
             event = .rollbackStopped(id: id, reason: try reader.readString("reason"))
+        case .groupCreated:
+            let id = try reader.readUInt32("id")
+            let name = try reader.readString("name")
+            let autorestore = try reader.readBool("autorestore")
+            let delay = try readDelay(&reader)
+            event = .groupCreated(id: id, name: name, autorestore: autorestore, autorestoreDelaySeconds: delay)
+        case .groupRenamed:
+            let id = try reader.readUInt32("id")
+            event = .groupRenamed(id: id, name: try reader.readString("name"))
+        case .groupAutorestoreChanged:
+            let id = try reader.readUInt32("id")
+            event = .groupAutorestoreChanged(id: id, autorestore: try reader.readBool("autorestore"))
+        case .groupAutorestoreDelayChanged:
+            let id = try reader.readUInt32("id")
+            event = .groupAutorestoreDelayChanged(id: id, seconds: try readDelay(&reader))
+        case .groupRemoved: event = .groupRemoved(id: try reader.readUInt32("id"))
+        case .groupMemberRestored: event = .groupMemberRestored(id: try reader.readUInt32("id"))
+        case .groupRollbackCompleted: event = .groupRollbackCompleted(id: try reader.readUInt32("id"))
+        case .mapGroupChanged:
+            let id = try reader.readUInt32("id")
+            let group = try reader.readOptionalUInt64("group")
+            if let group, group > UInt64(UInt32.max) { throw .invalidValue(field: "group", value: group) }
+            event = .mapGroupChanged(id: id, group: group.map { GroupID($0) })
+        case .groupStarted:
+            let id = try reader.readUInt32("id")
+            let startOrdinal = try reader.readUInt64("startOrdinal")
+            let count = try reader.readUInt32("memberCount")
+            guard count <= Limits.groupMapsMax else { throw .invalidValue(field: "memberCount", value: UInt64(count)) }
+            var members: [MapID] = []
+            for _ in 0..<count { members.append(try reader.readUInt32("member")) }
+            event = .groupStarted(id: id, startOrdinal: startOrdinal, members: members)
+        case .groupRollbackStarted:
+            let id = try reader.readUInt32("id")
+            let triggerCode = try reader.readUInt8("trigger")
+            guard let trigger = RollbackTrigger(rawValue: triggerCode) else {
+                throw .invalidValue(field: "trigger", value: UInt64(triggerCode))
+            }
+            event = .groupRollbackStarted(id: id, trigger: trigger, faultID: try reader.readOptionalUInt64("faultID"))
+        case .groupRollbackStopped:
+            let id = try reader.readUInt32("id")
+            event = .groupRollbackStopped(id: id, reason: try reader.readString("reason"))
+        case .groupRollbackScheduled:
+            let id = try reader.readUInt32("id")
+            event = .groupRollbackScheduled(id: id, faultID: try reader.readUInt64("faultID"))
         }
         try reader.expectEnd()
         return event
+    }
+
+    private static func readDelay(_ reader: inout ByteReader) throws(DecodeError) -> UInt32 {
+        let seconds = try reader.readUInt32("seconds")
+        guard seconds <= Limits.autorestoreDelaySecondsMax else { throw .invalidValue(field: "seconds", value: UInt64(seconds)) }
+        return seconds
     }
 
     private static func readCopyRate(_ reader: inout ByteReader) throws(DecodeError) -> Int {
@@ -208,11 +284,27 @@ extension Event {
             let .mapRemoved(id), let .mapPreparing(id), let .mapPrepared(id), let .mapStarted(id, _),
             let .mapCopyProgressed(id, _), let .mapCopyCompleted(id), let .mapStopping(id), let .mapStopped(id),
             let .rollbackStarted(id, _, _), let .rollbackProgressed(id, _, _), let .rollbackCompleted(id),
-            let .rollbackStopped(id, _), let .rollbackRestarted(id, _), let .mapAutorestoreDelayChanged(id, _), let .rollbackScheduled(id, _):
+            let .rollbackStopped(id, _), let .rollbackRestarted(id, _), let .mapAutorestoreDelayChanged(id, _), let .rollbackScheduled(id, _),
+            let .mapGroupChanged(id, _), let .groupMemberRestored(id):
             [id]
+        case let .groupStarted(_, _, members): members
         case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted, .volumeOutOfSpace,
-            .volumeSpaceRestored, .faultOnset:
+            .volumeSpaceRestored, .faultOnset, .groupCreated, .groupRenamed, .groupAutorestoreChanged, .groupAutorestoreDelayChanged,
+            .groupRemoved, .groupRollbackStarted, .groupRollbackCompleted, .groupRollbackStopped, .groupRollbackScheduled:
             []
+        }
+    }
+
+    /// The consistency groups this event names directly (`snapback log show -group`).
+    public var groupIDs: [GroupID] {
+        switch self {
+        case let .groupCreated(id, _, _, _), let .groupRenamed(id, _), let .groupAutorestoreChanged(id, _),
+            let .groupAutorestoreDelayChanged(id, _), let .groupRemoved(id), let .groupStarted(id, _, _),
+            let .groupRollbackStarted(id, _, _), let .groupRollbackCompleted(id), let .groupRollbackStopped(id, _),
+            let .groupRollbackScheduled(id, _):
+            [id]
+        case let .mapGroupChanged(_, group): group.map { [$0] } ?? []
+        default: []
         }
     }
 

@@ -40,6 +40,29 @@ public enum Event: Sendable, Equatable {
     case rollbackScheduled(id: MapID, faultID: FaultID)
     /// Fault `faultID` of volume `id` says when the damage began (ms since 1970).
     case faultOnset(id: VolumeID, faultID: FaultID, onsetMilliseconds: Int64)
+    /// A consistency group (`mklcgrp`).
+    case groupCreated(id: GroupID, name: String, autorestore: Bool, autorestoreDelaySeconds: UInt32)
+    case groupRenamed(id: GroupID, name: String)
+    case groupAutorestoreChanged(id: GroupID, autorestore: Bool)
+    case groupAutorestoreDelayChanged(id: GroupID, seconds: UInt32)
+    case groupRemoved(id: GroupID)
+    /// Forward map `id` joined group `group`, or left its group (`nil`).
+    case mapGroupChanged(id: MapID, group: GroupID?)
+    /// Group `id` started: the `MapStarted` records of `members` (every member, ascending), in
+    /// the same commit, took their images at one instant with ordinal `startOrdinal`.
+    case groupStarted(id: GroupID, startOrdinal: UInt64, members: [MapID])
+    /// Every member of group `id` rolls back to the group's images (their `RollbackStarted`
+    /// records follow in the same commit).
+    case groupRollbackStarted(id: GroupID, trigger: RollbackTrigger, faultID: FaultID?)
+    /// Member map `id` of a group rollback restored every grain; its source stays `restoring`
+    /// until every member's are.
+    case groupMemberRestored(id: MapID)
+    /// Every member restored: their `RollbackCompleted` records precede this in the same commit.
+    case groupRollbackCompleted(id: GroupID)
+    /// Group `id`'s rollback was abandoned: every member's `RollbackStopped` precedes this.
+    case groupRollbackStopped(id: GroupID, reason: String)
+    /// A group rollback for fault `faultID` waits for the group's hold window.
+    case groupRollbackScheduled(id: GroupID, faultID: FaultID)
 }
 
 /// The facts of `mklcmap`: the forward map and the reverse map created with it.
@@ -99,6 +122,18 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case mapAutorestoreDelayChanged = 25
     case rollbackScheduled = 26
     case faultOnset = 27
+    case groupCreated = 28
+    case groupRenamed = 29
+    case groupAutorestoreChanged = 30
+    case groupAutorestoreDelayChanged = 31
+    case groupRemoved = 32
+    case mapGroupChanged = 33
+    case groupStarted = 34
+    case groupRollbackStarted = 35
+    case groupMemberRestored = 36
+    case groupRollbackCompleted = 37
+    case groupRollbackStopped = 38
+    case groupRollbackScheduled = 39
 
     /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
     public var description: String {
@@ -130,6 +165,18 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .mapAutorestoreDelayChanged: "MapAutorestoreDelayChanged"
         case .rollbackScheduled: "RollbackScheduled"
         case .faultOnset: "FaultOnset"
+        case .groupCreated: "GroupCreated"
+        case .groupRenamed: "GroupRenamed"
+        case .groupAutorestoreChanged: "GroupAutorestoreChanged"
+        case .groupAutorestoreDelayChanged: "GroupAutorestoreDelayChanged"
+        case .groupRemoved: "GroupRemoved"
+        case .mapGroupChanged: "MapGroupChanged"
+        case .groupStarted: "GroupStarted"
+        case .groupRollbackStarted: "GroupRollbackStarted"
+        case .groupMemberRestored: "GroupMemberRestored"
+        case .groupRollbackCompleted: "GroupRollbackCompleted"
+        case .groupRollbackStopped: "GroupRollbackStopped"
+        case .groupRollbackScheduled: "GroupRollbackScheduled"
         }
     }
 
@@ -172,6 +219,18 @@ extension Event {
         case .mapAutorestoreDelayChanged: .mapAutorestoreDelayChanged
         case .rollbackScheduled: .rollbackScheduled
         case .faultOnset: .faultOnset
+        case .groupCreated: .groupCreated
+        case .groupRenamed: .groupRenamed
+        case .groupAutorestoreChanged: .groupAutorestoreChanged
+        case .groupAutorestoreDelayChanged: .groupAutorestoreDelayChanged
+        case .groupRemoved: .groupRemoved
+        case .mapGroupChanged: .mapGroupChanged
+        case .groupStarted: .groupStarted
+        case .groupRollbackStarted: .groupRollbackStarted
+        case .groupMemberRestored: .groupMemberRestored
+        case .groupRollbackCompleted: .groupRollbackCompleted
+        case .groupRollbackStopped: .groupRollbackStopped
+        case .groupRollbackScheduled: .groupRollbackScheduled
         }
     }
 }

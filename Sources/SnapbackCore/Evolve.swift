@@ -65,6 +65,8 @@ extension ControllerState {
 
         case let .mapRemoved(id):
             guard let map = maps.removeValue(forKey: id) else { return }
+            // A group that loses a member cannot roll back to its images: no group rollback waits.
+            if let group = map.groupID { groups[group]?.scheduledRollback = nil }
             mapIDsByName.removeValue(forKey: map.name)
             if let partner = maps.removeValue(forKey: map.partnerID) {
                 mapIDsByName.removeValue(forKey: partner.name)
@@ -116,6 +118,7 @@ extension ControllerState {
             for map in maps.values where map.role == .forward && map.targetID == id && map.rollback == nil {
                 maps[map.id]?.imageValid = false
                 maps[map.id]?.scheduledRollback = nil
+                if let group = map.groupID { groups[group]?.scheduledRollback = nil }
                 if map.state != .idleOrCopied || map.imageValid { maps[map.id]?.state = .stopped }
             }
 
@@ -135,6 +138,7 @@ extension ControllerState {
             maps[id]?.rollback?.faultID = faultID
             maps[id]?.rollback?.grainsRestored = 0
             maps[id]?.rollback?.grainsToRestore = 0
+            maps[id]?.rollback?.awaitingGroup = false
             maps[map.partnerID]?.grainsCopied = 0
 
         case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
@@ -204,13 +208,69 @@ extension ControllerState {
 
         case .controllerStarted:
             controllerStarts += 1
+
+        case let .groupCreated(id, name, autorestore, delay):
+            groups[id] = LCGroup(id: id, name: name, autorestore: autorestore, autorestoreDelaySeconds: delay)
+            groupIDsByName[name] = id
+            nextGroupID = max(nextGroupID, id &+ 1)
+
+        case let .groupRenamed(id, name):
+            guard let group = groups[id] else { return }
+            groupIDsByName.removeValue(forKey: group.name)
+            groups[id]?.name = name
+            groupIDsByName[name] = id
+
+        case let .groupAutorestoreChanged(id, autorestore):
+            groups[id]?.autorestore = autorestore
+            if !autorestore { groups[id]?.scheduledRollback = nil }
+
+        case let .groupAutorestoreDelayChanged(id, seconds):
+            groups[id]?.autorestoreDelaySeconds = seconds
+
+        case let .groupRemoved(id):
+            guard let group = groups.removeValue(forKey: id) else { return }
+            groupIDsByName.removeValue(forKey: group.name)
+            for map in maps.values where map.groupID == id { maps[map.id]?.groupID = nil }
+
+        case let .mapGroupChanged(id, group):
+            guard let map = maps[id], map.role == .forward else { return }
+            // Membership is part of the image: no group rollback waits for either group.
+            if let old = map.groupID { groups[old]?.scheduledRollback = nil }
+            if let group, groups[group] == nil { return }
+            maps[id]?.groupID = group
+            if let group { groups[group]?.scheduledRollback = nil }
+
+        case let .groupStarted(id, startOrdinal, members):
+            guard groups[id] != nil else { return }
+            groups[id]?.startOrdinal = startOrdinal
+            groups[id]?.startedAtMilliseconds = timestampMilliseconds
+            groups[id]?.imageMembers = members.sorted()
+            groups[id]?.scheduledRollback = nil
+            nextStartOrdinal = max(nextStartOrdinal, startOrdinal &+ 1)
+
+        case let .groupRollbackStarted(id, trigger, faultID):
+            groups[id]?.rollback = GroupRollback(trigger: trigger, faultID: faultID)
+            groups[id]?.scheduledRollback = nil
+
+        case let .groupMemberRestored(id):
+            if maps[id]?.rollback != nil { maps[id]?.rollback?.awaitingGroup = true }
+
+        case let .groupRollbackCompleted(id), let .groupRollbackStopped(id, _):
+            groups[id]?.rollback = nil
+
+        case let .groupRollbackScheduled(id, faultID):
+            guard let group = groups[id] else { return }
+            let deadline = timestampMilliseconds &+ Int64(group.autorestoreDelaySeconds) * 1000
+            groups[id]?.scheduledRollback = ScheduledRollback(faultID: faultID, atMilliseconds: deadline)
         }
     }
 
-    /// Drops every automatic rollback waiting for a hold window onto `volume`.
+    /// Drops every automatic rollback waiting for a hold window onto `volume`, a map's or a
+    /// group's of which it is a member's source.
     private mutating func cancelScheduledRollbacks(onto volume: VolumeID) {
-        for map in maps.values where map.scheduledRollback != nil && map.sourceID == volume {
+        for map in maps.values where map.role == .forward && map.sourceID == volume {
             maps[map.id]?.scheduledRollback = nil
+            if let group = map.groupID { groups[group]?.scheduledRollback = nil }
         }
     }
 }

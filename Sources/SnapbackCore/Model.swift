@@ -155,6 +155,9 @@ public struct Rollback: Sendable, Equatable {
     public var grainsRestored: UInt64
     /// The number of dirty grains when the rollback started; 0 until the data plane reports it.
     public var grainsToRestore: UInt64
+    /// A member of a group rollback whose grains are all restored: its source stays `restoring`
+    /// until every member's are (`GroupMemberRestored`), then all go online together.
+    public var awaitingGroup = false
 
     public init(trigger: RollbackTrigger, faultID: FaultID?, grainsRestored: UInt64 = 0, grainsToRestore: UInt64 = 0) {
         self.trigger = trigger
@@ -200,6 +203,9 @@ public struct LCMap: Sendable, Equatable {
     public var autorestoreDelaySeconds: UInt32 = 0
     /// An automatic rollback waiting for the hold window.
     public var scheduledRollback: ScheduledRollback?
+    /// The consistency group of a forward map (`-lcgrp`); its group's autorestore governs it, and
+    /// it is started, stopped and restored only with the group.
+    public var groupID: GroupID?
 
     public init(
         id: MapID, name: String, role: MapRole, partnerID: MapID, sourceID: VolumeID, targetID: VolumeID,
@@ -256,6 +262,9 @@ public enum Limits {
     public static let copyRateDefault = 50
     /// The longest hold window of an automatic rollback (`-autorestoredelay`): one day.
     public static let autorestoreDelaySecondsMax: UInt32 = 86_400
+    /// Consistency groups, and maps in one group (IBM's limits: 500 and 512).
+    public static let groupsMax = 500
+    public static let groupMapsMax = 512
 }
 
 /// IBM's copy-rate table: 1–10 → 128 KiB/s, doubling every band of ten, 91–100 → 64 MiB/s,

@@ -3,9 +3,10 @@
 /// states encode to equal bytes.
 extension ControllerState {
     /// The version of this encoding; a decoder refuses any other. Version 2 added the maps'
-    /// start times, hold windows and scheduled rollbacks, and faults' onsets; a checkpoint of
-    /// version 1 is superseded (replay starts before it; `log verify` skips it).
-    public static let encodingVersion: UInt8 = 2
+    /// start times, hold windows and scheduled rollbacks, and faults' onsets; version 3 the
+    /// consistency groups, the maps' groups and the rollbacks' `awaitingGroup`. A checkpoint of
+    /// an older version is superseded (replay starts before it; `log verify` skips it).
+    public static let encodingVersion: UInt8 = 3
 
     public func encoded() -> [UInt8] {
         var writer = ByteWriter(capacity: 64 + volumes.count * 48 + maps.count * 96)
@@ -16,6 +17,7 @@ extension ControllerState {
         writer.write(nextFaultID)
         writer.write(nextStartOrdinal)
         writer.write(controllerStarts)
+        writer.write(nextGroupID)
         writer.write(UInt32(volumes.count))
         for volume in volumesByID {
             writer.write(volume.id)
@@ -53,11 +55,34 @@ extension ControllerState {
                 writer.write(rollback.faultID)
                 writer.write(rollback.grainsRestored)
                 writer.write(rollback.grainsToRestore)
+                writer.write(rollback.awaitingGroup)
             }
             writer.write(map.startedAtMilliseconds.map { UInt64(bitPattern: $0) })
             writer.write(map.autorestoreDelaySeconds)
             writer.write(map.scheduledRollback != nil)
             if let scheduled = map.scheduledRollback {
+                writer.write(scheduled.faultID)
+                writer.write(scheduled.atMilliseconds)
+            }
+            writer.write(map.groupID.map(UInt64.init))
+        }
+        writer.write(UInt32(groups.count))
+        for group in groupsByID {
+            writer.write(group.id)
+            writer.write(group.name)
+            writer.write(group.autorestore)
+            writer.write(group.autorestoreDelaySeconds)
+            writer.write(group.startOrdinal)
+            writer.write(group.startedAtMilliseconds.map { UInt64(bitPattern: $0) })
+            writer.write(UInt32(group.imageMembers.count))
+            for member in group.imageMembers { writer.write(member) }
+            writer.write(group.rollback != nil)
+            if let rollback = group.rollback {
+                writer.write(rollback.trigger.rawValue)
+                writer.write(rollback.faultID)
+            }
+            writer.write(group.scheduledRollback != nil)
+            if let scheduled = group.scheduledRollback {
                 writer.write(scheduled.faultID)
                 writer.write(scheduled.atMilliseconds)
             }
@@ -79,6 +104,7 @@ extension ControllerState {
         state.nextFaultID = try reader.readUInt64("nextFaultID")
         state.nextStartOrdinal = try reader.readUInt64("nextStartOrdinal")
         state.controllerStarts = try reader.readUInt64("controllerStarts")
+        state.nextGroupID = try reader.readUInt32("nextGroupID")
         let volumeCount = try reader.readUInt32("volumeCount")
         guard volumeCount <= Limits.volumesMax else { throw .invalidValue(field: "volumeCount", value: UInt64(volumeCount)) }
         for _ in 0..<volumeCount {
@@ -141,6 +167,7 @@ extension ControllerState {
                 let restored = try reader.readUInt64("rollback.grainsRestored")
                 let toRestore = try reader.readUInt64("rollback.grainsToRestore")
                 rollback = Rollback(trigger: trigger, faultID: faultID, grainsRestored: restored, grainsToRestore: toRestore)
+                rollback?.awaitingGroup = try reader.readBool("rollback.awaitingGroup")
             }
             let startedAt = try reader.readOptionalUInt64("map.startedAt").map { Int64(bitPattern: $0) }
             let delay = try reader.readUInt32("map.autorestoreDelay")
@@ -149,6 +176,10 @@ extension ControllerState {
             if try reader.readBool("map.scheduledRollback") {
                 let faultID = try reader.readUInt64("scheduled.faultID")
                 scheduled = ScheduledRollback(faultID: faultID, atMilliseconds: try reader.readInt64("scheduled.at"))
+            }
+            let groupID = try reader.readOptionalUInt64("map.group")
+            guard groupID.map({ $0 <= UInt64(UInt32.max) }) ?? true, groupID == nil || role == .forward else {
+                throw .invalidValue(field: "map.group", value: groupID ?? 0)
             }
             guard state.maps.keys.allSatisfy({ $0 < id }), state.mapIDsByName[name] == nil else {
                 throw .invalidValue(field: "map.id", value: UInt64(id))
@@ -161,9 +192,46 @@ extension ControllerState {
             state.maps[id]?.startedAtMilliseconds = startedAt
             state.maps[id]?.autorestoreDelaySeconds = delay
             state.maps[id]?.scheduledRollback = scheduled
+            state.maps[id]?.groupID = groupID.map { GroupID($0) }
             state.mapIDsByName[name] = id
         }
+        let groupCount = try reader.readUInt32("groupCount")
+        guard groupCount <= Limits.groupsMax else { throw .invalidValue(field: "groupCount", value: UInt64(groupCount)) }
+        for _ in 0..<groupCount {
+            let id = try reader.readUInt32("group.id")
+            let name = try reader.readString("group.name")
+            let autorestore = try reader.readBool("group.autorestore")
+            let delay = try reader.readUInt32("group.autorestoreDelay")
+            guard delay <= Limits.autorestoreDelaySecondsMax else { throw .invalidValue(field: "group.autorestoreDelay", value: UInt64(delay)) }
+            var group = LCGroup(id: id, name: name, autorestore: autorestore, autorestoreDelaySeconds: delay)
+            group.startOrdinal = try reader.readOptionalUInt64("group.startOrdinal")
+            group.startedAtMilliseconds = try reader.readOptionalUInt64("group.startedAt").map { Int64(bitPattern: $0) }
+            let memberCount = try reader.readUInt32("group.memberCount")
+            guard memberCount <= Limits.groupMapsMax else { throw .invalidValue(field: "group.memberCount", value: UInt64(memberCount)) }
+            for _ in 0..<memberCount { group.imageMembers.append(try reader.readUInt32("group.member")) }
+            if try reader.readBool("group.rollback") {
+                let triggerCode = try reader.readUInt8("group.rollback.trigger")
+                guard let trigger = RollbackTrigger(rawValue: triggerCode) else {
+                    throw .invalidValue(field: "group.rollback.trigger", value: UInt64(triggerCode))
+                }
+                group.rollback = GroupRollback(trigger: trigger, faultID: try reader.readOptionalUInt64("group.rollback.faultID"))
+            }
+            if try reader.readBool("group.scheduledRollback") {
+                let faultID = try reader.readUInt64("group.scheduled.faultID")
+                group.scheduledRollback = ScheduledRollback(faultID: faultID, atMilliseconds: try reader.readInt64("group.scheduled.at"))
+            }
+            guard state.groups.keys.allSatisfy({ $0 < id }), state.groupIDsByName[name] == nil else {
+                throw .invalidValue(field: "group.id", value: UInt64(id))
+            }
+            state.groups[id] = group
+            state.groupIDsByName[name] = id
+        }
         try reader.expectEnd()
+        for map in state.maps.values {
+            if let group = map.groupID, state.groups[group] == nil {
+                throw .invalidValue(field: "map.group", value: UInt64(map.id))
+            }
+        }
         // References between records must hold: a map's volumes and its partner exist, and the
         // partner points back with the other role.
         for map in state.maps.values {

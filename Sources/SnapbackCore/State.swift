@@ -5,9 +5,12 @@
 public struct ControllerState: Sendable, Equatable {
     public internal(set) var volumes: [VolumeID: Volume] = [:]
     public internal(set) var maps: [MapID: LCMap] = [:]
+    public internal(set) var groups: [GroupID: LCGroup] = [:]
     /// Derived indexes, kept in step with `volumes` and `maps` by `evolve`.
     public internal(set) var volumeIDsByName: [String: VolumeID] = [:]
     public internal(set) var mapIDsByName: [String: MapID] = [:]
+    public internal(set) var groupIDsByName: [String: GroupID] = [:]
+    public internal(set) var nextGroupID: GroupID = 0
     public internal(set) var nextVolumeID: VolumeID = 0
     public internal(set) var nextMapID: MapID = 0
     public internal(set) var nextFaultID: FaultID = 1
