@@ -327,10 +327,14 @@ public struct CommandResult: Codable, Sendable {
     public var events: [String]
     public var first_seq: UInt64?
     public var last_seq: UInt64?
-    public init(events: [String], firstSequence: UInt64?, lastSequence: UInt64?) {
+    /// How long the command held host I/O of the volumes it touches, in ms (for a group start:
+    /// the host-write hold of every member's source).
+    public var held_ms: Double?
+    public init(events: [String], firstSequence: UInt64?, lastSequence: UInt64?, heldMilliseconds: Double? = nil) {
         self.events = events
         first_seq = firstSequence
         last_seq = lastSequence
+        held_ms = heldMilliseconds
     }
 }
 

@@ -92,6 +92,7 @@ struct MakeMap: ParsableCommand {
     @Option(name: .ibm("grainsize"), help: "64 or 256 KiB (default 256).") var grainSize: Int?
     @Option(name: .ibm("autorestoredelay"), help: "Hold window of automatic rollbacks, 0–86400 s (default 0: at once).")
     var autorestoreDelay: Int?
+    @Option(name: .ibm("lcgrp"), help: "A consistency group the map joins.") var group: String?
 
     func run() throws {
         let client = connection.client
@@ -99,7 +100,7 @@ struct MakeMap: ParsableCommand {
             "POST", "/v1/lcmaps",
             body: CreateMapRequest(
                 source: source, target: target, name: name, autorestore: autorestore, copyrate: copyRate, grainsize: grainSize,
-                autorestoredelay: autorestoreDelay),
+                autorestoredelay: autorestoreDelay, lcgrp: group),
             as: CommandResult.self)
         let rows = try client.call("GET", "/v1/lcmaps", as: [MapRow].self)
         let created = rows.filter { $0.role == "forward" && $0.source == source && $0.target == target }.last
@@ -109,17 +110,27 @@ struct MakeMap: ParsableCommand {
 }
 
 struct ChangeMap: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "chlcmap", abstract: "Change an lcmap's autorestore, copy rate or name.")
+    static let configuration = CommandConfiguration(
+        commandName: "chlcmap", abstract: "Change an lcmap's autorestore, copy rate, name, hold window or consistency group.")
     @OptionGroup var connection: Connection
     @Option(name: .ibm("autorestore"), help: "on or off.") var autorestore: String?
     @Option(name: .ibm("copyrate"), help: "0–150.") var copyRate: Int?
     @Option(name: .ibm("name"), help: "A new name.") var name: String?
     @Option(name: .ibm("autorestoredelay"), help: "Hold window of automatic rollbacks, 0–86400 s.") var autorestoreDelay: Int?
+    @Option(name: .ibm("lcgrp"), help: "Move the (idle or stopped) map into this consistency group.") var group: String?
+    @Flag(name: .ibm("nolcgrp"), help: "Move the (idle or stopped) map out of its consistency group.") var noGroup = false
     @Argument(help: "The map (name or id).") var map: String
+
+    func validate() throws {
+        if group != nil && noGroup { throw ValidationError("-lcgrp and -nolcgrp exclude each other") }
+    }
 
     func run() throws {
         _ = try connection.client.call(
-            "PATCH", "/v1/lcmaps/\(pathSegment(map))", body: ChangeMapRequest(autorestore: autorestore, copyrate: copyRate, name: name, autorestoredelay: autorestoreDelay),
+            "PATCH", "/v1/lcmaps/\(pathSegment(map))",
+            body: ChangeMapRequest(
+                autorestore: autorestore, copyrate: copyRate, name: name, autorestoredelay: autorestoreDelay, lcgrp: group,
+                nolcgrp: noGroup ? true : nil),
             as: CommandResult.self)
     }
 }
@@ -196,7 +207,12 @@ struct ReportFault: ParsableCommand {
         }
         let result = try connection.client.call(
             "POST", "/v1/volumes/\(pathSegment(volume))/fault", body: FaultRequest(reason: reason, onset: absolute), as: CommandResult.self)
-        if result.events.contains("RollbackStarted") { printResult("automatic rollback started") }
+        if result.events.contains("GroupRollbackStarted") {
+            printResult("automatic group rollback started")
+        } else if result.events.contains("RollbackStarted") {
+            printResult("automatic rollback started")
+        }
+        if result.events.contains("GroupRollbackScheduled") { printResult("automatic group rollback scheduled (hold window); recovervolume cancels it") }
         if result.events.contains("RollbackScheduled") { printResult("automatic rollback scheduled (hold window); recovervolume cancels it") }
     }
 }
@@ -215,7 +231,7 @@ struct RecoverVolume: ParsableCommand {
 struct WaitForMap: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait",
-        abstract: "Follow a map's rollback if one runs (or is scheduled), else its background copy if copyrate > 0, else report the last rollback.",
+        abstract: "Follow a map's or a consistency group's rollback if one runs (or is scheduled), else its background copy if copyrate > 0, else report the last rollback.",
         discussion: """
             Exit 0: the rollback completed (or the copy finished, or there was nothing to wait for).
             Exit 1: the rollback was abandoned (the reason is printed; the source is left faulted), or
@@ -223,10 +239,16 @@ struct WaitForMap: ParsableCommand {
             """)
     @OptionGroup var connection: Connection
     @Option(name: .ibm("timeout"), help: "Give up after this many seconds (exit 4).") var timeout: Double?
-    @Argument(help: "The map (name or id).") var map: String
+    @Argument(help: "The map or consistency group (name or id).") var map: String
 
     func run() throws {
         let client = connection.client
+        // Not a map: a group (their names never collide).
+        let (status, _) = try client.send("GET", "/v1/lcmaps/\(pathSegment(map))")
+        if status == 404 {
+            let (groupStatus, _) = try client.send("GET", "/v1/lcgroups/\(pathSegment(map))")
+            if groupStatus != 404 { return try GroupWait(client: client, group: map, timeout: timeout).run() }
+        }
         let deadline = timeout.map { Date().addingTimeInterval($0) }
         let terminal = isatty(STDOUT_FILENO) == 1
         var lastLine = ""

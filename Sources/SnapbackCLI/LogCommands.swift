@@ -72,6 +72,8 @@ struct LogShow: ParsableCommand {
     @Option(name: .ibm("until"), help: "Latest time (ISO 8601 or ms since 1970).") var until: String?
     @Option(name: .ibm("volume"), help: "Only events about this volume (name or id) and its maps.") var volume: String?
     @Option(name: .ibm("map"), help: "Only events about this lcmap (name or id).") var map: String?
+    @Option(name: .ibm("group"), help: "Only events about this lcgrp (name or id) and its lcmaps while they were members.")
+    var group: String?
     @Option(name: .ibm("type"), help: "Only events of this type, e.g. RollbackStarted.") var type: String?
     @Option(name: .ibm("last"), help: "Only the last N matching events.") var last: Int?
     @Flag(name: .ibm("json"), help: "One JSON object per line.") var json = false
@@ -95,13 +97,13 @@ struct LogShow: ParsableCommand {
         var first = from ?? 1
         let lastSequence = to ?? .max
         // With no filter but -last, read only the tail.
-        if let last, volume == nil, map == nil, wantedType == nil, since == nil, until == nil {
+        if let last, volume == nil, map == nil, group == nil, wantedType == nil, since == nil, until == nil {
             let end = min(lastSequence, log.lastSequence)
             first = max(first, end >= UInt64(last) ? end - UInt64(last) + 1 : 1)
         }
         // Objects are matched by identity: every id that ever carried the name (a rename keeps
         // the history of the map).
-        let (volumeIDs, mapIDs) = try Self.identities(log, volume: volume, map: map)
+        let identities = try Self.identities(log, volume: volume, map: map, group: group)
         var state = first > 1 ? try log.replay(through: first - 1).state : ControllerState()
         let output = OutputBuffer()
         var kept: [String] = []
@@ -111,8 +113,9 @@ struct LogShow: ParsableCommand {
             if let wantedType, stored.event.type != wantedType { return true }
             if let sinceMilliseconds, stored.timestampMilliseconds < sinceMilliseconds { return true }
             if let untilMilliseconds, stored.timestampMilliseconds > untilMilliseconds { return true }
-            if volume != nil, !Self.touches(stored.event, volumes: volumeIDs, state) { return true }
-            if map != nil, !Self.touches(stored.event, maps: mapIDs) { return true }
+            if volume != nil, !Self.touches(stored.event, volumes: identities.volumeIDs, state) { return true }
+            if map != nil, !Self.touches(stored.event, maps: identities.mapIDs) { return true }
+            if group != nil, !Self.touches(stored.event, groups: identities.groupIDs, state) { return true }
             let line = json ? EventText.jsonLine(stored) : Self.humanLine(stored, state)
             if let last {
                 kept.append(line)
@@ -130,28 +133,39 @@ struct LogShow: ParsableCommand {
         "\(stored.sequence)  \(EventText.time(stored.timestampMilliseconds))  \(stored.event.type)  \(EventText.sentence(stored.event, state))"
     }
 
-    /// The ids that ever carried the given volume and map names (or are those decimal ids).
-    static func identities(_ log: EventLog, volume: String?, map: String?) throws -> (Set<VolumeID>, Set<MapID>) {
+    /// The objects a filter or a story is about: every id that carried a name.
+    struct Identities {
         var volumeIDs: Set<VolumeID> = []
         var mapIDs: Set<MapID> = []
-        if let volume, let id = VolumeID(volume), String(id) == volume { volumeIDs.insert(id) }
-        if let map, let id = MapID(map), String(id) == map { mapIDs.insert(id) }
-        guard volume != nil || map != nil else { return (volumeIDs, mapIDs) }
+        var groupIDs: Set<GroupID> = []
+    }
+
+    /// The ids that ever carried the given volume, map and group names (or are those decimal ids).
+    static func identities(_ log: EventLog, volume: String?, map: String?, group: String? = nil) throws -> Identities {
+        var found = Identities()
+        if let volume, let id = VolumeID(volume), String(id) == volume { found.volumeIDs.insert(id) }
+        if let map, let id = MapID(map), String(id) == map { found.mapIDs.insert(id) }
+        if let group, let id = GroupID(group), String(id) == group { found.groupIDs.insert(id) }
+        guard volume != nil || map != nil || group != nil else { return found }
         try log.scan { record in
             switch try EventLog.storedEvent(record).event {
             case let .volumeCreated(id, name, _, _) where name == volume:
-                volumeIDs.insert(id)
+                found.volumeIDs.insert(id)
             case let .mapCreated(created):
-                if created.name == map || created.reverseName == map { mapIDs.formUnion([created.id, created.reverseID]) }
+                // A map's events name the forward id; include partners so either name finds both.
+                if created.name == map || created.reverseName == map { found.mapIDs.formUnion([created.id, created.reverseID]) }
             case let .mapRenamed(id, name, reverseName):
-                if name == map || reverseName == map { mapIDs.insert(id) }
+                if name == map || reverseName == map { found.mapIDs.insert(id) }
+            case let .groupCreated(id, name, _, _) where name == group:
+                found.groupIDs.insert(id)
+            case let .groupRenamed(id, name) where name == group:
+                found.groupIDs.insert(id)
             default:
                 break
             }
             return true
         }
-        // A map's events name the forward id; include partners so either name finds both.
-        return (volumeIDs, mapIDs)
+        return found
     }
 
     /// True when the event names one of the volumes, or a map whose source or target is one.
@@ -166,6 +180,14 @@ struct LogShow: ParsableCommand {
     /// True when the event names one of the maps.
     static func touches(_ event: Event, maps: Set<MapID>) -> Bool {
         event.mapIDs.contains(where: maps.contains)
+    }
+
+    /// True when the event names one of the groups, or a map that was a member of one when it
+    /// happened (`state` is the state before the event: a map's leaving is its group's, its
+    /// joining names the group).
+    static func touches(_ event: Event, groups: Set<GroupID>, _ state: ControllerState) -> Bool {
+        if event.groupIDs.contains(where: groups.contains) { return true }
+        return event.mapIDs.contains { id in state.maps[id]?.groupID.map(groups.contains) ?? false }
     }
 }
 
@@ -226,16 +248,23 @@ struct LogState: ParsableCommand {
         let state = try log.replay(through: at ?? lastSequence).state
         let volumes = Listing.volumes(state.volumesByID.map { VolumeRow($0, in: state) })
         let maps = Listing.maps(state.mapsByID, in: state)
+        let groupRows = state.groupsByID.map { GroupRow($0, in: state) }
         if json {
             let volumesJSON = volumes.json()
             let mapsJSON = maps.json()
-            print("{\"seq\": \(state.eventsApplied), \"volumes\": \(volumesJSON), \"lcmaps\": \(mapsJSON)}")
+            // The API's rows, with each group's lcmaps as an array.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            let groupsJSON = String(decoding: try encoder.encode(groupRows), as: UTF8.self)
+            print("{\"seq\": \(state.eventsApplied), \"volumes\": \(volumesJSON), \"lcmaps\": \(mapsJSON), \"lcgroups\": \(groupsJSON)}")
         } else {
             print("seq \(state.eventsApplied)")
             print("volumes:")
             print(volumes.table(delimiter: delimiter))
             print("lcmaps:")
             print(maps.table(delimiter: delimiter))
+            print("groups:")
+            print(Listing.groups(groupRows, withMaps: true).table(delimiter: delimiter))
         }
     }
 }

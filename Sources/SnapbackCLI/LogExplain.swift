@@ -3,22 +3,23 @@ import Foundation
 import SnapbackCore
 import SnapbackLog
 
-/// `snapback log explain MAP|VOLUME`: the story of one object in plain sentences, with the
+/// `snapback log explain MAP|VOLUME|GROUP`: the story of one object in plain sentences, with the
 /// sequence numbers as evidence.
 struct LogExplain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "explain", abstract: "Tell the story of one lcmap or volume, with sequence numbers as evidence.")
+        commandName: "explain", abstract: "Tell the story of one lcmap, lcgrp or volume, with sequence numbers as evidence.")
 
     @OptionGroup var location: LogLocation
-    @Argument(help: "An lcmap or a volume, by name (or id).") var object: String
+    @Argument(help: "An lcmap, an lcgrp or a volume, by name (or id).") var object: String
 
     func run() throws {
         let log = try location.open()
         // The object is every id that ever carried the name (its history survives renames).
-        let (volumeIDs, mapIDs) = try LogShow.identities(log, volume: object, map: object)
+        let identities = try LogShow.identities(log, volume: object, map: object, group: object)
         var story = Story(object: object)
-        story.volumeIDs = volumeIDs
-        story.mapIDs = mapIDs
+        story.volumeIDs = identities.volumeIDs
+        story.mapIDs = identities.mapIDs
+        story.groupIDs = identities.groupIDs
         var state = ControllerState()
         try log.scan { record in
             let stored = try EventLog.storedEvent(record)
@@ -27,7 +28,7 @@ struct LogExplain: ParsableCommand {
             return true
         }
         guard !story.lines.isEmpty else {
-            throw CLIError(code: "unknown_object", message: "the log never mentions an lcmap or volume called \(object)")
+            throw CLIError(code: "unknown_object", message: "the log never mentions an lcmap, lcgrp or volume called \(object)")
         }
         story.lines.forEach { print($0) }
     }
@@ -39,8 +40,17 @@ struct Story {
     var lines: [String] = []
     var mapIDs: Set<MapID> = []
     var volumeIDs: Set<VolumeID> = []
+    var groupIDs: Set<GroupID> = []
     /// Controller starts seen while a rollback of the object was running.
     var restartsDuringRollback: [MapID: Int] = [:]
+    /// Controller starts seen while a rollback of the object's group was running.
+    var restartsDuringGroupRollback: [GroupID: Int] = [:]
+    /// The event before this one: `MapCreated` just before a map's `MapGroupChanged`, with the
+    /// same time, is `mklcmap -lcgrp`.
+    var previous: StoredEvent?
+    /// Maps that just left a group, one after the other with the same time: followed by the
+    /// group's `GroupRemoved`, they are `rmlcgrp -force`'s.
+    var leaving: (groupID: GroupID, count: Int)?
 
     init(object: String) { self.object = object }
 
@@ -48,15 +58,45 @@ struct Story {
         let seq = stored.sequence
         let time = EventText.time(stored.timestampMilliseconds)
         func say(_ sentence: String) { lines.append("seq \(seq)  \(time)  \(sentence)") }
+        let previous = self.previous
+        let leaving = self.leaving
+        self.previous = stored
+        self.leaving = nil
+        // The previous event was recorded in the same commit (at the same time, just before).
+        let sameCommitAsPrevious = previous.map { $0.sequence + 1 == seq && $0.timestampMilliseconds == stored.timestampMilliseconds } ?? false
         func volumeName(_ id: VolumeID) -> String { state.volumes[id]?.name ?? "#\(id)" }
         func mapName(_ id: MapID) -> String { state.maps[id]?.name ?? "#\(id)" }
+        func groupName(_ id: GroupID) -> String { state.groups[id]?.name ?? "#\(id)" }
         func forward(_ id: MapID) -> LCMap? { state.maps[id] }
+        func sourceName(_ id: MapID) -> String { volumeName(forward(id)?.sourceID ?? 0) }
         /// Forward maps of the object: the map itself, or the maps whose source is the volume.
         func concernsMap(_ id: MapID) -> Bool {
             if mapIDs.contains(id) { return true }
             guard let map = state.maps[id] else { return false }
             return volumeIDs.contains(map.sourceID) || volumeIDs.contains(map.targetID)
         }
+        /// A member of one of the object's groups: its key events (started, stopped, rolled
+        /// back) belong to the group's story while it is a member.
+        func isMember(_ id: MapID) -> Bool { state.maps[id]?.groupID.map(groupIDs.contains) ?? false }
+        /// " with lcgrp G" for a member of a group, else "".
+        func withGroup(_ id: MapID) -> String { state.maps[id]?.groupID.map { " with lcgrp \(groupName($0))" } ?? "" }
+        /// Maps of the object in group `id`: the group's events belong to their story.
+        func concernsGroupOfMap(_ id: GroupID) -> Bool { state.members(of: id).contains { concernsMap($0.id) } }
+        /// "fault N on volume V": the volume whose current fault is `faultID`.
+        func faultText(_ faultID: FaultID) -> String {
+            guard let volume = state.volumes.values.first(where: { $0.fault?.id == faultID }) else { return "fault \(faultID)" }
+            return "fault \(faultID) on volume \(volume.name)"
+        }
+        /// The group holds images of one start of exactly its lcmaps: a change of membership
+        /// keeps it from rolling back until it is started again (`group_changed`).
+        func holdsImages(_ id: GroupID) -> Bool {
+            guard let group = state.groups[id], let ordinal = group.startOrdinal else { return false }
+            let members = state.members(of: id)
+            return members.map(\.id) == group.imageMembers && members.allSatisfy { $0.imageValid && $0.startOrdinal == ordinal }
+        }
+        func names(_ maps: [LCMap]) -> String { maps.map(\.name).joined(separator: ", ") }
+        func sources(_ maps: [LCMap]) -> String { maps.map { volumeName($0.sourceID) }.joined(separator: ", ") }
+        func restarts(_ count: Int) -> String { "\(count) controller restart\(count == 1 ? "" : "s")" }
 
         switch stored.event {
         case let .volumeCreated(id, name, sizeBytes, path):
@@ -75,40 +115,58 @@ struct Story {
         case let .mapRenamed(id, name, _):
             if concernsMap(id) { say("lcmap \(mapName(id)) renamed to \(name) by chlcmap") }
         case let .mapAutorestoreChanged(id, autorestore):
-            if concernsMap(id) { say("lcmap \(mapName(id)): autorestore set \(autorestore ? "on" : "off") by chlcmap") }
+            if concernsMap(id) {
+                let governed = state.maps[id]?.groupID.map { " (lcgrp \(groupName($0))'s autorestore governs it while it is a member)" } ?? ""
+                say("lcmap \(mapName(id)): autorestore set \(autorestore ? "on" : "off") by chlcmap\(governed)")
+            }
         case let .mapCopyRateChanged(id, copyRate):
             if concernsMap(id) { say("lcmap \(mapName(id)): copyrate set to \(copyRate) by chlcmap") }
         case let .mapStarted(id, _):
-            if concernsMap(id) { say("lcmap \(mapName(id)) started by startlcmap: point-in-time image of \(volumeName(forward(id)?.sourceID ?? 0)) taken") }
+            if concernsMap(id) || isMember(id) {
+                let how = state.maps[id]?.groupID.map { "with lcgrp \(groupName($0)) by startlcgrp" } ?? "by startlcmap"
+                say("lcmap \(mapName(id)) started \(how): point-in-time image of \(sourceName(id)) taken")
+            }
         case let .mapCopyCompleted(id):
             if concernsMap(id) { say("lcmap \(mapName(id)): background copy completed; the target holds the whole image") }
         case let .mapStopped(id):
-            if concernsMap(id) { say("lcmap \(mapName(id)) stopped: its image is no longer valid") }
+            if concernsMap(id) || isMember(id) { say("lcmap \(mapName(id)) stopped\(withGroup(id)): its image is no longer valid") }
         case let .mapRemoved(id):
-            if concernsMap(id) { say("lcmap \(mapName(id)) removed by rmlcmap") }
+            if concernsMap(id) || isMember(id) {
+                let leaves = state.maps[id]?.groupID.map { "; it leaves lcgrp \(groupName($0))" } ?? ""
+                say("lcmap \(mapName(id)) removed by rmlcmap\(leaves)")
+            }
         case let .volumeFaulted(id, faultID, cause, reason):
-            let sourceOfObject = state.maps.values.contains { mapIDs.contains($0.id) && $0.role == .forward && $0.sourceID == id }
-            if volumeIDs.contains(id) || sourceOfObject {
+            let forwards = state.maps.values.filter { $0.role == .forward }
+            let sourceOfObject = forwards.contains { mapIDs.contains($0.id) && $0.sourceID == id }
+            let volumeOfMember = forwards.contains { isMember($0.id) && ($0.sourceID == id || $0.targetID == id) }
+            if volumeIDs.contains(id) || sourceOfObject || volumeOfMember {
                 let who = cause == .operator ? "reported by an operator (snapback fault)" : "detected by the controller (\(cause))"
                 say("volume \(volumeName(id)) faulted (fault \(faultID)), \(who): \(reason)")
             }
         case let .rollbackStarted(id, trigger, faultID):
-            if concernsMap(id) {
+            if concernsMap(id) || isMember(id) {
                 restartsDuringRollback[id] = 0
                 let cause = faultID.map { " because of fault \($0)" } ?? ""
-                let how = trigger == .auto ? "automatically by the controller (autorestore on)\(cause)" : "by an operator (startlcmap -restore)\(cause)"
-                say("rollback of lcmap \(mapName(id)) onto \(volumeName(forward(id)?.sourceID ?? 0)) started \(how)")
+                let how: String
+                if let group = state.maps[id]?.groupID {
+                    // The group's record precedes its members' in the same commit.
+                    let who = trigger == .auto ? "automatically (lcgrp \(groupName(group))'s autorestore on)" : "by an operator (startlcgrp -restore)"
+                    how = "with lcgrp \(groupName(group)) \(who)\(cause)"
+                } else {
+                    how = trigger == .auto ? "automatically by the controller (autorestore on)\(cause)" : "by an operator (startlcmap -restore)\(cause)"
+                }
+                say("rollback of lcmap \(mapName(id)) onto \(sourceName(id)) started \(how)")
             }
         case let .rollbackCompleted(id):
-            if concernsMap(id) {
-                let restarts = restartsDuringRollback.removeValue(forKey: id) ?? 0
+            if concernsMap(id) || isMember(id) {
+                let count = restartsDuringRollback.removeValue(forKey: id) ?? 0
                 let grains = state.maps[id]?.rollback.map { ", \($0.grainsToRestore) grains restored" } ?? ""
-                say("rollback of lcmap \(mapName(id)) finished\(grains) after \(restarts) controller restart\(restarts == 1 ? "" : "s"); \(volumeName(forward(id)?.sourceID ?? 0)) online")
+                say("rollback of lcmap \(mapName(id)) finished\(withGroup(id))\(grains) after \(restarts(count)); \(sourceName(id)) online")
             }
         case let .rollbackStopped(id, reason):
-            if concernsMap(id) {
+            if concernsMap(id) || isMember(id) {
                 restartsDuringRollback[id] = nil
-                say("rollback of lcmap \(mapName(id)) stopped before it finished (\(reason)); \(volumeName(forward(id)?.sourceID ?? 0)) left faulted")
+                say("rollback of lcmap \(mapName(id)) stopped\(withGroup(id)) before it finished (\(reason)); \(sourceName(id)) left faulted")
             }
         case let .volumeRecovered(id):
             if volumeIDs.contains(id) { say("volume \(volumeName(id)) recovered by recovervolume: its data accepted as it was") }
@@ -130,19 +188,98 @@ struct Story {
                 say("fault \(faultID) of volume \(volumeName(id)) says the damage began at \(EventText.time(onset)): only an image taken at or before it is rolled back")
             }
         case let .rollbackRestarted(id, faultID):
-            if concernsMap(id) {
-                say("rollback of lcmap \(mapName(id)) restarted for fault \(faultID) (a fault during the rollback): every grain written since the image is restored again")
+            if concernsMap(id) || isMember(id) {
+                say("rollback of lcmap \(mapName(id)) restarted\(withGroup(id)) for fault \(faultID) (a fault during the rollback): every grain written since the image is restored again")
             }
         case let .volumeSpaceRestored(id):
             if volumeIDs.contains(id) { say("volume \(volumeName(id)) has space again (a write succeeded): online") }
         case .controllerStarted:
             for id in restartsDuringRollback.keys { restartsDuringRollback[id, default: 0] += 1 }
+            for id in restartsDuringGroupRollback.keys { restartsDuringGroupRollback[id, default: 0] += 1 }
         case .mapPreparing, .mapPrepared, .mapStopping, .mapCopyProgressed, .rollbackProgressed:
             break
-        case .groupCreated, .groupRenamed, .groupAutorestoreChanged, .groupAutorestoreDelayChanged, .groupRemoved, .mapGroupChanged,
-            .groupStarted, .groupRollbackStarted, .groupMemberRestored, .groupRollbackCompleted, .groupRollbackStopped,
-            .groupRollbackScheduled:
-            break
+
+        // Consistency groups: the group's own story, and the group events of its members'.
+        case let .groupCreated(id, name, autorestore, delay):
+            if name == object || String(id) == object { groupIDs.insert(id) }
+            if groupIDs.contains(id) {
+                say("lcgrp \(name) created by mklcgrp with autorestore \(autorestore ? "on" : "off"), hold window \(delay) s")
+            }
+        case let .groupRenamed(id, name):
+            if groupIDs.contains(id) { say("lcgrp \(groupName(id)) renamed to \(name) by chlcgrp") }
+        case let .groupAutorestoreChanged(id, autorestore):
+            if groupIDs.contains(id) {
+                say("lcgrp \(groupName(id)): autorestore set \(autorestore ? "on" : "off") by chlcgrp (it governs the automatic rollbacks of its lcmaps)")
+            }
+        case let .groupAutorestoreDelayChanged(id, seconds):
+            if groupIDs.contains(id) { say("lcgrp \(groupName(id)): autorestore hold window set to \(seconds) s by chlcgrp") }
+        case let .mapGroupChanged(id, group):
+            let old = state.maps[id]?.groupID
+            guard concernsMap(id) || group.map(groupIDs.contains) == true || old.map(groupIDs.contains) == true else { break }
+            let map = state.maps[id]
+            let volumes = map.map { " (\(volumeName($0.sourceID)) -> \(volumeName($0.targetID)))" } ?? ""
+            if let group {
+                // mklcmap -lcgrp records the map and its move in one commit.
+                var how = "by chlcmap -lcgrp"
+                if case let .mapCreated(made) = previous?.event, made.id == id, sameCommitAsPrevious { how = "by mklcmap -lcgrp" }
+                let from = old.map { " from lcgrp \(groupName($0))" } ?? ""
+                let note = holdsImages(group) ? "; lcgrp \(groupName(group))'s images no longer match its lcmaps: it cannot be rolled back until it is started again" : ""
+                say("lcmap \(mapName(id))\(volumes) moved into lcgrp \(groupName(group))\(from) \(how)\(note)")
+            } else if let old {
+                let count = leaving.map { $0.groupID == old && sameCommitAsPrevious ? $0.count : 0 } ?? 0
+                self.leaving = (old, count + 1)
+                let note = holdsImages(old) ? "; lcgrp \(groupName(old))'s images no longer match its lcmaps: it cannot be rolled back until it is started again" : ""
+                say("lcmap \(mapName(id))\(volumes) moved out of lcgrp \(groupName(old))\(note)")
+            }
+        case let .groupStarted(id, _, members):
+            if groupIDs.contains(id) {
+                let maps = members.compactMap { state.maps[$0] }
+                say("lcgrp \(groupName(id)) started by startlcgrp: images of its \(members.count) lcmap\(members.count == 1 ? "" : "s") \(names(maps)) taken at one instant")
+            }
+        case let .groupRollbackStarted(id, trigger, faultID):
+            if groupIDs.contains(id) {
+                restartsDuringGroupRollback[id] = 0
+                let members = state.members(of: id)
+                let how: String
+                if trigger == .auto {
+                    how = "automatically by the controller (the group's autorestore on)" + (faultID.map { " because of \(faultText($0))" } ?? "")
+                } else {
+                    how = "by an operator (startlcgrp -restore)" + (faultID.map { " after \(faultText($0))" } ?? "")
+                }
+                say("rollback of lcgrp \(groupName(id)) to its images started \(how): every lcmap (\(names(members))) rolls back, sources that did not fault too")
+            }
+        case let .groupMemberRestored(id):
+            if concernsMap(id) || isMember(id) {
+                let group = state.maps[id]?.groupID.map { "lcgrp \(groupName($0))" } ?? "its lcgrp"
+                let grains = state.maps[id]?.rollback.map { " (\($0.grainsToRestore) grains)" } ?? ""
+                say("rollback of lcmap \(mapName(id)) restored every grain\(grains); \(sourceName(id)) stays restoring until every lcmap of \(group) has")
+            }
+        case let .groupRollbackCompleted(id):
+            if groupIDs.contains(id) {
+                let count = restartsDuringGroupRollback.removeValue(forKey: id) ?? 0
+                // Its members' RollbackCompleted records precede it in the same commit.
+                say("rollback of lcgrp \(groupName(id)) finished after \(restarts(count)): every source online together (\(sources(state.members(of: id))))")
+            }
+        case let .groupRollbackStopped(id, reason):
+            if groupIDs.contains(id) {
+                restartsDuringGroupRollback[id] = nil
+                // Its members' RollbackStopped records precede it: their rollbacks are gone.
+                say("rollback of lcgrp \(groupName(id)) stopped before it finished (\(reason)); every source left faulted (\(sources(state.members(of: id))))")
+            }
+        case let .groupRollbackScheduled(id, faultID):
+            if groupIDs.contains(id) || concernsGroupOfMap(id) {
+                let delay = state.groups[id]?.autorestoreDelaySeconds ?? 0
+                say("automatic rollback of lcgrp \(groupName(id)) for \(faultText(faultID)) scheduled in \(delay) s (its hold window); recovervolume cancels it, startlcgrp -restore starts it now")
+            }
+        case let .groupRemoved(id):
+            if groupIDs.contains(id) {
+                // rmlcgrp -force moves the members out in the same commit, just before.
+                if let leaving, leaving.groupID == id, sameCommitAsPrevious {
+                    say("lcgrp \(groupName(id)) removed by rmlcgrp -force; its \(leaving.count) lcmap\(leaving.count == 1 ? "" : "s") left stand-alone")
+                } else {
+                    say("lcgrp \(groupName(id)) removed by rmlcgrp")
+                }
+            }
         }
     }
 }

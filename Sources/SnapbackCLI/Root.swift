@@ -9,7 +9,8 @@ public struct SnapbackCommand: AsyncParsableCommand {
         abstract: "Control a Snapback snapshot controller and audit its event log.",
         subcommands: [
             ListSystem.self, MakeVolume.self, ListVolumes.self, RemoveVolume.self, MakeMap.self, ChangeMap.self, ListMaps.self,
-            StartMap.self, StopMap.self, RemoveMap.self, ReportFault.self, RecoverVolume.self, WaitForMap.self,
+            StartMap.self, StopMap.self, RemoveMap.self, MakeGroup.self, ChangeGroup.self, ListGroups.self, StartGroup.self, StopGroup.self,
+            RemoveGroup.self, ReportFault.self, RecoverVolume.self, WaitForMap.self,
             LogCommand.self,
         ]
     )

@@ -12,11 +12,14 @@ struct Listing {
     enum Field {
         case text(String)
         case number(UInt64)
+        /// Names: joined by commas in text, an array in JSON.
+        case list([String])
 
         var text: String {
             switch self {
             case let .text(value): value
             case let .number(value): String(value)
+            case let .list(values): values.joined(separator: ",")
             }
         }
 
@@ -24,6 +27,7 @@ struct Listing {
             switch self {
             case let .text(value): value
             case let .number(value): value
+            case let .list(values): values
             }
         }
     }
@@ -93,6 +97,7 @@ extension Listing {
                     .number(UInt64(row.progress)), .number(UInt64(row.copyrate)), .text(row.autorestore), .text(row.restoring),
                     .text(row.partner), .number(UInt64(row.grainsize)), .text(row.role), .number(UInt64(row.restore_progress)),
                     .text(row.restore_trigger), .text(row.start_time), .number(UInt64(row.autorestoredelay)), .text(row.rollback_at),
+                    .text(row.lcgrp),
                 ]
             })
     }

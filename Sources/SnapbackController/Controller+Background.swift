@@ -49,11 +49,13 @@ extension Controller {
         if due {
             let failuresBefore = health.failedCommits
             startDueScheduledRollbacks()
+            startDueScheduledGroupRollbacks()
             for family in families {
                 exclusive(volumes: { family }, background: true) {
                     stepFamilyLocked(rollbackBudgetBytes: rollbackBudgetBytes, copyBudgetsBytes: copyBudgetsBytes, &outcome)
                 }
             }
+            completeRestoredGroupRollbacks()
             if health.failedCommits == failuresBefore { locked { backgroundBackoff.succeeded() } }
         }
         locked {
@@ -83,6 +85,48 @@ extension Controller {
         }
     }
 
+    /// Starts the group rollbacks whose hold window has passed, holding every member's family.
+    private func startDueScheduledGroupRollbacks() {
+        let due = locked { () -> [GroupID] in
+            let now = clock()
+            return committed.groupsByID.filter { ($0.scheduledRollback?.atMilliseconds ?? .max) <= now }.map(\.id)
+        }
+        for id in due {
+            exclusive(volumes: { Set(self.committed.members(of: id).map(\.sourceID)) }) {
+                guard let scheduled = committed.groups[id]?.scheduledRollback, scheduled.atMilliseconds <= clock() else { return }
+                do throws(ControllerError) {
+                    _ = try commitLocked(.startScheduledGroupRollback(group: id))
+                } catch {
+                    backgroundBackoff.failed(at: clock())
+                }
+            }
+        }
+    }
+
+    /// Completes the group rollbacks every member of which restored its grains: one commit, so
+    /// that every source goes online at once. It holds every member's family (a member's source
+    /// changes from `restoring` to `online`).
+    private func completeRestoredGroupRollbacks() {
+        let ready = locked { committed.groupsByID.filter(groupRollbackRestoredLocked).map(\.id) }
+        for id in ready {
+            exclusive(volumes: { Set(self.committed.members(of: id).map(\.sourceID)) }) {
+                guard let group = committed.groups[id], groupRollbackRestoredLocked(group) else { return }
+                do throws(ControllerError) {
+                    _ = try commitLocked(.completeGroupRollback(group: id))
+                } catch {
+                    backgroundBackoff.failed(at: clock())
+                }
+            }
+        }
+    }
+
+    /// True when `group` rolls back and every member restored its grains.
+    func groupRollbackRestoredLocked(_ group: LCGroup) -> Bool {
+        guard group.rollback != nil else { return false }
+        let rollbacks = committed.members(of: group.id).compactMap(\.rollback)
+        return !rollbacks.isEmpty && rollbacks.allSatisfy(\.awaitingGroup)
+    }
+
     /// The smallest adaptive rollback step.
     public static let rollbackStepBytesMin: UInt64 = 1 << 20
 
@@ -102,7 +146,7 @@ extension Controller {
     private func stepFamilyLocked(rollbackBudgetBytes: UInt64, copyBudgetsBytes: [MapID: UInt64], _ outcome: inout StepOutcome) {
         let held = gates.heldVolumes() ?? []
         var rolledBack: [MapID] = []
-        for map in committed.mapsByID where map.role == .forward && map.rollback != nil && held.contains(map.sourceID) {
+        for map in committed.mapsByID where hasRollbackWork(map) && held.contains(map.sourceID) {
             // Large until someone waits for the family's gates.
             let adaptive = rollbackStepBytes[map.id] ?? rollbackBudgetBytes
             rollbackStepLocked(map, budgetBytes: min(rollbackBudgetBytes, adaptive), &outcome)
@@ -128,11 +172,18 @@ extension Controller {
 
     func hasBackgroundWorkLocked() -> Bool {
         hasPendingFaultsLocked || committed.maps.values.contains(where: hasBackgroundWorkLocked)
+            || committed.groups.values.contains(where: groupRollbackRestoredLocked)
     }
 
     /// True while `map` rolls back, or copies with a copy rate.
     func hasBackgroundWorkLocked(_ map: LCMap) -> Bool {
-        map.role == .forward && (map.rollback != nil || (copyRunsLocked(map) && map.copyRate > 0))
+        hasRollbackWork(map) || (map.role == .forward && copyRunsLocked(map) && map.copyRate > 0)
+    }
+
+    /// True while `map`'s rollback has grains to restore (a member of a group rollback that
+    /// restored its grains waits for the others).
+    func hasRollbackWork(_ map: LCMap) -> Bool {
+        map.role == .forward && map.rollback != nil && map.rollback?.awaitingGroup != true
     }
 
     /// True when `map`'s background copy can run: a copying forward map with a valid image whose

@@ -16,6 +16,7 @@ struct ControlAPI {
     /// The LMDB data file of the log (for its size).
     let logDataFile: String
     let version: String
+    let logger: Logger
     /// A bound on request bodies.
     static let requestBytesMax = 64 * 1024
 
@@ -64,6 +65,53 @@ struct ControlAPI {
         }
         router.post("v1/volumes/:volume/recover") { _, context in
             await execute(.recoverVolume(volume: try context.parameters.require("volume")))
+        }
+        router.get("v1/lcgroups") { _, _ in
+            let state = controller.state
+            return json(state.groupsByID.map { GroupRow($0, in: state) })
+        }
+        router.get("v1/lcgroups/:group") { _, context in
+            let reference = try context.parameters.require("group")
+            let state = controller.state
+            guard let group = state.group(reference) else {
+                return error(404, ErrorBody(code: "unknown_group", message: "lcgrp \(reference) does not exist"))
+            }
+            return json(GroupRow(group, in: state))
+        }
+        router.post("v1/lcgroups") { request, _ in
+            let body: CreateGroupRequest
+            do { body = try await decode(request, emptyAllowed: true) ?? CreateGroupRequest(name: nil, autorestore: nil, autorestoredelay: nil) } catch let failure as ErrorBody {
+                return error(400, failure)
+            }
+            let command: Command
+            do throws(ErrorBody) { command = try body.command() } catch { return self.error(400, error) }
+            return await execute(command, created: true)
+        }
+        router.patch("v1/lcgroups/:group") { request, context in
+            let body: ChangeGroupRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            let group = try context.parameters.require("group")
+            let command: Command
+            do throws(ErrorBody) { command = try body.command(group: group) } catch { return self.error(400, error) }
+            return await execute(command)
+        }
+        router.post("v1/lcgroups/:group/start") { request, context in
+            let body: StartMapRequest
+            do { body = try await decode(request, emptyAllowed: true) ?? StartMapRequest(prep: nil, restore: nil) } catch let failure as ErrorBody {
+                return error(400, failure)
+            }
+            return await execute(body.command(group: try context.parameters.require("group")))
+        }
+        router.post("v1/lcgroups/:group/stop") { request, context in
+            let body: ForceRequest
+            do { body = try await decode(request, emptyAllowed: true) ?? ForceRequest(force: nil) } catch let failure as ErrorBody {
+                return error(400, failure)
+            }
+            return await execute(body.stopCommand(group: try context.parameters.require("group")))
+        }
+        router.delete("v1/lcgroups/:group") { request, context in
+            let force = request.uri.queryParameters.get("force").map { String($0) }
+            return await execute(ForceRequest.removeCommand(group: try context.parameters.require("group"), forceQuery: force))
         }
         router.get("v1/lcmaps") { _, _ in
             let state = controller.state
@@ -127,11 +175,17 @@ struct ControlAPI {
     func execute(_ command: Command, created: Bool = false) async -> Response {
         let controller = controller
         do {
-            let (events, lastSequence) = try await blocking { try controller.executeRecorded(command) }
+            let (events, lastSequence, held) = try await blocking { try controller.executeTimed(command) }
+            let heldMilliseconds = (Double(held) / 1e4).rounded() / 100
+            if case let .startGroup(group) = command {
+                logger.info(
+                    "lcgrp started: every member's image at one instant",
+                    metadata: ["lcgrp": "\(group)", "lcmaps": "\(events.count { $0.type == .mapStarted })", "hostWritesHeldMs": "\(heldMilliseconds)"])
+            }
             let result = CommandResult(
                 events: events.map(\.type.description),
                 firstSequence: events.isEmpty ? nil : lastSequence - UInt64(events.count) + 1,
-                lastSequence: events.isEmpty ? nil : lastSequence)
+                lastSequence: events.isEmpty ? nil : lastSequence, heldMilliseconds: heldMilliseconds)
             return json(result, status: created ? .created : .ok)
         } catch let failure as ControllerError {
             switch failure {

@@ -88,7 +88,7 @@ public enum Daemon {
 
         let socketPath = options.socketPath ?? directory + "/control.sock"
         try removeStaleSocket(socketPath)
-        let api = ControlAPI(controller: controller, log: log, logDataFile: directory + "/log/data.mdb", version: version)
+        let api = ControlAPI(controller: controller, log: log, logDataFile: directory + "/log/data.mdb", version: version, logger: logger)
         let application = Application(
             router: api.router(),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
