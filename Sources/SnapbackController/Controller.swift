@@ -265,7 +265,9 @@ public final class Controller: @unchecked Sendable {
     }
 
     /// ``executeRecorded(_:)``, also returning how long the command held host I/O of the
-    /// volumes it touches (from the first gate taken to the last released, by `monotonic`).
+    /// volumes it touches, by `monotonic`: from the moment it asks for their gates (a write that
+    /// arrives then waits) to the moment it releases them, so including its wait for the gates
+    /// and for the group commit.
     ///
     /// A group start (`startlcgrp`) first syncs every member's source without holding anything,
     /// so that the syncs of the start itself, under the gates, find little to write: the hold

@@ -79,16 +79,16 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         return events
 
     case let .prepareMap(reference):
+        try requireNotGrouped(try resolveForward(reference, state, verb: "prepare"), state, verb: "prepare")
         let map = try resolveStartable(reference, state)
-        try requireNotGrouped(map, state, verb: "prepare")
         guard map.state != .prepared else {
             throw CommandError(.invalidState, "lcmap \(map.name) is already prepared")
         }
         return [.mapPreparing(id: map.id), .mapPrepared(id: map.id)]
 
     case let .startMap(reference):
+        try requireNotGrouped(try resolveForward(reference, state, verb: "start"), state, verb: "start")
         let map = try resolveStartable(reference, state)
-        try requireNotGrouped(map, state, verb: "start")
         let started = Event.mapStarted(id: map.id, startOrdinal: state.nextStartOrdinal)
         if map.state == .prepared { return [started] }
         return [.mapPreparing(id: map.id), .mapPrepared(id: map.id), started]
@@ -176,7 +176,9 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 let reason = "switched: its image postdates the onset of fault \(faultID)"
                 events.append(.rollbackStopped(id: running.id, reason: reason))
                 if let older = automaticRollbackChoice(for: volume.id, in: faulted, ignoringRunning: true) {
-                    events.append(.rollbackStarted(id: older.id, trigger: .auto, faultID: faultID))
+                    let stopped = evolve(faulted, events.last!)
+                    events += older.groupID.flatMap { stopped.groups[$0] }.map { groupRollbackForFault($0, faultID: faultID, stopped) }
+                        ?? [.rollbackStarted(id: older.id, trigger: .auto, faultID: faultID)]
                 }
             } else {
                 // A fault during a rollback is never lost: the rollback starts over for it, so that
@@ -200,6 +202,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         guard let scheduled = map.scheduledRollback else {
             throw CommandError(.invalidState, "lcmap \(map.name) has no automatic rollback waiting")
         }
+        try requireNotGrouped(map, state, verb: "restore")
         if state.runningRollback(onto: map.sourceID) != nil {
             throw CommandError(.volumeRestoring, "a rollback already runs onto the source of lcmap \(map.name)")
         }

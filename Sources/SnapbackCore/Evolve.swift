@@ -77,6 +77,7 @@ extension ControllerState {
             maps[id]?.state = .preparing
             maps[id]?.imageValid = false
             maps[id]?.scheduledRollback = nil
+            if let group = maps[id]?.groupID { groups[group]?.scheduledRollback = nil }
 
         case let .mapPrepared(id):
             maps[id]?.state = .prepared
@@ -105,6 +106,7 @@ extension ControllerState {
             maps[id]?.state = .stopped
             maps[id]?.imageValid = false
             maps[id]?.scheduledRollback = nil
+            if let group = maps[id]?.groupID { groups[group]?.scheduledRollback = nil }
 
         case let .volumeFaulted(id, faultID, cause, reason):
             guard let volume = volumes[id] else { return }
@@ -140,6 +142,7 @@ extension ControllerState {
             maps[id]?.rollback?.grainsToRestore = 0
             maps[id]?.rollback?.awaitingGroup = false
             maps[map.partnerID]?.grainsCopied = 0
+            if let group = map.groupID, groups[group]?.rollback != nil { groups[group]?.rollback?.faultID = faultID }
 
         case let .rollbackProgressed(id, grainsRestored, grainsToRestore):
             guard let map = maps[id], map.rollback != nil else { return }
@@ -238,6 +241,8 @@ extension ControllerState {
             if let old = map.groupID { groups[old]?.scheduledRollback = nil }
             if let group, groups[group] == nil { return }
             maps[id]?.groupID = group
+            // Its group's autorestore governs it from now: no rollback of its own waits.
+            maps[id]?.scheduledRollback = nil
             if let group { groups[group]?.scheduledRollback = nil }
 
         case let .groupStarted(id, startOrdinal, members):
@@ -260,6 +265,8 @@ extension ControllerState {
 
         case let .groupRollbackScheduled(id, faultID):
             guard let group = groups[id] else { return }
+            // One rollback waits per source: this one replaces any other onto a member's source.
+            for member in maps.values where member.groupID == id { cancelScheduledRollbacks(onto: member.sourceID) }
             let deadline = timestampMilliseconds &+ Int64(group.autorestoreDelaySeconds) * 1000
             groups[id]?.scheduledRollback = ScheduledRollback(faultID: faultID, atMilliseconds: deadline)
         }

@@ -14,6 +14,7 @@ struct OperationGenerator {
 
     static let volumeNames = ["v0", "v1", "v2", "v3"]
     static let mapNames = ["m0", "m1", "m2"]
+    static let groupNames = ["g0", "g1"]
     /// Sizes to choose from: small, so that 2,000 seeds run in seconds; some with a short last
     /// grain (320 KiB and 576 KiB with 256 KiB grains).
     static let volumeSizesBytes: [UInt64] = [256 << 10, 320 << 10, 512 << 10, 576 << 10, 768 << 10, 1 << 20]
@@ -47,6 +48,19 @@ struct OperationGenerator {
             if !fua && chance(50) { operations.append(.flush(volume: Self.volumeNames[index])) }
         }
         operations.append(.command(.createMap(randomMap(name: "m0", source: "v0", target: "v1"))))
+        if chance(40) {
+            // A consistency group: m0, and with four volumes m1 (distinct volumes), started at
+            // one instant.
+            operations.append(.command(.createGroup(name: "g0", autorestore: chance(75), autorestoreDelaySeconds: chance(20) ? 1 : 0)))
+            operations.append(.command(.changeMap(map: "m0", autorestore: nil, copyRate: nil, newName: nil, group: .join("g0"))))
+            if volumeCount == 4 {
+                var second = randomMap(name: "m1", source: "v2", target: "v3")
+                second.group = "g0"
+                operations.append(.command(.createMap(second)))
+            }
+            if chance(85) { operations.append(.command(.startGroup(group: "g0"))) }
+            return operations
+        }
         if volumeCount > 2 && chance(60) {
             let source = chance(60) ? "v0" : "v2"
             let target = source == "v0" ? "v2" : (volumeCount > 3 ? "v3" : "v0")
@@ -79,8 +93,26 @@ struct OperationGenerator {
             }
             return generator.pick(forward).name
         }
-        let roll = below(1000)
+        let groupName = { (generator: inout OperationGenerator) -> String in
+            state.groups.isEmpty || generator.chance(5) ? generator.pick(Self.groupNames) : generator.pick(state.groupsByID).name
+        }
+        let roll = below(1040)
         switch roll {
+        case 1000..<1012:
+            return .command(.startGroup(group: groupName(&self)))
+        case 1012..<1020:
+            return .command(.startGroupRestore(group: groupName(&self)))
+        case 1020..<1025:
+            return .command(.stopGroup(group: groupName(&self), force: chance(40)))
+        case 1025..<1033:
+            let change: MapGroupChange = chance(60) ? .join(groupName(&self)) : .leave
+            return .command(.changeMap(map: mapName(&self), autorestore: nil, copyRate: nil, newName: nil, group: change))
+        case 1033..<1036:
+            return .command(.createGroup(name: chance(80) ? pick(Self.groupNames) : nil, autorestore: chance(70), autorestoreDelaySeconds: chance(20) ? 1 : 0))
+        case 1036..<1039:
+            return .command(.changeGroup(group: groupName(&self), newName: nil, autorestore: chance(50), autorestoreDelaySeconds: chance(30) ? pick([0, 1, 2]) : nil))
+        case 1039:
+            return .command(.removeGroup(group: groupName(&self), force: chance(50)))
         case 0..<400:
             let write = hostWrite(state, fallback: volumeName(&self))
             guard case let .write(volume, offset, bytes, fua) = write, chance(15) else { return write }
@@ -130,12 +162,18 @@ struct OperationGenerator {
         case 823..<828:
             return .command(.removeVolume(volume: volumeName(&self)))
         case 828..<868:
-            // Faults mostly on sources, where they matter.
+            // Faults mostly on sources, where they matter; now and then on a target of a group
+            // that rolls back (it stops the group's rollback).
+            let groupTargets = forward.filter { state.groupRollback(of: $0) != nil }.compactMap { state.volumes[$0.targetID]?.name }
+            if !groupTargets.isEmpty, chance(15) {
+                return .command(.reportFault(volume: pick(groupTargets), cause: .operator, reason: "simulated target fault"))
+            }
             let sources = forward.compactMap { state.volumes[$0.sourceID]?.name }
             let name = !sources.isEmpty && chance(75) ? pick(sources) : volumeName(&self)
             // Now and then an onset: just before, at or after a start time of one of its maps.
             var onset: Int64?
             let starts = state.maps.values.filter { $0.role == .forward && state.volumes[$0.sourceID]?.name == name }.compactMap(\.startedAtMilliseconds)
+                + state.groups.values.compactMap(\.startedAtMilliseconds)
             if !starts.isEmpty, chance(30) { onset = pick(starts) + Int64(pick([-1, 0, 1])) }
             return .command(.reportFault(volume: name, cause: .operator, reason: "simulated fault", onsetMilliseconds: onset))
         case 868..<898:

@@ -35,6 +35,9 @@ public struct ReferenceModel: Sendable {
     /// Automatic rollbacks that chose an image after the fault's onset, or started before their
     /// hold window passed (the `restore-point-respected` invariant).
     var restorePointViolations: [String] = []
+    /// Group rollbacks whose members' images are not all of the group's last start, or whose
+    /// members do not go online together (the `group-at-one-instant` invariant).
+    var groupViolations: [String] = []
 
     /// An empty machine: no volumes, no events read.
     public init() {}
@@ -44,12 +47,51 @@ public struct ReferenceModel: Sendable {
         while eventsRead < events.count {
             apply(events[eventsRead].event, at: events[eventsRead].timestampMilliseconds)
             eventsRead += 1
+            // Between commits (a commit's events share a timestamp and end before the next
+            // record of another time), a group rollback holds every member restoring.
+            let commitEnds = eventsRead == events.count || events[eventsRead].timestampMilliseconds != events[eventsRead - 1].timestampMilliseconds
+            if commitEnds { checkGroups() }
+        }
+    }
+
+    /// Every member of a running group rollback rolls back, its source `restoring`.
+    private mutating func checkGroups() {
+        for group in replayed.groupsByID where group.rollback != nil {
+            for member in replayed.members(of: group.id) {
+                if member.rollback == nil {
+                    groupViolations.append("lcgrp \(group.name) rolls back but its member \(member.name) does not")
+                } else if replayed.volumes[member.sourceID]?.status != .restoring {
+                    groupViolations.append("lcgrp \(group.name) rolls back but the source of \(member.name) is \(replayed.volumes[member.sourceID]?.status.description ?? "gone")")
+                }
+            }
         }
     }
 
     private mutating func apply(_ event: Event, at timestamp: Int64) {
         let before = replayed
-        if case let .rollbackStarted(id, .auto, faultID) = event, let map = before.maps[id] {
+        if case let .rollbackStarted(id, _, _) = event, let map = before.maps[id], let group = map.groupID.flatMap({ before.groups[$0] }),
+            group.rollback != nil
+        {
+            // A member of a group rollback: its image is of the group's last start, and the
+            // group's members are those of that start.
+            if map.startOrdinal != group.startOrdinal || !map.imageValid {
+                groupViolations.append("lcgrp \(group.name) rolls back \(map.name) to an image of ordinal \(map.startOrdinal ?? 0), not of the group's start \(group.startOrdinal ?? 0)")
+            }
+            if before.members(of: group.id).map(\.id) != group.imageMembers {
+                groupViolations.append("lcgrp \(group.name) rolls back with members \(before.members(of: group.id).map(\.id)), its images were of \(group.imageMembers)")
+            }
+        } else if case let .groupRollbackStarted(id, .auto, faultID) = event, let group = before.groups[id] {
+            if let scheduled = group.scheduledRollback, scheduled.faultID == faultID, scheduled.atMilliseconds > timestamp {
+                restorePointViolations.append("the automatic rollback of lcgrp \(group.name) started at \(timestamp), before its hold window ended at \(scheduled.atMilliseconds)")
+            }
+            for member in before.members(of: id) {
+                if let fault = before.volumes[member.sourceID]?.fault, fault.id == faultID, let onset = fault.onsetMilliseconds,
+                    (group.startedAtMilliseconds ?? .max) > onset
+                {
+                    restorePointViolations.append("the automatic rollback of lcgrp \(group.name) restores images of \(group.startedAtMilliseconds ?? -1), after the onset \(onset)")
+                }
+            }
+        } else if case let .rollbackStarted(id, .auto, faultID) = event, let map = before.maps[id] {
             let fault = before.volumes[map.sourceID]?.fault
             if let onset = fault?.onsetMilliseconds, fault?.id == faultID, (map.startedAtMilliseconds ?? .max) > onset {
                 restorePointViolations.append("the automatic rollback of map \(id) restores an image of \(map.startedAtMilliseconds ?? -1), after the onset \(onset)")

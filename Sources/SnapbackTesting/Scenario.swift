@@ -256,6 +256,33 @@ private struct LineParser {
             let force = flag("force")
             try end()
             return .operation(.command(directive == "stop" ? .stopMap(map: name, force: force) : .removeMap(map: name, force: force)))
+        case "group":
+            let name = try take("group name")
+            let options = try options(["autorestore", "delay"])
+            var delay: UInt32 = 0
+            if let text = options["delay"] {
+                guard let value = UInt32(text) else { throw error("delay=\(text) is not a number of seconds") }
+                delay = value
+            }
+            return .operation(.command(.createGroup(name: name, autorestore: try onOff(options["autorestore"], "autorestore") ?? false, autorestoreDelaySeconds: delay)))
+        case "join":
+            let map = try take("map")
+            let group = try take("group")
+            try end()
+            return .operation(.command(.changeMap(map: map, autorestore: nil, copyRate: nil, newName: nil, group: .join(group))))
+        case "leave":
+            let map = try take("map")
+            try end()
+            return .operation(.command(.changeMap(map: map, autorestore: nil, copyRate: nil, newName: nil, group: .leave)))
+        case "startgroup", "restoregroup":
+            let name = try take("group")
+            try end()
+            return .operation(.command(directive == "startgroup" ? .startGroup(group: name) : .startGroupRestore(group: name)))
+        case "stopgroup":
+            let name = try take("group")
+            let force = flag("force")
+            try end()
+            return .operation(.command(.stopGroup(group: name, force: force)))
         case "rmvolume", "recovervolume":
             let name = try take("volume")
             try end()

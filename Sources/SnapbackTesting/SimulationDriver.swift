@@ -32,6 +32,9 @@ public enum Invariant: String, Sendable, CaseIterable, CustomStringConvertible {
     /// An automatic rollback restores the newest image taken at or before the fault's onset, and
     /// never starts before its hold window has passed.
     case restorePointRespected = "restore-point-respected"
+    /// A group rollback restores every member to the images of one group start (the members of
+    /// that start), and its members are `restoring` together until all complete.
+    case groupAtOneInstant = "group-at-one-instant"
 
     /// The invariant's name, as printed in violations.
     public var description: String { rawValue }
@@ -499,6 +502,7 @@ public final class SimulationDriver {
         statistics.rollbacksStarted = model.rollbacksStarted
         statistics.rollbacksCompleted = model.rollbacksCompleted
         if let broken = model.restorePointViolations.first { fail(.restorePointRespected, broken) }
+        if let broken = model.groupViolations.first { fail(.groupAtOneInstant, broken) }
         checkStateIsLogReduction(full: false)
         // Degraded exactly while the last durable commit failed.
         let degraded = controller.health.status == .degraded

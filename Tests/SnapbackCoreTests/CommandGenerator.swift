@@ -19,6 +19,10 @@ struct CommandGenerator {
     static let badNames = ["", "9lives", "has space", "slash/", String(repeating: "x", count: 64)]
     static let sizes: [UInt64] = [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 2 << 20, 512, 0, 513, (256 << 40) + 512]
     static let reasons = ["ransomware", "EIO on read", "x", "", "   ", "two\nlines", String(repeating: "r", count: 257)]
+    /// Group names: valid ones, one that is also an lcmap's name ("daily"), and the default name
+    /// of group 1 ("lcgrp1").
+    static let groupNames = ["g0", "g1", "db", "lcgrp1", "daily"]
+    static let delays: [UInt32] = [0, 0, 0, 30, 600, 86_400, 86_401]
 
     mutating func volumeReference(_ state: ControllerState) -> String {
         let volumes = state.volumesByID
@@ -64,6 +68,26 @@ struct CommandGenerator {
         return (source.name, random.pick(targets).name)
     }
 
+    /// A group as the user names it: mostly one that exists (by name or id), sometimes none.
+    mutating func groupReference(_ state: ControllerState) -> String {
+        let groups = state.groupsByID
+        switch random.int(0...19) {
+        case 0: return "nogroup"
+        case 1: return String(random.int(0...5))
+        default:
+            guard !groups.isEmpty else { return random.pick(Self.groupNames) }
+            let group = random.pick(groups)
+            return random.chance(80) ? group.name : String(group.id)
+        }
+    }
+
+    /// A group id for the controller's commands: mostly one that `ready` accepts, sometimes any id.
+    mutating func groupID(_ state: ControllerState, where ready: (LCGroup) -> Bool) -> GroupID {
+        let candidates = state.groupsByID.filter(ready)
+        if !candidates.isEmpty && random.chance(85) { return random.pick(candidates).id }
+        return GroupID(random.int(0...Int(state.nextGroupID) + 1))
+    }
+
     mutating func copyRate() -> Int { random.pick([0, 50, 150, -1, 151, random.int(0...150), random.int(0...150)]) }
 
     mutating func next(_ state: ControllerState) -> Command {
@@ -71,17 +95,69 @@ struct CommandGenerator {
         let forwardMaps = state.maps.values.filter { $0.role == .forward }.count
         if forwardMaps < 2, random.chance(50) {
             if random.chance(50), let (source, target) = mappablePair(state) {
+                let group = !state.groups.isEmpty && random.chance(50) ? groupReference(state) : nil
                 return .createMap(
                     CreateMap(
                         source: source, target: target, autorestore: random.chance(60), copyRate: random.int(0...150),
-                        autorestoreDelaySeconds: random.chance(20) ? UInt32(random.int(1...600)) : 0))
+                        autorestoreDelaySeconds: random.chance(20) ? UInt32(random.int(1...600)) : 0, group: group))
+            }
+            if state.groups.isEmpty, random.chance(20) {
+                return .createGroup(name: nil, autorestore: random.chance(70), autorestoreDelaySeconds: random.chance(20) ? 60 : 0)
             }
             let unused = Self.volumeNames.filter { state.volumeIDsByName[$0] == nil }
             if !unused.isEmpty {
                 return .createVolume(name: random.pick(unused), sizeBytes: 1 << 20, path: nil)
             }
         }
+        if random.chance(20) { return groupCommand(state) }
         return anyCommand(state)
+    }
+
+    /// A consistency-group command, or a map command that names a group.
+    mutating func groupCommand(_ state: ControllerState) -> Command {
+        switch random.int(0...99) {
+        case 0..<10:
+            let name: String? = switch random.int(0...9) {
+            case 0...4: nil
+            case 5...8: random.pick(Self.groupNames)
+            default: random.pick(Self.badNames)
+            }
+            return .createGroup(name: name, autorestore: random.chance(70), autorestoreDelaySeconds: random.pick(Self.delays))
+        case 10..<16:
+            let newName: String? = random.chance(30) ? (random.chance(80) ? random.pick(Self.groupNames + Self.mapNames) : random.pick(Self.badNames)) : nil
+            return .changeGroup(
+                group: groupReference(state), newName: newName, autorestore: random.chance(50) ? random.chance(50) : nil,
+                autorestoreDelaySeconds: random.chance(30) ? random.pick(Self.delays) : nil)
+        case 16..<21:
+            return .removeGroup(group: groupReference(state), force: random.chance(40))
+        case 21..<38:
+            // Now and then an idle lcmap joins a group started before (its images then have other
+            // members: group_changed).
+            let started = state.groupsByID.filter { $0.startOrdinal != nil }
+            let idle = state.mapsByID.filter { $0.role == .forward && $0.rollback == nil && ($0.state == .idleOrCopied || $0.state == .stopped) }
+            if random.chance(30), !started.isEmpty, !idle.isEmpty {
+                return .changeMap(map: random.pick(idle).name, autorestore: nil, copyRate: nil, newName: nil, group: .join(random.pick(started).name))
+            }
+            let change: MapGroupChange = random.chance(75) ? .join(groupReference(state)) : .leave
+            return .changeMap(map: mapReference(state), autorestore: nil, copyRate: nil, newName: nil, group: change)
+        case 38..<54:
+            return .startGroup(group: groupReference(state))
+        case 54..<63:
+            return .startGroupRestore(group: groupReference(state))
+        case 63..<70:
+            return .stopGroup(group: groupReference(state), force: random.chance(50))
+        case 70..<78:
+            return .startScheduledGroupRollback(group: groupID(state) { $0.scheduledRollback != nil })
+        default:
+            // A member still restoring completes first; the group, once every member waits.
+            let rolling = state.groupsByID.filter { $0.rollback != nil }
+            if random.chance(60), let group = rolling.first,
+                let member = state.members(of: group.id).first(where: { $0.rollback?.awaitingGroup == false })
+            {
+                return .completeRollback(map: member.id)
+            }
+            return .completeGroupRollback(group: groupID(state) { $0.rollback != nil })
+        }
     }
 
     mutating func anyCommand(_ state: ControllerState) -> Command {
@@ -112,7 +188,8 @@ struct CommandGenerator {
             return .createMap(
                 CreateMap(
                     source: source, target: target, name: name, autorestore: random.chance(60),
-                    copyRate: random.chance(90) ? random.int(0...150) : copyRate(), grainSizeBytes: grainSizeBytes))
+                    copyRate: random.chance(90) ? random.int(0...150) : copyRate(), grainSizeBytes: grainSizeBytes,
+                    group: random.chance(15) ? groupReference(state) : nil))
         case 27..<33:
             let reference = mapReference(state)
             var newName: String? = random.chance(30) ? (random.chance(85) ? random.pick(Self.mapNames) : random.pick(Self.badNames)) : nil

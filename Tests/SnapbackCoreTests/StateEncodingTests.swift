@@ -29,6 +29,7 @@ struct RawState {
         var faultID: UInt64
         var grainsRestored: UInt64
         var grainsToRestore: UInt64
+        var awaitingGroup: UInt8 = 0
     }
 
     struct RawMap {
@@ -52,19 +53,23 @@ struct RawState {
         var startedAt: Int64?
         var autorestoreDelay: UInt32 = 0
         var scheduled: ScheduledRollback?
+        var group: UInt32?
     }
 
-    var version: UInt8 = 2
+    var version: UInt8 = 3
     var eventsApplied: UInt64 = 0
     var nextVolumeID: UInt32 = 0
     var nextMapID: UInt32 = 0
     var nextFaultID: UInt64 = 1
     var nextStartOrdinal: UInt64 = 1
     var controllerStarts: UInt64 = 0
+    var nextGroupID: UInt32 = 0
     var volumeCount: UInt32?
     var volumes: [RawVolume] = []
     var mapCount: UInt32?
     var maps: [RawMap] = []
+    var groupCount: UInt32?
+    var groups: [LCGroup] = []
 
     init(_ state: ControllerState) {
         eventsApplied = state.eventsApplied
@@ -73,6 +78,8 @@ struct RawState {
         nextFaultID = state.nextFaultID
         nextStartOrdinal = state.nextStartOrdinal
         controllerStarts = state.controllerStarts
+        nextGroupID = state.nextGroupID
+        groups = state.groupsByID
         volumes = state.volumesByID.map { volume in
             RawVolume(
                 id: volume.id, name: Array(volume.name.utf8), sizeBytes: volume.sizeBytes, pathFlag: volume.path == nil ? 0 : 1,
@@ -89,8 +96,9 @@ struct RawState {
                 rollback: map.rollback.map {
                     RawRollback(
                         trigger: $0.trigger.rawValue, faultIDFlag: $0.faultID == nil ? 0 : 1, faultID: $0.faultID ?? 0,
-                        grainsRestored: $0.grainsRestored, grainsToRestore: $0.grainsToRestore)
-                }, startedAt: map.startedAtMilliseconds, autorestoreDelay: map.autorestoreDelaySeconds, scheduled: map.scheduledRollback)
+                        grainsRestored: $0.grainsRestored, grainsToRestore: $0.grainsToRestore, awaitingGroup: $0.awaitingGroup ? 1 : 0)
+                }, startedAt: map.startedAtMilliseconds, autorestoreDelay: map.autorestoreDelaySeconds, scheduled: map.scheduledRollback,
+                group: map.groupID)
         }
     }
 
@@ -107,6 +115,7 @@ struct RawState {
         writer.write(nextFaultID)
         writer.write(nextStartOrdinal)
         writer.write(controllerStarts)
+        writer.write(nextGroupID)
         writer.write(volumeCount ?? UInt32(volumes.count))
         for volume in volumes {
             writer.write(volume.id)
@@ -147,11 +156,34 @@ struct RawState {
                 if rollback.faultIDFlag == 1 { writer.write(rollback.faultID) }
                 writer.write(rollback.grainsRestored)
                 writer.write(rollback.grainsToRestore)
+                writer.write(rollback.awaitingGroup)
             }
             writer.write(map.startedAt.map { UInt64(bitPattern: $0) })
             writer.write(map.autorestoreDelay)
             writer.write(map.scheduled != nil)
             if let scheduled = map.scheduled {
+                writer.write(scheduled.faultID)
+                writer.write(scheduled.atMilliseconds)
+            }
+            writer.write(map.group.map(UInt64.init))
+        }
+        writer.write(groupCount ?? UInt32(groups.count))
+        for group in groups {
+            writer.write(group.id)
+            string(Array(group.name.utf8))
+            writer.write(group.autorestore)
+            writer.write(group.autorestoreDelaySeconds)
+            writer.write(group.startOrdinal)
+            writer.write(group.startedAtMilliseconds.map { UInt64(bitPattern: $0) })
+            writer.write(UInt32(group.imageMembers.count))
+            for member in group.imageMembers { writer.write(member) }
+            writer.write(group.rollback != nil)
+            if let rollback = group.rollback {
+                writer.write(rollback.trigger.rawValue)
+                writer.write(rollback.faultID)
+            }
+            writer.write(group.scheduledRollback != nil)
+            if let scheduled = group.scheduledRollback {
                 writer.write(scheduled.faultID)
                 writer.write(scheduled.atMilliseconds)
             }
@@ -235,7 +267,7 @@ struct StateEncodingTests {
         #expect(decodeResult { () throws(DecodeError) in try ControllerState.decode(bytes + [0]) } == .failure(.trailingBytes(count: 1)))
     }
 
-    @Test("other encoding versions are refused", arguments: [0, 1, 3, 255] as [UInt8])
+    @Test("other encoding versions are refused", arguments: [0, 1, 2, 4, 255] as [UInt8])
     func version(version: UInt8) throws {
         var raw = RawState(try richState())
         raw.version = version

@@ -76,6 +76,20 @@ struct EventRecordSeeds {
         .mapAutorestoreDelayChanged(id: 0, seconds: 30),
         .rollbackScheduled(id: 0, faultID: 3),
         .faultOnset(id: 0, faultID: 3, onsetMilliseconds: 1_700_000_000_000),
+        .groupCreated(id: 0, name: "g", autorestore: true, autorestoreDelaySeconds: 0),
+        .groupRenamed(id: 0, name: "h"),
+        .groupAutorestoreChanged(id: 0, autorestore: false),
+        .groupAutorestoreDelayChanged(id: 0, seconds: 60),
+        .mapGroupChanged(id: 0, group: 0),
+        .mapGroupChanged(id: 0, group: nil),
+        .groupStarted(id: 0, startOrdinal: 4, members: [0, 2]),
+        .groupRollbackStarted(id: 0, trigger: .auto, faultID: 5),
+        .groupRollbackStarted(id: 0, trigger: .operator, faultID: nil),
+        .groupMemberRestored(id: 0),
+        .groupRollbackCompleted(id: 0),
+        .groupRollbackStopped(id: 0, reason: "stopped: target tgt of lcmap m faulted (fault 6)"),
+        .groupRollbackScheduled(id: 0, faultID: 5),
+        .groupRemoved(id: 0),
     ]
 
     /// Create, start, copy, fault with autorestore, roll back, stop, abandon a rollback: every
@@ -98,5 +112,15 @@ struct EventRecordSeeds {
         .recoverVolume(volume: "src"),
         .createVolume(name: "other", sizeBytes: 4096, path: nil),
         .reportFault(volume: "other", cause: .operator, reason: "checked by hand"),
+        // A consistency group: created, joined, started, rolled back after a member's fault.
+        .createVolume(name: "src2", sizeBytes: 1 << 20, path: nil),
+        .createVolume(name: "tgt2", sizeBytes: 1 << 20, path: nil),
+        .createGroup(name: "g", autorestore: true, autorestoreDelaySeconds: 0),
+        .stopMap(map: "m", force: true),
+        .changeMap(map: "m", autorestore: nil, copyRate: nil, newName: nil, group: .join("g")),
+        .createMap(CreateMap(source: "src2", target: "tgt2", name: "m2", copyRate: 0, grainSizeBytes: 64 << 10, group: "g")),
+        .startGroup(group: "g"),
+        .reportFault(volume: "src2", cause: .operator, reason: "encrypted"),
+        .completeRollback(map: 0),
     ]
 }
