@@ -293,17 +293,8 @@ public struct CreateGroupRequest: Codable, Sendable {
     }
 }
 
-/// `PATCH /v1/lcgroups/{group}`.
-public struct ChangeGroupRequest: Codable, Sendable {
-    public var name: String?
-    public var autorestore: String?
-    public var autorestoredelay: Int?
-    public init(name: String?, autorestore: String?, autorestoredelay: Int?) {
-        self.name = name
-        self.autorestore = autorestore
-        self.autorestoredelay = autorestoredelay
-    }
-}
+/// `PATCH /v1/lcgroups/{group}`: the same fields, each changing that setting when present.
+public typealias ChangeGroupRequest = CreateGroupRequest
 
 /// `POST /v1/lcmaps/{map}/stop` options (`DELETE /v1/lcmaps/{map}` takes `?force=true`).
 public struct ForceRequest: Codable, Sendable {

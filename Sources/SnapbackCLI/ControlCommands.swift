@@ -228,6 +228,25 @@ struct RecoverVolume: ParsableCommand {
     }
 }
 
+/// `wait`'s progress: a bar redrawn in place on a terminal, else a plain line whenever the
+/// percentage changes.
+struct ProgressLine {
+    let terminal = isatty(STDOUT_FILENO) == 1
+    private var last = ""
+
+    mutating func show(_ name: String, _ following: String, _ percent: Int) {
+        let line = "\(name) \(following) \(percent)%"
+        if terminal {
+            let filled = percent * 40 / 100
+            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: 40 - filled)
+            FileHandle.standardOutput.write(Data("\r\(name) \(following) [\(bar)] \(percent)%".utf8))
+        } else if line != last {
+            printResult(line)
+        }
+        last = line
+    }
+}
+
 struct WaitForMap: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait",
@@ -250,8 +269,8 @@ struct WaitForMap: ParsableCommand {
             if groupStatus != 404 { return try GroupWait(client: client, group: map, timeout: timeout).run() }
         }
         let deadline = timeout.map { Date().addingTimeInterval($0) }
-        let terminal = isatty(STDOUT_FILENO) == 1
-        var lastLine = ""
+        var progress = ProgressLine()
+        let terminal = progress.terminal
         var row = try forward(client)
         // An automatic rollback waiting for its hold window: wait for it to start, then follow it.
         if row.restoring == "no", !row.rollback_at.isEmpty {
@@ -282,16 +301,7 @@ struct WaitForMap: ParsableCommand {
         while true {
             let done = following == "rollback" ? row.restoring == "no" : row.status != "copying"
             let percent = done ? 100 : (following == "rollback" ? row.restore_progress : row.progress)
-            let line = "\(row.name) \(following) \(percent)%"
-            if terminal {
-                let width = 40
-                let filled = percent * width / 100
-                let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-                FileHandle.standardOutput.write(Data("\r\(row.name) \(following) [\(bar)] \(percent)%".utf8))
-            } else if line != lastLine {
-                printResult(line)
-            }
-            lastLine = line
+            progress.show(row.name, following, percent)
             if done {
                 if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
                 if following == "rollback" {

@@ -116,7 +116,8 @@ struct GroupWait {
 
     func run() throws {
         let deadline = timeout.map { Date().addingTimeInterval($0) }
-        let terminal = isatty(STDOUT_FILENO) == 1
+        var progress = ProgressLine()
+        let terminal = progress.terminal
         var row = try client.call("GET", "/v1/lcgroups/\(pathSegment(group))", as: GroupRow.self)
         func timedOut(_ what: String) throws {
             if let deadline, Date() >= deadline {
@@ -141,19 +142,10 @@ struct GroupWait {
             try reportLastRollback(row, nothing: "\(row.name): \(row.status), nothing to wait for")
             return
         }
-        var lastLine = ""
         while true {
             let done = following == "rollback" ? row.restoring == "no" : row.status != "copying"
             let percent = done ? 100 : (following == "rollback" ? row.restore_progress : try copyPercent(row))
-            let line = "\(row.name) \(following) \(percent)%"
-            if terminal {
-                let filled = percent * 40 / 100
-                let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: 40 - filled)
-                FileHandle.standardOutput.write(Data("\r\(row.name) \(following) [\(bar)] \(percent)%".utf8))
-            } else if line != lastLine {
-                printResult(line)
-            }
-            lastLine = line
+            progress.show(row.name, following, percent)
             if done {
                 if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
                 if following == "rollback" {

@@ -59,11 +59,7 @@ extension ControllerState {
             }
             writer.write(map.startedAtMilliseconds.map { UInt64(bitPattern: $0) })
             writer.write(map.autorestoreDelaySeconds)
-            writer.write(map.scheduledRollback != nil)
-            if let scheduled = map.scheduledRollback {
-                writer.write(scheduled.faultID)
-                writer.write(scheduled.atMilliseconds)
-            }
+            Self.write(map.scheduledRollback, &writer)
             writer.write(map.groupID.map(UInt64.init))
         }
         writer.write(UInt32(groups.count))
@@ -81,13 +77,24 @@ extension ControllerState {
                 writer.write(rollback.trigger.rawValue)
                 writer.write(rollback.faultID)
             }
-            writer.write(group.scheduledRollback != nil)
-            if let scheduled = group.scheduledRollback {
-                writer.write(scheduled.faultID)
-                writer.write(scheduled.atMilliseconds)
-            }
+            Self.write(group.scheduledRollback, &writer)
         }
         return writer.bytes
+    }
+
+    /// A presence byte, then a scheduled rollback's fault id and deadline.
+    private static func write(_ scheduled: ScheduledRollback?, _ writer: inout ByteWriter) {
+        writer.write(scheduled != nil)
+        if let scheduled {
+            writer.write(scheduled.faultID)
+            writer.write(scheduled.atMilliseconds)
+        }
+    }
+
+    private static func readScheduled(_ reader: inout ByteReader, _ owner: String) throws(DecodeError) -> ScheduledRollback? {
+        guard try reader.readBool("\(owner).scheduledRollback") else { return nil }
+        let faultID = try reader.readUInt64("\(owner).scheduled.faultID")
+        return ScheduledRollback(faultID: faultID, atMilliseconds: try reader.readInt64("\(owner).scheduled.at"))
     }
 
     /// Decodes what ``encoded()`` wrote.
@@ -172,11 +179,7 @@ extension ControllerState {
             let startedAt = try reader.readOptionalUInt64("map.startedAt").map { Int64(bitPattern: $0) }
             let delay = try reader.readUInt32("map.autorestoreDelay")
             guard delay <= Limits.autorestoreDelaySecondsMax else { throw .invalidValue(field: "map.autorestoreDelay", value: UInt64(delay)) }
-            var scheduled: ScheduledRollback?
-            if try reader.readBool("map.scheduledRollback") {
-                let faultID = try reader.readUInt64("scheduled.faultID")
-                scheduled = ScheduledRollback(faultID: faultID, atMilliseconds: try reader.readInt64("scheduled.at"))
-            }
+            let scheduled = try readScheduled(&reader, "map")
             let groupID = try reader.readOptionalUInt64("map.group")
             guard groupID.map({ $0 <= UInt64(UInt32.max) }) ?? true, groupID == nil || role == .forward else {
                 throw .invalidValue(field: "map.group", value: groupID ?? 0)
@@ -216,10 +219,7 @@ extension ControllerState {
                 }
                 group.rollback = GroupRollback(trigger: trigger, faultID: try reader.readOptionalUInt64("group.rollback.faultID"))
             }
-            if try reader.readBool("group.scheduledRollback") {
-                let faultID = try reader.readUInt64("group.scheduled.faultID")
-                group.scheduledRollback = ScheduledRollback(faultID: faultID, atMilliseconds: try reader.readInt64("group.scheduled.at"))
-            }
+            group.scheduledRollback = try readScheduled(&reader, "group")
             guard state.groups.keys.allSatisfy({ $0 < id }), state.groupIDsByName[name] == nil else {
                 throw .invalidValue(field: "group.id", value: UInt64(id))
             }
