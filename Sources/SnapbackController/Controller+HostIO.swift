@@ -11,6 +11,9 @@ extension Controller {
         public var volumeID: VolumeID
         public var sizeBytes: UInt64
         public var readOnly: Bool
+        /// The volume's host epoch when the export was opened: writes carry it (see
+        /// ``Controller/hostEpoch(of:)``).
+        public var hostEpoch: UInt64
     }
 
     /// The export of volume `name` (by name or id), or `nil`. Never waits for the lock (the NBD
@@ -18,7 +21,8 @@ extension Controller {
     public func export(_ name: String) -> Export? {
         let state = state
         guard let volume = state.volume(name) else { return nil }
-        return Export(volumeID: volume.id, sizeBytes: volume.sizeBytes, readOnly: Self.isReadOnly(volume.id, in: state))
+        return Export(
+            volumeID: volume.id, sizeBytes: volume.sizeBytes, readOnly: Self.isReadOnly(volume.id, in: state), hostEpoch: hostEpoch(of: volume.id))
     }
 
     /// A map's target is read-only to hosts while the map exists (`Specs/data-plane.md`, writes,

@@ -14,12 +14,16 @@ extension Controller {
         public var offset: UInt64
         public var bytes: UnsafeRawBufferPointer
         public var fua: Bool
+        /// The host epoch of the connection that sent it (``Controller/hostEpoch(of:)``); `nil`:
+        /// not checked.
+        public var hostEpoch: UInt64?
 
-        public init(volumeID: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer, fua: Bool) {
+        public init(volumeID: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64? = nil) {
             self.volumeID = volumeID
             self.offset = offset
             self.bytes = bytes
             self.fua = fua
+            self.hostEpoch = hostEpoch
         }
     }
 
@@ -93,6 +97,7 @@ extension Controller {
         var sources: [(volume: Volume, store: BlockStore)] = []
         for write in writes {
             guard let (volume, store) = try? hostVolumeLocked(write.volumeID, write.offset, write.bytes.count),
+                  (try? checkHostEpochLocked(volume, write.hostEpoch)) != nil,
                   !isReadOnlyLocked(volume.id), holdsOwnBytesLocked(volume.id), volume.status != .outOfSpace
             else { return oneByOne() }
             sources.append((volume, store))

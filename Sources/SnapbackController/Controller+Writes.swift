@@ -17,9 +17,13 @@ extension Controller {
     }
 
     /// Writes `bytes` at `offset` for a host (see `write(volume:offset:bytes:fua:)`).
-    public func write(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) {
-        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua) { return }
-        try writeCoordinated(HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua))
+    /// `hostEpoch`: the epoch of the connection that sent it (an NBD request); a write from a
+    /// connection opened before a rollback started onto the volume is refused (`superseded`).
+    public func write(
+        volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64? = nil
+    ) throws(HostIOError) {
+        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch) { return }
+        try writeCoordinated(HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua, hostEpoch: hostEpoch))
     }
 
     /// One coordinated host write: the plan (a target's copies, restore before write,
@@ -31,6 +35,7 @@ extension Controller {
         // then planned again, and owes that map nothing. Each round faults one more volume.
         for _ in 0...committed.maps.count {
             let (volume, store) = try hostVolumeLocked(volumeID, offset, bytes.count)
+            try checkHostEpochLocked(volume, write.hostEpoch)
             if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
             let stages = planWriteLocked(volumeID, offset, bytes.count)
             do throws(StageFailure) {
@@ -117,9 +122,11 @@ extension Controller {
     /// copy or a mark, and no rollback restores them. Decided under the lock with the gate held
     /// shared; the disk is written after the lock is released, alongside other such writes.
     /// Returns false, having written nothing, when the write needs the coordinated path.
-    private func writePlain(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws(HostIOError) -> Bool {
+    private func writePlain(
+        volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64?
+    ) throws(HostIOError) -> Bool {
         try plainAccess(volume: volumeID) { () throws(HostIOError) -> (Volume, BlockStore)? in
-            try plainWriteLocked(volumeID, offset, bytes.count)
+            try plainWriteLocked(volumeID, offset, bytes.count, hostEpoch: hostEpoch)
         } io: { (store) throws(BlockStoreError) in
             try store.write(at: offset, from: bytes)
             if fua { try store.sync() }
@@ -128,8 +135,9 @@ extension Controller {
 
     /// The volume and store a host write of `length` bytes at `offset` goes to when it needs no
     /// coordination; nil when it does. Throws when the write is refused.
-    private func plainWriteLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int) throws(HostIOError) -> (Volume, BlockStore)? {
+    private func plainWriteLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int, hostEpoch: UInt64?) throws(HostIOError) -> (Volume, BlockStore)? {
         let (volume, store) = try hostVolumeLocked(volumeID, offset, length)
+        try checkHostEpochLocked(volume, hostEpoch)
         if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }
         return needsNoCoordinationLocked(volume, offset, length) ? (volume, store) : nil
     }
@@ -140,12 +148,12 @@ extension Controller {
     /// then makes the write with `write(volume:offset:from:fua:)`, which rewrites the range or
     /// records the fault. For the NBD server's event loops, which must not wait on a lock held
     /// across a sync.
-    public func writeImmediately(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer) -> Bool {
+    public func writeImmediately(volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, hostEpoch: UInt64? = nil) -> Bool {
         let gate = gates.gate(volumeID)
         guard gate.tryLockShared() else { return false }
         defer { gate.unlock() }
         guard lock.try() else { return false }
-        let plain = try? plainWriteLocked(volumeID, offset, bytes.count)
+        let plain = try? plainWriteLocked(volumeID, offset, bytes.count, hostEpoch: hostEpoch)
         lock.unlock()
         guard let (_, store) = plain ?? nil else { return false }
         do throws(BlockStoreError) {

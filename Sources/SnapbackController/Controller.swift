@@ -18,6 +18,9 @@ public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The volume's backing store is out of space (ENOSPC, EDQUOT): the write failed, the volume
     /// is `out_of_space`; nothing was rolled back.
     case outOfSpace(volume: String, detail: String)
+    /// A write of a connection opened before a rollback started onto the volume (its connection
+    /// was closed then): the host issued it on the data the rollback replaced, so it is refused.
+    case superseded(volume: String)
 
     public var description: String {
         switch self {
@@ -28,6 +31,7 @@ public enum HostIOError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .io(volume, detail): "I/O error on volume \(volume): \(detail)"
         case let .noSpace(volume, detail): "no space to record the write on volume \(volume): \(detail)"
         case let .outOfSpace(volume, detail): "volume \(volume) is out of space: \(detail)"
+        case let .superseded(volume): "volume \(volume) was rolled back since this connection opened; reconnect"
         }
     }
 }
@@ -187,6 +191,12 @@ public final class Controller: @unchecked Sendable {
     var publishedHealth = ControllerHealth()
     let publishedLock = NSLock()
     var stores: [VolumeID: BlockStore] = [:]
+    /// Each volume's host epoch: it grows when a rollback starts (or restarts) onto the volume,
+    /// as its NBD connections are closed. A write carrying an older epoch (from a request read
+    /// before) is refused (``HostIOError/superseded(volume:)``). Guarded by `lock`, published with
+    /// the state.
+    var hostEpochs: [VolumeID: UInt64] = [:]
+    var publishedHostEpochs: [VolumeID: UInt64] = [:]
     var bitmaps: [MapID: MapBitmaps] = [:]
     /// Where each map's background copy resumes its scan.
     var copyCursors: [MapID: UInt64] = [:]
@@ -310,7 +320,22 @@ public final class Controller: @unchecked Sendable {
 
     /// Publishes `committed` for readers that must not wait (see `state`).
     func publishState() {
-        publishedLock.withLock { published = committed }
+        publishedLock.withLock {
+            published = committed
+            publishedHostEpochs = hostEpochs
+        }
+    }
+
+    /// The host epoch of `volume` as last published (see ``hostEpochs``): an NBD connection takes
+    /// it when it opens the export.
+    public func hostEpoch(of volume: VolumeID) -> UInt64 {
+        publishedLock.withLock { publishedHostEpochs[volume] ?? 0 }
+    }
+
+    /// Refuses a write that carries an epoch older than the volume's. Must hold the lock.
+    func checkHostEpochLocked(_ volume: Volume, _ epoch: UInt64?) throws(HostIOError) {
+        guard let epoch, epoch != hostEpochs[volume.id] ?? 0 else { return }
+        throw .superseded(volume: volume.name)
     }
 
     /// Mirrors a committed event onto the in-memory bytes and bitmaps.
@@ -341,7 +366,11 @@ public final class Controller: @unchecked Sendable {
         case let .rollbackCompleted(id), let .rollbackStopped(id, _), let .rollbackRestarted(id, _):
             bitmaps[id]?.restored.clearAll()
             forgetUnmarkedLocked(id)
-        case let .rollbackStarted(id, _, _), let .mapStopped(id), let .mapStopping(id), let .mapCopyCompleted(id):
+            if case .rollbackRestarted = event, let source = committed.maps[id]?.sourceID { hostEpochs[source, default: 0] += 1 }
+        case let .rollbackStarted(id, _, _):
+            forgetUnmarkedLocked(id)
+            if let source = committed.maps[id]?.sourceID { hostEpochs[source, default: 0] += 1 }
+        case let .mapStopped(id), let .mapStopping(id), let .mapCopyCompleted(id):
             forgetUnmarkedLocked(id)
         default:
             break

@@ -22,7 +22,9 @@ final class ControllerExportProvider: NBDExportProvider {
         guard let export = controller.export(name) else { return nil }
         let state = controller.state
         let isTarget = state.maps.values.contains { $0.role == .forward && $0.targetID == export.volumeID }
-        return VolumeExport(controller: controller, volumeID: export.volumeID, sizeBytes: export.sizeBytes, readOnly: export.readOnly || isTarget)
+        return VolumeExport(
+            controller: controller, volumeID: export.volumeID, sizeBytes: export.sizeBytes, readOnly: export.readOnly || isTarget,
+            hostEpoch: export.hostEpoch)
     }
 }
 
@@ -32,6 +34,10 @@ struct VolumeExport: NBDExport {
     let volumeID: VolumeID
     let sizeBytes: UInt64
     let readOnly: Bool
+    /// The volume's host epoch when this connection opened it: its writes carry it, so that a
+    /// write read before a rollback started is never made after (the rollback closes the
+    /// connection, but a request already read may still be waiting for the volume).
+    let hostEpoch: UInt64
 
     func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
         do throws(HostIOError) {
@@ -44,14 +50,14 @@ struct VolumeExport: NBDExport {
     func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) {
         guard !readOnly else { throw .permission }
         do throws(HostIOError) {
-            try controller.write(volume: volumeID, offset: offset, from: buffer, fua: fua)
+            try controller.write(volume: volumeID, offset: offset, from: buffer, fua: fua, hostEpoch: hostEpoch)
         } catch {
             throw Self.nbdError(error)
         }
     }
 
     func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
-        !readOnly && controller.writeImmediately(volume: volumeID, offset: offset, from: buffer)
+        !readOnly && controller.writeImmediately(volume: volumeID, offset: offset, from: buffer, hostEpoch: hostEpoch)
     }
 
     func flush() throws(NBDIOError) {
@@ -75,7 +81,7 @@ struct VolumeExport: NBDExport {
 
     static func nbdError(_ error: HostIOError) -> NBDIOError {
         switch error {
-        case .unknownVolume, .faulted, .io: .io
+        case .unknownVolume, .faulted, .io, .superseded: .io
         case .noSpace, .outOfSpace: .noSpace
         case .outOfRange: .invalid
         case .readOnly: .permission

@@ -47,6 +47,24 @@ let sampleEvents: [Event] = [
     .mapAutorestoreDelayChanged(id: 0, seconds: 86_400),
     .rollbackScheduled(id: 2, faultID: 9),
     .faultOnset(id: 1, faultID: 9, onsetMilliseconds: 1_790_000_000_123),
+    .groupCreated(id: 0, name: "db", autorestore: true, autorestoreDelaySeconds: 0),
+    .groupCreated(id: .max, name: String(repeating: "g", count: 63), autorestore: false, autorestoreDelaySeconds: 86_400),
+    .groupRenamed(id: 1, name: "oracle-prod"),
+    .groupAutorestoreChanged(id: 1, autorestore: true),
+    .groupAutorestoreChanged(id: 1, autorestore: false),
+    .groupAutorestoreDelayChanged(id: 1, seconds: 600),
+    .groupRemoved(id: 2),
+    .mapGroupChanged(id: 4, group: 1),
+    .mapGroupChanged(id: 4, group: nil),
+    .mapGroupChanged(id: .max - 1, group: .max),
+    .groupStarted(id: 1, startOrdinal: 3, members: [0, 2, 4]),
+    .groupStarted(id: 1, startOrdinal: .max, members: Array(stride(from: 0, to: MapID(2 * Limits.groupMapsMax), by: 2))),
+    .groupRollbackStarted(id: 1, trigger: .auto, faultID: 5),
+    .groupRollbackStarted(id: 1, trigger: .operator, faultID: nil),
+    .groupMemberRestored(id: 2),
+    .groupRollbackCompleted(id: 1),
+    .groupRollbackStopped(id: 1, reason: "stopped: target t1 of lcmap a faulted (fault 6)"),
+    .groupRollbackScheduled(id: 1, faultID: 9),
 ]
 
 private func payload(_ build: (inout ByteWriter) -> Void) -> [UInt8] {
@@ -96,7 +114,7 @@ struct EventEncodingTests {
         }
     }
 
-    @Test("unknown type codes are refused", arguments: [0, 28, 29, 100, 0x8000, UInt16.max] as [UInt16])
+    @Test("unknown type codes are refused", arguments: [0, 40, 41, 1000, 0x8000, UInt16.max] as [UInt16])
     func unknownType(code: UInt16) {
         #expect(EventType(rawValue: code) == nil)
         for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
@@ -154,6 +172,16 @@ struct EventEncodingTests {
         #expect(Event.rollbackStarted(id: 1, trigger: .operator, faultID: 9).encodedPayload() == [1, 0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0])
         #expect(Event.mapCopyRateChanged(id: 1, copyRate: 42).encodedPayload() == [1, 0, 0, 0, 42])
         #expect(Event.controllerStarted(version: "1").encodedPayload() == [1, 0, 0x31])
+        #expect(
+            Event.groupCreated(id: 2, name: "g", autorestore: true, autorestoreDelaySeconds: 0x0102).encodedPayload()
+                == [2, 0, 0, 0, 1, 0, 0x67, 1, 2, 1, 0, 0])
+        #expect(Event.mapGroupChanged(id: 1, group: nil).encodedPayload() == [1, 0, 0, 0, 0])
+        #expect(Event.mapGroupChanged(id: 1, group: 3).encodedPayload() == [1, 0, 0, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0])
+        #expect(
+            Event.groupStarted(id: 1, startOrdinal: 7, members: [0, 2]).encodedPayload()
+                == [1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0])
+        #expect(Event.groupRollbackStarted(id: 1, trigger: .auto, faultID: nil).encodedPayload() == [1, 0, 0, 0, 1, 0])
+        #expect(Event.groupRollbackScheduled(id: 1, faultID: 9).encodedPayload() == [1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test("booleans other than 0 and 1 are refused")
@@ -163,6 +191,10 @@ struct EventEncodingTests {
             (.mapAutorestoreChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(0xFF)) }, "autorestore"),
             (.volumeCreated, payload { $0.write(UInt32(1)); $0.write("v"); $0.write(UInt64(512)); $0.write(UInt8(2)) }, "path"),
             (.rollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(0)); $0.write(UInt8(2)) }, "faultID"),
+            (.groupCreated, payload { $0.write(UInt32(1)); $0.write("g"); $0.write(UInt8(2)); $0.write(UInt32(0)) }, "autorestore"),
+            (.groupAutorestoreChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(0xFF)) }, "autorestore"),
+            (.mapGroupChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(2)) }, "group"),
+            (.groupRollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(1)); $0.write(UInt8(3)) }, "faultID"),
             (
                 .mapCreated,
                 payload {
@@ -202,6 +234,23 @@ struct EventEncodingTests {
                 .rollbackProgressed, payload { $0.write(UInt32(1)); $0.write(UInt64(3)); $0.write(UInt64(2)) },
                 .invalidValue(field: "grainsRestored", value: 3)
             ),
+            (
+                .groupCreated, payload { $0.write(UInt32(1)); $0.write("g"); $0.write(false); $0.write(UInt32(86_401)) },
+                .invalidValue(field: "seconds", value: 86_401)
+            ),
+            (.groupAutorestoreDelayChanged, payload { $0.write(UInt32(1)); $0.write(UInt32.max) }, .invalidValue(field: "seconds", value: UInt64(UInt32.max))),
+            (
+                .mapGroupChanged, payload { $0.write(UInt32(1)); $0.write(UInt64?.some(UInt64(UInt32.max) + 1)) },
+                .invalidValue(field: "group", value: UInt64(UInt32.max) + 1)
+            ),
+            (
+                .groupStarted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt32(Limits.groupMapsMax + 1)) },
+                .invalidValue(field: "memberCount", value: UInt64(Limits.groupMapsMax + 1))
+            ),
+            (
+                .groupRollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(2)); $0.write(UInt64?.none) },
+                .invalidValue(field: "trigger", value: 2)
+            ),
         ]
         for (type, bytes, expected) in cases {
             #expect(decodeResult { () throws(DecodeError) in try Event.decode(typeCode: type.rawValue, bytes) } == .failure(expected), "\(type)")
@@ -226,6 +275,9 @@ struct EventEncodingTests {
             (.mapRenamed, payload { $0.write(UInt32(1)); $0.write("n"); string(&$0) }, "reverseName"),
             (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(0)); string(&$0) }, "reason"),
             (.controllerStarted, payload { string(&$0) }, "version"),
+            (.groupCreated, payload { $0.write(UInt32(1)); string(&$0); $0.write(false); $0.write(UInt32(0)) }, "name"),
+            (.groupRenamed, payload { $0.write(UInt32(1)); string(&$0) }, "name"),
+            (.groupRollbackStopped, payload { $0.write(UInt32(1)); string(&$0) }, "reason"),
             (
                 .mapCreated,
                 payload {
@@ -254,7 +306,7 @@ struct EventEncodingTests {
         }
         #expect(EventType(name: "") == nil)
         #expect(EventType(name: "VolumeCreatedX") == nil)
-        #expect(EventType.allCases.map(\.rawValue) == Array(1...27))
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...39))
         #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
     }
 
@@ -268,12 +320,24 @@ struct EventEncodingTests {
         #expect(Event.volumeFaulted(id: 6, faultID: 1, cause: .operator, reason: "x").volumeIDs == [6])
         #expect(Event.volumeFaulted(id: 6, faultID: 1, cause: .operator, reason: "x").mapIDs == [])
         #expect(Event.controllerStarted(version: "1").mapIDs.isEmpty && Event.controllerStarted(version: "1").volumeIDs.isEmpty)
+        #expect(Event.groupStarted(id: 2, startOrdinal: 5, members: [0, 4]).mapIDs == [0, 4])
+        #expect(Event.groupStarted(id: 2, startOrdinal: 5, members: [0, 4]).groupIDs == [2])
+        #expect(Event.mapGroupChanged(id: 4, group: 2).mapIDs == [4] && Event.mapGroupChanged(id: 4, group: 2).groupIDs == [2])
+        #expect(Event.mapGroupChanged(id: 4, group: nil).groupIDs == [])
+        #expect(Event.groupMemberRestored(id: 4).mapIDs == [4] && Event.groupMemberRestored(id: 4).groupIDs == [])
         for event in sampleEvents {
-            switch event.type {
-            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored, .faultOnset: #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty)
-            case .controllerStarted: #expect(event.volumeIDs.isEmpty && event.mapIDs.isEmpty)
-            case .mapCreated: #expect(event.mapIDs.count == 2)
-            default: #expect(event.mapIDs.count == 1 && event.volumeIDs.isEmpty)
+            switch event {
+            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored, .faultOnset:
+                #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty && event.groupIDs.isEmpty)
+            case .controllerStarted: #expect(event.volumeIDs.isEmpty && event.mapIDs.isEmpty && event.groupIDs.isEmpty)
+            case .mapCreated: #expect(event.mapIDs.count == 2 && event.groupIDs.isEmpty)
+            case .groupCreated, .groupRenamed, .groupAutorestoreChanged, .groupAutorestoreDelayChanged, .groupRemoved, .groupRollbackStarted,
+                .groupRollbackCompleted, .groupRollbackStopped, .groupRollbackScheduled:
+                #expect(event.groupIDs.count == 1 && event.mapIDs.isEmpty && event.volumeIDs.isEmpty)
+            case let .groupStarted(id, _, members): #expect(event.groupIDs == [id] && event.mapIDs == members && event.volumeIDs.isEmpty)
+            case let .mapGroupChanged(id, group):
+                #expect(event.mapIDs == [id] && event.groupIDs == (group.map { [$0] } ?? []) && event.volumeIDs.isEmpty)
+            default: #expect(event.mapIDs.count == 1 && event.volumeIDs.isEmpty && event.groupIDs.isEmpty)
             }
         }
     }

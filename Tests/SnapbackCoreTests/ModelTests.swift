@@ -82,7 +82,8 @@ struct ModelTests {
             "invalid_grain_size", "map_already_started", "map_not_started", "map_active", "map_is_reverse", "no_valid_image",
             "map_restoring", "volume_restoring", "volume_faulted", "volume_not_faulted", "invalid_reason", "invalid_progress",
             "invalid_state", "nothing_to_change", "limit_reached", "path_exists", "backing_unavailable", "invalid_delay",
-            "invalid_onset",
+            "invalid_onset", "unknown_group", "group_not_empty", "group_empty", "group_restoring", "group_conflict",
+            "group_changed", "map_in_group",
         ])
         let error = CommandError(.unknownMap, "lcmap \"x\" does not exist")
         #expect(error.description == "unknown_map: lcmap \"x\" does not exist")

@@ -43,6 +43,7 @@ struct PropertyTests {
     func rejectionsChangeNothing() {
         for run in Self.runs {
             var before = ControllerState()
+            var groupStarts: [UInt64: [MapID]] = [:]
             for (index, step) in run.steps.enumerated() {
                 let again = Result { () throws(CommandError) in try decide(step.command, before) }
                 #expect(again == step.outcome, "seed \(run.seed) step \(index)")
@@ -56,6 +57,13 @@ struct PropertyTests {
                     #expect(error.description.hasPrefix(error.code.rawValue + ": "))
                 }
                 checkInvariants(step.state)
+                if case let .success(events) = step.outcome {
+                    for case let .groupStarted(_, ordinal, members) in events {
+                        #expect(groupStarts[ordinal] == nil, "seed \(run.seed) step \(index): start ordinal \(ordinal) handed out twice")
+                        groupStarts[ordinal] = members
+                    }
+                }
+                checkSharedStartOrdinals(step.state, groupStarts: groupStarts)
                 before = step.state
             }
         }
@@ -176,6 +184,9 @@ struct PropertyTests {
     func reportFaultMatchesPolicy() {
         var faults = 0
         var automatic = 0
+        var groupChoices = 0
+        var groupAbandonments = 0
+        var groupRestarts = 0
         for run in Self.runs {
             var before = ControllerState()
             for step in run.steps {
@@ -195,17 +206,69 @@ struct PropertyTests {
                 #expect(Array(events.prefix(head.count)) == head, "seed \(run.seed)")
                 let faulted = head.reduce(before) { evolve($0, $1) }
                 let rest = Array(events.dropFirst(head.count))
-                if let running = before.runningRollback(onto: volumeID) {
-                    let onset = faulted.volumes[volumeID]?.fault?.onsetMilliseconds
+                let volume = faulted.volumes[volumeID]!
+                let onset = volume.fault?.onsetMilliseconds
+                if let member = before.maps.values.first(where: { $0.role == .forward && $0.targetID == volumeID && $0.rollback != nil }),
+                    let group = member.groupID.flatMap({ before.groups[$0] }), group.rollback != nil
+                {
+                    // The target of a member of a running group rollback: the whole group rollback
+                    // is abandoned, and every member's source is left faulted.
+                    groupAbandonments += 1
+                    let reason = "stopped: target \(volume.name) of lcmap \(member.name) faulted (fault \(faultID))"
+                    #expect(rest == Self.abandonment(of: group, reason: reason, faulted), "seed \(run.seed)")
+                    #expect(step.state.groups[group.id]?.rollback == nil, "seed \(run.seed)")
+                    for member in before.members(of: group.id) {
+                        #expect(step.state.volumes[member.sourceID]?.status == .faulted, "seed \(run.seed)")
+                    }
+                } else if let running = before.runningRollback(onto: volumeID), let group = running.groupID.flatMap({ before.groups[$0] }),
+                    group.rollback != nil
+                {
+                    if let onset, let imageTime = group.startedAtMilliseconds, imageTime > onset {
+                        // The group's images postdate the onset: the group rollback is abandoned,
+                        // and the policy chooses again for this volume.
+                        let reason = "stopped: the images of lcgrp \(group.name) postdate the onset of fault \(faultID)"
+                        let abandonment = Self.abandonment(of: group, reason: reason, faulted)
+                        #expect(Array(rest.prefix(abandonment.count)) == abandonment, "seed \(run.seed)")
+                        let stopped = abandonment.reduce(faulted) { evolve($0, $1) }
+                        let choice = automaticRollbackChoice(for: volumeID, in: stopped, ignoringRunning: true)
+                        #expect(Array(rest.dropFirst(abandonment.count)) == Self.switchedRollback(to: choice, faultID: faultID, stopped), "seed \(run.seed)")
+                    } else {
+                        // Every member starts over, so that the members stay at one instant.
+                        groupRestarts += 1
+                        let members = before.members(of: group.id)
+                        #expect(members.allSatisfy { $0.rollback != nil }, "seed \(run.seed)")
+                        #expect(rest == members.map { .rollbackRestarted(id: $0.id, faultID: faultID) }, "seed \(run.seed)")
+                        #expect(step.state.groups[group.id]?.rollback?.faultID == faultID, "seed \(run.seed)")
+                    }
+                } else if let running = before.runningRollback(onto: volumeID) {
                     if let onset, let imageTime = running.startedAtMilliseconds, imageTime > onset {
                         // The running image postdates the onset: stopped, and an older one started if any.
-                        #expect(rest.first?.type == .rollbackStopped, "seed \(run.seed)")
+                        let stop = Event.rollbackStopped(id: running.id, reason: "switched: its image postdates the onset of fault \(faultID)")
+                        #expect(rest.first == stop, "seed \(run.seed)")
+                        let choice = automaticRollbackChoice(for: volumeID, in: faulted, ignoringRunning: true)
+                        #expect(Array(rest.dropFirst()) == Self.switchedRollback(to: choice, faultID: faultID, evolve(faulted, stop)), "seed \(run.seed)")
                     } else {
                         #expect(rest == [.rollbackRestarted(id: running.id, faultID: faultID)], "seed \(run.seed)")
                     }
                 } else if let choice = automaticRollbackChoice(for: volumeID, in: faulted) {
                     automatic += 1
-                    if choice.autorestoreDelaySeconds > 0 {
+                    if let group = choice.groupID.flatMap({ faulted.groups[$0] }) {
+                        // A member's fault rolls back its whole group, after the group's hold window.
+                        groupChoices += 1
+                        let members = faulted.members(of: group.id)
+                        #expect(members.contains { $0.id == choice.id }, "seed \(run.seed)")
+                        if group.autorestoreDelaySeconds > 0 {
+                            #expect(rest == [.groupRollbackScheduled(id: group.id, faultID: faultID)], "seed \(run.seed)")
+                            #expect(step.state.groups[group.id]?.scheduledRollback?.faultID == faultID, "seed \(run.seed)")
+                        } else {
+                            let started: [Event] = members.map { .rollbackStarted(id: $0.id, trigger: .auto, faultID: faultID) }
+                            #expect(rest == [.groupRollbackStarted(id: group.id, trigger: .auto, faultID: faultID)] + started, "seed \(run.seed)")
+                            #expect(step.state.groups[group.id]?.rollback == GroupRollback(trigger: .auto, faultID: faultID), "seed \(run.seed)")
+                            for member in members {
+                                #expect(step.state.volumes[member.sourceID]?.status == .restoring, "seed \(run.seed)")
+                            }
+                        }
+                    } else if choice.autorestoreDelaySeconds > 0 {
                         #expect(rest == [.rollbackScheduled(id: choice.id, faultID: faultID)], "seed \(run.seed)")
                         #expect(step.state.maps[choice.id]?.scheduledRollback?.faultID == faultID)
                     } else {
@@ -218,5 +281,35 @@ struct PropertyTests {
             }
         }
         #expect(faults > 100 && automatic > 20)
+        #expect(groupChoices > 0 && groupAbandonments > 0 && groupRestarts > 0, "\(groupChoices) \(groupAbandonments) \(groupRestarts)")
+    }
+
+    /// The events that abandon `group`'s rollback, written out from `Specs/events.md`: in member
+    /// id order, each member's `RollbackStopped`, after a `VolumeFaulted` of cause
+    /// `rollback_abandoned` when its source has no fault; then `GroupRollbackStopped`.
+    static func abandonment(of group: LCGroup, reason: String, _ state: ControllerState) -> [Event] {
+        var nextFaultID = state.nextFaultID
+        var events: [Event] = []
+        for member in state.members(of: group.id) where member.rollback != nil {
+            if state.volumes[member.sourceID]?.fault == nil {
+                events.append(.volumeFaulted(id: member.sourceID, faultID: nextFaultID, cause: .rollbackAbandoned, reason: reason))
+                nextFaultID += 1
+            }
+            events.append(.rollbackStopped(id: member.id, reason: reason))
+        }
+        return events + [.groupRollbackStopped(id: group.id, reason: reason)]
+    }
+
+    /// The rollback that replaces one stopped because its images postdate the onset: none without
+    /// a choice; the choice's group's rollback (at once, or after the group's hold window) when it
+    /// is a member; otherwise the choice's own, at once.
+    static func switchedRollback(to choice: LCMap?, faultID: FaultID, _ state: ControllerState) -> [Event] {
+        guard let choice else { return [] }
+        guard let group = choice.groupID.flatMap({ state.groups[$0] }) else {
+            return [.rollbackStarted(id: choice.id, trigger: .auto, faultID: faultID)]
+        }
+        if group.autorestoreDelaySeconds > 0 { return [.groupRollbackScheduled(id: group.id, faultID: faultID)] }
+        return [.groupRollbackStarted(id: group.id, trigger: .auto, faultID: faultID)]
+            + state.members(of: group.id).map { .rollbackStarted(id: $0.id, trigger: .auto, faultID: faultID) }
     }
 }

@@ -226,10 +226,15 @@ struct StateEncodingTests {
         #expect(bytes.first == ControllerState.encodingVersion)
     }
 
-    @Test("the empty state encodes to its header and two zero counts")
+    @Test("the empty state encodes to its header and three zero counts")
     func empty() throws {
         let bytes = ControllerState().encoded()
-        #expect(bytes == [2] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0])
+        // Version, eventsApplied, nextVolumeID, nextMapID, nextFaultID, nextStartOrdinal,
+        // controllerStarts, nextGroupID; then the volume, map and group counts.
+        let header: [UInt8] =
+            [3] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0]
+            + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0]
+        #expect(bytes == header + [0, 0, 0, 0] + [0, 0, 0, 0] + [0, 0, 0, 0])
         #expect(try ControllerState.decode(bytes) == ControllerState())
     }
 

@@ -171,9 +171,83 @@ func checkInvariants(_ state: ControllerState, sourceLocation: SourceLocation = 
             #expect(partner.state == .idleOrCopied, sourceLocation: sourceLocation)
         }
     }
-    // Start ordinals are unique.
-    let ordinals = state.maps.values.compactMap(\.startOrdinal)
-    #expect(Set(ordinals).count == ordinals.count, sourceLocation: sourceLocation)
+    // Start ordinals are unique per start: only the members of one group start share one. While
+    // that group's last start is the one, each is still in the group or among the members its
+    // images were taken with. The group may since have been removed (`rmlcgrp -force` leaves its
+    // maps as they are) or started again without them: the state no longer says which start it
+    // was (`checkSharedStartOrdinals` checks that against the log), but the maps of one start
+    // have distinct volumes, so no two maps of one source ever tie in the policy's choice.
+    let mapsByOrdinal = Dictionary(grouping: state.mapsByID.filter { $0.startOrdinal != nil }) { $0.startOrdinal! }
+    for (ordinal, sharing) in mapsByOrdinal where sharing.count > 1 {
+        #expect(sharing.count <= Limits.groupMapsMax, sourceLocation: sourceLocation)
+        let volumes = sharing.flatMap { [$0.sourceID, $0.targetID] }
+        #expect(Set(volumes).count == volumes.count, "lcmaps \(sharing.map(\.name)) of start \(ordinal) share a volume", sourceLocation: sourceLocation)
+        guard let group = state.groups.values.first(where: { $0.startOrdinal == ordinal }) else { continue }
+        for map in sharing {
+            #expect(
+                map.groupID == group.id || group.imageMembers.contains(map.id),
+                "lcmap \(map.name) shares start ordinal \(ordinal) of lcgrp \(group.name) without being one of its members",
+                sourceLocation: sourceLocation)
+        }
+    }
+    let groupOrdinals = state.groups.values.compactMap(\.startOrdinal)
+    #expect(Set(groupOrdinals).count == groupOrdinals.count, "two groups share a start ordinal", sourceLocation: sourceLocation)
+    checkConsistencyGroups(state, sourceLocation: sourceLocation)
+}
+
+/// The exact rule for start ordinals, which needs the log: a start ordinal held by several maps
+/// is one a `GroupStarted` record handed out, and every map holding it is among that record's
+/// members. `groupStarts` maps each `GroupStarted` ordinal of the log to its members.
+func checkSharedStartOrdinals(
+    _ state: ControllerState, groupStarts: [UInt64: [MapID]], sourceLocation: SourceLocation = #_sourceLocation
+) {
+    let mapsByOrdinal = Dictionary(grouping: state.mapsByID.filter { $0.startOrdinal != nil }) { $0.startOrdinal! }
+    for (ordinal, sharing) in mapsByOrdinal where sharing.count > 1 {
+        guard let members = groupStarts[ordinal] else {
+            Issue.record("lcmaps \(sharing.map(\.name)) share start ordinal \(ordinal) of no group start", sourceLocation: sourceLocation)
+            continue
+        }
+        #expect(Set(sharing.map(\.id)).isSubset(of: members), "lcmaps \(sharing.map(\.name)), start \(ordinal) of \(members)", sourceLocation: sourceLocation)
+    }
+}
+
+/// The invariants of consistency groups, part of `checkInvariants`.
+private func checkConsistencyGroups(_ state: ControllerState, sourceLocation: SourceLocation) {
+    #expect(state.groupIDsByName.count == state.groups.count, sourceLocation: sourceLocation)
+    for map in state.maps.values {
+        guard let id = map.groupID else { continue }
+        #expect(map.role == .forward, "reverse lcmap \(map.name) in a group", sourceLocation: sourceLocation)
+        #expect(state.groups[id] != nil, "lcmap \(map.name) in missing lcgrp \(id)", sourceLocation: sourceLocation)
+        #expect(map.scheduledRollback == nil, "lcmap \(map.name) of a group waits for a rollback of its own", sourceLocation: sourceLocation)
+    }
+    for group in state.groups.values {
+        #expect(state.groupIDsByName[group.name] == group.id, "group index: \(group.name)", sourceLocation: sourceLocation)
+        #expect(state.mapIDsByName[group.name] == nil, "lcgrp \(group.name) has an lcmap's name", sourceLocation: sourceLocation)
+        #expect(group.id < state.nextGroupID, sourceLocation: sourceLocation)
+        #expect(group.autorestoreDelaySeconds <= Limits.autorestoreDelaySecondsMax, sourceLocation: sourceLocation)
+        if let ordinal = group.startOrdinal { #expect(ordinal < state.nextStartOrdinal, sourceLocation: sourceLocation) }
+        #expect((group.startOrdinal == nil) == (group.startedAtMilliseconds == nil), sourceLocation: sourceLocation)
+        #expect(group.imageMembers == group.imageMembers.sorted(), sourceLocation: sourceLocation)
+        #expect(Set(group.imageMembers).count == group.imageMembers.count, sourceLocation: sourceLocation)
+        let members = state.members(of: group.id)
+        #expect(members.count <= Limits.groupMapsMax, sourceLocation: sourceLocation)
+        let volumes = members.flatMap { [$0.sourceID, $0.targetID] }
+        #expect(Set(volumes).count == volumes.count, "members of lcgrp \(group.name) share a volume", sourceLocation: sourceLocation)
+        // A group rolls back whole: from GroupRollbackStarted to GroupRollbackCompleted or
+        // GroupRollbackStopped every member has a rollback, and otherwise none has.
+        for member in members {
+            #expect(
+                (member.rollback != nil) == (group.rollback != nil),
+                "lcmap \(member.name) rollback \(String(describing: member.rollback)), lcgrp \(group.name) rollback \(String(describing: group.rollback))",
+                sourceLocation: sourceLocation)
+        }
+        if let rollback = group.rollback {
+            #expect(!members.isEmpty, "lcgrp \(group.name) rolls back without members", sourceLocation: sourceLocation)
+            #expect(group.scheduledRollback == nil, sourceLocation: sourceLocation)
+            if let faultID = rollback.faultID { #expect(faultID < state.nextFaultID, sourceLocation: sourceLocation) }
+        }
+        if let scheduled = group.scheduledRollback { #expect(scheduled.faultID < state.nextFaultID, sourceLocation: sourceLocation) }
+    }
 }
 
 // MARK: - Bytes
