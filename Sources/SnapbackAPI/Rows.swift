@@ -61,6 +61,13 @@ public struct VolumeRow: Codable, Sendable, Equatable {
         {
             rollback_note = "no automatic rollback: no image of an autorestore lcmap was taken at or before the onset \(rfc3339(onset))"
         }
+        // A member of a group with autorestore on that was not rolled back: say why (its
+        // membership changed, an image is gone...).
+        if volume.status == .faulted, rollback_note.isEmpty, rollback_at.isEmpty,
+            let group = groups.first(where: { $0.autorestore && $0.rollback == nil }), let blocker = groupRollbackBlocker(group, in: state)
+        {
+            rollback_note = "no automatic rollback of lcgrp \(group.name): \(blocker.code.rawValue): \(blocker.message)"
+        }
     }
 
     /// The row's values as text, in ``columns`` order.

@@ -311,6 +311,17 @@ func requireGroupRollbackPossible(_ group: LCGroup, _ state: ControllerState, ig
     }
 }
 
+/// Why `group` cannot roll back to its images now, or `nil` when it can (for `lsvolume`'s
+/// `rollback_note`).
+public func groupRollbackBlocker(_ group: LCGroup, in state: ControllerState) -> CommandError? {
+    do throws(CommandError) {
+        try requireGroupRollbackPossible(group, state)
+        return nil
+    } catch {
+        return error
+    }
+}
+
 /// The group rollback a fault on `volumeID` decides, when the choice of the policy is a member
 /// of a group: started at once, or scheduled for the group's hold window.
 func groupRollbackForFault(_ group: LCGroup, faultID: FaultID, _ state: ControllerState) -> [Event] {
