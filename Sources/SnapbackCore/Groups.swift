@@ -301,12 +301,14 @@ func requireGroupRollbackPossible(_ group: LCGroup, _ state: ControllerState, ig
         guard member.imageValid, member.startOrdinal == ordinal, member.state == .copying || member.state == .idleOrCopied else {
             throw CommandError(.noValidImage, "lcmap \(member.name) of lcgrp \(group.name) is \(member.state) and holds no image of the group's start")
         }
-        let target = state.volumes[member.targetID]!
-        guard target.status == .online || target.status == .outOfSpace else {
-            throw CommandError(.noValidImage, "target \(target.name) of lcmap \(member.name) in lcgrp \(group.name) is \(target.status)")
+        // (A state decoded from a hand-made log may name volumes it does not hold: no image then.)
+        guard let target = state.volumes[member.targetID], target.status == .online || target.status == .outOfSpace else {
+            let status = state.volumes[member.targetID].map { "\($0.status)" } ?? "missing"
+            throw CommandError(.noValidImage, "the target of lcmap \(member.name) in lcgrp \(group.name) is \(status)")
         }
         if member.sourceID != source, let running = state.runningRollback(onto: member.sourceID) {
-            throw CommandError(.volumeRestoring, "volume \(state.volumes[member.sourceID]!.name) is being restored from lcmap \(running.name)")
+            let name = state.volumes[member.sourceID]?.name ?? String(member.sourceID)
+            throw CommandError(.volumeRestoring, "volume \(name) is being restored from lcmap \(running.name)")
         }
     }
 }

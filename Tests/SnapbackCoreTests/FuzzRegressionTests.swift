@@ -51,6 +51,30 @@ struct CoreFuzzRegressionTests {
         }
     }
 
+    // group-member-target-missing.bin: a group of one map whose target volume the log removed,
+    // started, its source faulted. The policy's group check force-unwrapped the target volume.
+    @Test("fixed: the rollback policy traps on a group member whose target volume is gone")
+    func groupMemberTargetMissing() async {
+        await #expect(processExitsWith: .success) {
+            var state = ControllerState()
+            state.apply(.volumeCreated(id: 0, name: "src", sizeBytes: 1 << 20, path: nil))
+            state.apply(.volumeCreated(id: 1, name: "tgt", sizeBytes: 1 << 20, path: nil))
+            state.apply(
+                .mapCreated(
+                    MapCreated(
+                        id: 0, name: "m", reverseID: 1, reverseName: "m_rev", sourceID: 0, targetID: 1, copyRate: 0,
+                        grainSizeBytes: 64 << 10, autorestore: true)))
+            state.apply(.groupCreated(id: 0, name: "g", autorestore: true, autorestoreDelaySeconds: 0))
+            state.apply(.mapGroupChanged(id: 0, group: 0))
+            state.apply(.mapStarted(id: 0, startOrdinal: 1))
+            state.apply(.groupStarted(id: 0, startOrdinal: 1, members: [0]))
+            state.apply(.volumeRemoved(id: 1))
+            state.apply(.volumeFaulted(id: 0, faultID: 1, cause: .ioError, reason: "EIO"))
+            precondition(automaticRollbackChoice(for: 0, in: state) == nil)
+            precondition(groupRollbackBlocker(state.groups[0]!, in: state)?.code == .noValidImage)
+        }
+    }
+
     // copy-progress-overflow.bin: MapCopyProgressed with 2^62 grains copied of a 4-grain map.
     // `progressPercent` computed grainsCopied * 100 / grainsTotal, which overflows.
     @Test("fixed: a copy progress far past the map's grains traps in progressPercent")

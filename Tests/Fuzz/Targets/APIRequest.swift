@@ -5,8 +5,8 @@
 // ignored),
 // Sources/SnapbackCLI/SizeParser.swift and this file.
 //
-// Input: a kind byte ('0'…'9', any byte counts modulo 10), a path parameter up to the first
-// newline (the `{volume}` or `{map}` of the route), and the request body:
+// Input: a kind byte ('0'…'9' and ':'…'?', any byte counts modulo 16), a path parameter up to
+// the first newline (the `{volume}`, `{map}` or `{group}` of the route), and the request body:
 //   0 POST /v1/volumes                CreateVolumeRequest
 //   1 POST /v1/lcmaps                 CreateMapRequest
 //   2 PATCH /v1/lcmaps/{map}          ChangeMapRequest
@@ -17,6 +17,12 @@
 //   7 POST /v1/volumes/{v}/recover    no body
 //   8 DELETE /v1/lcmaps/{map}         the body is the `force` query value
 //   9 `snapback mkvolume -size`       the body is the text given to `parseSize`
+//   : POST /v1/lcgroups               CreateGroupRequest (empty body allowed)
+//   ; PATCH /v1/lcgroups/{group}      ChangeGroupRequest
+//   < POST /v1/lcgroups/{group}/start StartMapRequest (empty body allowed)
+//   = POST /v1/lcgroups/{group}/stop  ForceRequest (empty body allowed)
+//   > DELETE /v1/lcgroups/{group}     the body is the `force` query value
+//   ? `snapback mkvolume -size`       as 9
 // A body that decodes becomes a Command through the functions snapbackd's ControlAPI calls
 // (Sources/SnapbackAPI/RequestCommands.swift), and `decide` runs it against a fixed state
 // holding every kind of volume and map. Properties, beyond "never traps": a rejection's message
@@ -29,7 +35,7 @@ import Foundation
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzAPIRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: data, count: size))
-    guard let kind = input.first.map({ Int($0 &- 0x30) % 10 }) else { return 0 }
+    guard let kind = input.first.map({ Int($0 &- 0x30) % 16 }) else { return 0 }
     let rest = input.dropFirst()
     let newline = rest.firstIndex(of: 0x0A) ?? rest.endIndex
     let reference = String(decoding: rest[..<newline], as: UTF8.self)
@@ -66,6 +72,20 @@ private func command(kind: Int, reference: String, body: Data) -> Command? {
         return .recoverVolume(volume: reference)
     case 8:
         return ForceRequest.removeCommand(map: reference, forceQuery: String(decoding: body, as: UTF8.self))
+    case 10:
+        let request: CreateGroupRequest? = body.isEmpty ? CreateGroupRequest(name: nil, autorestore: nil, autorestoredelay: nil) : decodeBody(body)
+        return try? request?.command()
+    case 11:
+        let request: ChangeGroupRequest? = decodeBody(body)
+        return try? request?.command(group: reference)
+    case 12:
+        let request: StartMapRequest? = body.isEmpty ? StartMapRequest(prep: nil, restore: nil) : decodeBody(body)
+        return request?.command(group: reference)
+    case 13:
+        let request: ForceRequest? = body.isEmpty ? ForceRequest(force: nil) : decodeBody(body)
+        return request?.stopCommand(group: reference)
+    case 14:
+        return ForceRequest.removeCommand(group: reference, forceQuery: String(decoding: body, as: UTF8.self))
     default:
         checkSize(String(decoding: body, as: UTF8.self))
         return nil
@@ -105,6 +125,7 @@ private func check(_ command: Command) {
     fuzzCheck(restored == state, "the checkpoint after \(command) does not decode to the same state")
     for volume in state.volumesByID { _ = VolumeRow(volume, in: state).cells }
     for map in state.mapsByID { _ = MapRow(map, in: state).cells }
+    for group in state.groupsByID { _ = GroupRow(group, in: state) }
 }
 
 /// `parseSize` never traps, and what it accepts is a size it reads back the same way.
@@ -143,6 +164,16 @@ private let fixture: ControllerState = {
         .reportFault(volume: "vol4", cause: .ioError, reason: "EIO at 0"),
         .createMap(CreateMap(source: "vol6", target: "vol7", name: "m4", copyRate: 150)),
         .prepareMap(map: "m4"),
+        // Group g0 of m5 (vol8→vol9) and m6 (vol10→vol11), started, autorestore on; g1 empty.
+        .createVolume(name: "vol8", sizeBytes: 1 << 20, path: nil),
+        .createVolume(name: "vol9", sizeBytes: 1 << 20, path: nil),
+        .createVolume(name: "vol10", sizeBytes: 1 << 20, path: nil),
+        .createVolume(name: "vol11", sizeBytes: 1 << 20, path: nil),
+        .createGroup(name: "g0", autorestore: true, autorestoreDelaySeconds: 0),
+        .createGroup(name: "g1", autorestore: false, autorestoreDelaySeconds: 30),
+        .createMap(CreateMap(source: "vol8", target: "vol9", name: "m5", copyRate: 0, group: "g0")),
+        .createMap(CreateMap(source: "vol10", target: "vol11", name: "m6", copyRate: 0, group: "g0")),
+        .startGroup(group: "g0"),
     ]
     var state = ControllerState()
     for command in commands {
