@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SnapbackCore
 import SnapbackData
 
@@ -147,6 +148,7 @@ extension Controller {
         reopened: inout [VolumeID: BlockStore]
     ) throws(ControllerError) -> [BitmapChange] {
         var changes: [BitmapChange] = []
+        var sourcesToSync: [BlockStore] = []
         var preview = state
         for event in events {
             switch event {
@@ -163,13 +165,7 @@ extension Controller {
                 // source is synced first, so that the image cannot change after the fact when an
                 // unsynced write before the start is lost in a crash (found by the Promela model).
                 changes += BitmapKind.allCases.map { .clear(map: id, kind: $0) }
-                if let sourceID = preview.maps[id]?.sourceID, let store = stores[sourceID] {
-                    do throws(BlockStoreError) {
-                        try store.sync()
-                    } catch {
-                        throw .storage("syncing the source before the start failed: \(error)")
-                    }
-                }
+                if let sourceID = preview.maps[id]?.sourceID, let store = stores[sourceID] { sourcesToSync.append(store) }
             case let .volumeRecovered(id):
                 guard stores[id] == nil, let volume = preview.volumes[id] else { break }
                 do throws(BackingProblem) {
@@ -188,7 +184,38 @@ extension Controller {
             }
             preview.apply(event)
         }
+        // The sources of the starts, all at once (a group start syncs every member's source
+        // while host writes to all of them wait).
+        if let error = Self.syncAll(sourcesToSync) {
+            throw .storage("syncing the source before the start failed: \(error)")
+        }
         return changes
+    }
+
+    /// The most syncs one start issues at once.
+    static let parallelSyncsMax = 16
+
+    /// Syncs `stores` concurrently, on up to ``parallelSyncsMax`` threads (the syncs wait on the
+    /// disk, not the processor), and returns the first error, or `nil`.
+    static func syncAll(_ stores: [BlockStore]) -> BlockStoreError? {
+        if stores.count <= 1 {
+            do throws(BlockStoreError) { try stores.first?.sync() } catch { return error }
+            return nil
+        }
+        let workers = min(parallelSyncsMax, stores.count)
+        let failures = Mutex<[BlockStoreError]>([])
+        let done = DispatchGroup()
+        for worker in 0..<workers {
+            done.enter()
+            Thread.detachNewThread {
+                for index in stride(from: worker, to: stores.count, by: workers) {
+                    do throws(BlockStoreError) { try stores[index].sync() } catch { failures.withLock { $0.append(error) } }
+                }
+                done.leave()
+            }
+        }
+        done.wait()
+        return failures.withLock { $0.first }
     }
 
     /// Removes the backing stores made for volumes whose creation did not commit.

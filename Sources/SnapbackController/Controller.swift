@@ -300,9 +300,7 @@ public final class Controller: @unchecked Sendable {
             guard let group = committed.group(name) else { return [] }
             return committed.members(of: group.id).compactMap { stores[$0.sourceID] }
         }
-        for store in sources {
-            do throws(BlockStoreError) { try store.sync() } catch { continue }
-        }
+        _ = Self.syncAll(sources)
     }
 
     /// Decides `command` and commits its events (with `extra` bitmap changes) in the next group
