@@ -6,7 +6,37 @@ import SnapbackCore
 
 extension CreateVolumeRequest {
     /// `POST /v1/volumes`.
-    public var command: Command { .createVolume(name: name, sizeBytes: size, path: path, adopt: adopt ?? false) }
+    public func command() throws(ErrorBody) -> Command {
+        let on = try detect.map(detectOnOff) ?? false
+        let level = try sensitivity.map(detectionSensitivity)
+        if level != nil && !on {
+            throw ErrorBody(code: "invalid_sensitivity", message: "sensitivity needs detect on")
+        }
+        return .createVolume(name: name, sizeBytes: size, path: path, adopt: adopt ?? false, detection: on ? level ?? .medium : nil)
+    }
+}
+
+extension ChangeVolumeRequest {
+    /// `PATCH /v1/volumes/{volume}`.
+    public func command(volume: String) throws(ErrorBody) -> Command {
+        .changeVolume(volume: volume, newName: name, detect: try detect.map(detectOnOff), sensitivity: try sensitivity.map(detectionSensitivity))
+    }
+}
+
+/// `on`/`off` of a `detect` field, or `invalid_detect`.
+private func detectOnOff(_ text: String) throws(ErrorBody) -> Bool {
+    guard let value = parseOnOff(text) else {
+        throw ErrorBody(code: "invalid_detect", message: "detect must be on or off, not \(text.debugDescription.prefix(80))")
+    }
+    return value
+}
+
+/// A `sensitivity` field, or `invalid_sensitivity`.
+private func detectionSensitivity(_ text: String) throws(ErrorBody) -> DetectionSensitivity {
+    guard let value = DetectionSensitivity(name: text) else {
+        throw ErrorBody(code: "invalid_sensitivity", message: "sensitivity must be low, medium or high, not \(text.debugDescription.prefix(80))")
+    }
+    return value
 }
 
 extension CreateMapRequest {

@@ -38,10 +38,22 @@ public struct VolumeRow: Codable, Sendable, Equatable {
     public var rollback_at: String
     /// Why a faulted volume with autorestore maps is not being rolled back, when that is so.
     public var rollback_note: String
+    /// `on` or `off`: the anomaly detector (`chvolume -detect`).
+    public var detect: String
+    /// `low`, `medium` or `high`.
+    public var sensitivity: String
+    /// The detector's current score, 0–100 (0 without detection, or when the daemon is not asked).
+    public var anomaly_score: Int
 
-    public static let columns = ["id", "name", "size", "status", "path", "fault_id", "fault_reason", "fault_onset", "rollback_at", "rollback_note"]
+    public static let columns = [
+        "id", "name", "size", "status", "path", "fault_id", "fault_reason", "fault_onset", "rollback_at", "rollback_note", "detect",
+        "sensitivity", "anomaly_score",
+    ]
 
-    public init(_ volume: Volume, in state: ControllerState) {
+    public init(_ volume: Volume, in state: ControllerState, anomalyScore: Int? = nil) {
+        detect = volume.detect ? "on" : "off"
+        sensitivity = volume.sensitivity.description
+        anomaly_score = anomalyScore ?? 0
         id = Int(volume.id)
         name = volume.name
         size = volume.sizeBytes
@@ -72,7 +84,10 @@ public struct VolumeRow: Codable, Sendable, Equatable {
 
     /// The row's values as text, in ``columns`` order.
     public var cells: [String] {
-        [String(id), name, String(size), status, path, fault_id, fault_reason, fault_onset, rollback_at, rollback_note]
+        [
+            String(id), name, String(size), status, path, fault_id, fault_reason, fault_onset, rollback_at, rollback_note, detect, sensitivity,
+            String(anomaly_score),
+        ]
     }
 }
 
@@ -217,11 +232,29 @@ public struct CreateVolumeRequest: Codable, Sendable {
     /// Take an existing `path` (file or device) and its bytes as the volume; without it, an
     /// existing path is refused (`path_exists`).
     public var adopt: Bool?
-    public init(name: String, size: UInt64, path: String?, adopt: Bool? = nil) {
+    /// `on` or `off` (default off): the anomaly detector.
+    public var detect: String?
+    /// `low`, `medium` (default) or `high`.
+    public var sensitivity: String?
+    public init(name: String, size: UInt64, path: String?, adopt: Bool? = nil, detect: String? = nil, sensitivity: String? = nil) {
+        self.detect = detect
+        self.sensitivity = sensitivity
         self.name = name
         self.size = size
         self.path = path
         self.adopt = adopt
+    }
+}
+
+/// `PATCH /v1/volumes/{volume}` (`chvolume`).
+public struct ChangeVolumeRequest: Codable, Sendable {
+    public var name: String?
+    public var detect: String?
+    public var sensitivity: String?
+    public init(name: String?, detect: String?, sensitivity: String?) {
+        self.name = name
+        self.detect = detect
+        self.sensitivity = sensitivity
     }
 }
 

@@ -34,14 +34,34 @@ struct MakeVolume: ParsableCommand {
     @Option(name: .ibm("path"), help: "A backing file or block device (default: a sparse file in the data directory).") var path: String?
     @Flag(name: .ibm("adopt"), help: "Take an existing -path (file or device) and its bytes as the volume; without it an existing path is refused.")
     var adopt = false
+    @Option(name: .ibm("detect"), help: "on or off (default off): the anomaly detector watches the volume's writes.") var detect: String?
+    @Option(name: .ibm("sensitivity"), help: "low, medium (default) or high: how readily the detector fires (with -detect on).")
+    var sensitivity: String?
 
     func run() throws {
         var absolute = path
         if let path, !path.hasPrefix("/") { absolute = FileManager.default.currentDirectoryPath + "/" + path }
-        let request = CreateVolumeRequest(name: name, size: size.bytes, path: absolute, adopt: adopt ? true : nil)
+        let request = CreateVolumeRequest(
+            name: name, size: size.bytes, path: absolute, adopt: adopt ? true : nil, detect: detect, sensitivity: sensitivity)
         _ = try connection.client.call("POST", "/v1/volumes", body: request, as: CommandResult.self)
         let row = try connection.client.call("GET", "/v1/volumes/\(pathSegment(name))", as: VolumeRow.self)
         printResult("Volume, id [\(row.id)], successfully created")
+    }
+}
+
+struct ChangeVolume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chvolume", abstract: "Change a volume's name, or its anomaly detection and sensitivity.")
+    @OptionGroup var connection: Connection
+    @Option(name: .ibm("name"), help: "A new name.") var name: String?
+    @Option(name: .ibm("detect"), help: "on or off: the anomaly detector watches the volume's writes.") var detect: String?
+    @Option(name: .ibm("sensitivity"), help: "low, medium or high.") var sensitivity: String?
+    @Argument(help: "The volume (name or id).") var volume: String
+
+    func run() throws {
+        _ = try connection.client.call(
+            "PATCH", "/v1/volumes/\(pathSegment(volume))", body: ChangeVolumeRequest(name: name, detect: detect, sensitivity: sensitivity),
+            as: CommandResult.self)
     }
 }
 

@@ -87,7 +87,27 @@ enum EventText {
             return [("groupID", .number(UInt64(id))), ("reason", .text(reason))]
         case let .groupRollbackScheduled(id, faultID):
             return [("groupID", .number(UInt64(id))), ("faultID", .number(faultID))]
+        case let .volumeRenamed(id, name):
+            return [("volumeID", .number(UInt64(id))), ("name", .text(name))]
+        case let .volumeDetectionChanged(id, enabled, sensitivity):
+            return [("volumeID", .number(UInt64(id))), ("detect", .text(enabled ? "on" : "off")), ("sensitivity", .text(sensitivity.description))]
+        case let .anomalyDetected(id, score, onset, evidence):
+            return [
+                ("volumeID", .number(UInt64(id))), ("score", .number(UInt64(score))), ("onsetMilliseconds", .number(UInt64(max(0, onset)))),
+                ("evidence", .text(evidence.map(intervalText).joined(separator: "; "))),
+            ]
+        case let .detectorBaselineSaved(id, baseline):
+            return [
+                ("volumeID", .number(UInt64(id))), ("learnedIntervals", .number(UInt64(baseline.learnedIntervals))),
+                ("highEntropySharePpm", .number(UInt64(baseline.highEntropyShareMeanPartsPerMillion))),
+                ("increaseSharePpm", .number(UInt64(baseline.increaseShareMeanPartsPerMillion))),
+            ]
         }
+    }
+
+    /// One interval of a detector's evidence, in words.
+    static func intervalText(_ interval: IntervalStatistics) -> String {
+        "\(time(interval.startMilliseconds)): \(interval.bytesWritten) bytes, \(interval.highEntropyBlocks)/\(interval.sampledBlocks) sampled blocks high-entropy, \(interval.entropyIncreases)/\(interval.overwriteSamples) overwrites raised entropy"
     }
 
     /// One line in plain words; `state` is the state before the event (for names).
@@ -154,6 +174,13 @@ enum EventText {
         case let .groupRollbackStopped(id, reason): return "rollback of \(group(id)) stopped before it finished (\(reason)); every source left faulted"
         case let .groupRollbackScheduled(id, faultID):
             return "automatic rollback of \(group(id)) for fault \(faultID) scheduled after its hold window of \(state.groups[id]?.autorestoreDelaySeconds ?? 0) s"
+        case let .volumeRenamed(id, name): return "\(volume(id)) renamed to \(name)"
+        case let .volumeDetectionChanged(id, enabled, sensitivity):
+            return "\(volume(id)) anomaly detection \(enabled ? "on, sensitivity \(sensitivity)" : "off")"
+        case let .anomalyDetected(id, score, onset, evidence):
+            return "anomaly detected on \(volume(id)): score \(score), damage began at \(time(onset)) at the latest (\(evidence.count) intervals of evidence)"
+        case let .detectorBaselineSaved(id, baseline):
+            return "\(volume(id)) detector baseline saved (\(baseline.learnedIntervals) intervals learned)"
         }
     }
 

@@ -149,7 +149,7 @@ struct LogShow: ParsableCommand {
         guard volume != nil || map != nil || group != nil else { return found }
         try log.scan { record in
             switch try EventLog.storedEvent(record).event {
-            case let .volumeCreated(id, name, _, _) where name == volume:
+            case let .volumeCreated(id, name, _, _) where name == volume, let .volumeRenamed(id, name) where name == volume:
                 found.volumeIDs.insert(id)
             case let .mapCreated(created):
                 // A map's events name the forward id; include partners so either name finds both.

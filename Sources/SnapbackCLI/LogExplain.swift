@@ -155,7 +155,8 @@ struct Story {
                 } else {
                     how = trigger == .auto ? "automatically by the controller (autorestore on)\(cause)" : "by an operator (startlcmap -restore)\(cause)"
                 }
-                say("rollback of lcmap \(mapName(id)) onto \(sourceName(id)) started \(how)")
+                let image = state.maps[id]?.startedAtMilliseconds.map { " to its image of \(EventText.time($0))" } ?? ""
+                say("rollback of lcmap \(mapName(id)) onto \(sourceName(id))\(image) started \(how)")
             }
         case let .rollbackCompleted(id):
             if concernsMap(id) || isMember(id) {
@@ -196,8 +197,24 @@ struct Story {
         case .controllerStarted:
             for id in restartsDuringRollback.keys { restartsDuringRollback[id, default: 0] += 1 }
             for id in restartsDuringGroupRollback.keys { restartsDuringGroupRollback[id, default: 0] += 1 }
-        case .mapPreparing, .mapPrepared, .mapStopping, .mapCopyProgressed, .rollbackProgressed:
+        case .mapPreparing, .mapPrepared, .mapStopping, .mapCopyProgressed, .rollbackProgressed, .detectorBaselineSaved:
             break
+
+        // The anomaly detector (Specs/detection.md).
+        case let .volumeRenamed(id, name):
+            if name == object { volumeIDs.insert(id) }
+            if volumeIDs.contains(id) { say("volume \(volumeName(id)) renamed to \(name) by chvolume") }
+        case let .volumeDetectionChanged(id, enabled, sensitivity):
+            if volumeIDs.contains(id) {
+                say("volume \(volumeName(id)): anomaly detection " + (enabled ? "turned on, sensitivity \(sensitivity)" : "turned off"))
+            }
+        case let .anomalyDetected(id, score, onset, evidence):
+            if volumeIDs.contains(id) {
+                let first = evidence.first.map { ", first anomalous interval at \(EventText.time($0.startMilliseconds))" } ?? ""
+                let increases = evidence.reduce(0) { $0 + Int($1.entropyIncreases) }
+                let overwrites = evidence.reduce(0) { $0 + Int($1.overwriteSamples) }
+                say("the controller's anomaly detector fired on volume \(volumeName(id)): score \(score) of 100, \(increases) of \(overwrites) sampled overwrites over \(evidence.count) intervals replaced plain data with high-entropy data\(first); the damage began at \(EventText.time(onset)) at the latest, so only an image taken at or before it is rolled back")
+            }
 
         // Consistency groups: the group's own story, and the group events of its members'.
         case let .groupCreated(id, name, autorestore, delay):

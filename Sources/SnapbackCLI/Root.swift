@@ -8,7 +8,7 @@ public struct SnapbackCommand: AsyncParsableCommand {
         commandName: "snapback",
         abstract: "Control a Snapback snapshot controller and audit its event log.",
         subcommands: [
-            ListSystem.self, MakeVolume.self, ListVolumes.self, RemoveVolume.self, MakeMap.self, ChangeMap.self, ListMaps.self,
+            ListSystem.self, MakeVolume.self, ChangeVolume.self, ListVolumes.self, RemoveVolume.self, MakeMap.self, ChangeMap.self, ListMaps.self,
             StartMap.self, StopMap.self, RemoveMap.self, MakeGroup.self, ChangeGroup.self, ListGroups.self, StartGroup.self, StopGroup.self,
             RemoveGroup.self, ReportFault.self, RecoverVolume.self, WaitForMap.self,
             LogCommand.self,

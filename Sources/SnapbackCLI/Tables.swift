@@ -83,6 +83,7 @@ extension Listing {
                 [
                     .number(UInt64(row.id)), .text(row.name), .number(row.size), .text(row.status), .text(row.path),
                     .text(row.fault_id), .text(row.fault_reason), .text(row.fault_onset), .text(row.rollback_at), .text(row.rollback_note),
+                    .text(row.detect), .text(row.sensitivity), .number(UInt64(row.anomaly_score)),
                 ]
             })
     }

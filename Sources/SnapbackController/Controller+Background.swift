@@ -48,6 +48,7 @@ extension Controller {
         }
         if due {
             let failuresBefore = health.failedCommits
+            tickDetectors()
             startDueScheduledRollbacks()
             startDueScheduledGroupRollbacks()
             for family in families {

@@ -229,7 +229,7 @@ extension Controller {
 extension Command {
     /// True for a `createVolume` that may adopt an existing path.
     var adopts: Bool {
-        if case .createVolume(_, _, _, true) = self { return true }
+        if case .createVolume(_, _, _, true, _) = self { return true }
         return false
     }
 }

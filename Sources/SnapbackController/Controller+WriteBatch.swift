@@ -17,6 +17,8 @@ extension Controller {
         /// The host epoch of the connection that sent it (``Controller/hostEpoch(of:)``); `nil`:
         /// not checked.
         public var hostEpoch: UInt64?
+        /// The blocks of the write the volume's anomaly detector samples (offsets in `bytes`).
+        var sampleOffsets: [Int] = []
 
         public init(volumeID: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64? = nil) {
             self.volumeID = volumeID
@@ -125,6 +127,11 @@ extension Controller {
         // more of the batch's writes: they fail), then one sync per volume for its FUA writes. A
         // FUA write is acknowledged only once that sync succeeded (a volume that failed in step 4
         // syncs nothing: its FUA writes fail).
+        // What each sampled write replaces, for the anomaly detectors, before the sources change.
+        let overwritten = zip(writes, sources).map { write, source in
+            write.sampleOffsets.isEmpty ? [:] : overwrittenEntropies(
+                source.store, write.volumeID, writeOffset: write.offset, write.sampleOffsets, length: write.bytes.count, copies: stage.copies)
+        }
         let (writeFailures, syncFailures) = unlocked { () -> ([VolumeID: (index: Int, error: BlockStoreError)], [VolumeID: BlockStoreError]) in
             var failedWrites: [VolumeID: (index: Int, error: BlockStoreError)] = [:]
             for (index, (write, source)) in zip(writes, sources).enumerated() where failedWrites[source.volume.id] == nil {
@@ -152,7 +159,12 @@ extension Controller {
         }
         var outcomes = [Result<Void, HostIOError>](repeating: .success(()), count: writes.count)
         for (index, (write, source)) in zip(writes, sources).enumerated() {
-            guard let error = hostErrors[source.volume.id] else { continue }
+            guard let error = hostErrors[source.volume.id] else {
+                if !write.sampleOffsets.isEmpty, let detector = detector(write.volumeID) {
+                    recordSamples(detector, write.sampleOffsets, write.bytes, old: overwritten[index])
+                }
+                continue
+            }
             let failedFromHere = writeFailures[source.volume.id].map { index >= $0.index } ?? false
             if failedFromHere || write.fua { outcomes[index] = .failure(error) }
         }

@@ -22,8 +22,15 @@ extension Controller {
     public func write(
         volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64? = nil
     ) throws(HostIOError) {
-        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch) { return }
-        try writeCoordinated(HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua, hostEpoch: hostEpoch))
+        let detector = detector(volumeID)
+        let samples = detector.map { sampleOffsets($0, length: bytes.count) } ?? []
+        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch) {
+            if let detector { recordSamples(detector, samples, bytes) }
+            return
+        }
+        var write = HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua, hostEpoch: hostEpoch)
+        write.sampleOffsets = samples
+        try writeCoordinated(write)
     }
 
     /// One coordinated host write: the plan (a target's copies, restore before write,
@@ -47,6 +54,10 @@ extension Controller {
             } catch {
                 if try replanAfterLocked(error, writing: volume) { continue }
             }
+            // What the write replaces, for the anomaly detector, while the source still holds it.
+            let detector = write.sampleOffsets.isEmpty ? nil : self.detector(volumeID)
+            let old = detector == nil ? [:] : overwrittenEntropies(
+                store, volumeID, writeOffset: offset, write.sampleOffsets, length: bytes.count, copies: stages.flatMap(\.copies))
             let written = unlocked { () -> Result<Void, BlockStoreError> in
                 Result { () throws(BlockStoreError) in
                     try store.write(at: offset, from: bytes)
@@ -54,6 +65,7 @@ extension Controller {
                 }
             }
             if case let .failure(error) = written { throw failureLocked(volume, error) }
+            if let detector { recordSamples(detector, write.sampleOffsets, bytes, old: old) }
             // Every volume written has room: an `out_of_space` one is online again.
             for written in Set([volumeID] + stages.flatMap { $0.copies.map(\.to) }).sorted() { noteWriteSucceededLocked(written) }
             return
@@ -158,10 +170,11 @@ extension Controller {
         guard let (_, store) = plain ?? nil else { return false }
         do throws(BlockStoreError) {
             try store.write(at: offset, from: bytes)
-            return true
         } catch {
             return false
         }
+        if let detector = detector(volumeID) { recordSamples(detector, sampleOffsets(detector, length: bytes.count), bytes) }
+        return true
     }
 
     /// True when a host write of `length` bytes at `offset` on `volume` needs no copy-on-write,

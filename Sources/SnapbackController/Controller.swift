@@ -196,6 +196,10 @@ public final class Controller: @unchecked Sendable {
     /// before) is refused (``HostIOError/superseded(volume:)``). Guarded by `lock`, published with
     /// the state.
     var hostEpochs: [VolumeID: UInt64] = [:]
+    /// The anomaly detectors of the volumes with detection on (`Controller+Detection.swift`),
+    /// guarded by `detectorsLock` (plain writes sample them outside the state lock).
+    var detectors: [VolumeID: VolumeDetector] = [:]
+    let detectorsLock = NSLock()
     var publishedHostEpochs: [VolumeID: UInt64] = [:]
     var bitmaps: [MapID: MapBitmaps] = [:]
     /// Where each map's background copy resumes its scan.
@@ -248,6 +252,7 @@ public final class Controller: @unchecked Sendable {
                 }
                 bitmaps[map.id] = loaded
             }
+            startDetectorsLocked()
             _ = try commitLocked(.recordControllerStart(version: version))
             for (volumeID, problem) in backingProblems.sorted(by: { $0.key < $1.key }) {
                 guard let volume = committed.volumes[volumeID], volume.status != .faulted else { continue }
@@ -340,6 +345,7 @@ public final class Controller: @unchecked Sendable {
     func applyCommitted(_ event: Event, at timestamp: Int64, created: [VolumeID: BlockStore]) {
         let before = committed
         committed.apply(event, at: timestamp)
+        updateDetectorsLocked(after: event)
         switch event {
         case let .volumeCreated(id, _, _, _):
             stores[id] = created[id]
@@ -416,8 +422,10 @@ public final class Controller: @unchecked Sendable {
         switch command {
         case .createVolume, .recordControllerStart:
             return []
-        case let .removeVolume(name), let .reportFault(name, _, _, _), let .recoverVolume(name):
+        case let .removeVolume(name), let .reportFault(name, _, _, _), let .recoverVolume(name), let .changeVolume(name, _, _, _):
             return Set(volume(name))
+        case let .reportAnomaly(id, _), let .recordDetectorBaseline(id, _):
+            return committed.volumes[id] == nil ? [] : [id]
         case let .createMap(created):
             return Set(volume(created.source) + volume(created.target) + (created.group.map(group) ?? []))
         case let .changeMap(name, _, _, _, _, change):

@@ -4,7 +4,14 @@
 public enum Command: Sendable, Equatable {
     /// `adopt`: a `path` that exists already (a file or a device) may be taken as it is; without
     /// it, an existing path is refused (`path_exists`) by the data plane when it creates the store.
-    case createVolume(name: String, sizeBytes: UInt64, path: String?, adopt: Bool = false)
+    case createVolume(name: String, sizeBytes: UInt64, path: String?, adopt: Bool = false, detection: DetectionSensitivity? = nil)
+    /// `chvolume`: a new name, the anomaly detector on or off, its sensitivity.
+    case changeVolume(volume: String, newName: String?, detect: Bool?, sensitivity: DetectionSensitivity?)
+    /// The detector fired on a volume (`Specs/detection.md`): recorded, and a fault of cause
+    /// `detector` with the onset it found, which the automatic-rollback policy answers.
+    case reportAnomaly(volume: VolumeID, verdict: DetectionVerdict)
+    /// The detector saves what it learned of a volume's writes (so that a restart keeps it).
+    case recordDetectorBaseline(volume: VolumeID, baseline: DetectorBaseline)
     case removeVolume(volume: String)
     case createMap(CreateMap)
     case changeMap(

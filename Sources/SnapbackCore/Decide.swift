@@ -5,7 +5,7 @@
 /// - Throws: ``CommandError`` with a stable code when the command is rejected; nothing changes.
 public func decide(_ command: Command, _ state: ControllerState) throws(CommandError) -> [Event] {
     switch command {
-    case let .createVolume(name, sizeBytes, path, _):
+    case let .createVolume(name, sizeBytes, path, _, detection):
         try validateName(name, bytesMax: Limits.nameBytesMax, kind: "volume")
         guard state.volumeIDsByName[name] == nil else {
             throw CommandError(.duplicateName, "a volume named \"\(name)\" already exists")
@@ -30,7 +30,51 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 throw CommandError(.invalidPath, "backing path \(shown(path)) is already used by volume \(other.name)")
             }
         }
-        return [.volumeCreated(id: state.nextVolumeID, name: name, sizeBytes: sizeBytes, path: path)]
+        let created = Event.volumeCreated(id: state.nextVolumeID, name: name, sizeBytes: sizeBytes, path: path)
+        guard let detection else { return [created] }
+        return [created, .volumeDetectionChanged(id: state.nextVolumeID, enabled: true, sensitivity: detection)]
+
+    case let .changeVolume(reference, newName, detect, sensitivity):
+        let volume = try resolveVolume(reference, state)
+        guard newName != nil || detect != nil || sensitivity != nil else {
+            throw CommandError(.nothingToChange, "chvolume needs -name, -detect or -sensitivity")
+        }
+        var events: [Event] = []
+        if let newName, newName != volume.name {
+            try validateName(newName, bytesMax: Limits.nameBytesMax, kind: "volume")
+            guard state.volumeIDsByName[newName] == nil else {
+                throw CommandError(.duplicateName, "a volume named \"\(newName)\" already exists")
+            }
+            events.append(.volumeRenamed(id: volume.id, name: newName))
+        }
+        let enabled = detect ?? volume.detect
+        let level = sensitivity ?? volume.sensitivity
+        if enabled != volume.detect || level != volume.sensitivity {
+            events.append(.volumeDetectionChanged(id: volume.id, enabled: enabled, sensitivity: level))
+        }
+        return events
+
+    case let .reportAnomaly(id, verdict):
+        guard let volume = state.volumes[id] else { throw CommandError(.unknownVolume, "volume \(id) does not exist") }
+        guard volume.detect else { throw CommandError(.invalidState, "volume \(volume.name) has no anomaly detection") }
+        guard volume.status == .online || volume.status == .outOfSpace else {
+            throw CommandError(.invalidState, "volume \(volume.name) is \(volume.status); the detector reports only on an online volume")
+        }
+        guard (0...100).contains(verdict.score), verdict.onsetMilliseconds >= 0, verdict.evidence.count <= DetectionLimits.evidenceIntervalsMax else {
+            throw CommandError(.invalidProgress, "anomaly verdict for volume \(volume.name) out of range: score \(verdict.score), \(verdict.evidence.count) intervals")
+        }
+        let anomaly = Event.anomalyDetected(
+            id: id, score: UInt8(verdict.score), onsetMilliseconds: verdict.onsetMilliseconds, evidence: verdict.evidence)
+        let increases = verdict.evidence.reduce(0) { $0 + Int($1.entropyIncreases) }
+        let overwrites = verdict.evidence.reduce(0) { $0 + Int($1.overwriteSamples) }
+        let reason = "anomaly score \(verdict.score): \(increases) of \(overwrites) sampled overwrites raised the entropy of plain data"
+        // Then a fault like any other, with the onset the detector found: the policy chooses.
+        return [anomaly] + (try decide(.reportFault(volume: volume.name, cause: .detector, reason: reason, onsetMilliseconds: verdict.onsetMilliseconds), evolve(state, anomaly)))
+
+    case let .recordDetectorBaseline(id, baseline):
+        guard let volume = state.volumes[id] else { throw CommandError(.unknownVolume, "volume \(id) does not exist") }
+        guard volume.detect else { throw CommandError(.invalidState, "volume \(volume.name) has no anomaly detection") }
+        return [.detectorBaselineSaved(id: id, baseline: baseline)]
 
     case let .removeVolume(reference):
         let volume = try resolveVolume(reference, state)

@@ -106,6 +106,29 @@ extension Event {
         case let .groupRollbackScheduled(id, faultID):
             writer.write(id)
             writer.write(faultID)
+        case let .volumeRenamed(id, name):
+            writer.write(id)
+            writer.write(name)
+        case let .volumeDetectionChanged(id, enabled, sensitivity):
+            writer.write(id)
+            writer.write(enabled)
+            writer.write(sensitivity.rawValue)
+        case let .anomalyDetected(id, score, onset, evidence):
+            writer.write(id)
+            writer.write(score)
+            writer.write(onset)
+            writer.write(UInt8(evidence.count))
+            for interval in evidence {
+                writer.write(interval.startMilliseconds)
+                writer.write(interval.bytesWritten)
+                writer.write(interval.sampledBlocks)
+                writer.write(interval.highEntropyBlocks)
+                writer.write(interval.overwriteSamples)
+                writer.write(interval.entropyIncreases)
+            }
+        case let .detectorBaselineSaved(id, baseline):
+            writer.write(id)
+            baseline.encode(into: &writer)
         }
     }
 
@@ -259,6 +282,43 @@ extension Event {
         case .groupRollbackScheduled:
             let id = try reader.readUInt32("id")
             event = .groupRollbackScheduled(id: id, faultID: try reader.readUInt64("faultID"))
+        case .volumeRenamed:
+            let id = try reader.readUInt32("id")
+            event = .volumeRenamed(id: id, name: try reader.readString("name"))
+        case .volumeDetectionChanged:
+            let id = try reader.readUInt32("id")
+            let enabled = try reader.readBool("enabled")
+            let code = try reader.readUInt8("sensitivity")
+            guard let sensitivity = DetectionSensitivity(rawValue: code) else { throw .invalidValue(field: "sensitivity", value: UInt64(code)) }
+            event = .volumeDetectionChanged(id: id, enabled: enabled, sensitivity: sensitivity)
+        case .anomalyDetected:
+            let id = try reader.readUInt32("id")
+            let score = try reader.readUInt8("score")
+            guard score <= 100 else { throw .invalidValue(field: "score", value: UInt64(score)) }
+            let onset = try reader.readInt64("onsetMilliseconds")
+            let count = try reader.readUInt8("evidenceCount")
+            guard Int(count) <= DetectionLimits.evidenceIntervalsMax else { throw .invalidValue(field: "evidenceCount", value: UInt64(count)) }
+            var evidence: [IntervalStatistics] = []
+            for _ in 0..<count {
+                let start = try reader.readInt64("evidence.startMilliseconds")
+                let bytes = try reader.readUInt64("evidence.bytesWritten")
+                let sampled = try reader.readUInt32("evidence.sampledBlocks")
+                let high = try reader.readUInt32("evidence.highEntropyBlocks")
+                let overwrites = try reader.readUInt32("evidence.overwriteSamples")
+                let increases = try reader.readUInt32("evidence.entropyIncreases")
+                // The counts nest (IntervalStatistics traps otherwise).
+                guard high <= sampled, overwrites <= sampled, increases <= overwrites else {
+                    throw .invalidValue(field: "evidence", value: UInt64(evidence.count))
+                }
+                evidence.append(
+                    IntervalStatistics(
+                        startMilliseconds: start, bytesWritten: bytes, sampledBlocks: sampled, highEntropyBlocks: high,
+                        overwriteSamples: overwrites, entropyIncreases: increases))
+            }
+            event = .anomalyDetected(id: id, score: score, onsetMilliseconds: onset, evidence: evidence)
+        case .detectorBaselineSaved:
+            let id = try reader.readUInt32("id")
+            event = .detectorBaselineSaved(id: id, baseline: try DetectorBaseline.decode(from: &reader))
         }
         try reader.expectEnd()
         return event
@@ -289,7 +349,7 @@ extension Event {
             [id]
         case let .groupStarted(_, _, members): members
         case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .controllerStarted, .volumeOutOfSpace,
-            .volumeSpaceRestored, .faultOnset, .groupCreated, .groupRenamed, .groupAutorestoreChanged, .groupAutorestoreDelayChanged,
+            .volumeSpaceRestored, .faultOnset, .volumeRenamed, .volumeDetectionChanged, .anomalyDetected, .detectorBaselineSaved, .groupCreated, .groupRenamed, .groupAutorestoreChanged, .groupAutorestoreDelayChanged,
             .groupRemoved, .groupRollbackStarted, .groupRollbackCompleted, .groupRollbackStopped, .groupRollbackScheduled:
             []
         }
@@ -312,7 +372,8 @@ extension Event {
     public var volumeIDs: [VolumeID] {
         switch self {
         case let .volumeCreated(id, _, _, _), let .volumeRemoved(id), let .volumeFaulted(id, _, _, _),
-            let .volumeRecovered(id), let .volumeOutOfSpace(id, _), let .volumeSpaceRestored(id), let .faultOnset(id, _, _):
+            let .volumeRecovered(id), let .volumeOutOfSpace(id, _), let .volumeSpaceRestored(id), let .faultOnset(id, _, _),
+            let .volumeRenamed(id, _), let .volumeDetectionChanged(id, _, _), let .anomalyDetected(id, _, _, _), let .detectorBaselineSaved(id, _):
             [id]
         case let .mapCreated(created): [created.sourceID, created.targetID]
         default: []

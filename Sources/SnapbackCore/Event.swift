@@ -63,6 +63,15 @@ public enum Event: Sendable, Equatable {
     case groupRollbackStopped(id: GroupID, reason: String)
     /// A group rollback for fault `faultID` waits for the group's hold window.
     case groupRollbackScheduled(id: GroupID, faultID: FaultID)
+    case volumeRenamed(id: VolumeID, name: String)
+    /// The anomaly detector of volume `id` turned on or off, at `sensitivity`.
+    case volumeDetectionChanged(id: VolumeID, enabled: Bool, sensitivity: DetectionSensitivity)
+    /// The detector found volume `id`'s writes anomalous: `score` 0–100, the damage began at
+    /// `onsetMilliseconds` at the latest, and `evidence` the interval statistics that tripped it.
+    /// A `VolumeFaulted` of cause `detector` follows in the same commit.
+    case anomalyDetected(id: VolumeID, score: UInt8, onsetMilliseconds: Int64, evidence: [IntervalStatistics])
+    /// What the detector learned of volume `id`'s writes.
+    case detectorBaselineSaved(id: VolumeID, baseline: DetectorBaseline)
 }
 
 /// The facts of `mklcmap`: the forward map and the reverse map created with it.
@@ -134,6 +143,10 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case groupRollbackCompleted = 37
     case groupRollbackStopped = 38
     case groupRollbackScheduled = 39
+    case volumeRenamed = 40
+    case volumeDetectionChanged = 41
+    case anomalyDetected = 42
+    case detectorBaselineSaved = 43
 
     /// The name used in `Specs/events.md`, `snapback log` and the JSON export.
     public var description: String {
@@ -177,6 +190,10 @@ public enum EventType: UInt16, Sendable, CaseIterable, CustomStringConvertible {
         case .groupRollbackCompleted: "GroupRollbackCompleted"
         case .groupRollbackStopped: "GroupRollbackStopped"
         case .groupRollbackScheduled: "GroupRollbackScheduled"
+        case .volumeRenamed: "VolumeRenamed"
+        case .volumeDetectionChanged: "VolumeDetectionChanged"
+        case .anomalyDetected: "AnomalyDetected"
+        case .detectorBaselineSaved: "DetectorBaselineSaved"
         }
     }
 
@@ -231,6 +248,10 @@ extension Event {
         case .groupRollbackCompleted: .groupRollbackCompleted
         case .groupRollbackStopped: .groupRollbackStopped
         case .groupRollbackScheduled: .groupRollbackScheduled
+        case .volumeRenamed: .volumeRenamed
+        case .volumeDetectionChanged: .volumeDetectionChanged
+        case .anomalyDetected: .anomalyDetected
+        case .detectorBaselineSaved: .detectorBaselineSaved
         }
     }
 }

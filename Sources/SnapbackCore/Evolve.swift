@@ -212,6 +212,23 @@ extension ControllerState {
         case .controllerStarted:
             controllerStarts += 1
 
+        case let .volumeRenamed(id, name):
+            guard let volume = volumes[id] else { return }
+            volumeIDsByName.removeValue(forKey: volume.name)
+            volumes[id]?.name = name
+            volumeIDsByName[name] = id
+
+        case let .volumeDetectionChanged(id, enabled, sensitivity):
+            volumes[id]?.detect = enabled
+            volumes[id]?.sensitivity = sensitivity
+
+        case .anomalyDetected:
+            // Recorded for the audit; the `VolumeFaulted` that follows changes the volume.
+            break
+
+        case let .detectorBaselineSaved(id, baseline):
+            volumes[id]?.detectorBaseline = baseline
+
         case let .groupCreated(id, name, autorestore, delay):
             groups[id] = LCGroup(id: id, name: name, autorestore: autorestore, autorestoreDelaySeconds: delay)
             groupIDsByName[name] = id

@@ -72,6 +72,9 @@ public enum FaultCause: UInt8, Sendable, Equatable, CaseIterable, CustomStringCo
     /// A rollback onto the volume was abandoned (`stoplcmap -force`, or the controller could not
     /// finish it): the volume holds a mix of the image and what it held.
     case rollbackAbandoned = 4
+    /// The controller's own anomaly detector (`Specs/detection.md`): writes that look like
+    /// ransomware encrypting the volume in place.
+    case detector = 5
 
     public var description: String {
         switch self {
@@ -80,6 +83,7 @@ public enum FaultCause: UInt8, Sendable, Equatable, CaseIterable, CustomStringCo
         case .backingMissing: "backing_missing"
         case .backingResized: "backing_resized"
         case .rollbackAbandoned: "rollback_abandoned"
+        case .detector: "detector"
         }
     }
 }
@@ -136,6 +140,12 @@ public struct Volume: Sendable, Equatable {
     public var status: VolumeStatus
     /// The most recent fault, while the volume is faulted or being restored because of it.
     public var fault: Fault?
+    /// Whether the anomaly detector watches the volume's writes (`chvolume -detect`), and how
+    /// readily it fires.
+    public var detect = false
+    public var sensitivity = DetectionSensitivity.medium
+    /// What the detector learned of the volume's writes, as last saved in the log.
+    public var detectorBaseline: DetectorBaseline?
 
     public init(id: VolumeID, name: String, sizeBytes: UInt64, path: String?, status: VolumeStatus = .online, fault: Fault? = nil) {
         self.id = id

@@ -32,6 +32,10 @@ extension ControllerState {
                 writer.write(fault.reason)
                 writer.write(fault.onsetMilliseconds.map { UInt64(bitPattern: $0) })
             }
+            writer.write(volume.detect)
+            writer.write(volume.sensitivity.rawValue)
+            writer.write(volume.detectorBaseline != nil)
+            volume.detectorBaseline?.encode(into: &writer)
         }
         writer.write(UInt32(maps.count))
         for map in mapsByID {
@@ -134,11 +138,20 @@ extension ControllerState {
                 let onset = try reader.readOptionalUInt64("fault.onset").map { Int64(bitPattern: $0) }
                 fault = Fault(id: faultID, cause: cause, reason: reason, onsetMilliseconds: onset)
             }
+            let detect = try reader.readBool("volume.detect")
+            let sensitivityCode = try reader.readUInt8("volume.sensitivity")
+            guard let sensitivity = DetectionSensitivity(rawValue: sensitivityCode) else {
+                throw .invalidValue(field: "volume.sensitivity", value: UInt64(sensitivityCode))
+            }
+            let baseline = try reader.readBool("volume.detectorBaseline") ? try DetectorBaseline.decode(from: &reader) : nil
             // Canonical: ids strictly increasing, names unique.
             guard state.volumes.keys.allSatisfy({ $0 < id }), state.volumeIDsByName[name] == nil else {
                 throw .invalidValue(field: "volume.id", value: UInt64(id))
             }
             state.volumes[id] = Volume(id: id, name: name, sizeBytes: sizeBytes, path: path, status: status, fault: fault)
+            state.volumes[id]?.detect = detect
+            state.volumes[id]?.sensitivity = sensitivity
+            state.volumes[id]?.detectorBaseline = baseline
             state.volumeIDsByName[name] = id
         }
         let mapCount = try reader.readUInt32("mapCount")

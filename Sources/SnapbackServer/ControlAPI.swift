@@ -37,7 +37,7 @@ struct ControlAPI {
         }
         router.get("v1/volumes") { _, _ in
             let state = controller.state
-            return json(state.volumesByID.map { VolumeRow($0, in: state) })
+            return json(state.volumesByID.map { VolumeRow($0, in: state, anomalyScore: controller.anomalyScore(of: $0.id)) })
         }
         router.get("v1/volumes/:volume") { _, context in
             let reference = try context.parameters.require("volume")
@@ -45,12 +45,22 @@ struct ControlAPI {
             guard let volume = state.volume(reference) else {
                 return error(404, ErrorBody(code: "unknown_volume", message: "volume \(reference) does not exist"))
             }
-            return json(VolumeRow(volume, in: state))
+            return json(VolumeRow(volume, in: state, anomalyScore: controller.anomalyScore(of: volume.id)))
         }
         router.post("v1/volumes") { request, _ in
             let body: CreateVolumeRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
-            return await execute(body.command, created: true)
+            let command: Command
+            do throws(ErrorBody) { command = try body.command() } catch { return self.error(400, error) }
+            return await execute(command, created: true)
+        }
+        router.patch("v1/volumes/:volume") { request, context in
+            let body: ChangeVolumeRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            let volume = try context.parameters.require("volume")
+            let command: Command
+            do throws(ErrorBody) { command = try body.command(volume: volume) } catch { return self.error(400, error) }
+            return await execute(command)
         }
         router.delete("v1/volumes/:volume") { _, context in
             await execute(.removeVolume(volume: try context.parameters.require("volume")))

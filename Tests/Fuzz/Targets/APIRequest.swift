@@ -50,7 +50,7 @@ private func command(kind: Int, reference: String, body: Data) -> Command? {
     switch kind {
     case 0:
         let request: CreateVolumeRequest? = decodeBody(body)
-        return request?.command
+        return try? request?.command()
     case 1:
         guard let request: CreateMapRequest = decodeBody(body) else { return nil }
         return try? request.command()
