@@ -7,6 +7,9 @@
 //       reproduces it; exit 1 when any fails
 //   snapback-simulate --scenario FILE... [--seeds N] [--broken-ordering]
 //       runs scenario files (Specs/scenarios/*.scenario) with crash outcomes from seeds 1...N
+//   snapback-simulate --detect attack|database|compressed|copy|all [--seeds N] [--start S] [--seconds T]
+//       runs the anomaly detector's workloads with seeds (Specs/detection.md); exit 1 when the
+//       attack is missed or late, or a control workload raises a false alarm
 import Foundation
 import SnapbackTesting
 
@@ -14,6 +17,7 @@ let usage = """
     usage: snapback-simulate --seed S [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...] [--quiet]
            snapback-simulate --seeds N [--start S] [--jobs J] [--operations N] [--broken-ordering] [--writes-to-active-targets] [--with-known-defects | --with-known-defect NAME...]
            snapback-simulate --scenario FILE... [--seeds N] [--broken-ordering]
+           snapback-simulate --detect attack|database|compressed|copy|all [--seeds N] [--start S] [--seconds T]
     """
 
 func fail(_ message: String, code: Int32 = 2) -> Never {
@@ -32,6 +36,8 @@ var writesToActiveTargets = false
 var knownDefectsAvoided: Set<KnownDefect> = []
 var quiet = false
 var scenarioFiles: [String] = []
+var detectWorkloads: [DetectionWorkload] = []
+var detectSeconds = 120
 
 @MainActor func number<T: FixedWidthInteger>(_ option: String, _ type: T.Type) -> T {
     guard !arguments.isEmpty else { fail("\(option) needs a value\n\(usage)") }
@@ -62,6 +68,17 @@ while !arguments.isEmpty {
     case "--scenario":
         while let next = arguments.first, !next.hasPrefix("--") { scenarioFiles.append(arguments.removeFirst()) }
         if scenarioFiles.isEmpty { fail("--scenario needs files\n\(usage)") }
+    case "--detect":
+        guard !arguments.isEmpty else { fail("--detect needs a workload\n\(usage)") }
+        let name = arguments.removeFirst()
+        if name == "all" {
+            detectWorkloads = DetectionWorkload.allCases
+        } else if let workload = DetectionWorkload(rawValue: name) {
+            detectWorkloads = [workload]
+        } else {
+            fail("unknown workload \(name); known: \(DetectionWorkload.allCases.map(\.rawValue).joined(separator: ", ")), all")
+        }
+    case "--seconds": detectSeconds = max(1, number(option, Int.self))
     case "-h", "--help": print(usage); exit(0)
     default: fail("unknown option \(option)\n\(usage)")
     }
@@ -77,6 +94,23 @@ func configuration(operations: Int, brokenOrdering: Bool, writesToActiveTargets:
 }
 let configure = configuration(
     operations: operations, brokenOrdering: brokenOrdering, writesToActiveTargets: writesToActiveTargets, knownDefectsAvoided: knownDefectsAvoided)
+
+if !detectWorkloads.isEmpty {
+    var failed = 0
+    for workload in detectWorkloads {
+        for runSeed in start..<(start + (seedsCount ?? 1)) {
+            do {
+                let run = try runDetection(workload, seed: runSeed, seconds: detectSeconds)
+                if !run.passed { failed += 1 }
+                if !quiet || !run.passed { print(run) }
+            } catch {
+                print("\(workload) seed \(runSeed): FAILED: \(error)")
+                failed += 1
+            }
+        }
+    }
+    exit(failed == 0 ? 0 : 1)
+}
 
 if !scenarioFiles.isEmpty {
     var failures = 0

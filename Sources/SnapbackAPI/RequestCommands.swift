@@ -33,7 +33,7 @@ private func detectOnOff(_ text: String) throws(ErrorBody) -> Bool {
 
 /// A `sensitivity` field, or `invalid_sensitivity`.
 private func detectionSensitivity(_ text: String) throws(ErrorBody) -> DetectionSensitivity {
-    guard let value = DetectionSensitivity(name: text) else {
+    guard let value = DetectionSensitivity(name: text.lowercased()) else {
         throw ErrorBody(code: "invalid_sensitivity", message: "sensitivity must be low, medium or high, not \(text.debugDescription.prefix(80))")
     }
     return value

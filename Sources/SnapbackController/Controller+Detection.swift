@@ -20,6 +20,10 @@ extension Controller {
         var sinceSample: UInt64 = 0
         /// Intervals closed since the baseline was last saved.
         var intervalsSinceSave = 0
+        /// A verdict whose commit failed (the log could not record it): committed again at the
+        /// next tick, until it is recorded or refused. The detector fires once per departure, so
+        /// it must not be lost.
+        var pendingVerdict: DetectionVerdict?
 
         init(state: DetectorState, sensitivity: DetectionSensitivity, now: Int64) {
             self.state = state
@@ -74,12 +78,12 @@ extension Controller {
 
     /// The offsets (within a write of `length` bytes) of the blocks to sample, or none.
     func sampleOffsets(_ detector: VolumeDetector, length: Int) -> [Int] {
-        guard length >= 512 else { return [] }
-        return detector.lock.withLock {
+        detector.lock.withLock {
+            detector.interval.addBytes(UInt64(length))
+            guard length >= 512 else { return [] }
             let before = detector.sinceSample
             let after = before + UInt64(length)
             detector.sinceSample = after % Self.sampleEveryBytes
-            detector.interval.addBytes(UInt64(length))
             let count = Int(after / Self.sampleEveryBytes)
             guard count > 0 else { return [] }
             // Evenly spread over the write, each a whole block inside it.
@@ -103,22 +107,16 @@ extension Controller {
         }
     }
 
-    /// The entropy of the blocks at `offsets` of a write at `offset` as `store` holds them now
-    /// (before the write), for the blocks whose grain a copy-on-write of `stages` just copied:
-    /// their bytes were just read, and the host write replaces them. Must hold the gate.
-    func overwrittenEntropies(
-        _ store: BlockStore, _ volumeID: VolumeID, writeOffset: UInt64, _ offsets: [Int], length: Int, copies: [GrainCopy]
-    ) -> [Int: Double] {
+    /// The entropy of the blocks at `offsets` of a write at `writeOffset` as `store` holds them
+    /// now, before the write replaces them: one read of 4 KiB per sampled block (64 KiB written),
+    /// nearly always from the page cache (a copy-on-write has just read the grain; an encryptor,
+    /// a database or an editor read what they rewrite). Must hold the volume's gate.
+    func overwrittenEntropies(_ store: BlockStore, writeOffset: UInt64, _ offsets: [Int], length: Int) -> [Int: Double] {
         guard !offsets.isEmpty else { return [:] }
         var result: [Int: Double] = [:]
         var buffer = [UInt8](repeating: 0, count: Self.sampleBytes)
         for offset in offsets {
             let position = writeOffset + UInt64(offset)
-            let copied = copies.contains { copy in
-                guard copy.from == volumeID, let map = committed.maps[copy.map] else { return false }
-                return copy.grains.contains(position / UInt64(map.grainSizeBytes))
-            }
-            guard copied else { continue }
             let count = min(Self.sampleBytes, length - offset)
             do throws(BlockStoreError) {
                 try store.read(at: position, into: &buffer, range: 0..<count)
@@ -137,21 +135,29 @@ extension Controller {
         let watched = detectorsLock.withLock { detectors }
         for (volumeID, detector) in watched.sorted(by: { $0.key < $1.key }) {
             let (verdict, save) = detector.lock.withLock { () -> (DetectionVerdict?, DetectorBaseline?) in
-                guard now - detector.interval.startMilliseconds >= DetectionLimits.intervalMilliseconds else { return (nil, nil) }
+                guard now - detector.interval.startMilliseconds >= DetectionLimits.intervalMilliseconds else {
+                    return (detector.pendingVerdict, nil)
+                }
                 let closed = detector.interval
                 detector.interval = IntervalStatistics(startMilliseconds: now)
                 let (next, verdict) = detect(detector.state, closed, sensitivity: detector.sensitivity)
                 detector.state = next
+                if let verdict { detector.pendingVerdict = verdict }
                 detector.intervalsSinceSave += 1
-                guard detector.intervalsSinceSave >= Self.baselineSaveIntervals else { return (verdict, nil) }
+                guard detector.intervalsSinceSave >= Self.baselineSaveIntervals else { return (detector.pendingVerdict, nil) }
                 detector.intervalsSinceSave = 0
-                return (verdict, next.baseline)
+                return (detector.pendingVerdict, next.baseline)
             }
             if let verdict {
-                commitDetector(volumeID, .reportAnomaly(volume: volumeID, verdict: verdict))
+                // Recorded or refused (the volume faulted meanwhile, detection turned off): done.
+                // A failed commit keeps it for the next tick.
+                if commitDetector(volumeID, .reportAnomaly(volume: volumeID, verdict: verdict), holding: [volumeID]) {
+                    detector.lock.withLock { if detector.pendingVerdict == verdict { detector.pendingVerdict = nil } }
+                }
             }
             if let save, save != committedBaseline(volumeID) {
-                commitDetector(volumeID, .recordDetectorBaseline(volume: volumeID, baseline: save))
+                // It changes no byte and no map: it holds no gate, and host I/O goes on.
+                _ = commitDetector(volumeID, .recordDetectorBaseline(volume: volumeID, baseline: save), holding: [])
             }
         }
     }
@@ -160,16 +166,18 @@ extension Controller {
         locked { committed.volumes[volumeID]?.detectorBaseline }
     }
 
-    /// Commits a detector's command holding the volume's family. A refusal (the volume was
-    /// faulted or its detection turned off meanwhile) changes nothing; a failed commit waits for
-    /// the background backoff, and the verdict is not lost: the streak fires again while it lasts.
-    private func commitDetector(_ volumeID: VolumeID, _ command: Command) {
-        exclusive(volumes: { [volumeID] }) {
+    /// Commits a detector's command holding the family of `volumes`. Returns false when the
+    /// commit failed (the background waits for its backoff); a refusal (the volume was faulted or
+    /// its detection turned off meanwhile) changes nothing and counts as done.
+    private func commitDetector(_ volumeID: VolumeID, _ command: Command, holding volumes: Set<VolumeID>) -> Bool {
+        exclusive(volumes: { volumes }) {
             do throws(ControllerError) {
                 _ = try commitLocked(command)
+                return true
             } catch {
-                if case .rejected = error { return }
+                if case .rejected = error { return true }
                 backgroundBackoff.failed(at: clock())
+                return false
             }
         }
     }

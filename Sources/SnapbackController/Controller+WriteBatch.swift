@@ -127,12 +127,12 @@ extension Controller {
         // more of the batch's writes: they fail), then one sync per volume for its FUA writes. A
         // FUA write is acknowledged only once that sync succeeded (a volume that failed in step 4
         // syncs nothing: its FUA writes fail).
-        // What each sampled write replaces, for the anomaly detectors, before the sources change.
-        let overwritten = zip(writes, sources).map { write, source in
-            write.sampleOffsets.isEmpty ? [:] : overwrittenEntropies(
-                source.store, write.volumeID, writeOffset: write.offset, write.sampleOffsets, length: write.bytes.count, copies: stage.copies)
-        }
+        var overwritten: [[Int: Double]] = []
         let (writeFailures, syncFailures) = unlocked { () -> ([VolumeID: (index: Int, error: BlockStoreError)], [VolumeID: BlockStoreError]) in
+            // What each sampled write replaces, for the anomaly detectors, before the sources change.
+            overwritten = zip(writes, sources).map { write, source in
+                overwrittenEntropies(source.store, writeOffset: write.offset, write.sampleOffsets, length: write.bytes.count)
+            }
             var failedWrites: [VolumeID: (index: Int, error: BlockStoreError)] = [:]
             for (index, (write, source)) in zip(writes, sources).enumerated() where failedWrites[source.volume.id] == nil {
                 do throws(BlockStoreError) {

@@ -24,8 +24,11 @@ extension Controller {
     ) throws(HostIOError) {
         let detector = detector(volumeID)
         let samples = detector.map { sampleOffsets($0, length: bytes.count) } ?? []
-        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch) {
-            if let detector { recordSamples(detector, samples, bytes) }
+        var old: [Int: Double] = [:]
+        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch, before: { store in
+            if !samples.isEmpty { old = self.overwrittenEntropies(store, writeOffset: offset, samples, length: bytes.count) }
+        }) {
+            if let detector { recordSamples(detector, samples, bytes, old: old) }
             return
         }
         var write = HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua, hostEpoch: hostEpoch)
@@ -54,18 +57,19 @@ extension Controller {
             } catch {
                 if try replanAfterLocked(error, writing: volume) { continue }
             }
-            // What the write replaces, for the anomaly detector, while the source still holds it.
             let detector = write.sampleOffsets.isEmpty ? nil : self.detector(volumeID)
-            let old = detector == nil ? [:] : overwrittenEntropies(
-                store, volumeID, writeOffset: offset, write.sampleOffsets, length: bytes.count, copies: stages.flatMap(\.copies))
             let written = unlocked { () -> Result<Void, BlockStoreError> in
-                Result { () throws(BlockStoreError) in
+                // What the write replaces, for the anomaly detector, while the source still holds
+                // it; then the samples, once written (outside the lock, the gate held).
+                let old = detector == nil ? [:] : overwrittenEntropies(store, writeOffset: offset, write.sampleOffsets, length: bytes.count)
+                let result = Result { () throws(BlockStoreError) in
                     try store.write(at: offset, from: bytes)
                     if fua { try store.sync() }
                 }
+                if let detector, case .success = result { recordSamples(detector, write.sampleOffsets, bytes, old: old) }
+                return result
             }
             if case let .failure(error) = written { throw failureLocked(volume, error) }
-            if let detector { recordSamples(detector, write.sampleOffsets, bytes, old: old) }
             // Every volume written has room: an `out_of_space` one is online again.
             for written in Set([volumeID] + stages.flatMap { $0.copies.map(\.to) }).sorted() { noteWriteSucceededLocked(written) }
             return
@@ -134,12 +138,15 @@ extension Controller {
     /// copy or a mark, and no rollback restores them. Decided under the lock with the gate held
     /// shared; the disk is written after the lock is released, alongside other such writes.
     /// Returns false, having written nothing, when the write needs the coordinated path.
+    /// `before` runs on the store just before the write (the detector reads what it replaces).
     private func writePlain(
-        volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64?
+        volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64?,
+        before: (BlockStore) -> Void = { _ in }
     ) throws(HostIOError) -> Bool {
         try plainAccess(volume: volumeID) { () throws(HostIOError) -> (Volume, BlockStore)? in
             try plainWriteLocked(volumeID, offset, bytes.count, hostEpoch: hostEpoch)
         } io: { (store) throws(BlockStoreError) in
+            before(store)
             try store.write(at: offset, from: bytes)
             if fua { try store.sync() }
         }
@@ -168,12 +175,15 @@ extension Controller {
         let plain = try? plainWriteLocked(volumeID, offset, bytes.count, hostEpoch: hostEpoch)
         lock.unlock()
         guard let (_, store) = plain ?? nil else { return false }
+        let detector = detector(volumeID)
+        let samples = detector.map { sampleOffsets($0, length: bytes.count) } ?? []
+        let old = overwrittenEntropies(store, writeOffset: offset, samples, length: bytes.count)
         do throws(BlockStoreError) {
             try store.write(at: offset, from: bytes)
         } catch {
             return false
         }
-        if let detector = detector(volumeID) { recordSamples(detector, sampleOffsets(detector, length: bytes.count), bytes) }
+        if let detector { recordSamples(detector, samples, bytes, old: old) }
         return true
     }
 

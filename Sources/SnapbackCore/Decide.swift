@@ -49,6 +49,9 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
         }
         let enabled = detect ?? volume.detect
         let level = sensitivity ?? volume.sensitivity
+        if sensitivity != nil && !enabled {
+            throw CommandError(.invalidState, "volume \(volume.name) has no anomaly detection; -sensitivity needs -detect on")
+        }
         if enabled != volume.detect || level != volume.sensitivity {
             events.append(.volumeDetectionChanged(id: volume.id, enabled: enabled, sensitivity: level))
         }

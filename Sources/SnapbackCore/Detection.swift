@@ -437,7 +437,8 @@ func highEntropyShareThreshold(_ baseline: DetectorBaseline, _ sensitivity: Dete
     guard baseline.learnedIntervals >= DetectionLimits.learnedIntervalsMin else { return nil }
     let mean = Int64(baseline.highEntropyShareMeanPartsPerMillion)
     let spread = sensitivity.deviationMultiplier * Int64(baseline.highEntropyShareDeviationPartsPerMillion)
-    let threshold = max(DetectionLimits.highEntropyShareFloorPartsPerMillion, mean + max(spread, DetectionLimits.departureFloorPartsPerMillion))
+    let threshold = max(
+        DetectionLimits.highEntropyShareFloorPartsPerMillion, mean + max(spread, DetectionLimits.departureFloorPartsPerMillion))
     return (mean, threshold)
 }
 

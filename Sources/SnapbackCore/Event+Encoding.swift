@@ -118,14 +118,7 @@ extension Event {
             writer.write(score)
             writer.write(onset)
             writer.write(UInt8(evidence.count))
-            for interval in evidence {
-                writer.write(interval.startMilliseconds)
-                writer.write(interval.bytesWritten)
-                writer.write(interval.sampledBlocks)
-                writer.write(interval.highEntropyBlocks)
-                writer.write(interval.overwriteSamples)
-                writer.write(interval.entropyIncreases)
-            }
+            for interval in evidence { interval.encode(into: &writer) }
         case let .detectorBaselineSaved(id, baseline):
             writer.write(id)
             baseline.encode(into: &writer)
@@ -299,22 +292,7 @@ extension Event {
             let count = try reader.readUInt8("evidenceCount")
             guard Int(count) <= DetectionLimits.evidenceIntervalsMax else { throw .invalidValue(field: "evidenceCount", value: UInt64(count)) }
             var evidence: [IntervalStatistics] = []
-            for _ in 0..<count {
-                let start = try reader.readInt64("evidence.startMilliseconds")
-                let bytes = try reader.readUInt64("evidence.bytesWritten")
-                let sampled = try reader.readUInt32("evidence.sampledBlocks")
-                let high = try reader.readUInt32("evidence.highEntropyBlocks")
-                let overwrites = try reader.readUInt32("evidence.overwriteSamples")
-                let increases = try reader.readUInt32("evidence.entropyIncreases")
-                // The counts nest (IntervalStatistics traps otherwise).
-                guard high <= sampled, overwrites <= sampled, increases <= overwrites else {
-                    throw .invalidValue(field: "evidence", value: UInt64(evidence.count))
-                }
-                evidence.append(
-                    IntervalStatistics(
-                        startMilliseconds: start, bytesWritten: bytes, sampledBlocks: sampled, highEntropyBlocks: high,
-                        overwriteSamples: overwrites, entropyIncreases: increases))
-            }
+            for _ in 0..<count { evidence.append(try IntervalStatistics.decode(from: &reader)) }
             event = .anomalyDetected(id: id, score: score, onsetMilliseconds: onset, evidence: evidence)
         case .detectorBaselineSaved:
             let id = try reader.readUInt32("id")
