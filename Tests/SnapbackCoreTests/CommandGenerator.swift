@@ -11,8 +11,15 @@ import SnapbackRandom
 /// refused name traps the process).
 struct CommandGenerator {
     var random: SeededRandom
+    /// The anomaly-detection commands' own stream: whether a step is one, and all its choices.
+    /// Added with them, it leaves the draws of every other command as they were, so the other
+    /// commands' coverage (rare ones like `GroupRollbackScheduled`) does not hang on them.
+    var detectionRandom: SeededRandom
 
-    init(seed: UInt64) { random = SeededRandom(seed: seed) }
+    init(seed: UInt64) {
+        random = SeededRandom(seed: seed)
+        detectionRandom = SeededRandom(seed: seed ^ 0xD37E_C7D3_7EC7_D37E)
+    }
 
     static let volumeNames = ["v0", "v1", "v2", "v3", "v4", "v5", "v6"]
     static let mapNames = ["m0", "m1", "m2", "m3", "m4", "daily", "m0_rev"]
@@ -106,8 +113,15 @@ struct CommandGenerator {
             }
             let unused = Self.volumeNames.filter { state.volumeIDsByName[$0] == nil }
             if !unused.isEmpty {
-                return .createVolume(name: random.pick(unused), sizeBytes: 1 << 20, path: nil)
+                let detection = detectionRandom.chance(40) ? detectionRandom.pick(DetectionSensitivity.allCases) : nil
+                return .createVolume(name: random.pick(unused), sizeBytes: 1 << 20, path: nil, detection: detection)
             }
+        }
+        if detectionRandom.chance(6) {
+            // Every choice of the command from the detection stream (the helpers draw from `random`).
+            swap(&random, &detectionRandom)
+            defer { swap(&random, &detectionRandom) }
+            return detectionCommand(state)
         }
         if random.chance(20) { return groupCommand(state) }
         return anyCommand(state)
@@ -158,6 +172,83 @@ struct CommandGenerator {
             }
             return .completeGroupRollback(group: groupID(state) { $0.rollback != nil })
         }
+    }
+
+    /// An anomaly-detection command: `chvolume`, `mkvolume -detect`, a detector's verdict or saved
+    /// baseline, mostly on volumes where `decide` accepts them.
+    mutating func detectionCommand(_ state: ControllerState) -> Command {
+        switch random.int(0...99) {
+        case 0..<30:
+            // Often a map's source, whose verdicts then roll back (alone or with its group).
+            let sources = state.mapsByID.filter { $0.role == .forward }.compactMap { state.volumes[$0.sourceID]?.name }
+            let reference = !sources.isEmpty && random.chance(50) ? random.pick(sources) : volumeReference(state)
+            var newName: String?
+            switch random.int(0...9) {
+            case 0...4: newName = nil
+            case 5...7: newName = random.pick(Self.volumeNames)  // free or another volume's (duplicate_name)
+            case 8: newName = state.volume(reference)?.name ?? "v0"  // its own: nothing recorded for the name
+            default: newName = random.pick(Self.badNames)
+            }
+            let detect: Bool? = random.chance(55) ? random.chance(70) : nil
+            let sensitivity = random.chance(40) ? random.pick(DetectionSensitivity.allCases) : nil
+            return .changeVolume(volume: reference, newName: newName, detect: detect, sensitivity: sensitivity)
+        case 30..<40:
+            let name = random.chance(85) ? random.pick(Self.volumeNames) : random.pick(Self.badNames)
+            return .createVolume(name: name, sizeBytes: 1 << 20, path: nil, detection: random.pick(DetectionSensitivity.allCases))
+        case 40..<80:
+            return .reportAnomaly(volume: detectingVolumeID(state) { $0.status == .online || $0.status == .outOfSpace }, verdict: verdict())
+        default:
+            return .recordDetectorBaseline(volume: detectingVolumeID(state) { _ in true }, baseline: baseline())
+        }
+    }
+
+    /// A volume id for the detector's commands: mostly a volume with detection on that `ready`
+    /// accepts, sometimes any volume or an id that does not exist.
+    mutating func detectingVolumeID(_ state: ControllerState, where ready: (Volume) -> Bool) -> VolumeID {
+        let watched = state.volumesByID.filter { $0.detect && ready($0) }
+        if !watched.isEmpty && random.chance(85) { return random.pick(watched).id }
+        if !state.volumes.isEmpty && random.chance(70) { return random.pick(state.volumesByID).id }
+        return VolumeID(random.int(0...Int(state.nextVolumeID) + 1))
+    }
+
+    /// A verdict as `detect` returns one (score 50–100, 1–8 intervals, an onset before the first),
+    /// now and then out of range (`invalid_progress`).
+    mutating func verdict() -> DetectionVerdict {
+        let onset: Int64 = random.chance(15) ? 0 : 1_790_000_000_000 + Int64(random.int(0...400))
+        let evidence = (0..<random.int(1...DetectionLimits.evidenceIntervalsMax)).map { index in
+            evidenceInterval(startMilliseconds: onset + DetectionLimits.intervalMilliseconds * Int64(index + 1))
+        }
+        var verdict = DetectionVerdict(score: random.int(50...100), onsetMilliseconds: onset, evidence: evidence)
+        switch random.int(0...99) {
+        case 0..<4: verdict.onsetMilliseconds = -1
+        case 4..<7: verdict.score = random.pick([101, 255, -1])
+        case 7..<10: verdict.evidence += Array(repeating: evidence[0], count: DetectionLimits.evidenceIntervalsMax + 1 - evidence.count)
+        default: break
+        }
+        return verdict
+    }
+
+    /// One interval of evidence: any counts that nest (every increase is an overwrite sample and a
+    /// high-entropy block, both sampled blocks).
+    mutating func evidenceInterval(startMilliseconds: Int64) -> IntervalStatistics {
+        let sampled = UInt32(random.int(Int(DetectionLimits.sampledBlocksMin)...1024))
+        let high = UInt32(random.int(0...Int(sampled)))
+        let overwrites = UInt32(random.int(0...Int(sampled)))
+        let increases = UInt32(random.int(0...Int(min(high, overwrites))))
+        return IntervalStatistics(
+            startMilliseconds: startMilliseconds, bytesWritten: UInt64(sampled) * 65_536, sampledBlocks: sampled, highEntropyBlocks: high,
+            overwriteSamples: overwrites, entropyIncreases: increases)
+    }
+
+    /// A baseline as the detector learns one: valid fields, sometimes empty.
+    mutating func baseline() -> DetectorBaseline {
+        guard random.chance(85) else { return DetectorBaseline() }
+        let learned = UInt32(random.int(1...100_000))
+        func share() -> UInt32 { UInt32(random.int(0...Int(DetectionLimits.partsPerMillion))) }
+        return DetectorBaseline(
+            learnedIntervals: learned, learnedOverwriteIntervals: UInt32(random.int(0...Int(learned))), highEntropyShareMeanPartsPerMillion: share(),
+            highEntropyShareDeviationPartsPerMillion: share(), increaseShareMeanPartsPerMillion: share(),
+            increaseShareDeviationPartsPerMillion: share(), bytesWrittenMean: random.uint64(0...DetectionLimits.bytesPerIntervalMax))
     }
 
     mutating func anyCommand(_ state: ControllerState) -> Command {

@@ -65,12 +65,95 @@ let sampleEvents: [Event] = [
     .groupRollbackCompleted(id: 1),
     .groupRollbackStopped(id: 1, reason: "stopped: target t1 of lcmap a faulted (fault 6)"),
     .groupRollbackScheduled(id: 1, faultID: 9),
+    .volumeFaulted(id: 1, faultID: 5, cause: .detector, reason: "anomaly score 87: 2345 of 2500 sampled overwrites raised the entropy of plain data"),
+    .volumeRenamed(id: 0, name: "v0-renamed"),
+    .volumeRenamed(id: .max, name: String(repeating: "w", count: 63)),
+    .volumeDetectionChanged(id: 1, enabled: true, sensitivity: .low),
+    .volumeDetectionChanged(id: 1, enabled: true, sensitivity: .medium),
+    .volumeDetectionChanged(id: 1, enabled: true, sensitivity: .high),
+    .volumeDetectionChanged(id: .max, enabled: false, sensitivity: .low),
+    .volumeDetectionChanged(id: 1, enabled: false, sensitivity: .high),
+    .anomalyDetected(id: 2, score: 0, onsetMilliseconds: 0, evidence: []),
+    .anomalyDetected(id: 2, score: 100, onsetMilliseconds: 1_790_000_000_000, evidence: sampleEvidence),
+    // The decoder does not check the onset (decide refuses a negative one).
+    .anomalyDetected(id: .max, score: 50, onsetMilliseconds: .min, evidence: Array(sampleEvidence.prefix(1))),
+    .detectorBaselineSaved(id: 3, baseline: DetectorBaseline()),
+    .detectorBaselineSaved(
+        id: .max,
+        baseline: DetectorBaseline(
+            learnedIntervals: .max, learnedOverwriteIntervals: .max, highEntropyShareMeanPartsPerMillion: 1_000_000,
+            highEntropyShareDeviationPartsPerMillion: 1_000_000, increaseShareMeanPartsPerMillion: 1_000_000,
+            increaseShareDeviationPartsPerMillion: 1_000_000, bytesWrittenMean: DetectionLimits.bytesPerIntervalMax)),
+    .detectorBaselineSaved(
+        id: 0,
+        baseline: DetectorBaseline(
+            learnedIntervals: 4000, learnedOverwriteIntervals: 1200, highEntropyShareMeanPartsPerMillion: 61_000,
+            highEntropyShareDeviationPartsPerMillion: 23_500, increaseShareMeanPartsPerMillion: 4_200,
+            increaseShareDeviationPartsPerMillion: 3_100, bytesWrittenMean: 7 << 20)),
 ]
+
+/// Eight intervals of an attack (the most a verdict carries), the first with no overwrite
+/// samples, the last with extreme values.
+private let sampleEvidence: [IntervalStatistics] =
+    [IntervalStatistics(startMilliseconds: 1_790_000_000_000, bytesWritten: 3 << 20, sampledBlocks: 48, highEntropyBlocks: 45)]
+    + (1..<7).map { index in
+        let step = UInt32(index)
+        return IntervalStatistics(
+            startMilliseconds: 1_790_000_000_000 + Int64(index) * 1000, bytesWritten: (20 << 20) + UInt64(index) * 4096,
+            sampledBlocks: 320 + step, highEntropyBlocks: 300 + step, overwriteSamples: 290 + step, entropyIncreases: 280 + step)
+    } + [
+        IntervalStatistics(
+            startMilliseconds: .max, bytesWritten: .max, sampledBlocks: .max, highEntropyBlocks: .max, overwriteSamples: .max,
+            entropyIncreases: .max)
+    ]
 
 private func payload(_ build: (inout ByteWriter) -> Void) -> [UInt8] {
     var writer = ByteWriter()
     build(&writer)
     return writer.bytes
+}
+
+/// One interval of `AnomalyDetected` evidence, field by field with raw counts (`Specs/events.md`
+/// section 2), so that tests can write counts `IntervalStatistics` never holds.
+private func writeInterval(
+    _ writer: inout ByteWriter, sampled: UInt32, high: UInt32, overwrites: UInt32, increases: UInt32,
+    startMilliseconds: Int64 = 1_790_000_000_000, bytesWritten: UInt64 = 1 << 20
+) {
+    writer.write(startMilliseconds)
+    writer.write(bytesWritten)
+    writer.write(sampled)
+    writer.write(high)
+    writer.write(overwrites)
+    writer.write(increases)
+}
+
+/// An `AnomalyDetected` payload of volume 1 at onset 1000, with the given raw score, count and
+/// intervals.
+private func anomalyPayload(score: UInt8 = 80, count: UInt8? = nil, intervals: [(UInt32, UInt32, UInt32, UInt32)]) -> [UInt8] {
+    payload {
+        $0.write(UInt32(1))
+        $0.write(score)
+        $0.write(Int64(1000))
+        $0.write(count ?? UInt8(intervals.count))
+        for (sampled, high, overwrites, increases) in intervals {
+            writeInterval(&$0, sampled: sampled, high: high, overwrites: overwrites, increases: increases)
+        }
+    }
+}
+
+/// A `DetectorBaselineSaved` payload of volume 1 with raw fields.
+private func baselinePayload(
+    version: UInt8 = 1, learned: UInt32 = 100, learnedOverwrites: UInt32 = 40, shares: [UInt32] = [50_000, 10_000, 2_000, 1_000],
+    bytesWrittenMean: UInt64 = 1 << 20
+) -> [UInt8] {
+    payload {
+        $0.write(UInt32(1))
+        $0.write(version)
+        $0.write(learned)
+        $0.write(learnedOverwrites)
+        for share in shares { $0.write(share) }
+        $0.write(bytesWrittenMean)
+    }
 }
 
 @Suite("event encoding")
@@ -114,7 +197,7 @@ struct EventEncodingTests {
         }
     }
 
-    @Test("unknown type codes are refused", arguments: [0, 40, 41, 1000, 0x8000, UInt16.max] as [UInt16])
+    @Test("unknown type codes are refused", arguments: [0, 44, 45, 100, 1000, 0x8000, UInt16.max] as [UInt16])
     func unknownType(code: UInt16) {
         #expect(EventType(rawValue: code) == nil)
         for bytes in [[], [0, 0, 0, 0]] as [[UInt8]] {
@@ -182,6 +265,33 @@ struct EventEncodingTests {
                 == [1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0])
         #expect(Event.groupRollbackStarted(id: 1, trigger: .auto, faultID: nil).encodedPayload() == [1, 0, 0, 0, 1, 0])
         #expect(Event.groupRollbackScheduled(id: 1, faultID: 9).encodedPayload() == [1, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0])
+        #expect(
+            Event.volumeFaulted(id: 1, faultID: 2, cause: .detector, reason: "r").encodedPayload()
+                == [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 1, 0, 0x72])
+        // Anomaly detection (codes 40–43): sizes 6 + name, 6, 14 + 32 × intervals, 37.
+        #expect(Event.volumeRenamed(id: 1, name: "ab").encodedPayload() == [1, 0, 0, 0, 2, 0, 0x61, 0x62])
+        #expect(Event.volumeDetectionChanged(id: 1, enabled: true, sensitivity: .high).encodedPayload() == [1, 0, 0, 0, 1, 2])
+        #expect(Event.volumeDetectionChanged(id: 2, enabled: false, sensitivity: .low).encodedPayload() == [2, 0, 0, 0, 0, 0])
+        #expect(Event.volumeDetectionChanged(id: 2, enabled: true, sensitivity: .medium).encodedPayload() == [2, 0, 0, 0, 1, 1])
+        #expect(
+            Event.anomalyDetected(id: 1, score: 87, onsetMilliseconds: 0x0102, evidence: []).encodedPayload()
+                == [1, 0, 0, 0, 87, 2, 1, 0, 0, 0, 0, 0, 0, 0])
+        let interval = IntervalStatistics(
+            startMilliseconds: 0x0304, bytesWritten: 0x0506, sampledBlocks: 7, highEntropyBlocks: 6, overwriteSamples: 5, entropyIncreases: 4)
+        #expect(
+            Event.anomalyDetected(id: 1, score: 100, onsetMilliseconds: -1, evidence: [interval]).encodedPayload()
+                == [1, 0, 0, 0, 100] + [UInt8](repeating: 0xFF, count: 8) + [1]
+                + [4, 3, 0, 0, 0, 0, 0, 0] + [6, 5, 0, 0, 0, 0, 0, 0] + [7, 0, 0, 0, 6, 0, 0, 0, 5, 0, 0, 0, 4, 0, 0, 0])
+        #expect(Event.anomalyDetected(id: 1, score: 100, onsetMilliseconds: 0, evidence: sampleEvidence).encodedPayload().count == 14 + 32 * 8)
+        let baseline = DetectorBaseline(
+            learnedIntervals: 0x0102, learnedOverwriteIntervals: 3, highEntropyShareMeanPartsPerMillion: 4,
+            highEntropyShareDeviationPartsPerMillion: 5, increaseShareMeanPartsPerMillion: 6, increaseShareDeviationPartsPerMillion: 7,
+            bytesWrittenMean: 0x0809)
+        #expect(
+            Event.detectorBaselineSaved(id: 1, baseline: baseline).encodedPayload()
+                == [1, 0, 0, 0, 1, 2, 1, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 9, 8, 0, 0, 0, 0, 0, 0])
+        #expect(Event.detectorBaselineSaved(id: 1, baseline: baseline).encodedPayload() == [1, 0, 0, 0] + baseline.encoded())
+        #expect(DetectorBaseline().encoded() == [1] + [UInt8](repeating: 0, count: 32))
     }
 
     @Test("booleans other than 0 and 1 are refused")
@@ -195,6 +305,7 @@ struct EventEncodingTests {
             (.groupAutorestoreChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(0xFF)) }, "autorestore"),
             (.mapGroupChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(2)) }, "group"),
             (.groupRollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(1)); $0.write(UInt8(3)) }, "faultID"),
+            (.volumeDetectionChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(2)); $0.write(UInt8(1)) }, "enabled"),
             (
                 .mapCreated,
                 payload {
@@ -222,7 +333,7 @@ struct EventEncodingTests {
             }
         }
         let cases: [(EventType, [UInt8], DecodeError)] = [
-            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(5)); $0.write("r") }, .invalidValue(field: "cause", value: 5)),
+            (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(6)); $0.write("r") }, .invalidValue(field: "cause", value: 6)),
             (.volumeFaulted, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(255)); $0.write("r") }, .invalidValue(field: "cause", value: 255)),
             (.rollbackStarted, payload { $0.write(UInt32(1)); $0.write(UInt8(2)); $0.write(UInt64?.none) }, .invalidValue(field: "trigger", value: 2)),
             (.mapCopyRateChanged, payload { $0.write(UInt32(1)); $0.write(UInt8(151)) }, .invalidValue(field: "copyRate", value: 151)),
@@ -258,6 +369,104 @@ struct EventEncodingTests {
         // The boundary values are accepted.
         #expect(throws: Never.self) { try Event.decode(typeCode: EventType.mapCopyRateChanged.rawValue, payload { $0.write(UInt32(1)); $0.write(UInt8(150)) }) }
         #expect(throws: Never.self) { try Event.decode(typeCode: EventType.mapCreated.rawValue, mapCreated(150, 256 << 10)) }
+        // Cause 5 is the anomaly detector's.
+        #expect(
+            decodeResult { () throws(DecodeError) in
+                try Event.decode(typeCode: EventType.volumeFaulted.rawValue, payload { $0.write(UInt32(1)); $0.write(UInt64(1)); $0.write(UInt8(5)); $0.write("r") })
+            } == .success(.volumeFaulted(id: 1, faultID: 1, cause: .detector, reason: "r")))
+    }
+
+    @Test("anomaly detection events: sensitivities, scores, evidence counts and nesting, and baselines outside their domains are refused")
+    func invalidDetectionValues() {
+        let detectionChanged = { (sensitivity: UInt8) in payload { $0.write(UInt32(1)); $0.write(true); $0.write(sensitivity) } }
+        let attack: (UInt32, UInt32, UInt32, UInt32) = (320, 300, 290, 280)
+        let shareMax = UInt32(DetectionLimits.partsPerMillion)
+        let cases: [(EventType, [UInt8], DecodeError)] = [
+            (.volumeDetectionChanged, detectionChanged(3), .invalidValue(field: "sensitivity", value: 3)),
+            (.volumeDetectionChanged, detectionChanged(255), .invalidValue(field: "sensitivity", value: 255)),
+            (.anomalyDetected, anomalyPayload(score: 101, intervals: [attack]), .invalidValue(field: "score", value: 101)),
+            (.anomalyDetected, anomalyPayload(score: 255, intervals: []), .invalidValue(field: "score", value: 255)),
+            // The count is refused before any interval is read.
+            (.anomalyDetected, anomalyPayload(count: 9, intervals: []), .invalidValue(field: "evidenceCount", value: 9)),
+            (.anomalyDetected, anomalyPayload(intervals: Array(repeating: attack, count: 9)), .invalidValue(field: "evidenceCount", value: 9)),
+            (.anomalyDetected, anomalyPayload(count: 255, intervals: []), .invalidValue(field: "evidenceCount", value: 255)),
+            // Counts that do not nest, in any interval (the interval codec's fields and values).
+            (
+                .anomalyDetected, anomalyPayload(intervals: [attack, (320, 300, 290, 291)]),
+                .invalidValue(field: "interval.entropyIncreases", value: 291)
+            ),
+            (.anomalyDetected, anomalyPayload(intervals: [(320, 5, 0, 1)]), .invalidValue(field: "interval.entropyIncreases", value: 1)),
+            (.anomalyDetected, anomalyPayload(intervals: [attack, attack, (320, 321, 0, 0)]), .invalidValue(field: "interval.highEntropyBlocks", value: 321)),
+            (.anomalyDetected, anomalyPayload(intervals: [(320, 300, 321, 0)]), .invalidValue(field: "interval.overwriteSamples", value: 321)),
+            (.detectorBaselineSaved, baselinePayload(version: 0), .invalidValue(field: "baseline.version", value: 0)),
+            (.detectorBaselineSaved, baselinePayload(version: 2), .invalidValue(field: "baseline.version", value: 2)),
+            (.detectorBaselineSaved, baselinePayload(version: 255), .invalidValue(field: "baseline.version", value: 255)),
+            (
+                .detectorBaselineSaved, baselinePayload(learned: 40, learnedOverwrites: 41),
+                .invalidValue(field: "baseline.learnedOverwriteIntervals", value: 41)
+            ),
+            (
+                .detectorBaselineSaved, baselinePayload(shares: [shareMax + 1, 0, 0, 0]),
+                .invalidValue(field: "baseline.highEntropyShareMean", value: UInt64(shareMax) + 1)
+            ),
+            (
+                .detectorBaselineSaved, baselinePayload(shares: [0, shareMax + 1, 0, 0]),
+                .invalidValue(field: "baseline.highEntropyShareDeviation", value: UInt64(shareMax) + 1)
+            ),
+            (
+                .detectorBaselineSaved, baselinePayload(shares: [0, 0, .max, 0]),
+                .invalidValue(field: "baseline.increaseShareMean", value: UInt64(UInt32.max))
+            ),
+            (
+                .detectorBaselineSaved, baselinePayload(shares: [0, 0, 0, shareMax + 1]),
+                .invalidValue(field: "baseline.increaseShareDeviation", value: UInt64(shareMax) + 1)
+            ),
+            (
+                .detectorBaselineSaved, baselinePayload(bytesWrittenMean: DetectionLimits.bytesPerIntervalMax + 1),
+                .invalidValue(field: "baseline.bytesWrittenMean", value: DetectionLimits.bytesPerIntervalMax + 1)
+            ),
+        ]
+        for (type, bytes, expected) in cases {
+            #expect(decodeResult { () throws(DecodeError) in try Event.decode(typeCode: type.rawValue, bytes) } == .failure(expected), "\(type) \(expected)")
+        }
+        // The boundary values are accepted: sensitivity 2, score 100, 8 intervals whose counts are
+        // all equal, shares of exactly one million, 2^40 bytes, as many overwrite intervals as intervals.
+        #expect(
+            decodeResult { () throws(DecodeError) in try Event.decode(typeCode: EventType.volumeDetectionChanged.rawValue, detectionChanged(2)) }
+                == .success(.volumeDetectionChanged(id: 1, enabled: true, sensitivity: .high)))
+        let full = IntervalStatistics(
+            startMilliseconds: 1_790_000_000_000, bytesWritten: 1 << 20, sampledBlocks: 300, highEntropyBlocks: 300, overwriteSamples: 300,
+            entropyIncreases: 300)
+        #expect(
+            decodeResult { () throws(DecodeError) in
+                try Event.decode(typeCode: EventType.anomalyDetected.rawValue, anomalyPayload(score: 100, intervals: Array(repeating: (300, 300, 300, 300), count: 8)))
+            } == .success(.anomalyDetected(id: 1, score: 100, onsetMilliseconds: 1000, evidence: Array(repeating: full, count: 8))))
+        let bounds = baselinePayload(
+            learned: 7, learnedOverwrites: 7, shares: Array(repeating: shareMax, count: 4), bytesWrittenMean: DetectionLimits.bytesPerIntervalMax)
+        #expect(
+            decodeResult { () throws(DecodeError) in try Event.decode(typeCode: EventType.detectorBaselineSaved.rawValue, bounds) }
+                == .success(
+                    .detectorBaselineSaved(
+                        id: 1,
+                        baseline: DetectorBaseline(
+                            learnedIntervals: 7, learnedOverwriteIntervals: 7, highEntropyShareMeanPartsPerMillion: shareMax,
+                            highEntropyShareDeviationPartsPerMillion: shareMax, increaseShareMeanPartsPerMillion: shareMax,
+                            increaseShareDeviationPartsPerMillion: shareMax, bytesWrittenMean: DetectionLimits.bytesPerIntervalMax))))
+    }
+
+    // Was a defect: the evidence decoder checked high ≤ sampled, overwrites ≤ sampled and
+    // increases ≤ overwrites, but not increases ≤ high, which `IntervalStatistics.init` requires
+    // with a precondition, so such a payload (which `decide` never writes, but a damaged or
+    // hand-made log can hold) trapped the reader. It now reads intervals with the interval codec.
+    // In its own process, so that a regression fails this test, not the test runner.
+    @Test("fixed: evidence with more entropy increases than high-entropy blocks is refused, not a trap")
+    func evidenceIncreasesAboveHighEntropy() async {
+        await #expect(processExitsWith: .success) {
+            // 10 sampled blocks, 2 of high entropy, 5 overwrite samples, 3 "increases".
+            let bytes = anomalyPayload(intervals: [(10, 2, 5, 3)])
+            let result = decodeResult { () throws(DecodeError) in try Event.decode(typeCode: EventType.anomalyDetected.rawValue, bytes) }
+            precondition(result == .failure(.invalidValue(field: "interval.entropyIncreases", value: 3)), "\(result)")
+        }
     }
 
     @Test("strings that are not valid UTF-8 are refused", arguments: [
@@ -278,6 +487,7 @@ struct EventEncodingTests {
             (.groupCreated, payload { $0.write(UInt32(1)); string(&$0); $0.write(false); $0.write(UInt32(0)) }, "name"),
             (.groupRenamed, payload { $0.write(UInt32(1)); string(&$0) }, "name"),
             (.groupRollbackStopped, payload { $0.write(UInt32(1)); string(&$0) }, "reason"),
+            (.volumeRenamed, payload { $0.write(UInt32(1)); string(&$0) }, "name"),
             (
                 .mapCreated,
                 payload {
@@ -306,7 +516,11 @@ struct EventEncodingTests {
         }
         #expect(EventType(name: "") == nil)
         #expect(EventType(name: "VolumeCreatedX") == nil)
-        #expect(EventType.allCases.map(\.rawValue) == Array(1...39))
+        #expect(
+            [EventType.volumeRenamed, .volumeDetectionChanged, .anomalyDetected, .detectorBaselineSaved].map(\.description)
+                == ["VolumeRenamed", "VolumeDetectionChanged", "AnomalyDetected", "DetectorBaselineSaved"])
+        #expect([EventType.volumeRenamed, .volumeDetectionChanged, .anomalyDetected, .detectorBaselineSaved].map(\.rawValue) == [40, 41, 42, 43])
+        #expect(EventType.allCases.map(\.rawValue) == Array(1...43))
         #expect(Set(EventType.allCases.map(\.description)).count == EventType.allCases.count)
     }
 
@@ -325,9 +539,13 @@ struct EventEncodingTests {
         #expect(Event.mapGroupChanged(id: 4, group: 2).mapIDs == [4] && Event.mapGroupChanged(id: 4, group: 2).groupIDs == [2])
         #expect(Event.mapGroupChanged(id: 4, group: nil).groupIDs == [])
         #expect(Event.groupMemberRestored(id: 4).mapIDs == [4] && Event.groupMemberRestored(id: 4).groupIDs == [])
+        #expect(Event.volumeRenamed(id: 6, name: "x").volumeIDs == [6])
+        #expect(Event.anomalyDetected(id: 6, score: 90, onsetMilliseconds: 0, evidence: []).volumeIDs == [6])
+        #expect(Event.detectorBaselineSaved(id: 6, baseline: DetectorBaseline()).volumeIDs == [6])
         for event in sampleEvents {
             switch event {
-            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored, .faultOnset:
+            case .volumeCreated, .volumeRemoved, .volumeFaulted, .volumeRecovered, .volumeOutOfSpace, .volumeSpaceRestored, .faultOnset,
+                .volumeRenamed, .volumeDetectionChanged, .anomalyDetected, .detectorBaselineSaved:
                 #expect(event.volumeIDs.count == 1 && event.mapIDs.isEmpty && event.groupIDs.isEmpty)
             case .controllerStarted: #expect(event.volumeIDs.isEmpty && event.mapIDs.isEmpty && event.groupIDs.isEmpty)
             case .mapCreated: #expect(event.mapIDs.count == 2 && event.groupIDs.isEmpty)

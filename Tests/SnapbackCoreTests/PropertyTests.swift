@@ -180,18 +180,50 @@ struct PropertyTests {
         #expect(refused > 0 && decoded > 0)
     }
 
-    @Test("reportFault appends an automatic rollback exactly when the policy picks a map")
+    @Test("reportFault and reportAnomaly append an automatic rollback exactly when the policy picks a map")
     func reportFaultMatchesPolicy() {
         var faults = 0
+        var anomalies = 0
+        var anomalyRollbacks = 0
         var automatic = 0
         var groupChoices = 0
         var groupAbandonments = 0
         var groupRestarts = 0
         for run in Self.runs {
-            var before = ControllerState()
+            var previous = ControllerState()
             for step in run.steps {
-                defer { before = step.state }
-                guard case .reportFault = step.command, case let .success(events) = step.outcome else { continue }
+                defer { previous = step.state }
+                guard case let .success(decided) = step.outcome else { continue }
+                // A verdict records AnomalyDetected, then exactly what a fault report of cause
+                // detector with the verdict's onset records (Specs/events.md 3.42).
+                let before: ControllerState
+                let events: [Event]
+                let reportedOnset: Int64?
+                switch step.command {
+                case let .reportFault(_, _, _, onset):
+                    (before, events, reportedOnset) = (previous, decided, onset)
+                case let .reportAnomaly(volume, verdict):
+                    anomalies += 1
+                    let anomaly = Event.anomalyDetected(
+                        id: volume, score: UInt8(verdict.score), onsetMilliseconds: verdict.onsetMilliseconds, evidence: verdict.evidence)
+                    guard decided.first == anomaly else {
+                        Issue.record("seed \(run.seed): \(decided)")
+                        continue
+                    }
+                    let increases = verdict.evidence.reduce(0) { $0 + Int($1.entropyIncreases) }
+                    let overwrites = verdict.evidence.reduce(0) { $0 + Int($1.overwriteSamples) }
+                    let reason = "anomaly score \(verdict.score): \(increases) of \(overwrites) sampled overwrites raised the entropy of plain data"
+                    #expect(
+                        decided.dropFirst().first == .volumeFaulted(id: volume, faultID: previous.nextFaultID, cause: .detector, reason: reason),
+                        "seed \(run.seed)")
+                    #expect(step.state.volumes[volume]?.fault?.cause == .detector, "seed \(run.seed)")
+                    if decided.contains(where: { $0.type == .rollbackStarted || $0.type == .rollbackScheduled || $0.type == .groupRollbackScheduled }) {
+                        anomalyRollbacks += 1
+                    }
+                    (before, events, reportedOnset) = (evolve(previous, anomaly), Array(decided.dropFirst()), verdict.onsetMilliseconds)
+                default:
+                    continue
+                }
                 faults += 1
                 guard case let .volumeFaulted(volumeID, faultID, _, _) = events.first else {
                     Issue.record("seed \(run.seed): \(events)")
@@ -200,7 +232,7 @@ struct PropertyTests {
                 #expect(faultID == before.nextFaultID)
                 // The fault, and its onset when the report gave one.
                 var head = [events[0]]
-                if case let .reportFault(_, _, _, onset?) = step.command {
+                if let onset = reportedOnset {
                     head.append(.faultOnset(id: volumeID, faultID: faultID, onsetMilliseconds: onset))
                 }
                 #expect(Array(events.prefix(head.count)) == head, "seed \(run.seed)")
@@ -281,6 +313,7 @@ struct PropertyTests {
             }
         }
         #expect(faults > 100 && automatic > 20)
+        #expect(anomalies > 20 && anomalyRollbacks > 5, "\(anomalies) \(anomalyRollbacks)")
         #expect(groupChoices > 0 && groupAbandonments > 0 && groupRestarts > 0, "\(groupChoices) \(groupAbandonments) \(groupRestarts)")
     }
 

@@ -12,6 +12,28 @@ struct RawState {
         var onset: Int64?
     }
 
+    /// A `DetectorBaseline`, 33 bytes (`Specs/events.md` section 2).
+    struct RawBaseline {
+        var version: UInt8 = 1
+        var learnedIntervals: UInt32
+        var learnedOverwriteIntervals: UInt32
+        var highEntropyShareMean: UInt32
+        var highEntropyShareDeviation: UInt32
+        var increaseShareMean: UInt32
+        var increaseShareDeviation: UInt32
+        var bytesWrittenMean: UInt64
+
+        init(_ baseline: DetectorBaseline) {
+            learnedIntervals = baseline.learnedIntervals
+            learnedOverwriteIntervals = baseline.learnedOverwriteIntervals
+            highEntropyShareMean = baseline.highEntropyShareMeanPartsPerMillion
+            highEntropyShareDeviation = baseline.highEntropyShareDeviationPartsPerMillion
+            increaseShareMean = baseline.increaseShareMeanPartsPerMillion
+            increaseShareDeviation = baseline.increaseShareDeviationPartsPerMillion
+            bytesWrittenMean = baseline.bytesWrittenMean
+        }
+    }
+
     struct RawVolume {
         var id: UInt32
         var name: [UInt8]
@@ -21,6 +43,11 @@ struct RawState {
         var status: UInt8
         var faultFlag: UInt8
         var fault: RawFault?
+        /// Volume fields 11–14: detection on, its sensitivity, a baseline's presence byte and value.
+        var detect: UInt8 = 0
+        var sensitivity: UInt8 = 1
+        var baselineFlag: UInt8 = 0
+        var baseline: RawBaseline?
     }
 
     struct RawRollback {
@@ -57,6 +84,8 @@ struct RawState {
     }
 
     var version: UInt8 = 3
+    /// False: the volumes are written as before the detection fields (volume fields 11–14).
+    var detectionFields = true
     var eventsApplied: UInt64 = 0
     var nextVolumeID: UInt32 = 0
     var nextMapID: UInt32 = 0
@@ -84,7 +113,9 @@ struct RawState {
             RawVolume(
                 id: volume.id, name: Array(volume.name.utf8), sizeBytes: volume.sizeBytes, pathFlag: volume.path == nil ? 0 : 1,
                 path: Array((volume.path ?? "").utf8), status: volume.status.rawValue, faultFlag: volume.fault == nil ? 0 : 1,
-                fault: volume.fault.map { RawFault(id: $0.id, cause: $0.cause.rawValue, reason: Array($0.reason.utf8), onset: $0.onsetMilliseconds) })
+                fault: volume.fault.map { RawFault(id: $0.id, cause: $0.cause.rawValue, reason: Array($0.reason.utf8), onset: $0.onsetMilliseconds) },
+                detect: volume.detect ? 1 : 0, sensitivity: volume.sensitivity.rawValue, baselineFlag: volume.detectorBaseline == nil ? 0 : 1,
+                baseline: volume.detectorBaseline.map(RawBaseline.init))
         }
         maps = state.mapsByID.map { map in
             RawMap(
@@ -130,6 +161,20 @@ struct RawState {
                 writer.write(fault.cause)
                 string(fault.reason)
                 writer.write(fault.onset.map { UInt64(bitPattern: $0) })
+            }
+            guard detectionFields else { continue }
+            writer.write(volume.detect)
+            writer.write(volume.sensitivity)
+            writer.write(volume.baselineFlag)
+            if volume.baselineFlag == 1, let baseline = volume.baseline {
+                writer.write(baseline.version)
+                writer.write(baseline.learnedIntervals)
+                writer.write(baseline.learnedOverwriteIntervals)
+                writer.write(baseline.highEntropyShareMean)
+                writer.write(baseline.highEntropyShareDeviation)
+                writer.write(baseline.increaseShareMean)
+                writer.write(baseline.increaseShareDeviation)
+                writer.write(baseline.bytesWrittenMean)
             }
         }
         writer.write(mapCount ?? UInt32(maps.count))
@@ -192,8 +237,15 @@ struct RawState {
     }
 }
 
+/// A baseline with distinct, non-zero fields.
+private let learnedBaseline = DetectorBaseline(
+    learnedIntervals: 4000, learnedOverwriteIntervals: 1200, highEntropyShareMeanPartsPerMillion: 61_000,
+    highEntropyShareDeviationPartsPerMillion: 23_500, increaseShareMeanPartsPerMillion: 4_200, increaseShareDeviationPartsPerMillion: 3_100,
+    bytesWrittenMean: 7 << 20)
+
 /// A state with every optional present somewhere: a path, a fault, a rollback with and without
-/// a fault id, a start ordinal.
+/// a fault id, a start ordinal, a renamed volume, detection on at each sensitivity and off at a
+/// non-default one, a detector baseline, a fault of cause `detector` with its onset.
 private func richState() throws -> ControllerState {
     var harness = Harness()
     try harness.run(.recordControllerStart(version: "1"))
@@ -210,6 +262,19 @@ private func richState() throws -> ControllerState {
     try harness.run(.recordRollbackProgress(map: 0, grainsRestored: 1, grainsToRestore: 5))
     try harness.run(.startRestore(map: "n"))
     try harness.run(.reportFault(volume: "lonely", cause: .ioError, reason: "EIO ✗"))
+    // Anomaly detection: src (restoring) at high with a baseline, tgt2 off at low, a renamed
+    // volume at low, and one at medium that the detector faulted.
+    try harness.run(.changeVolume(volume: "src", newName: nil, detect: true, sensitivity: .high))
+    try harness.run(.recordDetectorBaseline(volume: 0, baseline: learnedBaseline))
+    try harness.run(.changeVolume(volume: "tgt2", newName: nil, detect: true, sensitivity: .low))
+    try harness.run(.changeVolume(volume: "tgt2", newName: nil, detect: false, sensitivity: nil))
+    try harness.run(.createVolume(name: "watched", sizeBytes: 512, path: nil, detection: .low))
+    try harness.run(.changeVolume(volume: "watched", newName: "watched-2", detect: nil, sensitivity: nil))
+    try harness.run(.createVolume(name: "attacked", sizeBytes: 512, path: nil, detection: .medium))
+    let interval = IntervalStatistics(
+        startMilliseconds: 1_790_000_000_000, bytesWritten: 20 << 20, sampledBlocks: 320, highEntropyBlocks: 300, overwriteSamples: 290,
+        entropyIncreases: 280)
+    try harness.run(.reportAnomaly(volume: 6, verdict: DetectionVerdict(score: 93, onsetMilliseconds: 1_789_999_999_000, evidence: [interval])))
     return harness.state
 }
 
@@ -220,6 +285,10 @@ struct StateEncodingTests {
         let state = try richState()
         #expect(state.maps[0]?.rollback?.faultID == 1)
         #expect(state.maps[2]?.rollback?.faultID == nil)
+        #expect(state.volumes[0]?.detect == true && state.volumes[0]?.sensitivity == .high && state.volumes[0]?.detectorBaseline == learnedBaseline)
+        #expect(state.volumes[3]?.detect == false && state.volumes[3]?.sensitivity == .low && state.volumes[3]?.detectorBaseline == nil)
+        #expect(state.volume("watched-2")?.id == 5 && state.volume("watched") == nil)
+        #expect(state.volumes[6]?.fault?.cause == .detector && state.volumes[6]?.fault?.onsetMilliseconds == 1_789_999_999_000)
         let bytes = state.encoded()
         #expect(bytes == RawState(state).bytes)
         #expect(try ControllerState.decode(bytes) == state)
@@ -236,6 +305,61 @@ struct StateEncodingTests {
             + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0]
         #expect(bytes == header + [0, 0, 0, 0] + [0, 0, 0, 0] + [0, 0, 0, 0])
         #expect(try ControllerState.decode(bytes) == ControllerState())
+    }
+
+    @Test("a volume's detection fields follow its fault: detect, sensitivity, a presence byte and the 33-byte baseline")
+    func detectionLayout() throws {
+        var harness = Harness()
+        try harness.run(.createVolume(name: "a", sizeBytes: 512, path: nil))
+        // Header: version, eventsApplied 1, nextVolumeID 1, nextMapID 0, nextFaultID 1,
+        // nextStartOrdinal 1, controllerStarts 0, nextGroupID 0; one volume.
+        func header(eventsApplied: UInt8) -> [UInt8] {
+            [3, eventsApplied, 0, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0] + [0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 0]
+                + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 0] + [1, 0, 0, 0]
+        }
+        // id 0, name "a", 512 bytes, no path, online, no fault.
+        let volume: [UInt8] = [0, 0, 0, 0, 1, 0, 0x61, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        let noMapsNoGroups: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0]
+        // Never turned on: off, medium, no baseline.
+        #expect(harness.state.encoded() == header(eventsApplied: 1) + volume + [0, 1, 0] + noMapsNoGroups)
+
+        try harness.run(.changeVolume(volume: "a", newName: nil, detect: true, sensitivity: .high))
+        try harness.run(.recordDetectorBaseline(volume: 0, baseline: DetectorBaseline()))
+        // An empty baseline: version 1 and 32 zero bytes.
+        let empty = harness.state.encoded()
+        #expect(empty == header(eventsApplied: 3) + volume + [1, 2, 1] + [1] + [UInt8](repeating: 0, count: 32) + noMapsNoGroups)
+        #expect(try ControllerState.decode(empty) == harness.state)
+
+        try harness.run(.recordDetectorBaseline(volume: 0, baseline: learnedBaseline))
+        let learned = harness.state.encoded()
+        #expect(learned == header(eventsApplied: 4) + volume + [1, 2, 1] + learnedBaseline.encoded() + noMapsNoGroups)
+        #expect(learned == RawState(harness.state).bytes)
+        let decoded = try ControllerState.decode(learned)
+        #expect(decoded == harness.state && decoded.volumes[0]?.detectorBaseline == learnedBaseline)
+
+        // Turned off: the sensitivity and the baseline are kept.
+        try harness.run(.changeVolume(volume: "a", newName: nil, detect: false, sensitivity: nil))
+        #expect(harness.state.encoded() == header(eventsApplied: 5) + volume + [0, 2, 1] + learnedBaseline.encoded() + noMapsNoGroups)
+        #expect(try ControllerState.decode(harness.state.encoded()) == harness.state)
+    }
+
+    @Test("a version-3 checkpoint written before the detection fields does not decode")
+    func checkpointWithoutDetectionFields() throws {
+        // The fields were added within version 3 (`Specs/events.md` 4.2): such a checkpoint must
+        // be rejected, never read as another state.
+        var harness = Harness()
+        try harness.run(.createVolume(name: "a", sizeBytes: 512, path: nil))
+        var single = RawState(harness.state)
+        single.detectionFields = false
+        var rich = RawState(try richState())
+        rich.detectionFields = false
+        for raw in [single, rich] {
+            let result = decodeResult { () throws(DecodeError) in try ControllerState.decode(raw.bytes) }
+            guard case .failure = result else {
+                Issue.record("a checkpoint without the detection fields decoded: \(result)")
+                continue
+            }
+        }
     }
 
     @Test("equal states encode to equal bytes, whatever order they were built in")
@@ -302,7 +426,18 @@ struct StateEncodingTests {
         ("volume.status", { $0.volumes[0].status = 4 }),
         ("volume.path", { $0.volumes[0].pathFlag = 2 }),
         ("volume.fault", { $0.volumes[1].faultFlag = 2 }),
-        ("fault.cause", { $0.volumes[0].fault!.cause = 5 }),
+        ("fault.cause", { $0.volumes[0].fault!.cause = 6 }),
+        ("fault.cause", { $0.volumes[0].fault!.cause = 0xFF }),
+        ("volume.detect", { $0.volumes[0].detect = 2 }),
+        ("volume.sensitivity", { $0.volumes[0].sensitivity = 3 }),
+        ("volume.sensitivity", { $0.volumes[1].sensitivity = 0xFF }),
+        ("volume.detectorBaseline", { $0.volumes[0].baselineFlag = 2 }),
+        ("baseline.version", { $0.volumes[0].baseline!.version = 0 }),
+        ("baseline.version", { $0.volumes[0].baseline!.version = 2 }),
+        ("baseline.learnedOverwriteIntervals", { $0.volumes[0].baseline!.learnedOverwriteIntervals = 4001 }),
+        ("baseline.highEntropyShareMean", { $0.volumes[0].baseline!.highEntropyShareMean = 1_000_001 }),
+        ("baseline.increaseShareDeviation", { $0.volumes[0].baseline!.increaseShareDeviation = .max }),
+        ("baseline.bytesWrittenMean", { $0.volumes[0].baseline!.bytesWrittenMean = (1 << 40) + 1 }),
         ("volume.id", { $0.volumes[1].id = $0.volumes[0].id }),
         ("volume.id", { $0.volumes[1].name = $0.volumes[0].name }),
         ("map.role", { $0.maps[0].role = 2 }),
@@ -322,7 +457,7 @@ struct StateEncodingTests {
     @Test("fields outside their domains, and duplicate ids or names, are refused")
     func invalidValues() throws {
         let state = try richState()
-        #expect(state.volumes[0]?.fault != nil && state.maps[0]?.rollback != nil)
+        #expect(state.volumes[0]?.fault != nil && state.maps[0]?.rollback != nil && state.volumes[0]?.detectorBaseline != nil)
         for (index, (field, mutate)) in Self.invalidFields.enumerated() {
             var raw = RawState(state)
             mutate(&raw)

@@ -128,6 +128,7 @@ func checkInvariants(_ state: ControllerState, sourceLocation: SourceLocation = 
         if volume.status == .faulted { #expect(volume.fault != nil, sourceLocation: sourceLocation) }
         if volume.status == .online { #expect(volume.fault == nil, sourceLocation: sourceLocation) }
         if let fault = volume.fault { #expect(fault.id < state.nextFaultID, sourceLocation: sourceLocation) }
+        if let baseline = volume.detectorBaseline { #expect(baseline.isValid, "volume \(volume.name) baseline", sourceLocation: sourceLocation) }
         let restoring = state.maps.values.filter { $0.role == .forward && $0.sourceID == volume.id && $0.rollback != nil }
         #expect(restoring.count <= 1, "two rollbacks onto \(volume.name)", sourceLocation: sourceLocation)
         let targetOf = state.maps.values.filter { $0.role == .forward && $0.targetID == volume.id }
