@@ -90,6 +90,19 @@ struct EventRecordSeeds {
         .groupRollbackStopped(id: 0, reason: "stopped: target tgt of lcmap m faulted (fault 6)"),
         .groupRollbackScheduled(id: 0, faultID: 5),
         .groupRemoved(id: 0),
+        .volumeRenamed(id: 0, name: "src2"),
+        .volumeDetectionChanged(id: 0, enabled: true, sensitivity: .high),
+        .volumeDetectionChanged(id: 0, enabled: false, sensitivity: .low),
+        .anomalyDetected(id: 0, score: 0, onsetMilliseconds: 1_700_000_000_000, evidence: []),
+        .anomalyDetected(
+            id: 0, score: 97, onsetMilliseconds: 1_700_000_000_000,
+            evidence: [
+                IntervalStatistics(
+                    startMilliseconds: 1_700_000_001_000, bytesWritten: 20 << 20, sampledBlocks: 320, highEntropyBlocks: 300,
+                    overwriteSamples: 300, entropyIncreases: 290)
+            ]),
+        .detectorBaselineSaved(id: 0, baseline: DetectorBaseline()),
+        .volumeFaulted(id: 0, faultID: 7, cause: .detector, reason: "anomaly score 97"),
     ]
 
     /// Create, start, copy, fault with autorestore, roll back, stop, abandon a rollback: every
@@ -122,5 +135,14 @@ struct EventRecordSeeds {
         .startGroup(group: "g"),
         .reportFault(volume: "src2", cause: .operator, reason: "encrypted"),
         .completeRollback(map: 0),
+        // Detection on a volume, renamed, a verdict that faults it.
+        .createVolume(name: "watched", sizeBytes: 1 << 20, path: nil, detection: .medium),
+        .changeVolume(volume: "watched", newName: "watched2", detect: nil, sensitivity: .high),
+        .recordDetectorBaseline(volume: 5, baseline: DetectorBaseline()),
+        .reportAnomaly(
+            volume: 5,
+            verdict: DetectionVerdict(
+                score: 90, onsetMilliseconds: 1_700_000_000_000,
+                evidence: [IntervalStatistics(startMilliseconds: 1_700_000_001_000, bytesWritten: 1 << 20, sampledBlocks: 16, highEntropyBlocks: 16, overwriteSamples: 16, entropyIncreases: 16)])),
     ]
 }
