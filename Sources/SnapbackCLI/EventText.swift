@@ -178,7 +178,7 @@ enum EventText {
         case let .volumeDetectionChanged(id, enabled, sensitivity):
             return "\(volume(id)) anomaly detection \(enabled ? "on, sensitivity \(sensitivity)" : "off")"
         case let .anomalyDetected(id, score, onset, evidence):
-            return "anomaly detected on \(volume(id)): score \(score), damage began at \(time(onset)) at the latest (\(evidence.count) intervals of evidence)"
+            return "anomaly detected on \(volume(id)): score \(score), damage began no earlier than \(time(onset)) (\(evidence.count) intervals of evidence)"
         case let .detectorBaselineSaved(id, baseline):
             return "\(volume(id)) detector baseline saved (\(baseline.learnedIntervals) intervals learned)"
         }

@@ -213,7 +213,7 @@ struct Story {
                 let first = evidence.first.map { ", first anomalous interval at \(EventText.time($0.startMilliseconds))" } ?? ""
                 let increases = evidence.reduce(0) { $0 + Int($1.entropyIncreases) }
                 let overwrites = evidence.reduce(0) { $0 + Int($1.overwriteSamples) }
-                say("the controller's anomaly detector fired on volume \(volumeName(id)): score \(score) of 100, \(increases) of \(overwrites) sampled overwrites over \(evidence.count) intervals replaced plain data with high-entropy data\(first); the damage began at \(EventText.time(onset)) at the latest, so only an image taken at or before it is rolled back")
+                say("the controller's anomaly detector fired on volume \(volumeName(id)): score \(score) of 100, \(increases) of \(overwrites) sampled overwrites over \(evidence.count) intervals replaced plain data with high-entropy data\(first); the damage began no earlier than \(EventText.time(onset)), so only an image taken at or before it is rolled back")
             }
 
         // Consistency groups: the group's own story, and the group events of its members'.

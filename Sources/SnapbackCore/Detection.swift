@@ -524,7 +524,7 @@ public struct DetectorState: Sendable, Equatable {
 public struct DetectionVerdict: Sendable, Equatable {
     /// The anomaly score when it fired, 50...100 (100 for a departure twice the threshold).
     public var score: Int
-    /// When the damage began at the latest: one interval before the first interval that departed
+    /// A time no later than the damage began: one interval before the first interval that departed
     /// (milliseconds since the Unix epoch). Images taken at or before it predate the attack.
     public var onsetMilliseconds: Int64
     /// The anomalous intervals of the streak, oldest first (at most

@@ -66,8 +66,8 @@ public enum Event: Sendable, Equatable {
     case volumeRenamed(id: VolumeID, name: String)
     /// The anomaly detector of volume `id` turned on or off, at `sensitivity`.
     case volumeDetectionChanged(id: VolumeID, enabled: Bool, sensitivity: DetectionSensitivity)
-    /// The detector found volume `id`'s writes anomalous: `score` 0–100, the damage began at
-    /// `onsetMilliseconds` at the latest, and `evidence` the interval statistics that tripped it.
+    /// The detector found volume `id`'s writes anomalous: `score` 0–100, the damage began
+    /// no earlier than `onsetMilliseconds`, and `evidence` the interval statistics that tripped it.
     /// A `VolumeFaulted` of cause `detector` follows in the same commit.
     case anomalyDetected(id: VolumeID, score: UInt8, onsetMilliseconds: Int64, evidence: [IntervalStatistics])
     /// What the detector learned of volume `id`'s writes.
