@@ -155,8 +155,8 @@ struct Story {
                 } else {
                     how = trigger == .auto ? "automatically by the controller (autorestore on)\(cause)" : "by an operator (startlcmap -restore)\(cause)"
                 }
-                let image = state.maps[id]?.startedAtMilliseconds.map { " to its image of \(EventText.time($0))" } ?? ""
-                say("rollback of lcmap \(mapName(id)) onto \(sourceName(id))\(image) started \(how)")
+                let image = state.maps[id]?.startedAtMilliseconds.map { "; the image restored was taken at \(EventText.time($0))" } ?? ""
+                say("rollback of lcmap \(mapName(id)) onto \(sourceName(id)) started \(how)\(image)")
             }
         case let .rollbackCompleted(id):
             if concernsMap(id) || isMember(id) {
