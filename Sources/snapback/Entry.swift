@@ -3,7 +3,7 @@ import SnapbackCLI
 
 @main
 enum Entry {
-    static func main() async {
-        exit(await SnapbackCommand.main(arguments: Array(CommandLine.arguments.dropFirst())))
+    static func main() {
+        exit(SnapbackCommand.main(arguments: Array(CommandLine.arguments.dropFirst())))
     }
 }
