@@ -248,22 +248,79 @@ struct RecoverVolume: ParsableCommand {
     }
 }
 
-/// `wait`'s progress: a bar redrawn in place on a terminal, else a plain line whenever the
-/// percentage changes.
+/// `wait`'s progress: a bar with the rate and the time left, redrawn in place on a terminal;
+/// else a plain line whenever the percentage changes (`m0 rollback 42%`).
 struct ProgressLine {
     let terminal = isatty(STDOUT_FILENO) == 1
     private var last = ""
+    /// The first percentage seen and when: the rate is measured from there.
+    private var first: (percent: Int, time: Date)?
 
-    mutating func show(_ name: String, _ following: String, _ percent: Int) {
+    /// Shows `percent` of `name`'s `following` (rollback or copy). `totalBytes`, when known, is
+    /// the size 100 % stands for: the rate is then in bytes per second, else in percent.
+    mutating func show(_ name: String, _ following: String, _ percent: Int, totalBytes: UInt64? = nil) {
         let line = "\(name) \(following) \(percent)%"
         if terminal {
-            let filled = percent * 40 / 100
-            let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: 40 - filled)
-            FileHandle.standardOutput.write(Data("\r\(name) \(following) [\(bar)] \(percent)%".utf8))
+            let now = Date()
+            let start = first ?? (percent, now)
+            first = start
+            let text = Self.bar(
+                name, following, percent, percentSinceStart: percent - start.percent,
+                elapsedSeconds: now.timeIntervalSince(start.time), totalBytes: totalBytes)
+            // Erase to the end of the line: the new text may be shorter than the old.
+            FileHandle.standardOutput.write(Data("\r\(text)\u{1B}[K".utf8))
         } else if line != last {
             printResult(line)
         }
         last = line
+    }
+
+    /// One terminal line: `m0 rollback [####----] 42%  12.5 MiB/s  ETA 0:17`. The rate is the
+    /// average since the first percentage seen; the ETA shows `--:--` until that has moved, and
+    /// the elapsed time once at 100 %.
+    static func bar(
+        _ name: String, _ following: String, _ percent: Int, percentSinceStart: Int, elapsedSeconds: Double, totalBytes: UInt64?
+    ) -> String {
+        let shown = min(max(percent, 0), 100)
+        let filled = shown * 40 / 100
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: 40 - filled)
+        var text = "\(name) \(following) [\(bar)] \(shown)%"
+        let percentPerSecond = elapsedSeconds > 0.5 && percentSinceStart > 0 ? Double(percentSinceStart) / elapsedSeconds : nil
+        if let percentPerSecond {
+            if let totalBytes {
+                text += "  " + bytesPerSecondText(percentPerSecond * Double(totalBytes) / 100)
+            } else {
+                text += "  " + String(format: "%.1f %%/s", percentPerSecond)
+            }
+        }
+        if shown == 100 {
+            text += "  in " + durationText(elapsedSeconds)
+        } else if let percentPerSecond {
+            text += "  ETA " + durationText(Double(100 - shown) / percentPerSecond)
+        } else {
+            text += "  ETA --:--"
+        }
+        return text
+    }
+
+    /// `512 KiB/s`, `12.5 MiB/s`, `1.2 GiB/s`.
+    static func bytesPerSecondText(_ bytesPerSecond: Double) -> String {
+        let units = ["B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"]
+        var value = bytesPerSecond
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return value >= 100 || unit == 0 ? "\(Int(value.rounded())) \(units[unit])" : String(format: "%.1f", value) + " " + units[unit]
+    }
+
+    /// `m:ss`, or `h:mm:ss` from an hour on.
+    static func durationText(_ seconds: Double) -> String {
+        let total = Int(min(max(seconds, 0), 359_999).rounded())
+        let (hours, minutes, remainder) = (total / 3600, total / 60 % 60, total % 60)
+        let tail = String(format: "%02d", remainder)
+        return hours > 0 ? "\(hours):\(String(format: "%02d", minutes)):\(tail)" : "\(minutes):\(tail)"
     }
 }
 
@@ -318,10 +375,13 @@ struct WaitForMap: ParsableCommand {
             try report(last)
             return
         }
+        // A background copy covers the whole source: the bar's rate is then in bytes per second.
+        let copyBytes = terminal && following == "copy"
+            ? try client.call("GET", "/v1/volumes/\(pathSegment(row.source))", as: VolumeRow.self).size : nil
         while true {
             let done = following == "rollback" ? row.restoring == "no" : row.status != "copying"
             let percent = done ? 100 : (following == "rollback" ? row.restore_progress : row.progress)
-            progress.show(row.name, following, percent)
+            progress.show(row.name, following, percent, totalBytes: copyBytes)
             if done {
                 if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
                 if following == "rollback" {

@@ -10,7 +10,9 @@ struct LogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Inspect, verify and export the event log (read-only; no daemon needed).",
-        subcommands: [LogShow.self, LogExplain.self, LogVerify.self, LogState.self, LogStats.self, LogExport.self]
+        subcommands: [
+            LogShow.self, LogFollow.self, LogExplain.self, LogVerify.self, LogHead.self, LogState.self, LogStats.self, LogExport.self,
+        ]
     )
 }
 
@@ -195,11 +197,29 @@ struct LogVerify: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check every record's checksum, the hash chain, gaps, versions and checkpoints.",
-        discussion: "Exit 0 when all hold; otherwise the first bad record is named and the exit code tells the kind: 3 checksum, 4 chain, 5 gap or missing records, 6 unsupported version, 7 malformed or undecodable record, 8 checkpoint, 9 unreadable log."
+        discussion: "Exit 0 when all hold; otherwise the first bad record is named and the exit code tells the kind: 3 checksum, 4 chain (or an -anchor the chain does not pass through), 5 gap or missing records, 6 unsupported version, 7 malformed or undecodable record, 8 checkpoint, 9 unreadable log."
     )
+
+    /// `-anchor SEQ:HASH`; anything else is malformed syntax (exit 2).
+    struct Anchor: ExpressibleByArgument {
+        var anchor: LogAnchor
+
+        init?(argument: String) {
+            guard let anchor = LogAnchor(argument) else { return nil }
+            self.anchor = anchor
+        }
+
+        static var defaultValueDescription: String { "SEQ:HASH" }
+    }
 
     @OptionGroup var location: LogLocation
     @Flag(name: .ibm("json"), help: "Print the report as JSON.") var json = false
+    @Option(
+        name: .ibm("anchor"),
+        help: ArgumentHelp(
+            "A sequence number and its chain hash published earlier (`snapback log head`); the chain must pass through it. Repeatable.",
+            valueName: "SEQ:HASH"))
+    var anchors: [Anchor] = []
 
     func run() throws {
         let log: EventLog
@@ -209,12 +229,13 @@ struct LogVerify: ParsableCommand {
             if case .noLog = error { throw error }
             throw CLIError(code: "log_unreadable", message: error.description, exitCode: VerifyProblem.Kind.unreadable.exitCode)
         }
-        let report = log.verify()
+        let report = log.verify(anchors: anchors.map(\.anchor))
         if json {
             var object: [String: Any] = [
                 "ok": report.isSound, "records": report.recordsChecked, "lastSeq": report.lastSequence,
                 "checkpoints": report.checkpointsChecked,
             ]
+            if !anchors.isEmpty { object["anchors"] = report.anchorsChecked }
             if let problem = report.problem {
                 object["problem"] = ["kind": problem.kind.rawValue, "seq": problem.sequence as Any, "detail": problem.detail]
             }
@@ -225,8 +246,36 @@ struct LogVerify: ParsableCommand {
             throw CLIError(code: "log_\(problem.kind.rawValue)", message: problem.description, exitCode: problem.kind.exitCode)
         }
         if !json {
-            print("ok: \(report.recordsChecked) records (seq 1 to \(report.lastSequence)), checksums and hash chain intact, \(report.checkpointsChecked) checkpoints match the log")
+            let anchored = anchors.isEmpty ? "" : ", the chain passes through \(report.anchorsChecked) anchor\(report.anchorsChecked == 1 ? "" : "s")"
+            print("ok: \(report.recordsChecked) records (seq 1 to \(report.lastSequence)), checksums and hash chain intact, \(report.checkpointsChecked) checkpoints match the log\(anchored)")
         }
+    }
+}
+
+struct LogHead: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "head",
+        abstract: "The last sequence number and its chain hash, as SEQ:HASH, to publish elsewhere.",
+        discussion: "Publish the line (a ticket, another system's log); later `snapback log verify -anchor SEQ:HASH` checks that the log still passes through it, so rewriting the whole log is caught."
+    )
+
+    @OptionGroup var location: LogLocation
+    @Flag(name: .ibm("json"), help: "Print {seq, hash, anchor, time}.") var json = false
+
+    func run() throws {
+        let log = try location.open()
+        guard let (anchor, timestampMilliseconds) = try log.chainHead() else {
+            throw CLIError(code: "empty_log", message: "the log in \(LogLocation.logDirectory(location.dataDirectory)) holds no records yet")
+        }
+        guard json else {
+            print(anchor.description)
+            return
+        }
+        let object: [String: Any] = [
+            "seq": anchor.sequence, "hash": anchor.hashHex, "anchor": anchor.description, "time": EventText.time(timestampMilliseconds),
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
     }
 }
 

@@ -234,6 +234,32 @@ public final class EventLog: @unchecked Sendable {
         }
     }
 
+    /// The last record as an anchor (its sequence number and chain hash, computed from the record
+    /// itself), and its time; `nil` for an empty log. Read in one snapshot beside a running writer.
+    /// - Throws: ``LogError/headMismatch(_:)`` when the recorded head disagrees with the last
+    ///   record, ``LogError/lmdb(_:)``.
+    public func chainHead() throws -> (anchor: LogAnchor, timestampMilliseconds: Int64)? {
+        try environment.read { transaction in
+            let head = try Self.decodeHead(try Self.headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
+            var last: (anchor: LogAnchor, timestampMilliseconds: Int64)?
+            try transaction.scan(events, from: nil, backwards: true) { key, value in
+                guard let sequence = LogRecord.sequence(ofKey: key), sequence >= 1 else {
+                    throw LogError.headMismatch("the last key has \(key.count) bytes; run `snapback log verify`")
+                }
+                let record: RecordView
+                do throws(RecordProblem) { record = try RecordView(sequence: sequence, value: value) } catch {
+                    throw LogError.damagedRecord(sequence: sequence, problem: error)
+                }
+                last = (LogAnchor(sequence: sequence, hash: record.hash), record.timestampMilliseconds)
+                return false
+            }
+            guard head.sequence == (last?.anchor.sequence ?? 0), head.hash == (last?.anchor.hash ?? LogRecord.zeroHash) else {
+                throw LogError.headMismatch("head says seq \(head.sequence), last record is seq \(last?.anchor.sequence ?? 0)")
+            }
+            return last
+        }
+    }
+
     static func decodeHead(_ bytes: UnsafeRawBufferPointer?) throws -> (sequence: UInt64, hash: [UInt8]) {
         guard let bytes else { return (0, LogRecord.zeroHash) }
         guard bytes.count == 40, let sequence = LogRecord.sequence(ofKey: UnsafeRawBufferPointer(rebasing: bytes[0..<8])) else {

@@ -5,6 +5,8 @@ public struct VerifyReport: Sendable {
     public var recordsChecked: UInt64 = 0
     public var lastSequence: UInt64 = 0
     public var checkpointsChecked = 0
+    /// Anchors the chain was found to pass through.
+    public var anchorsChecked = 0
     /// The first problem, in log order; `nil` when the log is sound.
     public var problem: VerifyProblem?
 
@@ -24,12 +26,15 @@ public struct VerifyProblem: Sendable, Equatable, CustomStringConvertible {
         case head
         case checkpoint
         case unreadable
+        /// The chain does not pass through an anchor (`-anchor SEQ:HASH`): the record there hashes
+        /// otherwise, or the log ends before it.
+        case anchor
 
         /// The exit code of `snapback log verify` for this kind of damage.
         public var exitCode: Int32 {
             switch self {
             case .checksum: 3
-            case .chain: 4
+            case .chain, .anchor: 4
             case .gap, .head: 5
             case .version: 6
             case .malformed, .undecodable: 7
@@ -65,9 +70,11 @@ extension RecordProblem {
 
 extension EventLog {
     /// Checks every record (shape, version, checksum, chain link, sequence continuity, payload),
-    /// the head, and every checkpoint against the replayed log. Stops at the first problem.
-    public func verify() -> VerifyReport {
+    /// the head, every checkpoint against the replayed log, and that the chain passes through each
+    /// of `anchors`. Stops at the first problem.
+    public func verify(anchors: [LogAnchor] = []) -> VerifyReport {
         var report = VerifyReport()
+        let anchorsBySequence = Dictionary(grouping: anchors, by: \.sequence)
         do {
             // Checkpoints first, so the single pass over the log can compare states.
             // A damaged record is reported before a checkpoint that no longer matches it.
@@ -112,6 +119,15 @@ extension EventLog {
                     }
                     report.recordsChecked += 1
                     report.lastSequence = sequence
+                    for anchor in anchorsBySequence[sequence] ?? [] {
+                        guard anchor.hash == previousHash else {
+                            report.problem = VerifyProblem(
+                                kind: .anchor, sequence: sequence,
+                                detail: "the record hashes to \(LogAnchor.hex(previousHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
+                            return false
+                        }
+                        report.anchorsChecked += 1
+                    }
                     if let stored = expectedStates[sequence], stored != state.encoded() {
                         report.problem = VerifyProblem(
                             kind: .checkpoint, sequence: sequence,
@@ -129,6 +145,12 @@ extension EventLog {
                     detail: "the head records seq \(head.sequence) but the log ends at seq \(report.lastSequence): records are missing at the end")
                 return report
             }
+            if let beyond = anchors.filter({ $0.sequence > report.lastSequence }).min(by: { $0.sequence < $1.sequence }) {
+                report.problem = VerifyProblem(
+                    kind: .anchor, sequence: beyond.sequence,
+                    detail: "the anchor is past the end of the log (seq \(report.lastSequence)): records were removed, or this is another log")
+                return report
+            }
             if let first = checkpointProblems.first {
                 report.problem = first
                 return report
@@ -140,5 +162,68 @@ extension EventLog {
             report.problem = VerifyProblem(kind: .unreadable, sequence: nil, detail: "\(error)")
         }
         return report
+    }
+}
+
+/// A point of the hash chain published outside the log (`snapback log head`): the record at
+/// `sequence` hashes to `hash` (SHA-256 of its key and value, what the next record stores as
+/// `previousHash`). A log rewritten from any record up to `sequence` no longer passes through it,
+/// even when its own chain is intact.
+public struct LogAnchor: Sendable, Equatable, CustomStringConvertible {
+    /// The record's sequence number, 1 or more.
+    public var sequence: UInt64
+    /// The record's chain hash, 32 bytes.
+    public var hash: [UInt8]
+
+    public init(sequence: UInt64, hash: [UInt8]) {
+        precondition(sequence >= 1 && hash.count == 32, "an anchor is a record's sequence number and its 32-byte hash")
+        self.sequence = sequence
+        self.hash = hash
+    }
+
+    /// Parses `SEQ:HASH`: a decimal sequence number of 1 or more and 64 hex digits (either case).
+    /// Returns `nil` for anything else.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let sequence = UInt64(parts[0]), sequence >= 1, let hash = Self.bytes(hex: parts[1]) else { return nil }
+        self.init(sequence: sequence, hash: hash)
+    }
+
+    /// `SEQ:HASH`, the hash in lowercase hex: what `init?(_:)` parses.
+    public var description: String { "\(sequence):\(hashHex)" }
+
+    /// The hash in 64 lowercase hex digits.
+    public var hashHex: String { Self.hex(hash) }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// The 32 bytes of 64 hex digits, or `nil`.
+    static func bytes(hex: Substring) -> [UInt8]? {
+        let digits = Array(hex.utf8)
+        guard digits.count == 64 else { return nil }
+        func value(_ digit: UInt8) -> UInt8? {
+            switch digit {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(32)
+        for index in stride(from: 0, to: 64, by: 2) {
+            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return bytes
     }
 }
