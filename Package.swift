@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The C shim: Debian's liblmdb-dev, found through pkg-config.
@@ -63,12 +65,15 @@ let package = Package(
         // The control API's wire types, shared by the server and the CLI.
         .target(name: "SnapbackAPI", dependencies: ["SnapbackCore"]),
         // snapbackd's runtime: the HTTP control API on a Unix socket, NBD export of volumes, the
-        // background copy loop, start-up and graceful shutdown.
+        // background copy loop, start-up and graceful shutdown, and `/metrics` (swift-metrics
+        // objects, exposed in the Prometheus text format by swift-prometheus).
         .target(
             name: "SnapbackServer",
             dependencies: [
                 "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackNBD", "SnapbackAPI",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -17,11 +17,14 @@ struct ControlAPI {
     let logDataFile: String
     let version: String
     let logger: Logger
+    /// `GET /metrics`.
+    let metrics: MetricsEndpoint
     /// A bound on request bodies.
     static let requestBytesMax = 64 * 1024
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
+        router.get("metrics") { _, _ in metrics.response() }
         router.get("v1/system") { _, _ in
             let health = controller.health
             var status = stat()

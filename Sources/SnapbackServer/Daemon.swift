@@ -19,13 +19,21 @@ public struct DaemonOptions: Sendable {
     public var nbdHost: String
     public var nbdPort: Int
     public var mapSizeBytes: Int
+    /// Where `GET /metrics` is also served over TCP (`--metrics`); `nil`: on the control socket only.
+    public var metricsHost: String?
+    public var metricsPort: Int
 
-    public init(dataDirectory: String, socketPath: String?, nbdHost: String, nbdPort: Int, mapSizeBytes: Int) {
+    public init(
+        dataDirectory: String, socketPath: String?, nbdHost: String, nbdPort: Int, mapSizeBytes: Int, metricsHost: String? = nil,
+        metricsPort: Int = 0
+    ) {
         self.dataDirectory = dataDirectory
         self.socketPath = socketPath
         self.nbdHost = nbdHost
         self.nbdPort = nbdPort
         self.mapSizeBytes = mapSizeBytes
+        self.metricsHost = metricsHost
+        self.metricsPort = metricsPort
     }
 }
 
@@ -59,19 +67,26 @@ public enum Daemon {
         defer { withExtendedLifetime(lock) {} }
 
         let started = Date()
+        let metrics = DaemonMetrics()
         let log: EventLog
         let controller: Controller
         let replayedFrom: UInt64?
+        let startupEvents: [Event]
         do {
             log = try EventLog(directory: directory + "/log", mapSizeBytes: options.mapSizeBytes)
             replayedFrom = try log.checkpointSequences().first
+            let recovered = log.lastSequence
             controller = try Controller(
-                durable: try LogDurableStore(log: log), volumes: try FileVolumeProvider(dataDirectory: directory),
+                durable: try LogDurableStore(log: log, commitObserver: metrics.logCommitted), volumes: try FileVolumeProvider(dataDirectory: directory),
                 clock: { Int64(Date().timeIntervalSince1970 * 1000) }, version: version)
+            // What recovery itself committed (ControllerStarted, faults of missing backing stores).
+            startupEvents = try log.storedEvents(from: recovered + 1).map(\.event)
         } catch {
             throw DaemonError("cannot recover from \(directory): \(error)")
         }
         let state = controller.state
+        metrics.committed(startupEvents)
+        metrics.start(from: state)
         if state.eventsApplied - (replayedFrom ?? 0) >= checkpointIntervalEvents { try controller.checkpoint() }
         for (volumeID, problem) in controller.backingProblems.sorted(by: { $0.key < $1.key }) {
             logger.error("backing store problem", metadata: ["volume": "\(volumeID)", "problem": "\(problem)"])
@@ -88,7 +103,13 @@ public enum Daemon {
 
         let socketPath = options.socketPath ?? directory + "/control.sock"
         try removeStaleSocket(socketPath)
-        let api = ControlAPI(controller: controller, log: log, logDataFile: directory + "/log/data.mdb", version: version, logger: logger)
+        let nbdServer = NBDServer(
+            provider: ControllerExportProvider(controller: controller, metrics: metrics), host: options.nbdHost, port: options.nbdPort,
+            logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
+        let logDataFile = directory + "/log/data.mdb"
+        let endpoint = MetricsEndpoint(
+            metrics: metrics, controller: controller, logDataFile: logDataFile, nbdConnectionCount: { nbdServer.connectionCount })
+        let api = ControlAPI(controller: controller, log: log, logDataFile: logDataFile, version: version, logger: logger, metrics: endpoint)
         let application = Application(
             router: api.router(),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
@@ -98,13 +119,11 @@ public enum Daemon {
                 logger.info("control API listening", metadata: ["socket": "\(socketPath)"])
             },
             logger: logger)
-        let nbdServer = NBDServer(
-            provider: ControllerExportProvider(controller: controller), host: options.nbdHost, port: options.nbdPort,
-            logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         // Hosts re-attach when a rollback starts onto a volume: their caches hold bytes the
         // rollback replaces (Specs/data-plane.md, "Hosts re-attach").
         // The same holds for a target when its map starts: it shows a new image.
         controller.observeCommits { events, state in
+            metrics.committed(events)
             for event in events {
                 let (mapID, onTarget, why): (MapID, Bool, String)
                 switch event {
@@ -122,9 +141,16 @@ public enum Daemon {
         }
         let nbd = NBDService(server: nbdServer, logger: logger)
         let background = BackgroundService(controller: controller, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: application), .init(service: nbd), .init(service: background)]
+        if let host = options.metricsHost {
+            services.append(
+                .init(
+                    service: MetricsListener.application(
+                        endpoint: endpoint, host: host, port: options.metricsPort, serverName: "snapbackd/\(version)", logger: logger)))
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: application), .init(service: nbd), .init(service: background)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         try? controller.checkpoint()

@@ -3,7 +3,7 @@ import Foundation
 import SnapbackLog
 import SnapbackServer
 
-/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT]`: the Snapback controller.
+/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT] [--metrics [HOST:]PORT]`: the Snapback controller.
 @main
 struct SnapbackdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,6 +17,12 @@ struct SnapbackdCommand: AsyncParsableCommand {
     var nbd = "127.0.0.1:10809"
     @Option(name: [.customLong("map-size-mib"), .customLong("map-size-mib", withSingleDash: true)], help: "Initial LMDB map size in MiB (it grows when full).")
     var mapSizeMebibytes = EventLog.mapSizeBytesDefault >> 20
+    @Option(
+        name: [.customLong("metrics"), .customLong("metrics", withSingleDash: true)],
+        help: ArgumentHelp(
+            "Also serve GET /metrics (Prometheus text format) over TCP on HOST:PORT, a bare PORT meaning 127.0.0.1:PORT (off by default; /metrics is always on the control socket).",
+            valueName: "[HOST:]PORT"))
+    var metrics: String?
 
     func validate() throws {
         guard let colon = nbd.lastIndex(of: ":"), let port = Int(nbd[nbd.index(after: colon)...]), (0...65535).contains(port),
@@ -25,15 +31,33 @@ struct SnapbackdCommand: AsyncParsableCommand {
             throw ValidationError("--nbd takes HOST:PORT, such as 127.0.0.1:10809")
         }
         guard mapSizeMebibytes >= 1 else { throw ValidationError("--map-size-mib must be at least 1") }
+        if let metrics, Self.hostAndPort(metrics, defaultHost: "127.0.0.1") == nil {
+            throw ValidationError("--metrics takes PORT or HOST:PORT, such as 9464 or 0.0.0.0:9464")
+        }
+    }
+
+    /// `HOST:PORT`, `[IPV6]:PORT`, or a bare `PORT` on `defaultHost`; `nil` when malformed.
+    static func hostAndPort(_ text: String, defaultHost: String) -> (host: String, port: Int)? {
+        let colon = text.lastIndex(of: ":")
+        let portText = colon.map { text[text.index(after: $0)...] } ?? text[...]
+        guard let port = Int(portText), (0...65535).contains(port) else { return nil }
+        guard let colon else { return (defaultHost, port) }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
     }
 
     func run() async throws {
         let colon = nbd.lastIndex(of: ":")!
         var host = String(nbd[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        let options = DaemonOptions(
+        var options = DaemonOptions(
             dataDirectory: dataDirectory, socketPath: socket, nbdHost: host, nbdPort: Int(nbd[nbd.index(after: colon)...])!,
             mapSizeBytes: mapSizeMebibytes << 20)
+        if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
+            options.metricsHost = address.host
+            options.metricsPort = address.port
+        }
         do {
             try await Daemon.run(options)
         } catch {

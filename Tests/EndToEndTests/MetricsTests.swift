@@ -1,0 +1,335 @@
+import Foundation
+import SnapbackAPI
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Issue 15, part 1: `GET /metrics` of a real snapbackd, on the control socket and on
+/// `--metrics PORT` (TCP, loopback for a bare port), after host I/O over NBD, a fault, an
+/// automatic rollback and an I/O error; every scrape passes `promtool check metrics`.
+@Suite("metrics")
+struct MetricsTests {
+    @Test("values after writes, a fault, a rollback and an I/O error; the same on TCP; promtool accepts both")
+    func scrapeAfterActivity() async throws {
+        let rig = try await MetricsRig.start()
+        defer { rig.cleanup() }
+        try await rig.ok("mkvolume", "-name", "src", "-size", "4m")
+        try await rig.ok("mkvolume", "-name", "tgt", "-size", "4m")
+        try await rig.ok("mkvolume", "-name", "lone", "-size", "1m")
+        try await rig.ok("mkvolume", "-name", "watched", "-size", "1m", "-detect", "on")
+        try await rig.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+        try await rig.ok("startlcmap", "m0")
+        let written = try await rig.qemuIO("src", ["write -P 7 0 1M", "write -P 8 1M 512K", "read 0 64K", "flush"])
+        #expect(written.exitCode == 0 && written.stdout.contains("wrote 524288/524288"), "qemu-io: \(written)")
+
+        // An operator's fault with autorestore on: the controller rolls m0 back by itself.
+        try await rig.ok("fault", "-volume", "src", "-reason", "metrics test")
+        try await rig.waitUntilNoRollback("m0")
+        // A volume no map protects stays faulted: a host's read of it answers EIO.
+        try await rig.ok("fault", "-volume", "lone", "-reason", "no map")
+        let client = try RawNBDClient(port: rig.nbdPort)
+        defer { client.disconnect() }
+        try client.go("lone")
+        let refused = try client.read(offset: 0, length: 4096)
+        #expect(refused.error == 5, "a read of a faulted volume answers EIO, got \(refused.error)")
+
+        let text = try await rig.scrapeUntil { $0.value("snapback_nbd_connections") == 1 }
+        try await expectPromtoolAccepts(text, "the control socket's /metrics")
+        let metrics = ScrapedMetrics(text)
+        // Host I/O per volume: at least what qemu-io wrote and read.
+        #expect(try metrics.require(#"snapback_volume_written_bytes_total{volume="src"}"#) >= Double(3 * mebibyte / 2))
+        #expect(try metrics.require(#"snapback_volume_writes_completed_total{volume="src"}"#) >= 2)
+        #expect(try metrics.require(#"snapback_volume_read_bytes_total{volume="src"}"#) >= Double(64 * kibibyte))
+        #expect(try metrics.require(#"snapback_volume_reads_completed_total{volume="src"}"#) >= 1)
+        #expect(try metrics.require(#"snapback_volume_flushes_completed_total{volume="src"}"#) >= 1)
+        #expect(try metrics.require(#"snapback_volume_io_duration_seconds_count{volume="src",operation="write"}"#) >= 2)
+        #expect(try metrics.require(#"snapback_volume_io_duration_seconds_bucket{volume="src",operation="write",le="+Inf"}"#) >= 2)
+        #expect(try metrics.require(#"snapback_volume_io_duration_seconds_sum{volume="src",operation="write"}"#) > 0)
+        #expect(try metrics.require(#"snapback_volume_io_errors_total{volume="src",operation="write"}"#) == 0)
+        #expect(try metrics.require(#"snapback_volume_io_errors_total{volume="lone",operation="read"}"#) == 1)
+        // Faults and rollbacks, from the committed events.
+        #expect(try metrics.require(#"snapback_faults_total{cause="operator"}"#) == 2)
+        #expect(try metrics.require(#"snapback_faults_total{cause="io_error"}"#) == 0)
+        #expect(try metrics.require(#"snapback_rollbacks_total{trigger="auto",outcome="started"}"#) == 1)
+        #expect(try metrics.require(#"snapback_rollbacks_total{trigger="auto",outcome="completed"}"#) == 1)
+        #expect(try metrics.require(#"snapback_rollbacks_total{trigger="operator",outcome="started"}"#) == 0)
+        #expect(try metrics.require(#"snapback_rollbacks_total{trigger="auto",outcome="abandoned"}"#) == 0)
+        // State: one status per volume is 1, the others 0.
+        #expect(try metrics.require(#"snapback_volume_status{volume="src",status="online"}"#) == 1)
+        #expect(try metrics.require(#"snapback_volume_status{volume="src",status="faulted"}"#) == 0)
+        #expect(try metrics.require(#"snapback_volume_status{volume="lone",status="faulted"}"#) == 1)
+        #expect(try metrics.require(#"snapback_volume_status{volume="lone",status="online"}"#) == 0)
+        #expect(try metrics.require(#"snapback_volume_size_bytes{volume="src"}"#) == Double(4 * mebibyte))
+        #expect(try metrics.require(#"snapback_lcmap_state{lcmap="m0",state="copying"}"#) == 1)
+        #expect(try metrics.require(#"snapback_lcmap_copy_progress_ratio{lcmap="m0"}"#) < 1)
+        #expect(try metrics.require(#"snapback_lcmap_rollback_remaining_grains{lcmap="m0"}"#) == 0)
+        #expect(metrics.value(#"snapback_lcmap_rollback_remaining_grains{lcmap="m0_rev"}"#) == nil, "a reverse map has no rollback of its own")
+        let score = try metrics.require(#"snapback_volume_anomaly_score{volume="watched"}"#)
+        #expect((0...100).contains(score))
+        #expect(metrics.value(#"snapback_volume_anomaly_score{volume="src"}"#) == nil, "src has no detection")
+        // The log and the controller.
+        let system = try controlRequest(rig.socketPath, "GET", "/v1/system", json: "")
+        let row = try JSONSerialization.jsonObject(with: Data(system.body.utf8)) as? [String: Any]
+        let lastSequence = try #require(row?["last_sequence"] as? Int, "GET /v1/system: \(system)")
+        #expect(try metrics.require("snapback_log_last_sequence") == Double(lastSequence))
+        #expect(try metrics.require("snapback_log_size_bytes") > 0)
+        #expect(try metrics.require("snapback_log_commit_duration_seconds_count") >= 10)
+        #expect(try metrics.require("snapback_log_commit_failures_total") == 0)
+        #expect(try metrics.require("snapback_controller_degraded") == 0)
+        #expect(try metrics.require("snapback_start_time_seconds") > 0)
+
+        // The same registry on TCP, and nothing else there.
+        let overTCP = try httpGet(port: rig.metricsPort, path: "/metrics")
+        #expect(overTCP.status.hasPrefix("HTTP/1.1 200"), "GET /metrics on TCP: \(overTCP.status)")
+        #expect(overTCP.contentType.hasPrefix("text/plain; version=0.0.4"), "Content-Type: \(overTCP.contentType)")
+        try await expectPromtoolAccepts(overTCP.body, "/metrics on TCP")
+        let tcp = ScrapedMetrics(overTCP.body)
+        #expect(try tcp.require(#"snapback_faults_total{cause="operator"}"#) == 2)
+        #expect(try tcp.require(#"snapback_volume_written_bytes_total{volume="src"}"#) >= Double(3 * mebibyte / 2))
+        #expect(try httpGet(port: rig.metricsPort, path: "/v1/volumes").status.hasPrefix("HTTP/1.1 404"), "only /metrics on TCP")
+    }
+
+    @Test("removed volumes and lcmaps leave the export; a renamed volume's series move to its new name; a restart starts counters again")
+    func removalRenameAndRestart() async throws {
+        let rig = try await MetricsRig.start()
+        defer { rig.cleanup() }
+        try await rig.ok("mkvolume", "-name", "src", "-size", "4m")
+        try await rig.ok("mkvolume", "-name", "tgt", "-size", "4m")
+        try await rig.ok("mklcmap", "-source", "src", "-target", "tgt", "-name", "m0", "-autorestore", "on", "-copyrate", "0")
+        try await rig.ok("startlcmap", "m0")
+        #expect(try await rig.qemuIO("src", ["write -P 1 0 64K"]).exitCode == 0)
+        try await rig.ok("fault", "-volume", "src", "-reason", "before the restart")
+        try await rig.waitUntilNoRollback("m0")
+        let before = ScrapedMetrics(try await rig.scrape())
+        #expect(try before.require(#"snapback_lcmap_state{lcmap="m0",state="copying"}"#) == 1)
+        #expect(try before.require(#"snapback_faults_total{cause="operator"}"#) == 1)
+
+        try await rig.ok("rmlcmap", "-force", "m0")
+        try await rig.ok("rmvolume", "tgt")
+        try await rig.ok("chvolume", "-name", "renamed", "src")
+        let write = try await rig.qemuIO("renamed", ["write -P 2 0 4K"])
+        #expect(write.exitCode == 0, "qemu-io on the renamed volume: \(write)")
+        let text = try await rig.scrape()
+        try await expectPromtoolAccepts(text, "/metrics after removals")
+        let after = ScrapedMetrics(text)
+        #expect(after.series.keys.filter { $0.contains(#"lcmap="m0"#) || $0.contains(#"volume="tgt""#) || $0.contains(#"volume="src""#) }.isEmpty,
+            "series of removed or renamed objects: \(after.series.keys.filter { $0.contains("m0") || $0.contains("tgt") || $0.contains(#""src""#) })")
+        #expect(try after.require(#"snapback_volume_written_bytes_total{volume="renamed"}"#) == Double(4 * kibibyte))
+        #expect(try after.require(#"snapback_volume_status{volume="renamed",status="online"}"#) == 1)
+
+        // Counters count since snapbackd started; gauges are read from the recovered state.
+        let startedBefore = try before.require("snapback_start_time_seconds")
+        try await rig.restart()
+        let restarted = ScrapedMetrics(try await rig.scrape())
+        #expect(try restarted.require(#"snapback_faults_total{cause="operator"}"#) == 0)
+        #expect(try restarted.require("snapback_start_time_seconds") > startedBefore)
+        #expect(try restarted.require(#"snapback_volume_status{volume="renamed",status="online"}"#) == 1)
+        #expect(restarted.value(#"snapback_volume_written_bytes_total{volume="renamed"}"#) == nil, "no series before a host opens the volume")
+    }
+
+    @Test("snapbackd --metrics refuses an address that is not PORT or HOST:PORT")
+    func malformedMetricsAddress() async throws {
+        for address in ["nope", "127.0.0.1:", ":9464", "70000"] {
+            let output = try await runProcess(try Binaries.path("snapbackd"), ["--data-dir", scratchPath("sb-metrics-bad"), "--metrics", address])
+            #expect(output.exitCode == 64 && output.stderr.contains("--metrics takes PORT or HOST:PORT"), "--metrics \(address): \(output)")
+        }
+    }
+}
+
+// MARK: - The rig
+
+/// One snapbackd started with `--metrics PORT` (a bare port: loopback), on its own data
+/// directory and ports. The shared rig (`Support.swift`) starts daemons without it.
+final class MetricsRig: @unchecked Sendable {
+    let directory: String
+    private(set) var nbdPort = 0
+    private(set) var metricsPort = 0
+    private var process: Process?
+    var socketPath: String { directory + "/control.sock" }
+
+    private init(directory: String) { self.directory = directory }
+
+    static func start() async throws -> MetricsRig {
+        let rig = MetricsRig(directory: NSTemporaryDirectory() + "/sbe2e-metrics-" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
+        try FileManager.default.createDirectory(atPath: rig.directory, withIntermediateDirectories: true)
+        do {
+            try await rig.launch()
+        } catch {
+            rig.cleanup()
+            throw error
+        }
+        return rig
+    }
+
+    /// Starts snapbackd on fresh ports (another test may take one between the check and the bind:
+    /// three tries).
+    private func launch() async throws {
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            nbdPort = try freePort()
+            repeat { metricsPort = try freePort() } while metricsPort == nbdPort
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: try Binaries.path("snapbackd"))
+            process.arguments = ["--data-dir", directory, "--nbd", "127.0.0.1:\(nbdPort)", "--metrics", String(metricsPort)]
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
+            process.standardError = try appendingHandle(directory + "/snapbackd.stderr")
+            try process.run()
+            self.process = process
+            do {
+                try await waitUntilServing(process)
+                return
+            } catch {
+                lastError = error
+                stopProcess(signal: SIGKILL)
+            }
+        }
+        throw lastError ?? RigError("snapbackd did not start")
+    }
+
+    private func waitUntilServing(_ process: Process) async throws {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            guard process.isRunning else { throw RigError("snapbackd exited with \(process.terminationStatus): \(stderrTail())") }
+            if portAccepts(nbdPort), portAccepts(metricsPort), let answer = try? await snapback(["lsvolume"]), answer.exitCode == 0 { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RigError("snapbackd did not serve NBD on \(nbdPort) and metrics on \(metricsPort) within 60 s: \(stderrTail())")
+    }
+
+    func restart() async throws {
+        stopProcess(signal: SIGTERM)
+        try await launch()
+    }
+
+    private func stopProcess(signal: Int32) {
+        guard let process else { return }
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    func cleanup() {
+        stopProcess(signal: SIGKILL)
+        if ProcessInfo.processInfo.environment["SNAPBACK_E2E_KEEP"] == nil { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    func stderrTail() -> String {
+        let text = (try? String(contentsOfFile: directory + "/snapbackd.stderr", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(15).joined(separator: "\n")
+    }
+
+    func snapback(_ arguments: [String]) async throws -> ProcessOutput {
+        try await runProcess(try Binaries.path("snapback"), arguments, environment: ["SNAPBACK_SOCKET": socketPath])
+    }
+
+    @discardableResult
+    func ok(_ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) async throws -> ProcessOutput {
+        let output = try await snapback(arguments)
+        #expect(output.exitCode == 0, "snapback \(arguments.joined(separator: " ")): \(output)", sourceLocation: sourceLocation)
+        return output
+    }
+
+    func qemuIO(_ export: String, _ commands: [String]) async throws -> ProcessOutput {
+        try await runProcess(Binaries.qemuIO, ["-f", "raw", "nbd://127.0.0.1:\(nbdPort)/\(export)"] + commands.flatMap { ["-c", $0] })
+    }
+
+    /// Polls `lslcmap MAP` until no rollback runs (at most 30 s).
+    func waitUntilNoRollback(_ map: String) async throws {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let output = try await snapback(["lslcmap", "-json", map])
+            if output.exitCode == 0, let rows = try? JSONDecoder().decode([MapRow].self, from: Data(output.stdout.utf8)), rows.first?.restoring == "no" {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RigError("the rollback of \(map) did not end within 30 s")
+    }
+
+    /// `GET /metrics` on the control socket.
+    func scrape() async throws -> String {
+        let answer = try controlRequest(socketPath, "GET", "/metrics", json: "")
+        guard answer.status.hasPrefix("HTTP/1.1 200") else { throw RigError("GET /metrics on the control socket: \(answer.status)") }
+        return answer.body
+    }
+
+    /// Scrapes until `condition` holds (at most 10 s); the last scrape either way.
+    func scrapeUntil(_ condition: (ScrapedMetrics) -> Bool) async throws -> String {
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            let text = try await scrape()
+            if condition(ScrapedMetrics(text)) || Date() >= deadline { return text }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+// MARK: - Reading the export
+
+/// The samples of a Prometheus text export by series (`name{labels}` as written).
+struct ScrapedMetrics {
+    var series: [String: Double] = [:]
+
+    init(_ text: String) {
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            series[String(line[..<space])] = value
+        }
+    }
+
+    func value(_ key: String) -> Double? { series[key] }
+
+    func require(_ key: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Double {
+        try #require(series[key], "no series \(key) in the export", sourceLocation: sourceLocation)
+    }
+}
+
+/// `promtool check metrics` (Debian's prometheus package, installed by tools/setup) must accept
+/// `text`: types, HELP lines, naming (`_total` on counters, base units). Missing promtool fails.
+func expectPromtoolAccepts(_ text: String, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    let promtool = "/usr/bin/promtool"
+    guard FileManager.default.isExecutableFile(atPath: promtool) else {
+        Issue.record("promtool is missing (\(promtool)): install Debian's prometheus package (tools/setup does)", sourceLocation: sourceLocation)
+        return
+    }
+    let input = scratchPath("snapback-metrics")
+    try text.write(toFile: input, atomically: true, encoding: .utf8)
+    defer { unlink(input) }
+    let output = try await runProcess("/bin/sh", ["-c", "\(promtool) check metrics < \"$1\"", "sh", input])
+    #expect(output.exitCode == 0, "promtool check metrics on \(what): \(output)", sourceLocation: sourceLocation)
+}
+
+/// One HTTP/1.1 GET on 127.0.0.1:`port`: the status line, Content-Type and body.
+func httpGet(port: Int, path: String) throws -> (status: String, contentType: String, body: String) {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    var timeout = timeval(tv_sec: 30, tv_usec: 0)
+    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = loopbackAddress(port)
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw RigError("connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+    let sent = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    guard sent == request.count else { throw RigError("send: \(String(cString: strerror(errno)))") }
+    var response: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        if count < 0, errno == EINTR { continue }
+        if count <= 0 { break }
+        response += chunk[0..<count]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    let head = parts.first?.components(separatedBy: "\r\n") ?? []
+    let contentType = head.first { $0.lowercased().hasPrefix("content-type:") }.map { String($0.dropFirst("content-type:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
+    return (head.first ?? "", contentType, parts.dropFirst().joined(separator: "\r\n\r\n"))
+}
