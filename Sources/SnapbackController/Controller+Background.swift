@@ -15,6 +15,10 @@ extension Controller {
         public var waitingMilliseconds: Int64?
         /// True when host I/O or a command waited for the gates of a family this step held.
         public var hostIOWaited = false
+        /// True when host I/O or a command used a volume outside every family with background
+        /// work since the previous step: other hosts are busy, and a rollback yields them a share
+        /// of the machine (the daemon paces it, `BackgroundService`).
+        public var othersBusy = false
     }
 
     /// Bounds on one step: grains copied between two durable marks.
@@ -46,6 +50,12 @@ extension Controller {
         let (due, families) = locked { () -> (Bool, [Set<VolumeID>]) in
             (backgroundBackoff.due(at: clock()), familiesWithWorkLocked())
         }
+        let busy = families.reduce(into: Set<VolumeID>()) { $0.formUnion($1) }
+        let takersOutside = gates.takerCount(outside: busy)
+        locked {
+            outcome.othersBusy = takersOutside != takersOutsideAtLastStep
+            takersOutsideAtLastStep = takersOutside
+        }
         if due {
             let failuresBefore = health.failedCommits
             tickDetectors()
@@ -67,53 +77,44 @@ extension Controller {
     }
 
     /// Starts the automatic rollbacks whose hold window has passed (a restart after the
-    /// deadline starts them at once). A start the state machine refuses, or the log cannot
-    /// record, waits for the background backoff.
+    /// deadline starts them at once).
     private func startDueScheduledRollbacks() {
-        let due = locked { () -> [MapID] in
-            let now = clock()
-            return committed.mapsByID.filter { ($0.scheduledRollback?.atMilliseconds ?? .max) <= now }.map(\.id)
-        }
-        for id in due {
-            exclusive(volumes: { self.committed.maps[id].map { [$0.sourceID] } }) {
-                guard let scheduled = committed.maps[id]?.scheduledRollback, scheduled.atMilliseconds <= clock() else { return }
-                do throws(ControllerError) {
-                    _ = try commitLocked(.startScheduledRollback(map: id))
-                } catch {
-                    backgroundBackoff.failed(at: clock())
-                }
-            }
-        }
+        let isDue = { [unowned self] (id: MapID) in (committed.maps[id]?.scheduledRollback?.atMilliseconds ?? .max) <= clock() }
+        commitEach(
+            locked { committed.mapsByID.map(\.id) }, holding: { [unowned self] in committed.maps[$0].map { [$0.sourceID] } },
+            when: isDue, { .startScheduledRollback(map: $0) })
     }
 
     /// Starts the group rollbacks whose hold window has passed, holding every member's family.
     private func startDueScheduledGroupRollbacks() {
-        let due = locked { () -> [GroupID] in
-            let now = clock()
-            return committed.groupsByID.filter { ($0.scheduledRollback?.atMilliseconds ?? .max) <= now }.map(\.id)
-        }
-        for id in due {
-            exclusive(volumes: { Set(self.committed.members(of: id).map(\.sourceID)) }) {
-                guard let scheduled = committed.groups[id]?.scheduledRollback, scheduled.atMilliseconds <= clock() else { return }
-                do throws(ControllerError) {
-                    _ = try commitLocked(.startScheduledGroupRollback(group: id))
-                } catch {
-                    backgroundBackoff.failed(at: clock())
-                }
-            }
-        }
+        let isDue = { [unowned self] (id: GroupID) in (committed.groups[id]?.scheduledRollback?.atMilliseconds ?? .max) <= clock() }
+        commitEach(
+            locked { committed.groupsByID.map(\.id) }, holding: { [unowned self] in Set(committed.members(of: $0).map(\.sourceID)) },
+            when: isDue, { .startScheduledGroupRollback(group: $0) })
     }
 
     /// Completes the group rollbacks every member of which restored its grains: one commit, so
     /// that every source goes online at once. It holds every member's family (a member's source
     /// changes from `restoring` to `online`).
     private func completeRestoredGroupRollbacks() {
-        let ready = locked { committed.groupsByID.filter(groupRollbackRestoredLocked).map(\.id) }
-        for id in ready {
-            exclusive(volumes: { Set(self.committed.members(of: id).map(\.sourceID)) }) {
-                guard let group = committed.groups[id], groupRollbackRestoredLocked(group) else { return }
+        let isReady = { [unowned self] (id: GroupID) in committed.groups[id].map(groupRollbackRestoredLocked) ?? false }
+        commitEach(
+            locked { committed.groupsByID.map(\.id) }, holding: { [unowned self] in Set(committed.members(of: $0).map(\.sourceID)) },
+            when: isReady, { .completeGroupRollback(group: $0) })
+    }
+
+    /// Commits `command(id)` for each of `ids` for which `when` holds, first under the lock, then
+    /// again once the gates of the families of `holding(id)` are held (a command may have changed
+    /// it meanwhile). A commit the state machine refuses, or the log cannot record, waits for the
+    /// background backoff.
+    private func commitEach<ID>(
+        _ ids: [ID], holding volumes: @escaping (ID) -> Set<VolumeID>?, when condition: (ID) -> Bool, _ command: (ID) -> Command
+    ) {
+        for id in locked({ ids.filter(condition) }) {
+            exclusive(volumes: { volumes(id) }) {
+                guard condition(id) else { return }
                 do throws(ControllerError) {
-                    _ = try commitLocked(.completeGroupRollback(group: id))
+                    _ = try commitLocked(command(id))
                 } catch {
                     backgroundBackoff.failed(at: clock())
                 }

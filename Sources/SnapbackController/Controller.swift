@@ -208,6 +208,9 @@ public final class Controller: @unchecked Sendable {
     var rollbackCursors: [MapID: UInt64] = [:]
     /// Each running rollback's adaptive step (see `step(rollbackBudgetBytes:copyBudgetsBytes:)`).
     var rollbackStepBytes: [MapID: UInt64] = [:]
+    /// Host I/O and commands on volumes outside the families with background work, counted at
+    /// the last step (``FamilyGates/takerCount(outside:)``). Only the background loop uses it.
+    var takersOutsideAtLastStep: UInt64 = 0
     /// Grains a background copy wrote to the target whose `split` marks wait for the next
     /// coalesced commit, and since when (controller clock).
     var unmarkedCopies: [MapID: (grains: Set<UInt64>, sinceMilliseconds: Int64)] = [:]

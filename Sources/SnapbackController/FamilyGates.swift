@@ -94,6 +94,15 @@ final class FamilyGates: @unchecked Sendable {
         volumes.contains { gate($0).isContended }
     }
 
+    /// How many times the gates of volumes outside `volumes` were taken other than by background
+    /// work (host I/O and commands), summed (wraps): a change between two calls means someone
+    /// else used the machine meanwhile.
+    func takerCount(outside volumes: Set<VolumeID>) -> UInt64 {
+        registry.withLock {
+            gates.reduce(0) { sum, entry in volumes.contains(entry.key) ? sum : sum &+ entry.value.takerCount }
+        }
+    }
+
     /// True when some taker had to wait for the gate of any of `volumes` since the last call.
     func takeContended(_ volumes: Set<VolumeID>) -> Bool {
         var contended = false

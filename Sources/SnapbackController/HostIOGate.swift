@@ -14,6 +14,12 @@ final class HostIOGate: @unchecked Sendable {
     /// Set whenever a taker had to wait; read and cleared by ``takeContended()``. Background work
     /// sizes its steps by it (large while nobody waits, small when someone does).
     private let contended = Atomic<Bool>(false)
+    /// Takers other than background work, counted: host I/O and commands. Background rollbacks
+    /// yield their share of the machine while this moves on volumes outside their family.
+    private let takers = Atomic<UInt64>(0)
+
+    /// How many times the gate was taken other than by background work (wraps).
+    var takerCount: UInt64 { takers.load(ordering: .relaxed) }
 
     /// True when some taker had to wait since the last call.
     func takeContended() -> Bool {
@@ -43,6 +49,7 @@ final class HostIOGate: @unchecked Sendable {
     }
 
     func lockShared() {
+        takers.wrappingAdd(1, ordering: .relaxed)
         if pthread_rwlock_tryrdlock(rwlock) == 0 { return }
         contended.store(true, ordering: .relaxed)
         precondition(pthread_rwlock_rdlock(rwlock) == 0, "pthread_rwlock_rdlock failed")
@@ -50,12 +57,15 @@ final class HostIOGate: @unchecked Sendable {
 
     /// Takes the gate shared if that needs no waiting; false otherwise (held or wanted exclusively).
     func tryLockShared() -> Bool {
-        pthread_rwlock_tryrdlock(rwlock) == 0
+        guard pthread_rwlock_tryrdlock(rwlock) == 0 else { return false }
+        takers.wrappingAdd(1, ordering: .relaxed)
+        return true
     }
 
     /// Takes the gate exclusively. `background` takers (steps of copies and rollbacks) do not
     /// count as waiting: they are the work that others wait for.
     func lockExclusive(background: Bool = false) {
+        if !background { takers.wrappingAdd(1, ordering: .relaxed) }
         if pthread_rwlock_trywrlock(rwlock) == 0 { return }
         if !background { contended.store(true, ordering: .relaxed) }
         precondition(pthread_rwlock_wrlock(rwlock) == 0, "pthread_rwlock_wrlock failed")

@@ -206,8 +206,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 events += groupAbandonment(group, reason: reason, faulted)
                 let stopped = events.reduce(state) { evolve($0, $1) }
                 if let older = automaticRollbackChoice(for: volume.id, in: stopped, ignoringRunning: true) {
-                    events += older.groupID.flatMap { stopped.groups[$0] }.map { groupRollbackForFault($0, faultID: faultID, stopped) }
-                        ?? [.rollbackStarted(id: older.id, trigger: .auto, faultID: faultID)]
+                    events += rollbackForFault(older, faultID: faultID, stopped, holdWindow: false)
                 }
             } else {
                 // Every member starts over: writes made during the rollback, on any member, are
@@ -223,9 +222,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 let reason = "switched: its image postdates the onset of fault \(faultID)"
                 events.append(.rollbackStopped(id: running.id, reason: reason))
                 if let older = automaticRollbackChoice(for: volume.id, in: faulted, ignoringRunning: true) {
-                    let stopped = evolve(faulted, events.last!)
-                    events += older.groupID.flatMap { stopped.groups[$0] }.map { groupRollbackForFault($0, faultID: faultID, stopped) }
-                        ?? [.rollbackStarted(id: older.id, trigger: .auto, faultID: faultID)]
+                    events += rollbackForFault(older, faultID: faultID, evolve(faulted, events.last!), holdWindow: false)
                 }
             } else {
                 // A fault during a rollback is never lost: the rollback starts over for it, so that
@@ -233,14 +230,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 events.append(.rollbackRestarted(id: running.id, faultID: faultID))
             }
         } else if let map = automaticRollbackChoice(for: volume.id, in: faulted) {
-            if let group = map.groupID.flatMap({ faulted.groups[$0] }) {
-                // A member's fault rolls back the whole group, in this same commit.
-                return events + groupRollbackForFault(group, faultID: faultID, faulted)
-            }
-            // With a hold window the rollback waits (`snapback recovervolume` cancels it).
-            events.append(
-                map.autorestoreDelaySeconds > 0
-                    ? .rollbackScheduled(id: map.id, faultID: faultID) : .rollbackStarted(id: map.id, trigger: .auto, faultID: faultID))
+            events += rollbackForFault(map, faultID: faultID, faulted, holdWindow: true)
         }
         return events
 
@@ -364,6 +354,16 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
 /// The events that abandon `map`'s rollback: the source is left half restored, so it stays
 /// faulted; when it had no fault (a rollback of an online volume), one of cause
 /// `rollback_abandoned` is recorded first, with the stop's reason.
+/// The automatic rollback of `map` for fault `faultID`: a member's fault rolls back its whole
+/// group, in the same commit (waiting for the group's hold window, if it has one); a map alone
+/// waits for its own hold window when `holdWindow` (a first choice: `snapback recovervolume`
+/// cancels it), and starts at once otherwise (a switch to an older image).
+private func rollbackForFault(_ map: LCMap, faultID: FaultID, _ state: ControllerState, holdWindow: Bool) -> [Event] {
+    if let group = map.groupID.flatMap({ state.groups[$0] }) { return groupRollbackForFault(group, faultID: faultID, state) }
+    if holdWindow && map.autorestoreDelaySeconds > 0 { return [.rollbackScheduled(id: map.id, faultID: faultID)] }
+    return [.rollbackStarted(id: map.id, trigger: .auto, faultID: faultID)]
+}
+
 func abandonment(of map: LCMap, reason: String, _ state: ControllerState) -> [Event] {
     let stop = Event.rollbackStopped(id: map.id, reason: reason)
     guard state.volumes[map.sourceID]?.fault == nil else { return [stop] }

@@ -22,6 +22,10 @@ public struct DaemonOptions: Sendable {
     /// Where `GET /metrics` is also served over TCP (`--metrics`); `nil`: on the control socket only.
     public var metricsHost: String?
     public var metricsPort: Int
+    /// While hosts use volumes outside a rollback's family, rollbacks run at most this share of
+    /// the time (`--background-share`; 100: always at full speed). See `BackgroundService`.
+    public var backgroundSharePercent = Self.backgroundSharePercentDefault
+    public static let backgroundSharePercentDefault = 25
 
     public init(
         dataDirectory: String, socketPath: String?, nbdHost: String, nbdPort: Int, mapSizeBytes: Int, metricsHost: String? = nil,
@@ -140,7 +144,7 @@ public enum Daemon {
             }
         }
         let nbd = NBDService(server: nbdServer, logger: logger)
-        let background = BackgroundService(controller: controller, logger: logger)
+        let background = BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: application), .init(service: nbd), .init(service: background)]
         if let host = options.metricsHost {
             services.append(
@@ -204,12 +208,20 @@ struct BackgroundService: Service {
     /// and drops to 1 MiB when some did, so that a rollback runs at disk speed alone and leaves
     /// hosts their share.
     static let rollbackStepBytesMax: UInt64 = 256 << 20
+    /// While hosts use volumes outside a rollback's family, rollbacks run at most this share of
+    /// the time (`--background-share`, 25 by default: a step, then a pause three times as long),
+    /// in steps of at most ``rollbackStepBytesOthersBusy``: a rollback at disk speed costs a
+    /// core, and on a small machine other volumes' I/O would lose half its rate
+    /// (`Specs/data-plane.md`, "Pacing while other volumes are busy").
+    let othersBusySharePercent: Int
+    static let rollbackStepBytesOthersBusy: UInt64 = 8 << 20
 
     func run() async throws {
         var credits: [MapID: Double] = [:]
         var last = ContinuousClock.now
         var lastCheckpoint = controller.state.eventsApplied
         var health = HealthReporter(logger: logger)
+        var othersBusy = false
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = ContinuousClock.now
             let elapsed = now - last
@@ -223,9 +235,12 @@ struct BackgroundService: Service {
             }
             let budgets = credits.compactMapValues { $0 >= 1 ? UInt64($0) : nil }
             let controller = controller
+            let rollbackBudget = othersBusy && othersBusySharePercent < 100 ? Self.rollbackStepBytesOthersBusy : Self.rollbackStepBytesMax
             let outcome = try await blocking {
-                controller.step(rollbackBudgetBytes: Self.rollbackStepBytesMax, copyBudgetsBytes: budgets)
+                controller.step(rollbackBudgetBytes: rollbackBudget, copyBudgetsBytes: budgets)
             }
+            let stepTook = ContinuousClock.now - now
+            othersBusy = outcome.othersBusy
             for (map, bytes) in outcome.copiedBytesByMap { credits[map, default: 0] -= Double(bytes) }
             let contended = outcome.hostIOWaited
             health.report(controller.health, now: now)
@@ -240,18 +255,21 @@ struct BackgroundService: Service {
             }
             let rollbackRunning = controller.state.maps.values.contains { $0.rollback != nil }
             // A failed commit: wait for the controller's backoff. A rollback: go on at once,
-            // pausing briefly only when someone waited for its family's gates (they are not
-            // fair). Idle: the tick bounds the delay of new work.
-            let pauseMilliseconds: UInt64
+            // pausing briefly when someone waited for its family's gates (they are not fair),
+            // and yielding the rest of the machine while hosts use other volumes. Idle: the tick
+            // bounds the delay of new work.
+            let pause: Duration
             if let waiting = outcome.waitingMilliseconds {
-                pauseMilliseconds = UInt64(max(1, min(1000, waiting)))
+                pause = .milliseconds(max(1, min(1000, waiting)))
+            } else if rollbackRunning && othersBusy && othersBusySharePercent < 100 {
+                pause = max(.milliseconds(1), stepTook * (100 - othersBusySharePercent) / othersBusySharePercent)
             } else if rollbackRunning {
-                pauseMilliseconds = contended ? 1 : 0
+                pause = contended ? .milliseconds(1) : .zero
             } else {
-                pauseMilliseconds = Self.idleTickMilliseconds
+                pause = .milliseconds(Self.idleTickMilliseconds)
             }
             do {
-                if pauseMilliseconds > 0 { try await Task.sleep(for: .milliseconds(pauseMilliseconds)) } else { await Task.yield() }
+                if pause > .zero { try await Task.sleep(for: pause) } else { await Task.yield() }
             } catch {
                 return  // cancelled: the group is shutting down (for instance, NBD failed to bind)
             }

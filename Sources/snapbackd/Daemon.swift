@@ -3,7 +3,8 @@ import Foundation
 import SnapbackLog
 import SnapbackServer
 
-/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT] [--metrics [HOST:]PORT]`: the Snapback controller.
+/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT] [--metrics [HOST:]PORT] [--background-share PERCENT]`: the
+/// Snapback controller.
 @main
 struct SnapbackdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,6 +24,12 @@ struct SnapbackdCommand: AsyncParsableCommand {
             "Also serve GET /metrics (Prometheus text format) over TCP on HOST:PORT, a bare PORT meaning 127.0.0.1:PORT (off by default; /metrics is always on the control socket).",
             valueName: "[HOST:]PORT"))
     var metrics: String?
+    @Option(
+        name: [.customLong("background-share"), .customLong("background-share", withSingleDash: true)],
+        help: ArgumentHelp(
+            "While hosts use volumes outside a rollback's family, rollbacks run at most this share of the time (1-100; 100: always at full speed).",
+            valueName: "PERCENT"))
+    var backgroundShare = DaemonOptions.backgroundSharePercentDefault
 
     func validate() throws {
         guard let colon = nbd.lastIndex(of: ":"), let port = Int(nbd[nbd.index(after: colon)...]), (0...65535).contains(port),
@@ -31,6 +38,7 @@ struct SnapbackdCommand: AsyncParsableCommand {
             throw ValidationError("--nbd takes HOST:PORT, such as 127.0.0.1:10809")
         }
         guard mapSizeMebibytes >= 1 else { throw ValidationError("--map-size-mib must be at least 1") }
+        guard (1...100).contains(backgroundShare) else { throw ValidationError("--background-share takes a percentage from 1 to 100") }
         if let metrics, Self.hostAndPort(metrics, defaultHost: "127.0.0.1") == nil {
             throw ValidationError("--metrics takes PORT or HOST:PORT, such as 9464 or 0.0.0.0:9464")
         }
@@ -54,6 +62,7 @@ struct SnapbackdCommand: AsyncParsableCommand {
         var options = DaemonOptions(
             dataDirectory: dataDirectory, socketPath: socket, nbdHost: host, nbdPort: Int(nbd[nbd.index(after: colon)...])!,
             mapSizeBytes: mapSizeMebibytes << 20)
+        options.backgroundSharePercent = backgroundShare
         if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
             options.metricsHost = address.host
             options.metricsPort = address.port

@@ -103,4 +103,28 @@ struct FamilyGatesTests {
             }
         }
     }
+
+    @Test("a step tells whether hosts used volumes outside the families with background work since the previous step")
+    func stepSeesOtherVolumesBusy() throws {
+        let world = SimulatedWorld(seed: 2)
+        let controller = try Self.controller(world)
+        let (a, b) = (controller.state.volume("a")!.id, controller.state.volume("b")!.id)
+        try controller.execute(.changeMap(map: "m", autorestore: true, copyRate: nil, newName: nil))
+        try controller.execute(.startMap(map: "m"))
+        // A rollback of a's family: the whole volume dirty, in small steps so that it lasts.
+        try controller.write(volume: a, offset: 0, bytes: [UInt8](repeating: 1, count: 1 << 20), fua: true)
+        try controller.execute(.reportFault(volume: "a", cause: .operator, reason: "test"))
+        #expect(controller.state.volume("a")!.status == .restoring)
+        _ = controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:])
+        // Nobody else: not busy. I/O on a itself (its own family) does not count either.
+        #expect(!controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
+        _ = try controller.read(volume: a, offset: 0, length: 4096)
+        #expect(!controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
+        // A host write to b, another family, between two steps: busy for the next step only.
+        try controller.write(volume: b, offset: 0, bytes: [UInt8](repeating: 2, count: 4096), fua: false)
+        #expect(controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
+        #expect(!controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
+        _ = try controller.read(volume: b, offset: 0, length: 4096)
+        #expect(controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
+    }
 }
