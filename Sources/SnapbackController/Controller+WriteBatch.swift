@@ -17,8 +17,10 @@ extension Controller {
         /// The host epoch of the connection that sent it (``Controller/hostEpoch(of:)``); `nil`:
         /// not checked.
         public var hostEpoch: UInt64?
-        /// The blocks of the write the volume's anomaly detector samples (offsets in `bytes`).
-        var sampleOffsets: [Int] = []
+        /// The volume's anomaly detector, which counts the write once it is acknowledged, and the
+        /// blocks of `bytes` it samples (reserved by ``Controller/reserveSamples(_:length:)``).
+        var detector: VolumeDetector?
+        var samples = SampledBlocks.none
 
         public init(volumeID: VolumeID, offset: UInt64, bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64? = nil) {
             self.volumeID = volumeID
@@ -127,11 +129,24 @@ extension Controller {
         // more of the batch's writes: they fail), then one sync per volume for its FUA writes. A
         // FUA write is acknowledged only once that sync succeeded (a volume that failed in step 4
         // syncs nothing: its FUA writes fail).
-        var overwritten: [[Int: Double]] = []
+        // The anomaly detectors' entropies of every sampled block, the writes' one after another.
+        let sampleStarts = writes.reduce(into: [0]) { starts, write in starts.append(starts.last! + write.samples.count) }
+        return SampleEntropies.with(count: sampleStarts.last!) { entropies in
+            writeSourcesLocked(writes, sources) { index in entropies[sampleStarts[index]..<sampleStarts[index + 1]] }
+        }
+    }
+
+    /// Steps 4-5 of a batch and its outcomes (see `writeBatchLocked`); `entropies(i)` is the room
+    /// for the sampled blocks of `writes[i]`. Must hold the gate exclusively.
+    private func writeSourcesLocked(
+        _ writes: [HostWrite], _ sources: [(volume: Volume, store: BlockStore)], entropies: (Int) -> SampleEntropies
+    ) -> [Result<Void, HostIOError>] {
         let (writeFailures, syncFailures) = unlocked { () -> ([VolumeID: (index: Int, error: BlockStoreError)], [VolumeID: BlockStoreError]) in
-            // What each sampled write replaces, for the anomaly detectors, before the sources change.
-            overwritten = zip(writes, sources).map { write, source in
-                overwrittenEntropies(source.store, writeOffset: write.offset, write.sampleOffsets, length: write.bytes.count)
+            // What each sampled write replaces, for the anomaly detectors, before the sources
+            // change; and what it writes (counted below, once its outcome is known).
+            for (index, (write, source)) in zip(writes, sources).enumerated() where write.detector != nil {
+                measureOverwritten(source.store, writeOffset: write.offset, write.samples, into: entropies(index))
+                measureWritten(write.bytes, write.samples, into: entropies(index))
             }
             var failedWrites: [VolumeID: (index: Int, error: BlockStoreError)] = [:]
             for (index, (write, source)) in zip(writes, sources).enumerated() where failedWrites[source.volume.id] == nil {
@@ -159,14 +174,14 @@ extension Controller {
         }
         var outcomes = [Result<Void, HostIOError>](repeating: .success(()), count: writes.count)
         for (index, (write, source)) in zip(writes, sources).enumerated() {
-            guard let error = hostErrors[source.volume.id] else {
-                if !write.sampleOffsets.isEmpty, let detector = detector(write.volumeID) {
-                    recordSamples(detector, write.sampleOffsets, write.bytes, old: overwritten[index])
-                }
-                continue
+            if let error = hostErrors[source.volume.id] {
+                let failedFromHere = writeFailures[source.volume.id].map { index >= $0.index } ?? false
+                if failedFromHere || write.fua { outcomes[index] = .failure(error) }
             }
-            let failedFromHere = writeFailures[source.volume.id].map { index >= $0.index } ?? false
-            if failedFromHere || write.fua { outcomes[index] = .failure(error) }
+            // Only an acknowledged write counts for its volume's anomaly detector.
+            if let detector = write.detector, case .success = outcomes[index] {
+                countWrite(detector, length: write.bytes.count, write.samples, entropies(index))
+            }
         }
         return outcomes
     }

@@ -22,18 +22,31 @@ extension Controller {
     public func write(
         volume volumeID: VolumeID, offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool, hostEpoch: UInt64? = nil
     ) throws(HostIOError) {
+        // The anomaly detector counts the write only once it is acknowledged (refused or failed:
+        // its samples are given back).
         let detector = detector(volumeID)
-        let samples = detector.map { sampleOffsets($0, length: bytes.count) } ?? []
-        var old: [Int: Double] = [:]
-        if try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch, before: { store in
-            if !samples.isEmpty { old = self.overwrittenEntropies(store, writeOffset: offset, samples, length: bytes.count) }
-        }) {
-            if let detector { recordSamples(detector, samples, bytes, old: old) }
+        let samples = detector.map { reserveSamples($0, length: bytes.count) } ?? .none
+        var acknowledged = false
+        defer { if !acknowledged, let detector { releaseSamples(detector, length: bytes.count) } }
+        let plain = try SampleEntropies.with(samples) { (entropies) throws(HostIOError) -> Bool in
+            let written = try writePlain(volume: volumeID, offset: offset, from: bytes, fua: fua, hostEpoch: hostEpoch, before: { store in
+                self.measureOverwritten(store, writeOffset: offset, samples, into: entropies)
+            })
+            if written, let detector {
+                measureWritten(bytes, samples, into: entropies)
+                countWrite(detector, length: bytes.count, samples, entropies)
+            }
+            return written
+        }
+        if plain {
+            acknowledged = true
             return
         }
         var write = HostWrite(volumeID: volumeID, offset: offset, bytes: bytes, fua: fua, hostEpoch: hostEpoch)
-        write.sampleOffsets = samples
+        write.detector = detector
+        write.samples = samples
         try writeCoordinated(write)
+        acknowledged = true
     }
 
     /// One coordinated host write: the plan (a target's copies, restore before write,
@@ -57,17 +70,21 @@ extension Controller {
             } catch {
                 if try replanAfterLocked(error, writing: volume) { continue }
             }
-            let detector = write.sampleOffsets.isEmpty ? nil : self.detector(volumeID)
             let written = unlocked { () -> Result<Void, BlockStoreError> in
                 // What the write replaces, for the anomaly detector, while the source still holds
                 // it; then the samples, once written (outside the lock, the gate held).
-                let old = detector == nil ? [:] : overwrittenEntropies(store, writeOffset: offset, write.sampleOffsets, length: bytes.count)
-                let result = Result { () throws(BlockStoreError) in
-                    try store.write(at: offset, from: bytes)
-                    if fua { try store.sync() }
+                SampleEntropies.with(write.samples) { entropies in
+                    measureOverwritten(store, writeOffset: offset, write.samples, into: entropies)
+                    let result = Result { () throws(BlockStoreError) in
+                        try store.write(at: offset, from: bytes)
+                        if fua { try store.sync() }
+                    }
+                    if let detector = write.detector, case .success = result {
+                        measureWritten(bytes, write.samples, into: entropies)
+                        countWrite(detector, length: bytes.count, write.samples, entropies)
+                    }
+                    return result
                 }
-                if let detector, case .success = result { recordSamples(detector, write.sampleOffsets, bytes, old: old) }
-                return result
             }
             if case let .failure(error) = written { throw failureLocked(volume, error) }
             // Every volume written has room: an `out_of_space` one is online again.
@@ -175,16 +192,25 @@ extension Controller {
         let plain = try? plainWriteLocked(volumeID, offset, bytes.count, hostEpoch: hostEpoch)
         lock.unlock()
         guard let (_, store) = plain ?? nil else { return false }
-        let detector = detector(volumeID)
-        let samples = detector.map { sampleOffsets($0, length: bytes.count) } ?? []
-        let old = overwrittenEntropies(store, writeOffset: offset, samples, length: bytes.count)
-        do throws(BlockStoreError) {
-            try store.write(at: offset, from: bytes)
-        } catch {
-            return false
+        guard let detector = detector(volumeID) else {
+            do throws(BlockStoreError) { try store.write(at: offset, from: bytes) } catch { return false }
+            return true
         }
-        if let detector { recordSamples(detector, samples, bytes, old: old) }
-        return true
+        // Counted only if written: a failed write is made again by `write(volume:...)`, which
+        // counts it then.
+        let samples = reserveSamples(detector, length: bytes.count)
+        return SampleEntropies.with(samples) { entropies in
+            measureOverwritten(store, writeOffset: offset, samples, into: entropies)
+            do throws(BlockStoreError) {
+                try store.write(at: offset, from: bytes)
+            } catch {
+                releaseSamples(detector, length: bytes.count)
+                return false
+            }
+            measureWritten(bytes, samples, into: entropies)
+            countWrite(detector, length: bytes.count, samples, entropies)
+            return true
+        }
     }
 
     /// True when a host write of `length` bytes at `offset` on `volume` needs no copy-on-write,

@@ -271,6 +271,35 @@ extension DetectionTests {
             #expect(abs(ByteEntropy.bitsPerByte([1, 1, 1, 2]) - expected) < 1e-12)
         }
 
+        @Test("the interleaved histograms give exactly the entropy of one plain histogram, at any length and alignment")
+        func sameAsOneHistogram() {
+            /// The definition, one counter per byte value, summed in value order.
+            func reference(_ bytes: ArraySlice<UInt8>) -> Double {
+                guard !bytes.isEmpty else { return 0 }
+                var counts = [Int](repeating: 0, count: 256)
+                for byte in bytes { counts[Int(byte)] += 1 }
+                var sum = 0.0
+                for count in counts where count != 0 { sum += ByteEntropy.countLog2Count(count) }
+                return min(8, max(0, ByteEntropy.countLog2Count(bytes.count) / Double(bytes.count) - sum / Double(bytes.count)))
+            }
+            var random = SeededRandom(seed: 5)
+            for round in 0..<200 {
+                var block = round % 5 == 4 ? Blocks.base64(&random) : Blocks.block(Content.allCases[round % 4], &random)
+                if round % 7 == 0 { block += Blocks.random(&random) }  // counts beyond the table
+                // Any start (unaligned loads) and any length (a tail shorter than a word).
+                let start = Int(random.next() % 9)
+                let end = block.count - Int(random.next() % 13)
+                let expected = reference(block[start..<end])
+                block.withUnsafeBytes { bytes in
+                    #expect(ByteEntropy.bitsPerByte(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) == expected)
+                }
+            }
+            for length in 0..<40 {
+                let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next() % 5) }
+                #expect(ByteEntropy.bitsPerByte(bytes) == reference(bytes[...]))
+            }
+        }
+
         @Test("log2 without the C library matches known values")
         func log2() {
             #expect(ByteEntropy.log2(1) == 0)
