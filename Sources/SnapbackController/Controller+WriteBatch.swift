@@ -54,28 +54,33 @@ extension Controller {
         exclusive(volumes: { Set(writes.map(\.volumeID)) }) { writeBatchLocked(writes) }
     }
 
-    /// Queues `write`; the first writer to find no batch in progress makes one of what is
-    /// queued (oldest first, at most ``batchWritesMax``), while the others wait for their
-    /// outcome. A writer left in the queue makes the next batch.
+    /// Queues `write` in its family's lane (named by the family's lowest volume id); the first
+    /// writer to find no batch in progress in that lane makes one of what is queued there
+    /// (oldest first, at most ``batchWritesMax``), while the others wait for their outcome. A
+    /// writer left in the queue makes the next batch. Families batch side by side: a batch
+    /// never waits for another family's. (A family that grows between the queueing and the
+    /// batch is still held whole: `exclusive` takes the family of the batch's volumes as it is.)
     func writeCoordinated(_ write: HostWrite) throws(HostIOError) {
+        let lane = locked { familyLocked([write.volumeID]).min() ?? write.volumeID }
         let waiting = WaitingWrite(write)
         batchCondition.lock()
-        waitingWrites.append(waiting)
+        waitingWrites[lane, default: []].append(waiting)
         while waiting.outcome == nil {
-            if batchInProgress {
+            if batchesInProgress.contains(lane) {
                 batchCondition.wait()
                 continue
             }
-            batchInProgress = true
-            let batch = Array(waitingWrites.prefix(Self.batchWritesMax))
-            waitingWrites.removeFirst(batch.count)
+            batchesInProgress.insert(lane)
+            let queued = waitingWrites.removeValue(forKey: lane) ?? []
+            let batch = Array(queued.prefix(Self.batchWritesMax))
+            if queued.count > batch.count { waitingWrites[lane] = Array(queued.dropFirst(batch.count)) }
             batchCondition.unlock()
             let outcomes = exclusive(volumes: { Set(batch.map(\.write.volumeID)) }) { writeBatchLocked(batch.map(\.write)) }
             batchCondition.lock()
             batchStatistics.batches += 1
             batchStatistics.writes += batch.count
             for (entry, outcome) in zip(batch, outcomes) { entry.outcome = outcome }
-            batchInProgress = false
+            batchesInProgress.remove(lane)
             batchCondition.broadcast()
         }
         batchCondition.unlock()

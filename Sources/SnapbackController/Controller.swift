@@ -177,11 +177,12 @@ public final class Controller: @unchecked Sendable {
     /// Faults met under the lock alone (by host reads), recorded by the next exclusive holder,
     /// which the reader becomes before it reports the error.
     var pendingFaults: [PendingFault] = []
-    /// Coordinated host writes waiting for the next batch, and whether a thread is making one
-    /// (guarded by `batchCondition`; see `Controller+WriteBatch.swift`).
+    /// Coordinated host writes waiting for the next batch of their family's lane, and the lanes
+    /// in which a thread is making one (guarded by `batchCondition`; see
+    /// `Controller+WriteBatch.swift`).
     let batchCondition = NSCondition()
-    var waitingWrites: [WaitingWrite] = []
-    var batchInProgress = false
+    var waitingWrites: [VolumeID: [WaitingWrite]] = [:]
+    var batchesInProgress: Set<VolumeID> = []
     var batchStatistics = (batches: 0, writes: 0)
     var committed: ControllerState
     /// `committed` as of the end of the last commit (never halfway through a command's events),

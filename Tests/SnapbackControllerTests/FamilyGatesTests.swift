@@ -1,5 +1,5 @@
 import Foundation
-@testable import SnapbackController
+@_spi(Testing) @testable import SnapbackController
 import SnapbackCore
 import SnapbackData
 import SnapbackSimulated
@@ -126,5 +126,38 @@ struct FamilyGatesTests {
         #expect(!controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
         _ = try controller.read(volume: b, offset: 0, length: 4096)
         #expect(controller.step(rollbackBudgetBytes: 64 << 10, copyBudgetsBytes: [:]).othersBusy)
+    }
+
+    @Test("a coordinated write on one family never waits for another family's batch")
+    func batchesOfFamiliesSideBySide() throws {
+        let world = SimulatedWorld(seed: 3)
+        let controller = try Self.controller(world)
+        try controller.execute(.createVolume(name: "b2", sizeBytes: 1 << 20, path: nil))
+        try controller.execute(.createMap(CreateMap(source: "b", target: "b2", name: "mb", copyRate: 0, grainSizeBytes: 64 << 10)))
+        try controller.execute(.startMap(map: "m"))
+        try controller.execute(.startMap(map: "mb"))
+        let (a, b) = (controller.state.volume("a")!.id, controller.state.volume("b")!.id)
+        // a's family held: a first write to a (copy-on-write: a coordinated write) makes a batch
+        // in a's lane that waits for the gates.
+        let release = Self.holdFamily(controller, of: a)
+        let aDone = DispatchSemaphore(value: 0)
+        Thread {
+            try? controller.write(volume: a, offset: 0, bytes: [UInt8](repeating: 1, count: 4096), fua: false)
+            aDone.signal()
+        }.start()
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(aDone.wait(timeout: .now()) == .timedOut, "a's write waits for its family's gates")
+        // A first write to b, another family, batches in its own lane meanwhile.
+        let bDone = DispatchSemaphore(value: 0)
+        Thread {
+            try? controller.write(volume: b, offset: 0, bytes: [UInt8](repeating: 2, count: 4096), fua: false)
+            bDone.signal()
+        }.start()
+        #expect(bDone.wait(timeout: .now() + 10) == .success, "b's coordinated write waited for a's batch")
+        release()
+        #expect(aDone.wait(timeout: .now() + 10) == .success)
+        #expect(controller.coordinatedBatches.writes == 2)
+        #expect(controller.bitmaps(of: controller.state.map("m")!.id)!.split[0])
+        #expect(controller.bitmaps(of: controller.state.map("mb")!.id)!.split[0])
     }
 }
