@@ -115,23 +115,12 @@ struct GroupWait {
     let timeout: Double?
 
     func run() throws {
-        let deadline = timeout.map { Date().addingTimeInterval($0) }
-        var progress = ProgressLine()
-        let terminal = progress.terminal
-        var row = try client.call("GET", "/v1/lcgroups/\(pathSegment(group))", as: GroupRow.self)
-        func timedOut(_ what: String) throws {
-            if let deadline, Date() >= deadline {
-                if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
-                throw CLIError(code: "timeout", message: "\(row.name)'s \(what) after \(timeout!) s", exitCode: 4)
-            }
-        }
+        var loop = WaitLoop(timeout: timeout)
+        let fetch = { try client.call("GET", "/v1/lcgroups/\(pathSegment(group))", as: GroupRow.self) }
+        var row = try fetch()
         if row.restoring == "no", !row.rollback_at.isEmpty {
             printResult("\(row.name): automatic group rollback scheduled at \(row.rollback_at)")
-            while row.restoring == "no", !row.rollback_at.isEmpty {
-                try timedOut("scheduled rollback has not started")
-                usleep(200_000)
-                row = try client.call("GET", "/v1/lcgroups/\(pathSegment(group))", as: GroupRow.self)
-            }
+            row = try loop.awaitStart(row, name: row.name, scheduled: { $0.restoring == "no" && !$0.rollback_at.isEmpty }, fetch: fetch)
         }
         let following: String
         if row.restoring == "yes" {
@@ -142,12 +131,11 @@ struct GroupWait {
             try reportLastRollback(row, nothing: "\(row.name): \(row.status), nothing to wait for")
             return
         }
-        while true {
-            let done = following == "rollback" ? row.restoring == "no" : row.status != "copying"
-            let percent = done ? 100 : (following == "rollback" ? row.restore_progress : try copyPercent(row))
-            progress.show(row.name, following, percent)
-            if done {
-                if terminal { FileHandle.standardOutput.write(Data("\n".utf8)) }
+        try loop.follow(
+            row, name: row.name, following: following,
+            done: { following == "rollback" ? $0.restoring == "no" : $0.status != "copying" },
+            percent: { following == "rollback" ? $0.restore_progress : try copyPercent($0) },
+            finish: { row in
                 if following == "rollback" {
                     try reportLastRollback(row, nothing: "\(row.name): rollback ended")
                 } else if row.status == "idle_or_copied" {
@@ -155,12 +143,8 @@ struct GroupWait {
                 } else {
                     throw CLIError(code: "copy_stopped", message: "\(row.name)'s background copy ended unfinished: the group is \(row.status)")
                 }
-                return
-            }
-            try timedOut("\(following) is at \(percent)%")
-            usleep(200_000)
-            row = try client.call("GET", "/v1/lcgroups/\(pathSegment(group))", as: GroupRow.self)
-        }
+            },
+            fetch: fetch)
     }
 
     /// The members' mean background-copy progress.
