@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // The C shim: Debian's liblmdb-dev, found through pkg-config.
@@ -66,7 +67,8 @@ let package = Package(
         .target(name: "SnapbackAPI", dependencies: ["SnapbackCore"]),
         // snapbackd's runtime: the HTTP control API on a Unix socket, NBD export of volumes, the
         // background copy loop, start-up and graceful shutdown, and `/metrics` (swift-metrics
-        // objects, exposed in the Prometheus text format by swift-prometheus).
+        // objects, exposed in the Prometheus text format by swift-prometheus), and the read-only
+        // status page (`--http`, rendered with swift-mustache).
         .target(
             name: "SnapbackServer",
             dependencies: [
@@ -74,6 +76,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

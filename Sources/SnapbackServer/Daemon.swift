@@ -22,6 +22,10 @@ public struct DaemonOptions: Sendable {
     /// Where `GET /metrics` is also served over TCP (`--metrics`); `nil`: on the control socket only.
     public var metricsHost: String?
     public var metricsPort: Int
+    /// Where the read-only status page is served (`--http`); `nil`: nowhere. It has no
+    /// authentication: loopback unless the operator names another address.
+    public var httpHost: String?
+    public var httpPort = 0
     /// While hosts use volumes outside a rollback's family, rollbacks run at most this share of
     /// the time (`--background-share`; 100: always at full speed). See `BackgroundService`.
     public var backgroundSharePercent = Self.backgroundSharePercentDefault
@@ -151,6 +155,18 @@ public enum Daemon {
                 .init(
                     service: MetricsListener.application(
                         endpoint: endpoint, host: host, port: options.metricsPort, serverName: "snapbackd/\(version)", logger: logger)))
+        }
+        if let host = options.httpHost {
+            let page: StatusPage
+            do {
+                page = try StatusPage(controller: controller, log: log, version: version, logger: logger)
+            } catch {
+                throw DaemonError("cannot load the status page's templates: \(error)")
+            }
+            services.append(
+                .init(
+                    service: StatusListener.application(
+                        page: page, host: host, port: options.httpPort, serverName: "snapbackd/\(version)", logger: logger)))
         }
         let group = ServiceGroup(
             configuration: .init(

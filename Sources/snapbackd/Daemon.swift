@@ -3,8 +3,8 @@ import Foundation
 import SnapbackLog
 import SnapbackServer
 
-/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT] [--metrics [HOST:]PORT] [--background-share PERCENT]`: the
-/// Snapback controller.
+/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT] [--metrics [HOST:]PORT] [--http [HOST:]PORT]
+/// [--background-share PERCENT]`: the Snapback controller.
 @main
 struct SnapbackdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,6 +25,12 @@ struct SnapbackdCommand: AsyncParsableCommand {
             valueName: "[HOST:]PORT"))
     var metrics: String?
     @Option(
+        name: [.customLong("http"), .customLong("http", withSingleDash: true)],
+        help: ArgumentHelp(
+            "Serve a read-only live status page (volumes, lcmaps, lcgrps, progress, the last faults and rollbacks with their stories) over HTTP on HOST:PORT, a bare PORT meaning 127.0.0.1:PORT (off by default). It has no authentication: give a non-loopback HOST only on a trusted network.",
+            valueName: "[HOST:]PORT"))
+    var http: String?
+    @Option(
         name: [.customLong("background-share"), .customLong("background-share", withSingleDash: true)],
         help: ArgumentHelp(
             "While hosts use volumes outside a rollback's family, rollbacks run at most this share of the time (1-100; 100: always at full speed).",
@@ -41,6 +47,9 @@ struct SnapbackdCommand: AsyncParsableCommand {
         guard (1...100).contains(backgroundShare) else { throw ValidationError("--background-share takes a percentage from 1 to 100") }
         if let metrics, Self.hostAndPort(metrics, defaultHost: "127.0.0.1") == nil {
             throw ValidationError("--metrics takes PORT or HOST:PORT, such as 9464 or 0.0.0.0:9464")
+        }
+        if let http, Self.hostAndPort(http, defaultHost: "127.0.0.1") == nil {
+            throw ValidationError("--http takes PORT or HOST:PORT, such as 8080 or 127.0.0.1:8080")
         }
     }
 
@@ -66,6 +75,10 @@ struct SnapbackdCommand: AsyncParsableCommand {
         if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
             options.metricsHost = address.host
             options.metricsPort = address.port
+        }
+        if let http, let address = Self.hostAndPort(http, defaultHost: "127.0.0.1") {
+            options.httpHost = address.host
+            options.httpPort = address.port
         }
         do {
             try await Daemon.run(options)
