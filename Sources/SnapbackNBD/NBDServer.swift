@@ -11,13 +11,13 @@ public enum NBDServerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// `start()` was called on a server that is running, stopping or stopped.
     case alreadyStarted
     /// The listening socket could not be bound (address in use, bad host, no permission).
-    case bindFailed(host: String, port: Int, reason: String)
+    case bindFailed(address: String, reason: String)
 
     /// A one-line explanation.
     public var description: String {
         switch self {
         case .alreadyStarted: "NBD server already started"
-        case .bindFailed(let host, let port, let reason): "cannot listen on \(host):\(port): \(reason)"
+        case .bindFailed(let address, let reason): "cannot listen on \(address): \(reason)"
         }
     }
 }
@@ -42,7 +42,8 @@ public final class NBDServer: @unchecked Sendable {
     private struct Running {
         let group: MultiThreadedEventLoopGroup
         let threadPool: NIOThreadPool
-        let serverChannel: Channel
+        /// The TCP listener, and the Unix-socket one when asked for.
+        let serverChannels: [Channel]
     }
 
     private enum State {
@@ -61,6 +62,7 @@ public final class NBDServer: @unchecked Sendable {
     private let provider: any NBDExportProvider
     private let host: String
     private let port: Int
+    private let unixSocketPath: String?
     private let diagnostics: NBDDiagnostics?
     private let eventLoopThreadCount: Int
     private let ioThreadCount: Int
@@ -79,6 +81,9 @@ public final class NBDServer: @unchecked Sendable {
     ///   - provider: The exports, looked up by name at every connection.
     ///   - host: The address to bind, `127.0.0.1` by default (loopback only).
     ///   - port: The TCP port; 10809 is NBD's registered port; 0 picks a free one.
+    ///   - unixSocketPath: Also listen on this Unix socket (`nbd+unix:///EXPORT?socket=PATH`),
+    ///     made with mode 0600: only the owner (and root) may connect. A file already there is
+    ///     the caller's to remove.
     ///   - logger: An optional diagnostic sink (see `NBDDiagnostics`).
     ///   - eventLoopThreadCount: Threads moving bytes; defaults to the core count, at most 4.
     ///   - ioThreadCount: Threads making export calls, i.e. the most export calls at once across
@@ -87,6 +92,7 @@ public final class NBDServer: @unchecked Sendable {
         provider: any NBDExportProvider,
         host: String = "127.0.0.1",
         port: Int = 10809,
+        unixSocketPath: String? = nil,
         logger: NBDDiagnostics? = nil,
         eventLoopThreadCount: Int? = nil,
         ioThreadCount: Int = 8
@@ -96,6 +102,7 @@ public final class NBDServer: @unchecked Sendable {
         self.provider = provider
         self.host = host
         self.port = port
+        self.unixSocketPath = unixSocketPath
         self.diagnostics = logger
         self.eventLoopThreadCount = max(1, eventLoopThreadCount ?? min(System.coreCount, 4))
         self.ioThreadCount = ioThreadCount
@@ -115,31 +122,51 @@ public final class NBDServer: @unchecked Sendable {
         let threadPool = NIOThreadPool(numberOfThreads: ioThreadCount)
         threadPool.start()
 
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            // Large reads for large writes: a 32 MiB payload should not arrive in 2 KiB pieces.
-            .childChannelOption(
-                .recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 64 * 1024, maximum: 1024 * 1024)
-            )
-            .childChannelInitializer { [self] channel in
-                self.initializeConnection(channel, threadPool: threadPool)
+        func bootstrap(tcp: Bool) -> ServerBootstrap {
+            var bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                // Large reads for large writes: a 32 MiB payload should not arrive in 2 KiB pieces.
+                .childChannelOption(
+                    .recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 64 * 1024, maximum: 1024 * 1024)
+                )
+                .childChannelInitializer { [self] channel in
+                    self.initializeConnection(channel, threadPool: threadPool)
+                }
+            if tcp {
+                bootstrap = bootstrap.serverChannelOption(.socketOption(.so_reuseaddr), value: 1).childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             }
+            return bootstrap
+        }
 
-        let serverChannel: Channel
-        do {
-            serverChannel = try await bootstrap.bind(host: host, port: port).get()
-        } catch {
+        var serverChannels: [Channel] = []
+        func giveUp(_ where: String, _ reason: String) async -> NBDServerError {
+            for channel in serverChannels { try? await channel.close().get() }
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             lock.withLock { state = .idle }
-            throw NBDServerError.bindFailed(host: host, port: port, reason: "\(error)")
+            return .bindFailed(address: `where`, reason: reason)
         }
-        let boundPort = serverChannel.localAddress?.port ?? port
-        lock.withLock { state = .running(Running(group: group, threadPool: threadPool, serverChannel: serverChannel)) }
-        diagnostics?("nbd: listening on \(host):\(boundPort)")
+        do {
+            serverChannels.append(try await bootstrap(tcp: true).bind(host: host, port: port).get())
+        } catch {
+            throw await giveUp("\(host):\(port)", "\(error)")
+        }
+        if let unixSocketPath {
+            // Mode 0600 right after the bind (connecting needs write permission, which the usual
+            // umask of 022 never gives other users meanwhile); a failed chmod fails the start.
+            do {
+                serverChannels.append(try await bootstrap(tcp: false).bind(unixDomainSocketPath: unixSocketPath).get())
+            } catch {
+                throw await giveUp(unixSocketPath, "\(error)")
+            }
+            if chmod(unixSocketPath, 0o600) != 0 {
+                throw await giveUp(unixSocketPath, "chmod 0600: \(String(cString: strerror(errno)))")
+            }
+        }
+        let boundPort = serverChannels[0].localAddress?.port ?? port
+        lock.withLock { state = .running(Running(group: group, threadPool: threadPool, serverChannels: serverChannels)) }
+        diagnostics?("nbd: listening on \(host):\(boundPort)" + (unixSocketPath.map { " and on \($0)" } ?? ""))
         return boundPort
     }
 
@@ -162,7 +189,7 @@ public final class NBDServer: @unchecked Sendable {
         }
         guard let running else { return }
 
-        try? await running.serverChannel.close().get()
+        for channel in running.serverChannels { try? await channel.close().get() }
         let live = lock.withLock { Array(connections.values) }
         for connection in live {
             connection.channel.pipeline.fireUserInboundEventTriggered(NBDServerShutdownEvent())

@@ -22,6 +22,8 @@ public struct DaemonOptions: Sendable {
     /// Where `GET /metrics` is also served over TCP (`--metrics`); `nil`: on the control socket only.
     public var metricsHost: String?
     public var metricsPort: Int
+    /// NBD also on this Unix socket (`--nbd-socket`, mode 0600); `nil`: TCP only.
+    public var nbdSocketPath: String?
     /// Where the read-only status page is served (`--http`); `nil`: nowhere. It has no
     /// authentication: loopback unless the operator names another address.
     public var httpHost: String?
@@ -111,8 +113,10 @@ public enum Daemon {
 
         let socketPath = options.socketPath ?? directory + "/control.sock"
         try removeStaleSocket(socketPath)
+        if let nbdSocketPath = options.nbdSocketPath { try removeStaleSocket(nbdSocketPath) }
         let nbdServer = NBDServer(
             provider: ControllerExportProvider(controller: controller, metrics: metrics), host: options.nbdHost, port: options.nbdPort,
+            unixSocketPath: options.nbdSocketPath,
             logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         let logDataFile = directory + "/log/data.mdb"
         let endpoint = MetricsEndpoint(
@@ -147,7 +151,7 @@ public enum Daemon {
                 logger.notice("\(why)", metadata: ["volume": "\(volume.name)", "lcmap": "\(map.name)", "connectionsClosed": "\(closed)"])
             }
         }
-        let nbd = NBDService(server: nbdServer, logger: logger)
+        let nbd = NBDService(server: nbdServer, socketPath: options.nbdSocketPath, logger: logger)
         let background = BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: application), .init(service: nbd), .init(service: background)]
         if let host = options.metricsHost {
@@ -200,13 +204,16 @@ public enum Daemon {
 /// The NBD server as a service of the group.
 struct NBDService: Service {
     let server: NBDServer
+    /// The NBD Unix socket, removed once the server has stopped.
+    let socketPath: String?
     let logger: Logger
 
     func run() async throws {
         let port = try await server.start()
-        logger.info("NBD listening", metadata: ["port": "\(port)"])
+        logger.info("NBD listening", metadata: ["port": "\(port)", "socket": "\(socketPath ?? "none")"])
         try? await gracefulShutdown()
         try await server.stop()
+        if let socketPath { unlink(socketPath) }
     }
 }
 

@@ -16,6 +16,10 @@ struct SnapbackdCommand: AsyncParsableCommand {
     var socket: String?
     @Option(name: [.customLong("nbd"), .customLong("nbd", withSingleDash: true)], help: "NBD listen address HOST:PORT (loopback by default).")
     var nbd = "127.0.0.1:10809"
+    @Option(
+        name: [.customLong("nbd-socket"), .customLong("nbd-socket", withSingleDash: true)],
+        help: ArgumentHelp("Also serve NBD on this Unix socket (mode 0600): nbd+unix:///VOLUME?socket=PATH.", valueName: "PATH"))
+    var nbdSocket: String?
     @Option(name: [.customLong("map-size-mib"), .customLong("map-size-mib", withSingleDash: true)], help: "Initial LMDB map size in MiB (it grows when full).")
     var mapSizeMebibytes = EventLog.mapSizeBytesDefault >> 20
     @Option(
@@ -42,6 +46,9 @@ struct SnapbackdCommand: AsyncParsableCommand {
             colon != nbd.startIndex
         else {
             throw ValidationError("--nbd takes HOST:PORT, such as 127.0.0.1:10809")
+        }
+        if let nbdSocket, nbdSocket.isEmpty || nbdSocket.utf8.count > 107 {
+            throw ValidationError("--nbd-socket takes a path of 1 to 107 bytes (a Unix socket's limit)")
         }
         guard mapSizeMebibytes >= 1 else { throw ValidationError("--map-size-mib must be at least 1") }
         guard (1...100).contains(backgroundShare) else { throw ValidationError("--background-share takes a percentage from 1 to 100") }
@@ -72,6 +79,7 @@ struct SnapbackdCommand: AsyncParsableCommand {
             dataDirectory: dataDirectory, socketPath: socket, nbdHost: host, nbdPort: Int(nbd[nbd.index(after: colon)...])!,
             mapSizeBytes: mapSizeMebibytes << 20)
         options.backgroundSharePercent = backgroundShare
+        options.nbdSocketPath = nbdSocket
         if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
             options.metricsHost = address.host
             options.metricsPort = address.port

@@ -193,6 +193,8 @@ final class Daemon: @unchecked Sendable {
     private(set) var port: Int
     /// The control socket.
     var socketPath: String { directory + "/control.sock" }
+    /// NBD's Unix socket (every test daemon serves NBD on it too, `--nbd-socket`).
+    var nbdSocketPath: String { directory + "/nbd.sock" }
     /// Where the daemon's standard error goes (appended across restarts).
     var stderrPath: String { directory + "/snapbackd.stderr" }
 
@@ -237,7 +239,7 @@ final class Daemon: @unchecked Sendable {
     private func launch() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try Binaries.path("snapbackd"))
-        process.arguments = ["--data-dir", directory, "--nbd", "127.0.0.1:\(port)"]
+        process.arguments = ["--data-dir", directory, "--nbd", "127.0.0.1:\(port)", "--nbd-socket", nbdSocketPath]
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
         process.standardError = try appendingHandle(stderrPath)

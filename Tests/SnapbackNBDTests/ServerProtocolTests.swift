@@ -420,8 +420,8 @@ struct ServerProtocolTests {
         await #expect {
             _ = try await second.start()
         } throws: { error in
-            guard case NBDServerError.bindFailed(_, let failedPort, _) = error else { return false }
-            return failedPort == port
+            guard case NBDServerError.bindFailed(let address, _) = error else { return false }
+            return address == "127.0.0.1:\(port)"
         }
         try await second.stop()
         try await first.stop()
