@@ -23,6 +23,10 @@ struct StatusPage: Sendable {
     let version: String
     let templates: MustacheLibrary
     let logger: Logger
+    /// Answer only requests addressed to a loopback name (the `Host` header): on loopback, a web
+    /// page elsewhere could otherwise read this one through a browser on this machine by
+    /// pointing a name of its own at 127.0.0.1 (DNS rebinding). Set by ``StatusListener``.
+    var loopbackHostsOnly = false
 
     /// How often the page reloads itself (`<meta http-equiv="refresh">`).
     static let refreshSeconds = 1
@@ -48,6 +52,14 @@ struct StatusPage: Sendable {
             response.headers[.allow] = "GET"
             return response
         }
+        if loopbackHostsOnly, !Self.addressedToLoopback(request.head.authority) {
+            return page(
+                "problem",
+                ProblemView(
+                    status: 403, title: "Forbidden",
+                    message: "This page answers only requests addressed to localhost or a loopback address (a guard against DNS rebinding)."),
+                status: .forbidden)
+        }
         let segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         switch segments.count {
         case 0:
@@ -59,6 +71,19 @@ struct StatusPage: Sendable {
             break
         }
         return page("problem", ProblemView(status: 404, title: "Not found", message: "No page at \(request.uri.path)."), status: .notFound)
+    }
+
+    /// True when `authority` (a request's `Host`, with or without a port) names this machine's
+    /// loopback: `localhost`, 127.0.0.0/8 or `[::1]`. A request without one is refused.
+    static func addressedToLoopback(_ authority: String?) -> Bool {
+        guard var host = authority?.lowercased(), !host.isEmpty else { return false }
+        if host.hasPrefix("[") {
+            guard let end = host.firstIndex(of: "]") else { return false }
+            host = String(host[host.index(after: host.startIndex)..<end])
+        } else if let colon = host.lastIndex(of: ":") {
+            host = String(host[..<colon])
+        }
+        return StatusListener.isLoopback(host)
     }
 
     /// The status page as of now: the published state, and the timeline read off the log.
@@ -127,8 +152,10 @@ enum StatusListener {
                 "status page listening beyond loopback: it has no authentication, anyone who reaches it sees every volume, lcmap and fault",
                 metadata: ["host": "\(host)", "port": "\(port)"])
         }
+        var page = page
+        page.loopbackHostsOnly = isLoopback(host)
         return Application(
-            responder: CallbackResponder<BasicRequestContext> { request, _ in await page.respond(to: request) },
+            responder: CallbackResponder<BasicRequestContext> { [page] request, _ in await page.respond(to: request) },
             configuration: .init(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: { channel in
                 logger.info("status page listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "\(host):\(port)")"])

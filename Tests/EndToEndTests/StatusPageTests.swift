@@ -134,6 +134,17 @@ struct StatusPageTests {
         #expect(try StatusPageHTTP.request(port: rig.httpPort, method: "GET", path: "/explain/disk/v0").status.hasPrefix("HTTP/1.1 404"))
         #expect(try StatusPageHTTP.request(port: rig.httpPort, method: "GET", path: "/metrics").status.hasPrefix("HTTP/1.1 404"))
 
+        // On loopback, only requests addressed to a loopback name are answered (DNS rebinding).
+        for host in ["localhost:\(rig.httpPort)", "127.0.0.1", "[::1]:\(rig.httpPort)", "LOCALHOST"] {
+            let answer = try StatusPageHTTP.request(port: rig.httpPort, method: "GET", path: "/", host: host)
+            #expect(answer.status.hasPrefix("HTTP/1.1 200"), "Host \(host): \(answer.status)")
+        }
+        for host in ["evil.example:\(rig.httpPort)", "127.0.0.1.evil.example", "[::2]"] {
+            let answer = try StatusPageHTTP.request(port: rig.httpPort, method: "GET", path: "/", host: host)
+            #expect(answer.status.hasPrefix("HTTP/1.1 403"), "Host \(host): \(answer.status)")
+            #expect(!answer.body.contains("v0"), "a refused request saw the volumes")
+        }
+
         // A bare port: loopback, and no warning about an unauthenticated page.
         let log = (try? String(contentsOfFile: rig.directory + "/snapbackd.stderr", encoding: .utf8)) ?? ""
         #expect(log.contains("status page listening") && log.contains("127.0.0.1:\(rig.httpPort)"), "\(log)")
@@ -387,7 +398,7 @@ enum HTMLText {
 enum StatusPageHTTP {
     /// One HTTP/1.1 request on 127.0.0.1:`port`: the status line, the headers (lowercased names)
     /// and the body.
-    static func request(port: Int, method: String, path: String, body: String = "") throws -> (status: String, headers: [String: String], body: String) {
+    static func request(port: Int, method: String, path: String, body: String = "", host: String? = nil) throws -> (status: String, headers: [String: String], body: String) {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
@@ -398,7 +409,7 @@ enum StatusPageHTTP {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw RigError("connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host ?? "127.0.0.1:\(port)")\r\nConnection: close\r\n"
         if !body.isEmpty || method != "GET" { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
         let request = Array((head + "\r\n" + body).utf8)
         let sent = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
