@@ -306,30 +306,6 @@ func expectPromtoolAccepts(_ text: String, _ what: String, sourceLocation: Sourc
 
 /// One HTTP/1.1 GET on 127.0.0.1:`port`: the status line, Content-Type and body.
 func httpGet(port: Int, path: String) throws -> (status: String, contentType: String, body: String) {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
-    defer { close(descriptor) }
-    var timeout = timeval(tv_sec: 30, tv_usec: 0)
-    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = loopbackAddress(port)
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw RigError("connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    let sent = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    guard sent == request.count else { throw RigError("send: \(String(cString: strerror(errno)))") }
-    var response: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-        if count < 0, errno == EINTR { continue }
-        if count <= 0 { break }
-        response += chunk[0..<count]
-    }
-    let text = String(decoding: response, as: UTF8.self)
-    let parts = text.components(separatedBy: "\r\n\r\n")
-    let head = parts.first?.components(separatedBy: "\r\n") ?? []
-    let contentType = head.first { $0.lowercased().hasPrefix("content-type:") }.map { String($0.dropFirst("content-type:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
-    return (head.first ?? "", contentType, parts.dropFirst().joined(separator: "\r\n\r\n"))
+    let response = try rawHTTPRequest(.loopback(port: port), "GET", path, host: "127.0.0.1")
+    return (response.status, response.headers["content-type"] ?? "", response.body)
 }

@@ -399,37 +399,7 @@ enum StatusPageHTTP {
     /// One HTTP/1.1 request on 127.0.0.1:`port`: the status line, the headers (lowercased names)
     /// and the body.
     static func request(port: Int, method: String, path: String, body: String = "", host: String? = nil) throws -> (status: String, headers: [String: String], body: String) {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = loopbackAddress(port)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw RigError("connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))") }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host ?? "127.0.0.1:\(port)")\r\nConnection: close\r\n"
-        if !body.isEmpty || method != "GET" { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
-        let request = Array((head + "\r\n" + body).utf8)
-        let sent = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard sent == request.count else { throw RigError("send: \(String(cString: strerror(errno)))") }
-        var response: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-            if count < 0, errno == EINTR { continue }
-            if count <= 0 { break }
-            response += chunk[0..<count]
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        let parts = text.components(separatedBy: "\r\n\r\n")
-        let lines = parts.first?.components(separatedBy: "\r\n") ?? []
-        var headers: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-        return (lines.first ?? "", headers, parts.dropFirst().joined(separator: "\r\n\r\n"))
+        let response = try rawHTTPRequest(.loopback(port: port), method, path, host: host ?? "127.0.0.1:\(port)", body: body)
+        return (response.status, response.headers, response.body)
     }
 }

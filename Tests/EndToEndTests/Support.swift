@@ -602,25 +602,56 @@ final class ByteWatcher: @unchecked Sendable {
     }
 }
 
-/// One blocking HTTP/1.1 request on the control socket, straight from the test process (for the
-/// rare step that must happen within a millisecond); returns the status line and the body.
-func controlRequest(_ socketPath: String, _ method: String, _ path: String, json: String) throws -> (status: String, body: String) {
-    let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
+/// A response read by ``rawHTTPRequest``: the status line, the headers (lowercased names) and the
+/// body.
+struct RawHTTPResponse {
+    var status: String
+    var headers: [String: String]
+    var body: String
+}
+
+/// Where ``rawHTTPRequest`` connects: 127.0.0.1 on a TCP port, or a Unix socket.
+enum RawHTTPPeer {
+    case loopback(port: Int)
+    case unixSocket(String)
+}
+
+/// One blocking HTTP/1.1 request (`Connection: close`), straight from the test process, without
+/// the CLI: for a step that must happen within a millisecond, or for a peer the CLI does not
+/// speak to (the metrics and status listeners). A `body`, or any method but GET, is sent as JSON.
+func rawHTTPRequest(_ peer: RawHTTPPeer, _ method: String, _ path: String, host: String, body: String = "") throws -> RawHTTPResponse {
+    let descriptor: Int32
+    let connected: Int32
+    switch peer {
+    case .loopback(let port):
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
+        var address = loopbackAddress(port)
+        connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+    case .unixSocket(let socketPath):
+        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw RigError("socket: \(String(cString: strerror(errno)))") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(socketPath.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(descriptor)
+            throw RigError("socket path too long")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
+        connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+    }
     defer { close(descriptor) }
+    guard connected == 0 else { throw RigError("connect to \(peer): \(String(cString: strerror(errno)))") }
     var timeout = timeval(tv_sec: 30, tv_usec: 0)
     setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let pathBytes = Array(socketPath.utf8)
-    guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw RigError("socket path too long") }
-    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    guard connected == 0 else { throw RigError("connect \(socketPath): \(String(cString: strerror(errno)))") }
-    let body = Array(json.utf8)
-    let request = Array("\(method) \(path) HTTP/1.1\r\nHost: snapbackd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+    var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n"
+    if !body.isEmpty || method != "GET" { head += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+    let request = Array((head + "\r\n" + body).utf8)
     var sent = 0
     while sent < request.count {
         let count = request[sent...].withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -636,9 +667,21 @@ func controlRequest(_ socketPath: String, _ method: String, _ path: String, json
         response += chunk[0..<count]
     }
     let text = String(decoding: response, as: UTF8.self)
-    let status = text.split(separator: "\r\n", maxSplits: 1).first.map(String.init) ?? ""
-    let responseBody = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
-    return (status, responseBody)
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    let lines = parts.first?.components(separatedBy: "\r\n") ?? []
+    var headers: [String: String] = [:]
+    for line in lines.dropFirst() {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    return RawHTTPResponse(status: lines.first ?? "", headers: headers, body: parts.dropFirst().joined(separator: "\r\n\r\n"))
+}
+
+/// One blocking HTTP/1.1 request on the control socket (``rawHTTPRequest``): the status line
+/// and the body.
+func controlRequest(_ socketPath: String, _ method: String, _ path: String, json: String) throws -> (status: String, body: String) {
+    let response = try rawHTTPRequest(.unixSocket(socketPath), method, path, host: "snapbackd", body: json)
+    return (response.status, response.body)
 }
 
 /// Sizes.
