@@ -15,7 +15,7 @@ import Darwin
 struct MetricsTests {
     @Test("values after writes, a fault, a rollback and an I/O error; the same on TCP; promtool accepts both")
     func scrapeAfterActivity() async throws {
-        let rig = try await MetricsRig.start()
+        let rig = try await Daemon.withMetrics()
         defer { rig.cleanup() }
         try await rig.ok("mkvolume", "-name", "src", "-size", "4m")
         try await rig.ok("mkvolume", "-name", "tgt", "-size", "4m")
@@ -31,7 +31,7 @@ struct MetricsTests {
         try await rig.waitUntilNoRollback("m0")
         // A volume no map protects stays faulted: a host's read of it answers EIO.
         try await rig.ok("fault", "-volume", "lone", "-reason", "no map")
-        let client = try RawNBDClient(port: rig.nbdPort)
+        let client = try RawNBDClient(port: rig.port)
         defer { client.disconnect() }
         try client.go("lone")
         let refused = try client.read(offset: 0, length: 4096)
@@ -95,7 +95,7 @@ struct MetricsTests {
 
     @Test("removed volumes and lcmaps leave the export; a renamed volume's series move to its new name; a restart starts counters again")
     func removalRenameAndRestart() async throws {
-        let rig = try await MetricsRig.start()
+        let rig = try await Daemon.withMetrics()
         defer { rig.cleanup() }
         try await rig.ok("mkvolume", "-name", "src", "-size", "4m")
         try await rig.ok("mkvolume", "-name", "tgt", "-size", "4m")
@@ -142,114 +142,11 @@ struct MetricsTests {
 
 // MARK: - The rig
 
-/// One snapbackd started with `--metrics PORT` (a bare port: loopback), on its own data
-/// directory and ports. The shared rig (`Support.swift`) starts daemons without it.
-final class MetricsRig: @unchecked Sendable {
-    let directory: String
-    private(set) var nbdPort = 0
-    private(set) var metricsPort = 0
-    private var process: Process?
-    var socketPath: String { directory + "/control.sock" }
+extension Daemon {
+    /// A daemon started with `--metrics PORT` (a bare port: loopback).
+    static func withMetrics() async throws -> Daemon { try await start(listeners: ["--metrics"]) }
 
-    private init(directory: String) { self.directory = directory }
-
-    static func start() async throws -> MetricsRig {
-        let rig = MetricsRig(directory: NSTemporaryDirectory() + "/sbe2e-metrics-" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
-        try FileManager.default.createDirectory(atPath: rig.directory, withIntermediateDirectories: true)
-        do {
-            try await rig.launch()
-        } catch {
-            rig.cleanup()
-            throw error
-        }
-        return rig
-    }
-
-    /// Starts snapbackd on fresh ports (another test may take one between the check and the bind:
-    /// three tries).
-    private func launch() async throws {
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            nbdPort = try freePort()
-            repeat { metricsPort = try freePort() } while metricsPort == nbdPort
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: try Binaries.path("snapbackd"))
-            process.arguments = ["--data-dir", directory, "--nbd", "127.0.0.1:\(nbdPort)", "--metrics", String(metricsPort)]
-            process.standardInput = FileHandle.nullDevice
-            process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
-            process.standardError = try appendingHandle(directory + "/snapbackd.stderr")
-            try process.run()
-            self.process = process
-            do {
-                try await waitUntilServing(process)
-                return
-            } catch {
-                lastError = error
-                stopProcess(signal: SIGKILL)
-            }
-        }
-        throw lastError ?? RigError("snapbackd did not start")
-    }
-
-    private func waitUntilServing(_ process: Process) async throws {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            guard process.isRunning else { throw RigError("snapbackd exited with \(process.terminationStatus): \(stderrTail())") }
-            if portAccepts(nbdPort), portAccepts(metricsPort), let answer = try? await snapback(["lsvolume"]), answer.exitCode == 0 { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw RigError("snapbackd did not serve NBD on \(nbdPort) and metrics on \(metricsPort) within 60 s: \(stderrTail())")
-    }
-
-    func restart() async throws {
-        stopProcess(signal: SIGTERM)
-        try await launch()
-    }
-
-    private func stopProcess(signal: Int32) {
-        guard let process else { return }
-        if process.isRunning { kill(process.processIdentifier, signal) }
-        process.waitUntilExit()
-        self.process = nil
-    }
-
-    func cleanup() {
-        stopProcess(signal: SIGKILL)
-        if ProcessInfo.processInfo.environment["SNAPBACK_E2E_KEEP"] == nil { try? FileManager.default.removeItem(atPath: directory) }
-    }
-
-    func stderrTail() -> String {
-        let text = (try? String(contentsOfFile: directory + "/snapbackd.stderr", encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").suffix(15).joined(separator: "\n")
-    }
-
-    func snapback(_ arguments: [String]) async throws -> ProcessOutput {
-        try await runProcess(try Binaries.path("snapback"), arguments, environment: ["SNAPBACK_SOCKET": socketPath])
-    }
-
-    @discardableResult
-    func ok(_ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) async throws -> ProcessOutput {
-        let output = try await snapback(arguments)
-        #expect(output.exitCode == 0, "snapback \(arguments.joined(separator: " ")): \(output)", sourceLocation: sourceLocation)
-        return output
-    }
-
-    func qemuIO(_ export: String, _ commands: [String]) async throws -> ProcessOutput {
-        try await runProcess(Binaries.qemuIO, ["-f", "raw", "nbd://127.0.0.1:\(nbdPort)/\(export)"] + commands.flatMap { ["-c", $0] })
-    }
-
-    /// Polls `lslcmap MAP` until no rollback runs (at most 30 s).
-    func waitUntilNoRollback(_ map: String) async throws {
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let output = try await snapback(["lslcmap", "-json", map])
-            if output.exitCode == 0, let rows = try? JSONDecoder().decode([MapRow].self, from: Data(output.stdout.utf8)), rows.first?.restoring == "no" {
-                return
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw RigError("the rollback of \(map) did not end within 30 s")
-    }
+    var metricsPort: Int { listenerPorts["--metrics"]! }
 
     /// `GET /metrics` on the control socket.
     func scrape() async throws -> String {

@@ -19,7 +19,7 @@ struct StatusPageTests {
         let chromium = try Chromium.require()
         // --background-share 5: while another volume's host writes, the rollback runs 5 % of the
         // time, so that 256 MiB take seconds and the page is rendered while it runs.
-        let rig = try await StatusPageRig.start(extraArguments: ["--background-share", "5"])
+        let rig = try await Daemon.withStatusPage(["--background-share", "5"])
         defer { rig.cleanup() }
         try await rig.ok("mkvolume", "-name", "src", "-size", "320m")
         try await rig.ok("mkvolume", "-name", "tgt", "-size", "320m")
@@ -102,7 +102,7 @@ struct StatusPageTests {
 
     @Test("read-only: POST, PUT and DELETE are refused with 405 and change nothing; names and reasons are escaped; a bare port is loopback")
     func readOnlyAndEscaped() async throws {
-        let rig = try await StatusPageRig.start()
+        let rig = try await Daemon.withStatusPage()
         defer { rig.cleanup() }
         try await rig.ok("mkvolume", "-name", "v0", "-size", "1m")
         try await rig.ok("fault", "-volume", "v0", "-reason", "<img src=x onerror=alert(1)>")
@@ -162,104 +162,22 @@ struct StatusPageTests {
 
 // MARK: - The rig
 
-/// One snapbackd started with `--http PORT` (a bare port: loopback) on its own data directory
-/// and ports.
-final class StatusPageRig: @unchecked Sendable {
-    let directory: String
-    private(set) var nbdPort = 0
-    private(set) var httpPort = 0
-    private var process: Process?
-    var socketPath: String { directory + "/control.sock" }
-
-    private init(directory: String) { self.directory = directory }
-
-    static func start(extraArguments: [String] = []) async throws -> StatusPageRig {
-        let rig = StatusPageRig(directory: NSTemporaryDirectory() + "/sbe2e-status-" + String(UInt32.random(in: 0...UInt32.max), radix: 36))
-        try FileManager.default.createDirectory(atPath: rig.directory, withIntermediateDirectories: true)
-        do {
-            try await rig.launch(extraArguments)
-        } catch {
-            rig.cleanup()
-            throw error
-        }
-        return rig
+extension Daemon {
+    /// A daemon started with `--http PORT` (a bare port: loopback) and `arguments`.
+    static func withStatusPage(_ arguments: [String] = []) async throws -> Daemon {
+        try await start(listeners: ["--http"], arguments: arguments)
     }
 
-    /// Starts snapbackd on fresh ports (three tries: another test may take one first).
-    private func launch(_ extraArguments: [String]) async throws {
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            nbdPort = try freePort()
-            repeat { httpPort = try freePort() } while httpPort == nbdPort
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: try Binaries.path("snapbackd"))
-            process.arguments = ["--data-dir", directory, "--nbd", "127.0.0.1:\(nbdPort)", "--http", String(httpPort)] + extraArguments
-            process.standardInput = FileHandle.nullDevice
-            process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
-            process.standardError = try appendingHandle(directory + "/snapbackd.stderr")
-            try process.run()
-            self.process = process
-            do {
-                try await waitUntilServing(process)
-                return
-            } catch {
-                lastError = error
-                stopProcess()
-            }
-        }
-        throw lastError ?? RigError("snapbackd did not start")
-    }
-
-    private func waitUntilServing(_ process: Process) async throws {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            guard process.isRunning else { throw RigError("snapbackd exited with \(process.terminationStatus): \(stderrTail())") }
-            if portAccepts(nbdPort), portAccepts(httpPort), let answer = try? await snapback(["lsvolume"]), answer.exitCode == 0 { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw RigError("snapbackd did not serve NBD on \(nbdPort) and the status page on \(httpPort) within 60 s: \(stderrTail())")
-    }
-
-    private func stopProcess() {
-        guard let process else { return }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        self.process = nil
-    }
-
-    func cleanup() {
-        stopProcess()
-        if ProcessInfo.processInfo.environment["SNAPBACK_E2E_KEEP"] == nil { try? FileManager.default.removeItem(atPath: directory) }
-    }
-
-    func stderrTail() -> String {
-        let text = (try? String(contentsOfFile: directory + "/snapbackd.stderr", encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").suffix(15).joined(separator: "\n")
-    }
+    var httpPort: Int { listenerPorts["--http"]! }
 
     func url(_ path: String) -> String { "http://127.0.0.1:\(httpPort)\(path)" }
-
-    func snapback(_ arguments: [String]) async throws -> ProcessOutput {
-        try await runProcess(try Binaries.path("snapback"), arguments, environment: ["SNAPBACK_SOCKET": socketPath])
-    }
-
-    @discardableResult
-    func ok(_ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) async throws -> ProcessOutput {
-        let output = try await snapback(arguments)
-        #expect(output.exitCode == 0, "snapback \(arguments.joined(separator: " ")): \(output)", sourceLocation: sourceLocation)
-        return output
-    }
-
-    func qemuIO(_ export: String, _ commands: [String]) async throws -> ProcessOutput {
-        try await runProcess(Binaries.qemuIO, ["-f", "raw", "nbd://127.0.0.1:\(nbdPort)/\(export)"] + commands.flatMap { ["-c", $0] }, timeoutSeconds: 120)
-    }
 
     /// A host writing 64 KiB again and again to `export` until stopped (at most 60 s): other
     /// volumes' I/O, which paces rollbacks (`--background-share`).
     func startBusyWriter(_ export: String) throws -> BusyWriter {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Binaries.qemuIO)
-        process.arguments = ["-f", "raw", "nbd://127.0.0.1:\(nbdPort)/\(export)"] + Array(repeating: ["-c", "write -P 0x11 0 64k"], count: 20000).flatMap { $0 }
+        process.arguments = ["-f", "raw", uri(export)] + Array(repeating: ["-c", "write -P 0x11 0 64k"], count: 20000).flatMap { $0 }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -267,28 +185,6 @@ final class StatusPageRig: @unchecked Sendable {
         let writer = BusyWriter(process)
         DispatchQueue.global().asyncAfter(deadline: .now() + 60) { writer.stop() }
         return writer
-    }
-
-    /// `log show -json`, read beside the running daemon.
-    func events() async throws -> [LoggedEvent] {
-        let output = try await snapback(["log", "show", "-data-dir", directory, "-json"])
-        guard output.exitCode == 0 else { throw RigError("log show: \(output)") }
-        return output.stdout.split(separator: "\n").compactMap { line in
-            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]).map(LoggedEvent.init)
-        }
-    }
-
-    /// Polls `lslcmap MAP` until no rollback runs (at most 60 s).
-    func waitUntilNoRollback(_ map: String) async throws {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            let output = try await snapback(["lslcmap", "-json", map])
-            if output.exitCode == 0, let rows = try? JSONDecoder().decode([MapRow].self, from: Data(output.stdout.utf8)), rows.first?.restoring == "no" {
-                return
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw RigError("the rollback of \(map) did not end within 60 s")
     }
 }
 

@@ -197,6 +197,10 @@ final class Daemon: @unchecked Sendable {
     var nbdSocketPath: String { directory + "/nbd.sock" }
     /// Where the daemon's standard error goes (appended across restarts).
     var stderrPath: String { directory + "/snapbackd.stderr" }
+    /// The loopback port of each extra TCP listener asked for (`--metrics`, `--http`: a bare port).
+    private(set) var listenerPorts: [String: Int] = [:]
+    /// More snapbackd options, given at every start.
+    private var extraArguments: [String] = []
 
     private let lock = NSLock()
     private var process: Process?
@@ -207,12 +211,27 @@ final class Daemon: @unchecked Sendable {
         self.port = port
     }
 
-    /// Creates a data directory, picks a free port and starts a daemon that answers.
-    /// `prepare` runs on the new data directory before the daemon first starts.
-    static func start(prepare: (String) throws -> Void = { _ in }) async throws -> Daemon {
+    /// Creates a data directory, picks free ports and starts a daemon that answers: NBD, and each
+    /// of `listeners` (such as `--metrics`, `--http`) on a port of its own; `arguments` are more
+    /// options. `prepare` runs on the new data directory before the daemon first starts.
+    static func start(
+        listeners: [String] = [], arguments: [String] = [], prepare: (String) throws -> Void = { _ in }
+    ) async throws -> Daemon {
         let directory = NSTemporaryDirectory() + "/sbe2e-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let daemon = Daemon(directory: directory, port: try freePort())
+        daemon.extraArguments = arguments
+        func pickListenerPorts() throws {
+            var taken: Set<Int> = [daemon.port]
+            daemon.listenerPorts = [:]
+            for flag in listeners {
+                var port = try freePort()
+                while taken.contains(port) { port = try freePort() }
+                taken.insert(port)
+                daemon.listenerPorts[flag] = port
+            }
+        }
+        try pickListenerPorts()
         do {
             try prepare(directory)
         } catch {
@@ -229,6 +248,7 @@ final class Daemon: @unchecked Sendable {
                 lastError = error
                 await daemon.kill()
                 daemon.port = try freePort()
+                try pickListenerPorts()
             }
         }
         daemon.cleanup()
@@ -240,6 +260,7 @@ final class Daemon: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try Binaries.path("snapbackd"))
         process.arguments = ["--data-dir", directory, "--nbd", "127.0.0.1:\(port)", "--nbd-socket", nbdSocketPath]
+            + listenerPorts.sorted { $0.key < $1.key }.flatMap { [$0.key, String($0.value)] } + extraArguments
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
         process.standardError = try appendingHandle(stderrPath)
@@ -255,7 +276,7 @@ final class Daemon: @unchecked Sendable {
             guard process.isRunning else {
                 throw RigError("snapbackd exited with \(process.terminationStatus) at start-up: \(stderrTail())")
             }
-            if FileManager.default.fileExists(atPath: socketPath), portAccepts(port),
+            if FileManager.default.fileExists(atPath: socketPath), portAccepts(port), listenerPorts.values.allSatisfy(portAccepts),
                 let answer = try? await snapback("lsvolume"), answer.exitCode == 0
             {
                 return
@@ -440,6 +461,19 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// The events of `log show -json`, one dictionary per event (values as JSON gives them).
+    /// Polls `lslcmap MAP` until no rollback runs (at most `timeoutSeconds`).
+    func waitUntilNoRollback(_ map: String, timeoutSeconds: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            let output = try await snapback(["lslcmap", "-json", map])
+            if output.exitCode == 0, let rows = try? JSONDecoder().decode([MapRow].self, from: Data(output.stdout.utf8)), rows.first?.restoring == "no" {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw RigError("the rollback of \(map) did not end within \(timeoutSeconds) s")
+    }
+
     func events() async throws -> [LoggedEvent] {
         let output = try await log("show", "-json")
         guard output.exitCode == 0 else { throw RigError("log show: \(output)") }
