@@ -7,6 +7,8 @@ public final class FileBlockStore: BlockStore, @unchecked Sendable {
     public let path: String
     public let sizeBytes: UInt64
     private let descriptor: Int32
+    /// A block device: no holes to report or punch.
+    private let isBlockDevice: Bool
 
     /// Creates a new sparse file of `sizeBytes` at `path`; fails if the file exists.
     public static func create(path: String, sizeBytes: UInt64) throws(BlockStoreError) -> FileBlockStore {
@@ -45,6 +47,8 @@ public final class FileBlockStore: BlockStore, @unchecked Sendable {
         self.path = path
         self.descriptor = descriptor
         self.sizeBytes = sizeBytes
+        var status = stat()
+        self.isBlockDevice = fstat(descriptor, &status) == 0 && (status.st_mode & S_IFMT) == S_IFBLK
     }
 
     deinit { close(descriptor) }
@@ -75,6 +79,67 @@ public final class FileBlockStore: BlockStore, @unchecked Sendable {
             done += count
         }
     }
+
+    /// SEEK_DATA/SEEK_HOLE over the range; a block device (no holes to report) is all data, and
+    /// so is a file system without SEEK_HOLE (EINVAL).
+    public func allocation(at offset: UInt64, length: UInt64) throws(BlockStoreError) -> [BlockExtent] {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= sizeBytes else { throw .outOfRange(offset: offset, length: Int(clamping: length), sizeBytes: sizeBytes) }
+        guard length > 0 else { return [] }
+        guard !isBlockDevice else { return [BlockExtent(lengthBytes: length, isHole: false)] }
+        var extents: [BlockExtent] = []
+        var position = offset
+        while position < end {
+            // The next data at or after `position`; ENXIO: none before the end of the file.
+            var data = lseek(descriptor, off_t(position), Self.seekData)
+            if data < 0 {
+                guard errno == ENXIO || errno == EINVAL else { throw .io(operation: "lseek SEEK_DATA \(path)", errno: errno) }
+                if errno == EINVAL { return [BlockExtent(lengthBytes: length, isHole: false)] }
+                data = off_t(end)
+            }
+            let dataStart = min(UInt64(data), end)
+            if dataStart > position {
+                extents.append(BlockExtent(lengthBytes: dataStart - position, isHole: true))
+                position = dataStart
+            }
+            guard position < end else { break }
+            let hole = lseek(descriptor, off_t(position), Self.seekHole)
+            guard hole >= 0 else { throw .io(operation: "lseek SEEK_HOLE \(path)", errno: errno) }
+            let dataEnd = min(UInt64(hole), end)
+            precondition(dataEnd > position, "SEEK_HOLE went back")
+            extents.append(BlockExtent(lengthBytes: dataEnd - position, isHole: false))
+            position = dataEnd
+        }
+        return extents
+    }
+
+    /// FALLOC_FL_PUNCH_HOLE on a file (the size is kept); false on a block device and where the
+    /// file system cannot punch (EOPNOTSUPP).
+    public func punchHole(at offset: UInt64, length: Int) throws(BlockStoreError) -> Bool {
+        try checkRange(offset, length)
+        guard !isBlockDevice, length > 0 else { return length == 0 }
+        #if os(Linux)
+        guard let fallocate = Self.fallocate else { return false }
+        let mode = Self.fallocatePunchHole | Self.fallocateKeepSize
+        while fallocate(descriptor, mode, off_t(offset), off_t(length)) != 0 {
+            if errno == EINTR { continue }
+            if errno == EOPNOTSUPP { return false }
+            throw .io(operation: "fallocate punch \(path)", errno: errno)
+        }
+        return true
+        #else
+        return false
+        #endif
+    }
+
+    // Linux's values, which Glibc's module map does not export (they need _GNU_SOURCE).
+    private static let seekData: Int32 = 3
+    private static let seekHole: Int32 = 4
+    private static let fallocateKeepSize: Int32 = 0x01
+    private static let fallocatePunchHole: Int32 = 0x02
+    private typealias Fallocate = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
+    /// glibc's `fallocate`, looked up once (also hidden behind _GNU_SOURCE).
+    private static let fallocate: Fallocate? = dlsym(nil, "fallocate").map { unsafeBitCast($0, to: Fallocate.self) }
 
     public func prefetch(at offset: UInt64, length: Int) {
         _ = posix_fadvise(descriptor, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)

@@ -169,9 +169,27 @@ extension Controller {
         }
     }
 
+    /// Makes `length` bytes at `offset` read as zeroes by punching a hole in the volume's store,
+    /// when that is a plain write (no copy-on-write or mark owed, no rollback restoring the range:
+    /// see `writePlain`) and the store can punch; durable first when `fua`. Returns false, having
+    /// changed nothing, otherwise: the caller then writes zeroes through `write`, which copies
+    /// grains first as any write does. A volume with anomaly detection on is never punched (its
+    /// detector counts the zeroes written).
+    public func punchZeroes(volume volumeID: VolumeID, offset: UInt64, length: Int, fua: Bool, hostEpoch: UInt64? = nil) throws(HostIOError) -> Bool {
+        guard detector(volumeID) == nil else { return false }
+        var punched = false
+        let plain = try plainAccess(volume: volumeID) { () throws(HostIOError) -> (Volume, BlockStore)? in
+            try plainWriteLocked(volumeID, offset, length, hostEpoch: hostEpoch)
+        } io: { (store) throws(BlockStoreError) in
+            punched = try store.punchHole(at: offset, length: length)
+            if punched, fua { try store.sync() }
+        }
+        return plain && punched
+    }
+
     /// The volume and store a host write of `length` bytes at `offset` goes to when it needs no
     /// coordination; nil when it does. Throws when the write is refused.
-    private func plainWriteLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int, hostEpoch: UInt64?) throws(HostIOError) -> (Volume, BlockStore)? {
+    func plainWriteLocked(_ volumeID: VolumeID, _ offset: UInt64, _ length: Int, hostEpoch: UInt64?) throws(HostIOError) -> (Volume, BlockStore)? {
         let (volume, store) = try hostVolumeLocked(volumeID, offset, length)
         try checkHostEpochLocked(volume, hostEpoch)
         if isReadOnlyLocked(volumeID) { throw .readOnly(volume: volume.name) }

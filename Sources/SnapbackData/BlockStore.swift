@@ -63,6 +63,14 @@ public protocol BlockStore: AnyObject, Sendable {
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(BlockStoreError)
     /// Makes every completed write durable (fdatasync).
     func sync() throws(BlockStoreError)
+    /// The holes and data of `offset..<offset+length`, in order, covering the range (a file's
+    /// SEEK_HOLE/SEEK_DATA; a store that cannot tell answers one data extent). A snapshot: a
+    /// concurrent write may allocate a hole just reported.
+    func allocation(at offset: UInt64, length: UInt64) throws(BlockStoreError) -> [BlockExtent]
+    /// Deallocates `offset..<offset+length` so that it reads as zeroes, if the store can
+    /// (FALLOC_FL_PUNCH_HOLE); returns false, having changed nothing, if it cannot. Not durable
+    /// until ``sync()``.
+    func punchHole(at offset: UInt64, length: Int) throws(BlockStoreError) -> Bool
     /// A hint that `offset..<offset+length` will be read soon (lets a disk queue many reads at
     /// once). Changes nothing else; may do nothing.
     func prefetch(at offset: UInt64, length: Int)
@@ -70,6 +78,29 @@ public protocol BlockStore: AnyObject, Sendable {
 
 extension BlockStore {
     public func prefetch(at offset: UInt64, length: Int) {}
+
+    /// By default the whole range is allocated data.
+    public func allocation(at offset: UInt64, length: UInt64) throws(BlockStoreError) -> [BlockExtent] {
+        try checkRange(offset, 0)
+        return length == 0 ? [] : [BlockExtent(lengthBytes: length, isHole: false)]
+    }
+
+    /// By default nothing is deallocated.
+    public func punchHole(at offset: UInt64, length: Int) throws(BlockStoreError) -> Bool { false }
+}
+
+/// A run of a store's bytes that is either allocated data or a hole (which reads as zeroes).
+public struct BlockExtent: Sendable, Hashable {
+    /// The length in bytes.
+    public var lengthBytes: UInt64
+    /// True for a hole: unallocated, reads as zeroes.
+    public var isHole: Bool
+
+    /// An extent of `lengthBytes` bytes.
+    public init(lengthBytes: UInt64, isHole: Bool) {
+        self.lengthBytes = lengthBytes
+        self.isHole = isHole
+    }
 }
 
 extension BlockStore {

@@ -67,6 +67,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// The server is stopping: no new request starts; the connection closes once the window is
     /// empty.
     private var shuttingDown = false
+    /// Replies are structured chunks (set on entering transmission, from the session).
+    private var structuredReplies = false
     private var peer = "?"
 
     private let threadPool: NIOThreadPool
@@ -197,6 +199,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                         send(bytes, context: context)
                         diagnostics?("nbd: \(peer): serving export '\(session.name)' (\(session.sizeBytes) bytes\(session.readOnly ? ", read-only" : ""))")
                         phase = .transmission(session)
+                        structuredReplies = session.structuredReplies
                         exportChosen(session.name)
                     case .replyAndClose(let bytes):
                         phase = .closed
@@ -223,7 +226,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                     if request.payloadLengthBytes > 0 {
                         payload = take(request.payloadLengthBytes, context: context)
                     }
-                    let decision = request.check(exportSizeBytes: session.sizeBytes, readOnly: session.readOnly)
+                    let decision = request.check(
+                        exportSizeBytes: session.sizeBytes, readOnly: session.readOnly, metaContextsSelected: !session.metaContexts.isEmpty)
                     waiting = Waiting(decision: decision, cookie: request.cookie, payload: payload)
                 }
             }
@@ -298,12 +302,11 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 return
             }
             exportCallsInFlight += 1
-            let export = session.export
             let payload = request.payload
             let cookie = request.cookie
             let allocator = context.channel.allocator
             threadPool.runIfActive(eventLoop: context.eventLoop) {
-                Self.execute(operation, cookie: cookie, payload: payload, export: export, allocator: allocator)
+                Self.execute(operation, cookie: cookie, payload: payload, session: session, allocator: allocator)
             }
             .assumeIsolated()
             .whenComplete { result in
@@ -336,13 +339,15 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// Runs one operation against the export. Called on a thread-pool thread: it may block.
     private static func execute(
-        _ operation: NBDOperation, cookie: UInt64, payload: ByteBuffer?, export: any NBDExport, allocator: ByteBufferAllocator
+        _ operation: NBDOperation, cookie: UInt64, payload: ByteBuffer?, session: NBDSession, allocator: ByteBufferAllocator
     ) -> Outcome {
+        let export = session.export
         do throws(NBDIOError) {
             switch operation {
             case .read(let offset, let lengthBytes):
                 guard lengthBytes > 0 else { return .success(nil) }
-                return .success(try readReply(export, offset: offset, lengthBytes: Int(lengthBytes), cookie: cookie, allocator: allocator))
+                return .success(try readReply(
+                    export, offset: offset, lengthBytes: Int(lengthBytes), cookie: cookie, structured: session.structuredReplies, allocator: allocator))
             case .write(let offset, let lengthBytes, let fua):
                 precondition((payload?.readableBytes ?? 0) == Int(lengthBytes), "write payload does not match its header")
                 if let payload {
@@ -358,10 +363,15 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                 try forEachPiece(offset: offset, lengthBytes: lengthBytes) { (pieceOffset, pieceBytes) throws(NBDIOError) in
                     try export.trim(offset: pieceOffset, length: pieceBytes, fua: fua)
                 }
-            case .writeZeroes(let offset, let lengthBytes, let fua):
+            case .writeZeroes(let offset, let lengthBytes, let fua, let mayPunch, let fast):
                 try forEachPiece(offset: offset, lengthBytes: lengthBytes) { (pieceOffset, pieceBytes) throws(NBDIOError) in
-                    try export.writeZeroes(offset: pieceOffset, length: pieceBytes, fua: fua)
+                    try export.zero(offset: pieceOffset, length: pieceBytes, fua: fua, mayPunch: mayPunch, fast: fast)
                 }
+            case .blockStatus(let offset, let lengthBytes, let requestOne):
+                let bytes = try blockStatusReply(session, offset: offset, lengthBytes: lengthBytes, requestOne: requestOne, cookie: cookie)
+                var buffer = allocator.buffer(capacity: bytes.count)
+                buffer.writeBytes(bytes)
+                return .success(buffer)
             case .disconnect:
                 preconditionFailure("disconnect is not an export call")
             }
@@ -371,13 +381,17 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A read's whole reply: the reply header (no error, `cookie`), then `lengthBytes` bytes the
-    /// export reads at `offset` straight into the buffer.
+    /// A read's whole reply: the reply header (no error, `cookie`; structured: one
+    /// `NBD_REPLY_TYPE_OFFSET_DATA` chunk with DONE), then `lengthBytes` bytes the export reads at
+    /// `offset` straight into the buffer.
     private static func readReply(
-        _ export: any NBDExport, offset: UInt64, lengthBytes: Int, cookie: UInt64, allocator: ByteBufferAllocator
+        _ export: any NBDExport, offset: UInt64, lengthBytes: Int, cookie: UInt64, structured: Bool, allocator: ByteBufferAllocator
     ) throws(NBDIOError) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: NBDHeaderSize.simpleReplyBytes + lengthBytes)
-        buffer.writeBytes(NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie))
+        let header = structured
+            ? NBDWireEncoder.offsetDataHeader(cookie: cookie, offset: offset, lengthBytes: UInt32(lengthBytes))
+            : NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie)
+        var buffer = allocator.buffer(capacity: header.count + lengthBytes)
+        buffer.writeBytes(header)
         var failure: NBDIOError?
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: lengthBytes) { room in
             do throws(NBDIOError) {
@@ -390,6 +404,30 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
         if let failure { throw failure }
         return buffer
+    }
+
+    /// A BLOCK_STATUS reply: one `NBD_REPLY_TYPE_BLOCK_STATUS` chunk per selected context, in id
+    /// order, the last with DONE. An export's answer that breaks `NBDExport.blockStatus`'s
+    /// contract (no extent, an empty one, more bytes than asked) is an EIO, never sent.
+    private static func blockStatusReply(
+        _ session: NBDSession, offset: UInt64, lengthBytes: UInt32, requestOne: Bool, cookie: UInt64
+    ) throws(NBDIOError) -> [UInt8] {
+        precondition(!session.metaContexts.isEmpty, "BLOCK_STATUS with no context passed the check")
+        var bytes: [UInt8] = []
+        for (index, context) in session.metaContexts.enumerated() {
+            var extents = try session.export.blockStatus(context: context.name, offset: offset, lengthBytes: lengthBytes)
+            var coveredBytes: UInt64 = 0
+            for extent in extents { coveredBytes += UInt64(extent.lengthBytes) }
+            guard !extents.isEmpty, !extents.contains(where: { $0.lengthBytes == 0 }), coveredBytes <= UInt64(lengthBytes) else { throw .io }
+            if requestOne {
+                extents.removeSubrange(1...)
+            } else if extents.count > NBDLimits.blockStatusExtentsMax {
+                extents.removeSubrange(NBDLimits.blockStatusExtentsMax...)
+            }
+            bytes += NBDWireEncoder.blockStatusChunk(
+                cookie: cookie, done: index == session.metaContexts.count - 1, contextID: context.id, extents: extents)
+        }
+        return bytes
     }
 
     /// Calls `body` over `lengthBytes` bytes at `offset` in pieces of at most
@@ -410,7 +448,7 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Sends a simple reply; once it is written the request leaves the window and parsing resumes.
+    /// Sends a reply (simple, or structured chunks once negotiated); once it is written the request leaves the window and parsing resumes.
     private func reply(cookie: UInt64, outcome: Outcome, windowID: UInt64, context: ChannelHandlerContext) {
         let buffer: ByteBuffer
         switch outcome {
@@ -419,10 +457,15 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             // copy it: the outcome still shares its storage).
             buffer = readReply
         case .success(nil):
-            buffer = self.buffer(NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie), context: context)
+            let bytes = structuredReplies
+                ? NBDWireEncoder.structuredDone(cookie: cookie) : NBDWireEncoder.simpleReplyHeader(error: .none, cookie: cookie)
+            buffer = self.buffer(bytes, context: context)
         case .failure(let value, let note):
             if let note { diagnostics?("nbd: \(peer): \(note)") }
-            buffer = self.buffer(NBDWireEncoder.simpleReplyHeader(error: value, cookie: cookie), context: context)
+            let bytes = structuredReplies
+                ? NBDWireEncoder.structuredError(cookie: cookie, error: value, message: note ?? value.description)
+                : NBDWireEncoder.simpleReplyHeader(error: value, cookie: cookie)
+            buffer = self.buffer(bytes, context: context)
         }
         context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { result in
             self.window.complete(windowID)

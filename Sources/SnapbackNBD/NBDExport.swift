@@ -8,6 +8,8 @@ public enum NBDIOError: Error, Sendable, Equatable {
     case invalid
     /// NBD_ENOSPC (28): no space left.
     case noSpace
+    /// NBD_ENOTSUP (95): a fast zero that would be no faster than writing zeroes.
+    case notSupported
 
     /// The NBD protocol's error value.
     public var nbdErrorValue: UInt32 {
@@ -16,6 +18,7 @@ public enum NBDIOError: Error, Sendable, Equatable {
         case .permission: 1
         case .invalid: 22
         case .noSpace: 28
+        case .notSupported: 95
         }
     }
 }
@@ -44,11 +47,37 @@ public protocol NBDExport: Sendable {
     func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError)
     /// Writes zeroes over the range.
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError)
+    /// Makes the range read as zeroes (NBD_CMD_WRITE_ZEROES): `mayPunch` (no NO_HOLE flag) lets
+    /// the export deallocate it; `fast` (NBD_CMD_FLAG_FAST_ZERO) asks it to throw `.notSupported`,
+    /// changing nothing, when the zeroing would be no faster than writing zeroes.
+    func zero(offset: UInt64, length: UInt32, fua: Bool, mayPunch: Bool, fast: Bool) throws(NBDIOError)
+    /// The meta contexts the export offers besides `base:allocation` (which every export offers),
+    /// by full name, e.g. `snapback:dirty:m0`.
+    var metaContextNames: [String] { get }
+    /// The extents of the meta context `context` (`base:allocation` or one of
+    /// `metaContextNames`) from `offset` on: at least one, covering at most `lengthBytes` bytes
+    /// (a prefix of the range when the answer would be long). The range is within the export.
+    func blockStatus(context: String, offset: UInt64, lengthBytes: UInt32) throws(NBDIOError) -> [NBDExtent]
 }
 
 extension NBDExport {
     /// By default every write goes to the thread pool.
     public func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool { false }
+
+    /// By default zeroes are written (`writeZeroes`), so a fast zero is refused.
+    public func zero(offset: UInt64, length: UInt32, fua: Bool, mayPunch: Bool, fast: Bool) throws(NBDIOError) {
+        if fast { throw .notSupported }
+        try writeZeroes(offset: offset, length: length, fua: fua)
+    }
+
+    /// By default only `base:allocation`.
+    public var metaContextNames: [String] { [] }
+
+    /// By default everything is allocated data (flags 0), the answer that is always true.
+    public func blockStatus(context: String, offset: UInt64, lengthBytes: UInt32) throws(NBDIOError) -> [NBDExtent] {
+        guard context == NBDMetaContextName.baseAllocation else { throw .invalid }
+        return [NBDExtent(lengthBytes: lengthBytes, flags: 0)]
+    }
 }
 
 /// The set of exports, looked up by name at every connection.

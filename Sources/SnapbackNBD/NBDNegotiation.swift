@@ -13,14 +13,36 @@ public struct NBDSession: Sendable {
     public let readOnly: Bool
     /// The transmission flags sent to the client.
     public let transmissionFlags: NBDTransmissionFlags
+    /// Replies are structured (the client negotiated NBD_OPT_STRUCTURED_REPLY).
+    public let structuredReplies: Bool
+    /// The meta contexts selected for NBD_CMD_BLOCK_STATUS, in the order of their ids (empty:
+    /// BLOCK_STATUS is refused with EINVAL).
+    public let metaContexts: [NBDMetaContext]
 
     /// Reads `export`'s size and read-only state once, for the whole connection.
-    public init(name: String, export: any NBDExport) {
+    public init(name: String, export: any NBDExport, structuredReplies: Bool = false, metaContexts: [NBDMetaContext] = []) {
+        precondition(structuredReplies || metaContexts.isEmpty, "meta contexts need structured replies")
         self.name = name
         self.export = export
         self.sizeBytes = export.sizeBytes
         self.readOnly = export.readOnly
         self.transmissionFlags = NBDTransmissionFlags.advertised(readOnly: readOnly)
+        self.structuredReplies = structuredReplies
+        self.metaContexts = metaContexts
+    }
+}
+
+/// A meta context selected by NBD_OPT_SET_META_CONTEXT: the id the server gave it and its name.
+public struct NBDMetaContext: Sendable, Hashable {
+    /// The id BLOCK_STATUS chunks carry (from 1, in the order selected).
+    public var id: UInt32
+    /// The full name, e.g. `base:allocation`.
+    public var name: String
+
+    /// A context `name` with `id`.
+    public init(id: UInt32, name: String) {
+        self.id = id
+        self.name = name
     }
 }
 
@@ -46,6 +68,11 @@ public struct NBDNegotiation: Sendable {
     public private(set) var clientFlags: NBDClientFlags = []
     /// How many options the client has sent so far.
     public private(set) var optionCount = 0
+    /// The client negotiated NBD_OPT_STRUCTURED_REPLY.
+    public private(set) var structuredReplies = false
+    /// The last NBD_OPT_SET_META_CONTEXT's export and selection: used only if the client then
+    /// enters transmission with that same export.
+    public private(set) var selectedContexts: (name: String, contexts: [NBDMetaContext])?
 
     /// A negotiation that looks exports up in `provider`.
     public init(provider: any NBDExportProvider) {
@@ -70,7 +97,7 @@ public struct NBDNegotiation: Sendable {
             guard let name = NBDWireDecoder.parseExportName(request.data),
                   let export = provider.export(named: name)
             else { return .close(.exportNameRefused) }
-            let session = NBDSession(name: name, export: export)
+            let session = session(name: name, export: export)
             let reply = NBDWireEncoder.exportNameReply(
                 sizeBytes: session.sizeBytes,
                 flags: session.transmissionFlags,
@@ -100,7 +127,7 @@ public struct NBDNegotiation: Sendable {
             guard let export = provider.export(named: info.name) else {
                 return .reply(NBDWireEncoder.optionError(option: option, type: .errorUnknown, message: "no such export"))
             }
-            let session = NBDSession(name: info.name, export: export)
+            let session = session(name: info.name, export: export)
             var bytes = NBDWireEncoder.optionReply(
                 option: option,
                 type: .info,
@@ -140,10 +167,66 @@ public struct NBDNegotiation: Sendable {
             return .reply(NBDWireEncoder.optionError(option: option, type: .errorUnsupported, message: "TLS is not supported"))
 
         case .structuredReply:
-            return .reply(NBDWireEncoder.optionError(option: option, type: .errorUnsupported, message: "simple replies only"))
+            guard request.data.isEmpty else {
+                return .reply(NBDWireEncoder.optionError(option: option, type: .errorInvalid, message: "NBD_OPT_STRUCTURED_REPLY takes no data"))
+            }
+            structuredReplies = true
+            return .reply(NBDWireEncoder.optionReply(option: option, type: .ack))
+
+        case .listMetaContext, .setMetaContext:
+            return .reply(metaContext(option, request.data))
 
         default:
             return .reply(NBDWireEncoder.optionError(option: option, type: .errorUnsupported, message: "unsupported option"))
         }
+    }
+
+    /// The session for `export`, with structured replies and the selected contexts if the client
+    /// selected them for this export.
+    private func session(name: String, export: any NBDExport) -> NBDSession {
+        let contexts = selectedContexts?.name == name ? selectedContexts?.contexts ?? [] : []
+        return NBDSession(name: name, export: export, structuredReplies: structuredReplies, metaContexts: structuredReplies ? contexts : [])
+    }
+
+    /// Answers NBD_OPT_LIST_META_CONTEXT (every context a query matches, id 0; no query: all of
+    /// them; a query ending in `:` matches the names it prefixes) or NBD_OPT_SET_META_CONTEXT (the
+    /// contexts named exactly, numbered from 1, replacing any earlier selection).
+    private mutating func metaContext(_ option: NBDOption, _ data: [UInt8]) -> [UInt8] {
+        guard let request = NBDMetaContextRequest.parse(optionData: data) else {
+            return NBDWireEncoder.optionError(option: option, type: .errorInvalid, message: "malformed \(option) data")
+        }
+        let set = option == .setMetaContext
+        if set {
+            // A failed SET leaves nothing selected.
+            selectedContexts = nil
+            guard structuredReplies else {
+                return NBDWireEncoder.optionError(option: option, type: .errorInvalid, message: "negotiate NBD_OPT_STRUCTURED_REPLY first")
+            }
+        }
+        guard let export = provider.export(named: request.name) else {
+            return NBDWireEncoder.optionError(option: option, type: .errorUnknown, message: "no such export")
+        }
+        let offered = [NBDMetaContextName.baseAllocation] + export.metaContextNames
+        var chosen: [String] = []
+        if set {
+            for query in request.queries where offered.contains(query) && !chosen.contains(query) { chosen.append(query) }
+        } else if request.queries.isEmpty {
+            chosen = offered
+        } else {
+            for name in offered where request.queries.contains(where: { $0 == name || ($0.hasSuffix(":") && name.hasPrefix($0)) }) {
+                chosen.append(name)
+            }
+        }
+        var bytes: [UInt8] = []
+        var contexts: [NBDMetaContext] = []
+        for (index, name) in chosen.enumerated() {
+            let context = NBDMetaContext(id: set ? UInt32(index + 1) : 0, name: name)
+            contexts.append(context)
+            bytes += NBDWireEncoder.optionReply(
+                option: option, type: .metaContext, data: NBDWireEncoder.metaContextReplyData(id: context.id, name: name))
+        }
+        if set { selectedContexts = (request.name, contexts) }
+        bytes += NBDWireEncoder.optionReply(option: option, type: .ack)
+        return bytes
     }
 }

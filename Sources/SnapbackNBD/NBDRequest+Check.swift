@@ -12,8 +12,10 @@ public enum NBDOperation: Sendable, Hashable {
     case flush
     /// Discard the range.
     case trim(offset: UInt64, lengthBytes: UInt32, fua: Bool)
-    /// Write zeroes over the range.
-    case writeZeroes(offset: UInt64, lengthBytes: UInt32, fua: Bool)
+    /// Write zeroes over the range; `mayPunch` unless NO_HOLE was set, `fast` for FAST_ZERO.
+    case writeZeroes(offset: UInt64, lengthBytes: UInt32, fua: Bool, mayPunch: Bool, fast: Bool)
+    /// Answer the extents of the selected meta contexts over the range (`requestOne`: one each).
+    case blockStatus(offset: UInt64, lengthBytes: UInt32, requestOne: Bool)
     /// Close the connection (NBD_CMD_DISC); no reply.
     case disconnect
 }
@@ -33,8 +35,10 @@ extension NBDRequest {
     /// → EINVAL; a WRITE, TRIM or WRITE_ZEROES on a read-only export → EPERM; a FLUSH with a
     /// non-zero offset or length, or a READ longer than `NBDLimits.payloadBytesMax` → EINVAL; a
     /// range that overflows or ends past the export → ENOSPC for WRITE and WRITE_ZEROES (as the
-    /// specification recommends), EINVAL for READ and TRIM.
-    public func check(exportSizeBytes: UInt64, readOnly: Bool) -> NBDRequestCheck {
+    /// specification recommends), EINVAL for READ, TRIM and BLOCK_STATUS. BLOCK_STATUS is
+    /// EINVAL too when no meta context is selected (`metaContextsSelected` false) or its length
+    /// is zero.
+    public func check(exportSizeBytes: UInt64, readOnly: Bool, metaContextsSelected: Bool = false) -> NBDRequestCheck {
         let allowedFlags: NBDCommandFlags
         switch command {
         case .disconnect:
@@ -43,7 +47,11 @@ extension NBDRequest {
         case .read, .write, .flush, .trim:
             allowedFlags = [.fua]
         case .writeZeroes:
-            allowedFlags = [.fua, .noHole]
+            // FAST_ZERO is advertised on every writable export; a read-only one gets EPERM below.
+            allowedFlags = [.fua, .noHole, .fastZero]
+        case .blockStatus:
+            guard metaContextsSelected, lengthBytes > 0 else { return .reject(.invalid) }
+            allowedFlags = [.fua, .requestOne]
         default:
             return .reject(.invalid)
         }
@@ -65,7 +73,10 @@ extension NBDRequest {
         case .read: return .accept(.read(offset: offset, lengthBytes: lengthBytes))
         case .write: return .accept(.write(offset: offset, lengthBytes: lengthBytes, fua: fua))
         case .trim: return .accept(.trim(offset: offset, lengthBytes: lengthBytes, fua: fua))
-        case .writeZeroes: return .accept(.writeZeroes(offset: offset, lengthBytes: lengthBytes, fua: fua))
+        case .writeZeroes:
+            return .accept(.writeZeroes(
+                offset: offset, lengthBytes: lengthBytes, fua: fua, mayPunch: !flags.contains(.noHole), fast: flags.contains(.fastZero)))
+        case .blockStatus: return .accept(.blockStatus(offset: offset, lengthBytes: lengthBytes, requestOne: flags.contains(.requestOne)))
         default: preconditionFailure("command \(command) passed the command switch above")
         }
     }

@@ -8,7 +8,8 @@ extension NBDOperation {
         case .read(let offset, let lengthBytes),
              .write(let offset, let lengthBytes, _),
              .trim(let offset, let lengthBytes, _),
-             .writeZeroes(let offset, let lengthBytes, _):
+             .writeZeroes(let offset, let lengthBytes, _, _, _),
+             .blockStatus(let offset, let lengthBytes, _):
             // `NBDRequest.check` guarantees offset + length fits the export, hence UInt64.
             lengthBytes == 0 ? nil : offset ..< offset + UInt64(lengthBytes)
         case .flush, .disconnect:
@@ -20,19 +21,21 @@ extension NBDOperation {
     public var modifiesData: Bool {
         switch self {
         case .write, .trim, .writeZeroes: true
-        case .read, .flush, .disconnect: false
+        case .read, .flush, .disconnect, .blockStatus: false
         }
     }
 
     /// The data held in memory for it, in bytes: the write payload or the read result; for TRIM
     /// and WRITE_ZEROES, what the export may buffer for one piece (they are passed on in pieces of
-    /// at most `NBDLimits.payloadBytesMax` bytes).
+    /// at most `NBDLimits.payloadBytesMax` bytes); for BLOCK_STATUS, its reply at the most extents.
     public var bufferedBytes: Int {
         switch self {
         case .read(_, let lengthBytes), .write(_, let lengthBytes, _):
             Int(lengthBytes)
-        case .trim(_, let lengthBytes, _), .writeZeroes(_, let lengthBytes, _):
+        case .trim(_, let lengthBytes, _), .writeZeroes(_, let lengthBytes, _, _, _):
             Int(min(lengthBytes, NBDLimits.payloadBytesMax))
+        case .blockStatus:
+            8 * NBDLimits.blockStatusExtentsMax
         case .flush, .disconnect:
             0
         }

@@ -126,6 +126,62 @@ public struct NBDInfoRequest: Sendable, Hashable {
     }
 }
 
+/// The data of an NBD_OPT_LIST_META_CONTEXT or NBD_OPT_SET_META_CONTEXT request.
+public struct NBDMetaContextRequest: Sendable, Hashable {
+    /// The export the contexts are for.
+    public var name: String
+    /// The queries: full context names, or namespace prefixes such as `base:` (LIST only).
+    public var queries: [String]
+
+    /// A request for `name` with `queries`.
+    public init(name: String, queries: [String]) {
+        self.name = name
+        self.queries = queries
+    }
+
+    /// Parses option data: 32-bit name length, name, 32-bit query count, then each query as a
+    /// 32-bit length and the string. Nil when malformed (lengths inconsistent, a string not valid
+    /// UTF-8 or too long, more than `NBDLimits.metaContextQueriesMax` queries): the server
+    /// answers NBD_REP_ERR_INVALID.
+    public static func parse(optionData data: [UInt8]) -> NBDMetaContextRequest? {
+        data.withUnsafeBytes { bytes -> NBDMetaContextRequest? in
+            var cursor = 0
+            func string() -> String? {
+                guard bytes.count - cursor >= 4 else { return nil }
+                let length = Int(bytes.loadBigEndian(UInt32.self, at: cursor))
+                cursor += 4
+                guard length <= bytes.count - cursor else { return nil }
+                defer { cursor += length }
+                return NBDWireDecoder.string(UnsafeRawBufferPointer(rebasing: bytes[cursor ..< cursor + length]))
+            }
+            guard let name = string(), bytes.count - cursor >= 4 else { return nil }
+            let count = Int(bytes.loadBigEndian(UInt32.self, at: cursor))
+            cursor += 4
+            guard count <= NBDLimits.metaContextQueriesMax else { return nil }
+            var queries: [String] = []
+            for _ in 0 ..< count {
+                guard let query = string() else { return nil }
+                queries.append(query)
+            }
+            guard cursor == bytes.count else { return nil }
+            return NBDMetaContextRequest(name: name, queries: queries)
+        }
+    }
+
+    /// The option data this request parses from (the inverse of `parse`).
+    public var optionData: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.appendBigEndian(UInt32(name.utf8.count))
+        bytes.append(contentsOf: name.utf8)
+        bytes.appendBigEndian(UInt32(queries.count))
+        for query in queries {
+            bytes.appendBigEndian(UInt32(query.utf8.count))
+            bytes.append(contentsOf: query.utf8)
+        }
+        return bytes
+    }
+}
+
 /// Parsers of the messages a client sends.
 public enum NBDWireDecoder {
     /// Parses the 32-bit client flags that answer the greeting. Fails on unknown bits and when

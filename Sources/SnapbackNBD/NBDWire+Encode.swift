@@ -114,6 +114,73 @@ public enum NBDWireEncoder {
     }
 }
 
+extension NBDWireEncoder {
+    /// The data of an `NBD_REP_META_CONTEXT` reply: 32-bit context id, then the context's name.
+    public static func metaContextReplyData(id: UInt32, name: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(4 + name.utf8.count)
+        bytes.appendBigEndian(id)
+        bytes.append(contentsOf: name.utf8)
+        return bytes
+    }
+
+    /// A structured reply chunk header: magic, flags, type, cookie, payload length (20 bytes).
+    public static func structuredReplyHeader(flags: NBDReplyFlags, type: NBDReplyType, cookie: UInt64, payloadBytes: UInt32) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(NBDHeaderSize.structuredReplyBytes)
+        bytes.appendBigEndian(NBDMagic.structuredReply)
+        bytes.appendBigEndian(flags.rawValue)
+        bytes.appendBigEndian(type.rawValue)
+        bytes.appendBigEndian(cookie)
+        bytes.appendBigEndian(payloadBytes)
+        precondition(bytes.count == NBDHeaderSize.structuredReplyBytes)
+        return bytes
+    }
+
+    /// The header of a whole read's `NBD_REPLY_TYPE_OFFSET_DATA` chunk (DONE set), with its
+    /// 64-bit offset (28 bytes); `lengthBytes` bytes of data follow it.
+    public static func offsetDataHeader(cookie: UInt64, offset: UInt64, lengthBytes: UInt32) -> [UInt8] {
+        precondition(lengthBytes > 0 && lengthBytes <= UInt32.max - 8, "an OFFSET_DATA chunk carries data")
+        var bytes = structuredReplyHeader(flags: .done, type: .offsetData, cookie: cookie, payloadBytes: 8 + lengthBytes)
+        bytes.appendBigEndian(offset)
+        return bytes
+    }
+
+    /// The reply that ends a successful request without data: `NBD_REPLY_TYPE_NONE` with DONE.
+    public static func structuredDone(cookie: UInt64) -> [UInt8] {
+        structuredReplyHeader(flags: .done, type: .none, cookie: cookie, payloadBytes: 0)
+    }
+
+    /// A failed request's reply: `NBD_REPLY_TYPE_ERROR` with DONE, the error and a message for
+    /// humans (cut to `NBDLimits.stringBytesMax` bytes).
+    /// - Precondition: `error` is not `.none`.
+    public static func structuredError(cookie: UInt64, error: NBDErrorValue, message: String) -> [UInt8] {
+        precondition(error != .none, "an error chunk needs an error")
+        let text = Array(message.utf8.prefix(NBDLimits.stringBytesMax))
+        var bytes = structuredReplyHeader(flags: .done, type: .error, cookie: cookie, payloadBytes: UInt32(6 + text.count))
+        bytes.appendBigEndian(error.rawValue)
+        bytes.appendBigEndian(UInt16(text.count))
+        bytes.append(contentsOf: text)
+        return bytes
+    }
+
+    /// One `NBD_REPLY_TYPE_BLOCK_STATUS` chunk: the context id and its extents.
+    /// - Precondition: 1 to `NBDLimits.blockStatusExtentsMax` extents, none empty.
+    public static func blockStatusChunk(cookie: UInt64, done: Bool, contextID: UInt32, extents: [NBDExtent]) -> [UInt8] {
+        precondition(!extents.isEmpty && extents.count <= NBDLimits.blockStatusExtentsMax, "extent count out of bounds")
+        var bytes = structuredReplyHeader(
+            flags: done ? .done : [], type: .blockStatus, cookie: cookie, payloadBytes: UInt32(4 + 8 * extents.count))
+        bytes.reserveCapacity(NBDHeaderSize.structuredReplyBytes + 4 + 8 * extents.count)
+        bytes.appendBigEndian(contextID)
+        for extent in extents {
+            precondition(extent.lengthBytes > 0, "an empty extent")
+            bytes.appendBigEndian(extent.lengthBytes)
+            bytes.appendBigEndian(extent.flags)
+        }
+        return bytes
+    }
+}
+
 extension [UInt8] {
     /// Appends an integer in network byte order.
     @inline(__always)

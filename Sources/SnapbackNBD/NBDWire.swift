@@ -14,7 +14,8 @@ public enum NBDMagic {
     public static let request: UInt32 = 0x2560_9513
     /// Starts every simple reply (`NBD_SIMPLE_REPLY_MAGIC`).
     public static let simpleReply: UInt32 = 0x6744_6698
-    /// Starts every structured reply chunk (`NBD_STRUCTURED_REPLY_MAGIC`); never sent by this server.
+    /// Starts every structured reply chunk (`NBD_STRUCTURED_REPLY_MAGIC`), sent once the client
+    /// has negotiated NBD_OPT_STRUCTURED_REPLY.
     public static let structuredReply: UInt32 = 0x668E_33EF
 }
 
@@ -34,6 +35,11 @@ public enum NBDLimits {
     public static let blockSizeMinimumBytes: UInt32 = 1
     /// The advertised preferred block size, in bytes.
     public static let blockSizePreferredBytes: UInt32 = 4096
+    /// The most meta-context queries one NBD_OPT_LIST_META_CONTEXT / SET_META_CONTEXT may carry.
+    public static let metaContextQueriesMax: Int = 256
+    /// The most extents one NBD_REPLY_TYPE_BLOCK_STATUS chunk carries (512 KiB of descriptors);
+    /// an answer that would need more covers only a prefix of the request, as the protocol allows.
+    public static let blockStatusExtentsMax: Int = 65536
 }
 
 /// The fixed sizes of NBD message headers, in bytes.
@@ -50,6 +56,8 @@ public enum NBDHeaderSize {
     public static let requestBytes = 28
     /// Simple reply header: magic, error, cookie.
     public static let simpleReplyBytes = 16
+    /// Structured reply chunk header: magic, flags, type, cookie, payload length.
+    public static let structuredReplyBytes = 20
     /// Zero padding after an NBD_OPT_EXPORT_NAME reply unless NO_ZEROES was negotiated.
     public static let exportNamePaddingBytes = 124
 }
@@ -108,16 +116,17 @@ public struct NBDTransmissionFlags: OptionSet, Sendable, Hashable {
     public static let sendResize = NBDTransmissionFlags(rawValue: 1 << 9)
     /// `NBD_FLAG_SEND_CACHE`: never set by this server.
     public static let sendCache = NBDTransmissionFlags(rawValue: 1 << 10)
-    /// `NBD_FLAG_SEND_FAST_ZERO`: never set by this server.
+    /// `NBD_FLAG_SEND_FAST_ZERO`: NBD_CMD_FLAG_FAST_ZERO is honoured on WRITE_ZEROES (ENOTSUP
+    /// when zeroing would be no faster than writing).
     public static let sendFastZero = NBDTransmissionFlags(rawValue: 1 << 11)
 
     /// The flags this server advertises for an export: everything it serves, and READ_ONLY for a
-    /// read-only export (which then does not advertise TRIM and WRITE_ZEROES either).
+    /// read-only export (which then does not advertise TRIM, WRITE_ZEROES and FAST_ZERO either).
     public static func advertised(readOnly: Bool) -> NBDTransmissionFlags {
         if readOnly {
             return [.hasFlags, .readOnly, .sendFlush, .sendFUA, .canMultiConn]
         }
-        return [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .canMultiConn]
+        return [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .sendFastZero, .canMultiConn]
     }
 }
 
@@ -141,14 +150,15 @@ public struct NBDOption: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let info = NBDOption(rawValue: 6)
     /// `NBD_OPT_GO` (7): describe an export and enter transmission.
     public static let go = NBDOption(rawValue: 7)
-    /// `NBD_OPT_STRUCTURED_REPLY` (8): not supported by this server (simple replies only).
+    /// `NBD_OPT_STRUCTURED_REPLY` (8): structured replies from then on (no data).
     public static let structuredReply = NBDOption(rawValue: 8)
-    /// `NBD_OPT_LIST_META_CONTEXT` (10): not supported (needs structured replies).
-    public static let listMetaContext = NBDOption(rawValue: 10)
-    /// `NBD_OPT_SET_META_CONTEXT` (11): not supported (needs structured replies).
-    public static let setMetaContext = NBDOption(rawValue: 11)
-    /// `NBD_OPT_EXTENDED_HEADERS` (12): not supported.
-    public static let extendedHeaders = NBDOption(rawValue: 12)
+    /// `NBD_OPT_LIST_META_CONTEXT` (9): list the meta contexts matching some queries.
+    public static let listMetaContext = NBDOption(rawValue: 9)
+    /// `NBD_OPT_SET_META_CONTEXT` (10): select meta contexts for NBD_CMD_BLOCK_STATUS (needs
+    /// structured replies).
+    public static let setMetaContext = NBDOption(rawValue: 10)
+    /// `NBD_OPT_EXTENDED_HEADERS` (11): not supported.
+    public static let extendedHeaders = NBDOption(rawValue: 11)
 
     /// The specification's name for the value.
 
@@ -243,7 +253,8 @@ public struct NBDCommand: RawRepresentable, Sendable, Hashable, CustomStringConv
     public static let cache = NBDCommand(rawValue: 5)
     /// `NBD_CMD_WRITE_ZEROES` (6).
     public static let writeZeroes = NBDCommand(rawValue: 6)
-    /// `NBD_CMD_BLOCK_STATUS` (7): not supported (needs structured replies).
+    /// `NBD_CMD_BLOCK_STATUS` (7): extents of the selected meta contexts (needs structured replies
+    /// and NBD_OPT_SET_META_CONTEXT).
     public static let blockStatus = NBDCommand(rawValue: 7)
     /// `NBD_CMD_RESIZE` (8): not supported.
     public static let resize = NBDCommand(rawValue: 8)
@@ -274,13 +285,14 @@ public struct NBDCommandFlags: OptionSet, Sendable, Hashable {
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// `NBD_CMD_FLAG_FUA`: the data must be durable before the reply. Valid on every command.
     public static let fua = NBDCommandFlags(rawValue: 1 << 0)
-    /// `NBD_CMD_FLAG_NO_HOLE`: on WRITE_ZEROES, do not punch a hole (a hint; ignored).
+    /// `NBD_CMD_FLAG_NO_HOLE`: on WRITE_ZEROES, write zeroes and leave the range allocated.
     public static let noHole = NBDCommandFlags(rawValue: 1 << 1)
     /// `NBD_CMD_FLAG_DF`: do not fragment a structured reply; invalid here (no SEND_DF).
     public static let dontFragment = NBDCommandFlags(rawValue: 1 << 2)
-    /// `NBD_CMD_FLAG_REQ_ONE`: for BLOCK_STATUS; invalid here.
+    /// `NBD_CMD_FLAG_REQ_ONE`: on BLOCK_STATUS, one extent per context.
     public static let requestOne = NBDCommandFlags(rawValue: 1 << 3)
-    /// `NBD_CMD_FLAG_FAST_ZERO`: invalid here (no SEND_FAST_ZERO).
+    /// `NBD_CMD_FLAG_FAST_ZERO`: on WRITE_ZEROES, fail at once with ENOTSUP unless the zeroing is
+    /// faster than writing zeroes.
     public static let fastZero = NBDCommandFlags(rawValue: 1 << 4)
     /// `NBD_CMD_FLAG_PAYLOAD_LEN`: extended headers only; invalid here.
     public static let payloadLength = NBDCommandFlags(rawValue: 1 << 5)
@@ -306,6 +318,8 @@ public struct NBDErrorValue: RawRepresentable, Sendable, Hashable, CustomStringC
     public static let noSpace = NBDErrorValue(rawValue: 28)
     /// `EOVERFLOW` (75).
     public static let overflow = NBDErrorValue(rawValue: 75)
+    /// `ENOTSUP` (95): a fast zero that would be no faster than a write.
+    public static let notSupported = NBDErrorValue(rawValue: 95)
     /// `ESHUTDOWN` (108): the server is shutting down.
     public static let shutdown = NBDErrorValue(rawValue: 108)
 
@@ -323,8 +337,72 @@ public struct NBDErrorValue: RawRepresentable, Sendable, Hashable, CustomStringC
         case .invalid: "EINVAL"
         case .noSpace: "ENOSPC"
         case .overflow: "EOVERFLOW"
+        case .notSupported: "ENOTSUP"
         case .shutdown: "ESHUTDOWN"
         default: "error \(rawValue)"
         }
+    }
+}
+
+/// The type of a structured reply chunk (16 bits); error types have bit 15 set.
+public struct NBDReplyType: RawRepresentable, Sendable, Hashable {
+    /// The value on the wire.
+    public let rawValue: UInt16
+    /// The code with this wire value (unknown values are kept).
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// `NBD_REPLY_TYPE_NONE` (0): no payload; ends a reply (with DONE).
+    public static let none = NBDReplyType(rawValue: 0)
+    /// `NBD_REPLY_TYPE_OFFSET_DATA` (1): 64-bit offset, then data.
+    public static let offsetData = NBDReplyType(rawValue: 1)
+    /// `NBD_REPLY_TYPE_OFFSET_HOLE` (2): 64-bit offset, 32-bit length of zeroes.
+    public static let offsetHole = NBDReplyType(rawValue: 2)
+    /// `NBD_REPLY_TYPE_BLOCK_STATUS` (5): 32-bit context id, then (length, flags) descriptors.
+    public static let blockStatus = NBDReplyType(rawValue: 5)
+    /// `NBD_REPLY_TYPE_ERROR` (2^15 + 1): 32-bit error, 16-bit message length, message.
+    public static let error = NBDReplyType(rawValue: 1 << 15 | 1)
+    /// `NBD_REPLY_TYPE_ERROR_OFFSET` (2^15 + 2).
+    public static let errorOffset = NBDReplyType(rawValue: 1 << 15 | 2)
+
+    /// True for the error chunk types (bit 15 set).
+    public var isError: Bool { rawValue & (1 << 15) != 0 }
+}
+
+/// Flags of a structured reply chunk (16 bits).
+public struct NBDReplyFlags: OptionSet, Sendable, Hashable {
+    /// The value on the wire.
+    public let rawValue: UInt16
+    /// The flags with this wire value.
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// `NBD_REPLY_FLAG_DONE`: the last chunk of the reply.
+    public static let done = NBDReplyFlags(rawValue: 1 << 0)
+}
+
+/// The meta contexts this server knows, by name.
+public enum NBDMetaContextName {
+    /// `base:allocation`: NBD_STATE_HOLE (bit 0) and NBD_STATE_ZERO (bit 1).
+    public static let baseAllocation = "base:allocation"
+    /// The `base:` namespace.
+    public static let baseNamespace = "base:"
+}
+
+/// The state bits of the `base:allocation` context.
+public enum NBDAllocationState {
+    /// `NBD_STATE_HOLE`: the range is not allocated.
+    public static let hole: UInt32 = 1 << 0
+    /// `NBD_STATE_ZERO`: the range reads as zeroes.
+    public static let zero: UInt32 = 1 << 1
+}
+
+/// One extent of a BLOCK_STATUS answer: a length in bytes and the context's flags over it.
+public struct NBDExtent: Sendable, Hashable {
+    /// The length in bytes (more than zero).
+    public var lengthBytes: UInt32
+    /// The context's state bits over the extent.
+    public var flags: UInt32
+
+    /// An extent of `lengthBytes` bytes with `flags`.
+    public init(lengthBytes: UInt32, flags: UInt32) {
+        self.lengthBytes = lengthBytes
+        self.flags = flags
     }
 }

@@ -27,9 +27,12 @@ final class ControllerExportProvider: NBDExportProvider {
         let state = controller.state
         let isTarget = state.maps.values.contains { $0.role == .forward && $0.targetID == export.volumeID }
         let volumeName = state.volumes[export.volumeID]?.name ?? name
+        var dirtyContexts: [String: MapID] = [:]
+        for map in controller.mapsOfSource(export.volumeID) { dirtyContexts[VolumeExport.dirtyContextPrefix + map.name] = map.id }
         return VolumeExport(
             controller: controller, volumeID: export.volumeID, sizeBytes: export.sizeBytes, readOnly: export.readOnly || isTarget,
-            hostEpoch: export.hostEpoch, meter: metrics.hostIOMeter(volume: export.volumeID, name: volumeName))
+            hostEpoch: export.hostEpoch, meter: metrics.hostIOMeter(volume: export.volumeID, name: volumeName),
+            dirtyContexts: dirtyContexts)
     }
 }
 
@@ -46,6 +49,12 @@ struct VolumeExport: NBDExport {
     let hostEpoch: UInt64
     /// The volume's host I/O metrics.
     let meter: VolumeIOMeter
+    /// The `snapback:dirty:MAP` contexts of the maps of which the volume is the source (as named
+    /// when the connection opened), and their maps.
+    let dirtyContexts: [String: MapID]
+
+    /// The namespace and leaf prefix of the changed-block contexts.
+    static let dirtyContextPrefix = "snapback:dirty:"
 
     func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
         let started = ContinuousClock.now
@@ -91,10 +100,58 @@ struct VolumeExport: NBDExport {
         meter.completed(.flush, bytes: 0, since: started)
     }
 
-    /// Trimmed ranges read back as zeroes: a trim is a write of zeroes (through copy-on-write, so
-    /// the image keeps its bytes).
+    /// Trimmed ranges read back as zeroes: a trim is a write-zeroes that may punch a hole (see
+    /// ``zero(offset:length:fua:mayPunch:fast:)``).
     func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
+        try zero(offset: offset, length: length, fua: fua, mayPunch: true, fast: false)
+    }
+
+    /// A hole is punched when allowed (`mayPunch`) and the write is plain (the volume holds its
+    /// own bytes and no map owes the grains a copy: `Controller.punchZeroes`); otherwise zeroes
+    /// are written, through copy-on-write like any write, or, for a fast zero, ENOTSUP.
+    func zero(offset: UInt64, length: UInt32, fua: Bool, mayPunch: Bool, fast: Bool) throws(NBDIOError) {
+        let started = ContinuousClock.now
+        guard !readOnly else {
+            meter.failed(.write, since: started)
+            throw .permission
+        }
+        if mayPunch {
+            let punched: Bool
+            do throws(HostIOError) {
+                punched = try controller.punchZeroes(volume: volumeID, offset: offset, length: Int(length), fua: fua, hostEpoch: hostEpoch)
+            } catch {
+                meter.failed(.write, since: started)
+                throw Self.nbdError(error)
+            }
+            if punched {
+                meter.completed(.write, bytes: Int(length), since: started)
+                return
+            }
+        }
+        if fast { throw .notSupported }
         try writeZeroes(offset: offset, length: length, fua: fua)
+    }
+
+    var metaContextNames: [String] { dirtyContexts.keys.sorted() }
+
+    /// `base:allocation`: holes (NBD_STATE_HOLE | NBD_STATE_ZERO) and data of what hosts read
+    /// (`Controller.allocation`); `snapback:dirty:MAP`: bit 0 on the grains the source changed
+    /// since MAP's point in time (`Controller.changedExtents`), the `qemu:dirty-bitmap` convention.
+    func blockStatus(context: String, offset: UInt64, lengthBytes: UInt32) throws(NBDIOError) -> [NBDExtent] {
+        let dirtyMap = dirtyContexts[context]
+        guard context == NBDMetaContextName.baseAllocation || dirtyMap != nil else { throw .invalid }
+        do throws(HostIOError) {
+            if context == NBDMetaContextName.baseAllocation {
+                return try controller.allocation(volume: volumeID, offset: offset, length: UInt64(lengthBytes)).map {
+                    NBDExtent(lengthBytes: UInt32($0.lengthBytes), flags: $0.isHole ? NBDAllocationState.hole | NBDAllocationState.zero : 0)
+                }
+            }
+            return try controller.changedExtents(map: dirtyMap!, offset: offset, length: UInt64(lengthBytes)).map {
+                NBDExtent(lengthBytes: UInt32($0.lengthBytes), flags: $0.changed ? 1 : 0)
+            }
+        } catch {
+            throw Self.nbdError(error)
+        }
     }
 
     func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {

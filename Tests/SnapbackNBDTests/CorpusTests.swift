@@ -128,7 +128,8 @@ func replayClientStream(_ stream: [UInt8], provider: any NBDExportProvider) -> R
                 let payload = Array(stream[offset ..< offset + request.payloadLengthBytes])
                 offset += request.payloadLengthBytes
                 outcome.requests += 1
-                let decision = request.check(exportSizeBytes: session.sizeBytes, readOnly: session.readOnly)
+                let decision = request.check(
+                    exportSizeBytes: session.sizeBytes, readOnly: session.readOnly, metaContextsSelected: !session.metaContexts.isEmpty)
                 precondition(window.canAdmit(decision), "an empty window admits everything")
                 let id = window.admit(decision)
                 defer { window.complete(id) }
@@ -145,7 +146,10 @@ func replayClientStream(_ stream: [UInt8], provider: any NBDExportProvider) -> R
                         if length > 0 { try payload.withBytes { (buffer) throws(NBDIOError) in try export.write(offset: at, from: buffer, fua: fua) } }
                     case .flush: try export.flush()
                     case .trim(let at, let length, let fua): if length > 0 { try export.trim(offset: at, length: length, fua: fua) }
-                    case .writeZeroes(let at, let length, let fua): if length > 0 { try export.writeZeroes(offset: at, length: length, fua: fua) }
+                    case .writeZeroes(let at, let length, let fua, let mayPunch, let fast):
+                        if length > 0 { try export.zero(offset: at, length: length, fua: fua, mayPunch: mayPunch, fast: fast) }
+                    case .blockStatus(let at, let length, _):
+                        for context in session.metaContexts { _ = try export.blockStatus(context: context.name, offset: at, lengthBytes: length) }
                     case .disconnect: outcome.closedBy = "disconnect"; return outcome
                     }
                 } catch {

@@ -72,7 +72,7 @@ struct WireTests {
         #expect(check(.read, offset: 0, length: 1 << 20) == .accept(.read(offset: 0, lengthBytes: 1 << 20)))
         #expect(check(.write, flags: .fua, offset: 512, length: 512) == .accept(.write(offset: 512, lengthBytes: 512, fua: true)))
         #expect(check(.trim, offset: 1 << 20, length: 0) == .accept(.trim(offset: 1 << 20, lengthBytes: 0, fua: false)))
-        #expect(check(.writeZeroes, flags: [.noHole, .fua], offset: 0, length: 4096) == .accept(.writeZeroes(offset: 0, lengthBytes: 4096, fua: true)))
+        #expect(check(.writeZeroes, flags: [.noHole, .fua], offset: 0, length: 4096) == .accept(.writeZeroes(offset: 0, lengthBytes: 4096, fua: true, mayPunch: false, fast: false)))
         #expect(check(.flush, offset: 0, length: 0) == .accept(.flush))
         #expect(check(.flush, flags: .fua, offset: 0, length: 0) == .accept(.flush))
         #expect(check(.read, flags: .fua, offset: 0, length: 1) == .accept(.read(offset: 0, lengthBytes: 1)))
@@ -95,7 +95,7 @@ struct WireTests {
         #expect(check(NBDCommand(rawValue: 0xFFFF), offset: 0, length: 0) == .reject(.invalid))
         #expect(check(.read, flags: .dontFragment, offset: 0, length: 1) == .reject(.invalid))
         #expect(check(.write, flags: .noHole, offset: 0, length: 1) == .reject(.invalid))
-        #expect(check(.writeZeroes, flags: .fastZero, offset: 0, length: 1) == .reject(.invalid))
+        #expect(check(.write, flags: .fastZero, offset: 0, length: 1) == .reject(.invalid))
         #expect(check(.read, flags: NBDCommandFlags(rawValue: 0x8000), offset: 0, length: 1) == .reject(.invalid))
         #expect(check(.flush, offset: 1, length: 0) == .reject(.invalid))
         #expect(check(.flush, offset: 0, length: 1) == .reject(.invalid))
@@ -177,7 +177,7 @@ struct WireTests {
 
     @Test func advertisedTransmissionFlags() {
         let writable = NBDTransmissionFlags.advertised(readOnly: false)
-        #expect(writable == [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .canMultiConn])
+        #expect(writable == [.hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .sendFastZero, .canMultiConn])
         let readOnly = NBDTransmissionFlags.advertised(readOnly: true)
         #expect(readOnly.contains([.hasFlags, .readOnly, .sendFlush, .canMultiConn]))
         #expect(!readOnly.contains(.sendDF) && !writable.contains(.sendDF))
@@ -207,7 +207,7 @@ struct WireTests {
         }
 
         let unsupported = NBDOptionReplyType.errorUnsupported.rawValue
-        #expect(replyTypes(negotiation.receive(option: NBDOptionRequest(option: .structuredReply, data: []))) == [unsupported])
+        #expect(replyTypes(negotiation.receive(option: NBDOptionRequest(option: .structuredReply, data: []))) == [NBDOptionReplyType.ack.rawValue])
         #expect(replyTypes(negotiation.receive(option: NBDOptionRequest(option: .startTLS, data: []))) == [unsupported])
         #expect(replyTypes(negotiation.receive(option: NBDOptionRequest(option: NBDOption(rawValue: 0xDEAD), data: [1, 2]))) == [unsupported])
         #expect(replyTypes(negotiation.receive(option: NBDOptionRequest(option: .list, data: []))) == [2, 1])
@@ -306,7 +306,7 @@ struct WireTests {
         #expect(!bytesWindow.canAdmit(.accept(.trim(offset: 1 << 40, lengthBytes: 1, fua: false))))
         #expect(bytesWindow.canAdmit(.accept(.trim(offset: 1 << 40, lengthBytes: 0, fua: false))))
         #expect(bytesWindow.canAdmit(.reject(.invalid)))
-        #expect(NBDOperation.writeZeroes(offset: 0, lengthBytes: .max, fua: false).bufferedBytes == Int(NBDLimits.payloadBytesMax))
+        #expect(NBDOperation.writeZeroes(offset: 0, lengthBytes: .max, fua: false, mayPunch: true, fast: false).bufferedBytes == Int(NBDLimits.payloadBytesMax))
     }
 
     // MARK: Random input never crashes

@@ -48,6 +48,8 @@ private struct FuzzProvider: NBDExportProvider {
 private struct FuzzExport: NBDExport {
     let sizeBytes: UInt64
     let readOnly: Bool
+    /// The 1 MiB disk offers a changed-block context too.
+    var metaContextNames: [String] { sizeBytes == 1 << 20 ? ["snapback:dirty:m0"] : [] }
     func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) { preconditionFailure("not called") }
     func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) { preconditionFailure("not called") }
     func flush() throws(NBDIOError) { preconditionFailure("not called") }
@@ -90,12 +92,16 @@ private func replay(_ stream: [UInt8]) {
         guard case .parsed(let request, let consumed) = outcome else { return }
         offset += consumed
         if request.option == .info || request.option == .go { checkInfoRequest(request.data) }
+        if request.option == .listMetaContext || request.option == .setMetaContext { checkMetaContextRequest(request.data) }
         switch negotiation.receive(option: request) {
         case .reply(let bytes):
             checkOptionReplies(bytes, to: request.option)
         case .replyAndEnterTransmission(let bytes, let chosen):
             if request.option != .exportName { checkOptionReplies(bytes, to: request.option) }
             session = chosen
+            let offered = [NBDMetaContextName.baseAllocation] + chosen.export.metaContextNames
+            fuzzCheck(chosen.metaContexts.allSatisfy { offered.contains($0.name) }, "a context the export does not offer")
+            fuzzCheck(chosen.metaContexts.map(\.id) == Array(1 ... UInt32(chosen.metaContexts.count + 1)).dropLast(), "context ids not 1...n")
         case .replyAndClose(let bytes):
             checkOptionReplies(bytes, to: request.option)
             return
@@ -111,8 +117,17 @@ private func replay(_ stream: [UInt8]) {
         // The handler reads the whole WRITE payload before acting on the request.
         guard stream.count - offset >= consumed + request.payloadLengthBytes else { return }
         offset += consumed + request.payloadLengthBytes
-        let decision = request.check(exportSizeBytes: session.sizeBytes, readOnly: session.readOnly)
-        _ = NBDWireEncoder.simpleReplyHeader(error: rejection(decision), cookie: request.cookie)
+        let decision = request.check(
+            exportSizeBytes: session.sizeBytes, readOnly: session.readOnly, metaContextsSelected: !session.metaContexts.isEmpty)
+        if session.structuredReplies {
+            let error = rejection(decision)
+            let reply = error == .none
+                ? NBDWireEncoder.structuredDone(cookie: request.cookie)
+                : NBDWireEncoder.structuredError(cookie: request.cookie, error: error, message: "\(error)")
+            fuzzCheck(reply.count >= NBDHeaderSize.structuredReplyBytes, "a structured reply shorter than its header")
+        } else {
+            _ = NBDWireEncoder.simpleReplyHeader(error: rejection(decision), cookie: request.cookie)
+        }
         if case .accept(let operation) = decision { checkOperation(operation, of: request, in: session) }
         // The cookie's low bits choose how many requests finish before this one is admitted.
         window.admit(decision, completingFirst: Int(request.cookie & 0x3))
@@ -132,6 +147,25 @@ private func checkOperation(_ operation: NBDOperation, of request: NBDRequest, i
     fuzzCheck(!(session.readOnly && operation.modifiesData), "\(operation) accepted on a read-only export")
     if case .write(_, let lengthBytes, _) = operation { fuzzCheck(Int(lengthBytes) == request.payloadLengthBytes) }
     if case .read(_, let lengthBytes) = operation { fuzzCheck(lengthBytes <= NBDLimits.payloadBytesMax) }
+    if case .blockStatus(_, let lengthBytes, _) = operation {
+        fuzzCheck(session.structuredReplies && !session.metaContexts.isEmpty, "BLOCK_STATUS accepted with no context selected")
+        fuzzCheck(lengthBytes > 0, "an empty BLOCK_STATUS accepted")
+        // The reply the handler would send for a one-extent answer per context.
+        for (index, context) in session.metaContexts.enumerated() {
+            let chunk = NBDWireEncoder.blockStatusChunk(
+                cookie: request.cookie, done: index == session.metaContexts.count - 1, contextID: context.id,
+                extents: [NBDExtent(lengthBytes: lengthBytes, flags: 0)])
+            fuzzCheck(chunk.count == NBDHeaderSize.structuredReplyBytes + 12, "a one-extent BLOCK_STATUS chunk of \(chunk.count) bytes")
+        }
+    }
+    if case .writeZeroes(_, _, _, let mayPunch, _) = operation { fuzzCheck(mayPunch == !request.flags.contains(.noHole)) }
+}
+
+/// LIST/SET_META_CONTEXT data that parses is exactly the encoding of what it parsed to.
+private func checkMetaContextRequest(_ data: [UInt8]) {
+    guard let request = NBDMetaContextRequest.parse(optionData: data) else { return }
+    fuzzCheck(request.optionData == data, "meta-context data does not re-encode to its bytes")
+    fuzzCheck(request.queries.count <= NBDLimits.metaContextQueriesMax, "too many queries accepted")
 }
 
 /// NBD_OPT_INFO / GO data that parses is exactly the encoding of what it parsed to.
