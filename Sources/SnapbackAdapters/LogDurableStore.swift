@@ -68,13 +68,13 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
         return key
     }
 
-    public func commit(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+    public func commit(events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
         do {
             guard let commitObserver else {
-                return try append(events: events, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+                return try append(events: events, callers: callers, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
             }
             let started = ContinuousClock.now
-            let receipt = try append(events: events, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+            let receipt = try append(events: events, callers: callers, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
             commitObserver(started.duration(to: .now))
             return receipt
         } catch let error as LogError {
@@ -89,7 +89,7 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
         return UInt64(status.f_bavail) * UInt64(status.f_frsize)
     }
 
-    private func append(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+    private func append(events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
         let writes = bitmapChanges.flatMap { change -> [(table: LogTable, write: TableWrite)] in
             switch change {
             case let .setPart(map, kind, part, bytes):
@@ -98,7 +98,7 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
                 [false, true].map { parts in (bitmaps, .deletePrefix(Array(Self.key(map: map, kind: kind, chunk: 0, parts: parts).prefix(5)))) }
             }
         }
-        return try log.append(events, timestampMilliseconds: timestampMilliseconds, writing: writes)
+        return try log.append(events, callers: callers, timestampMilliseconds: timestampMilliseconds, writing: writes)
     }
 
     public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {

@@ -123,6 +123,12 @@ enum EventText {
             "timestampMilliseconds": stored.timestampMilliseconds, "type": stored.event.type.description,
         ]
         for (name, field) in fields(stored.event) { object[name] = field.json }
+        // Who asked for it; absent for the controller's own events.
+        if let caller = stored.caller {
+            object["uid"] = caller.uid
+            object["gid"] = caller.gid
+            object["pid"] = caller.pid
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         return String(decoding: data, as: UTF8.self)
     }

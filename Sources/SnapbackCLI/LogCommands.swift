@@ -132,7 +132,7 @@ struct LogShow: ParsableCommand {
     }
 
     static func humanLine(_ stored: StoredEvent, _ state: ControllerState) -> String {
-        "\(stored.sequence)  \(EventText.time(stored.timestampMilliseconds))  \(stored.event.type)  \(EventText.sentence(stored.event, state))"
+        "\(stored.sequence)  \(EventText.time(stored.timestampMilliseconds))  \(stored.event.type)  \(EventText.sentence(stored.event, state)); \(EventProse.caller(stored.caller))"
     }
 
     /// The objects a filter or a story is about: every id that carried a name.
@@ -394,7 +394,9 @@ struct LogExport: ParsableCommand {
             case .jsonl:
                 output.line(EventText.jsonLine(stored))
             case .csv:
-                let fields = EventText.fields(stored.event).map { "\($0.0)=\($0.1.text)" }.joined(separator: ";")
+                // The caller's numbers end the fields, as in the JSON (none for the controller's own).
+                let caller = stored.caller.map { ["uid=\($0.uid)", "gid=\($0.gid)", "pid=\($0.pid)"] } ?? []
+                let fields = (EventText.fields(stored.event).map { "\($0.0)=\($0.1.text)" } + caller).joined(separator: ";")
                 output.line("\(stored.sequence),\(EventText.time(stored.timestampMilliseconds)),\(stored.event.type),\(Self.csvQuoted(fields))")
             }
             return true

@@ -12,12 +12,18 @@ final class CommitRequest: @unchecked Sendable {
     }
 
     let work: Work
+    /// Who asked for the commit (through the control socket): its events record it, except
+    /// those the controller decides by itself (`Event.isDecidedByController`).
+    let caller: Caller?
     /// Set by the thread that leads the group commit carrying this request (under the lock).
     var outcome: Result<[Event], ControllerError>?
     /// Signalled when `outcome` is set, or when this request's thread is to lead the next group.
     let wake = DispatchSemaphore(value: 0)
 
-    init(_ work: Work) { self.work = work }
+    init(_ work: Work, caller: Caller? = nil) {
+        self.work = work
+        self.caller = caller
+    }
 }
 
 /// Group commit (`Specs/data-plane.md`, "Group commit"): commands, faults and marks of different
@@ -62,6 +68,9 @@ extension Controller {
     private func commitGroupLocked(_ group: [CommitRequest]) {
         var accepted: [(request: CommitRequest, events: [Event], marks: BitmapMarks)] = []
         var events: [Event] = []
+        // Parallel to `events` once a request of the group has a caller; empty (no allocation)
+        // while none has, as for the data plane's marks and the controller's own commits.
+        var callers: [Caller?] = []
         var changes: [BitmapChange] = []
         var created: [VolumeID: BlockStore] = [:]
         var reopened: [VolumeID: BlockStore] = [:]
@@ -84,6 +93,10 @@ extension Controller {
                     let sideChanges = try prepareLocked(
                         decided, from: preview, adopting: commands.contains(where: \.adopts), created: &requestCreated, reopened: &reopened)
                     preview = requestPreview
+                    if request.caller != nil || !callers.isEmpty {
+                        if callers.isEmpty { callers = Array(repeating: nil, count: events.count) }
+                        callers += decided.map { $0.isDecidedByController ? nil : request.caller }
+                    }
                     events += decided
                     changes += marks.changes(against: bitmaps) + extra + sideChanges
                     created.merge(requestCreated) { first, _ in first }
@@ -100,7 +113,7 @@ extension Controller {
         }
         let outcome = unlocked { () -> Result<Void, any Error> in
             // Other families' I/O goes on meanwhile; commits queue for the next group.
-            Result { _ = try durable.commit(events: events, bitmapChanges: changes, timestampMilliseconds: timestamp) }
+            Result { _ = try durable.commit(events: events, callers: callers, bitmapChanges: changes, timestampMilliseconds: timestamp) }
         }
         do {
             try outcome.get()

@@ -269,21 +269,22 @@ public final class Controller: @unchecked Sendable {
     // MARK: - Commands
 
     /// Decides `command` against the committed state and, when accepted, makes its events (and
-    /// the bitmap changes and backing stores they need) durable before returning them.
+    /// the bitmap changes and backing stores they need) durable before returning them. Its
+    /// events record `caller` (who asked), except those the controller decides by itself.
     /// - Throws: ``ControllerError``; on error nothing was recorded or changed.
     @discardableResult
-    public func execute(_ command: Command) throws(ControllerError) -> [Event] {
-        try executeRecorded(command).events
+    public func execute(_ command: Command, caller: Caller? = nil) throws(ControllerError) -> [Event] {
+        try executeRecorded(command, caller: caller).events
     }
 
-    /// ``execute(_:)``, also returning the sequence number of the last event the command
+    /// ``execute(_:caller:)``, also returning the sequence number of the last event the command
     /// recorded (the log's last sequence number when it recorded none).
-    public func executeRecorded(_ command: Command) throws(ControllerError) -> (events: [Event], lastSequence: UInt64) {
-        let outcome = try executeTimed(command)
+    public func executeRecorded(_ command: Command, caller: Caller? = nil) throws(ControllerError) -> (events: [Event], lastSequence: UInt64) {
+        let outcome = try executeTimed(command, caller: caller)
         return (outcome.events, outcome.lastSequence)
     }
 
-    /// ``executeRecorded(_:)``, also returning how long the command held host I/O of the
+    /// ``executeRecorded(_:caller:)``, also returning how long the command held host I/O of the
     /// volumes it touches, by `monotonic`: from the moment it asks for their gates (a write that
     /// arrives then waits) to the moment it releases them, so including its wait for the gates
     /// and for the group commit.
@@ -291,11 +292,13 @@ public final class Controller: @unchecked Sendable {
     /// A group start (`startlcgrp`) first syncs every member's source without holding anything,
     /// so that the syncs of the start itself, under the gates, find little to write: the hold
     /// is short whatever the group's size (`tools/bench groups`).
-    public func executeTimed(_ command: Command) throws(ControllerError) -> (events: [Event], lastSequence: UInt64, heldNanoseconds: UInt64) {
+    public func executeTimed(
+        _ command: Command, caller: Caller? = nil
+    ) throws(ControllerError) -> (events: [Event], lastSequence: UInt64, heldNanoseconds: UInt64) {
         if case let .startGroup(name) = command { syncMemberSources(of: name) }
         let began = monotonic()
         let (events, last) = try exclusive(volumes: { volumesNamedLocked(by: command) }) { () throws(ControllerError) -> ([Event], UInt64) in
-            let events = try commitLocked(command)
+            let events = try commitLocked(command, caller: caller)
             return (events, committed.eventsApplied)
         }
         return (events, last, monotonic() &- began)
@@ -313,9 +316,9 @@ public final class Controller: @unchecked Sendable {
     }
 
     /// Decides `command` and commits its events (with `extra` bitmap changes) in the next group
-    /// commit, then applies them. Must hold the lock and a family's gates.
-    func commitLocked(_ command: Command, bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) -> [Event] {
-        try commitGrouped(CommitRequest(.commit(commands: [command], marks: BitmapMarks(), extra: extra)))
+    /// commit, then applies them; they record `caller`. Must hold the lock and a family's gates.
+    func commitLocked(_ command: Command, caller: Caller? = nil, bitmapChanges extra: [BitmapChange] = []) throws(ControllerError) -> [Event] {
+        try commitGrouped(CommitRequest(.commit(commands: [command], marks: BitmapMarks(), extra: extra), caller: caller))
     }
 
     /// Calls `observer` after every durable commit with its events and the state after them (for

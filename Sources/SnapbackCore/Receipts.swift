@@ -17,10 +17,14 @@ public struct StoredEvent: Sendable, Equatable {
     public var sequence: UInt64
     public var timestampMilliseconds: Int64
     public var event: Event
+    /// Who asked for the event through the control socket; `nil` for the controller's own
+    /// events (and for events of logs written before callers were recorded).
+    public var caller: Caller?
 
-    public init(sequence: UInt64, timestampMilliseconds: Int64, event: Event) {
+    public init(sequence: UInt64, timestampMilliseconds: Int64, event: Event, caller: Caller? = nil) {
         self.sequence = sequence
         self.timestampMilliseconds = timestampMilliseconds
         self.event = event
+        self.caller = caller
     }
 }

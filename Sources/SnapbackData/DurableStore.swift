@@ -30,7 +30,9 @@ public protocol StorageFailure: Error {
 /// events and bitmap changes are there, or none.
 public protocol DurableStore: AnyObject, Sendable {
     /// Appends `events` (possibly none) and applies `bitmapChanges`, atomically and durably.
-    func commit(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt
+    /// `callers` is parallel to `events` (who asked for each; `nil` for the controller's own), or
+    /// empty when no event has a caller: a group commit carries several callers' events.
+    func commit(events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt
     /// The durable bitmap of `kind` for `map`, all clear when nothing was stored.
     func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap
     /// `reduce(log)`: the state the durable events add up to.
@@ -38,4 +40,11 @@ public protocol DurableStore: AnyObject, Sendable {
     /// Saves a checkpoint of `state` (which must be `reduce` of the first `state.eventsApplied`
     /// events); a store without checkpoints may ignore it.
     func checkpoint(_ state: ControllerState) throws
+}
+
+extension DurableStore {
+    /// Commits events that have no caller (the controller's own, or a test's).
+    public func commit(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        try commit(events: events, callers: [], bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+    }
 }

@@ -25,12 +25,13 @@ extension EventLog {
     }
 
     /// Appends `events` (possibly none) and makes `writes` in the same durable commit (group
-    /// committed like any append). On error neither the events nor the writes were recorded.
+    /// committed like any append). `callers` is parallel to `events`, or empty when none has a
+    /// caller. On error neither the events nor the writes were recorded.
     public func append(
-        _ events: [Event], timestampMilliseconds: Int64, writing writes: [(table: LogTable, write: TableWrite)]
+        _ events: [Event], callers: [Caller?] = [], timestampMilliseconds: Int64, writing writes: [(table: LogTable, write: TableWrite)]
     ) throws(LogError) -> AppendReceipt {
-        if writes.isEmpty && !events.isEmpty { return try append(events, timestampMilliseconds: timestampMilliseconds) }
-        return try append(events, timestampMilliseconds: timestampMilliseconds) { transaction in
+        if writes.isEmpty && !events.isEmpty { return try append(events, callers: callers, timestampMilliseconds: timestampMilliseconds) }
+        return try append(events, callers: callers, timestampMilliseconds: timestampMilliseconds) { transaction in
             for (table, write) in writes {
                 switch write {
                 case let .put(key, value):

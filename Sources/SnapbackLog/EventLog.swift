@@ -87,19 +87,22 @@ public final class EventLog: @unchecked Sendable {
     // MARK: - Appending
 
     /// Appends `events` as one atomic, durable transaction (possibly shared with other appenders)
-    /// and returns once it is synced.
+    /// and returns once it is synced. `callers` is parallel to `events` (who asked for each), or
+    /// empty when none has a caller.
     /// - Throws: ``LogError``; on error none of the events was recorded.
-    public func append(_ events: [Event], timestampMilliseconds: Int64) throws(LogError) -> AppendReceipt {
+    public func append(_ events: [Event], callers: [Caller?] = [], timestampMilliseconds: Int64) throws(LogError) -> AppendReceipt {
         precondition(!events.isEmpty, "an append records at least one event")
-        return try appendAndWait(events, timestampMilliseconds, alongside: nil)
+        return try appendAndWait(events, callers, timestampMilliseconds, alongside: nil)
     }
 
-    /// The asynchronous form of ``append(_:timestampMilliseconds:)``.
-    public func append(_ events: [Event], timestampMilliseconds: Int64) async throws(LogError) -> AppendReceipt {
+    /// The asynchronous form of ``append(_:callers:timestampMilliseconds:)``.
+    public func append(_ events: [Event], callers: [Caller?] = [], timestampMilliseconds: Int64) async throws(LogError) -> AppendReceipt {
         precondition(!events.isEmpty, "an append records at least one event")
+        precondition(callers.isEmpty || callers.count == events.count, "one caller (or nil) per event")
         guard let writer else { throw .readOnly }
         let result: Result<AppendReceipt, LogError> = await withCheckedContinuation { continuation in
-            writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds, alongside: nil) { continuation.resume(returning: $0) })
+            writer.submit(
+                .append(events: events, callers: callers, timestampMilliseconds: timestampMilliseconds, alongside: nil) { continuation.resume(returning: $0) })
         }
         return try result.get()
     }
@@ -109,19 +112,20 @@ public final class EventLog: @unchecked Sendable {
     /// atomically with the events that record them. Group-committed like any append.
     /// - Throws: ``LogError``; on error neither the events nor the writes were recorded.
     func append(
-        _ events: [Event], timestampMilliseconds: Int64, alongside: @escaping (Transaction) throws -> Void
+        _ events: [Event], callers: [Caller?], timestampMilliseconds: Int64, alongside: @escaping (Transaction) throws -> Void
     ) throws(LogError) -> AppendReceipt {
-        try appendAndWait(events, timestampMilliseconds, alongside: alongside)
+        try appendAndWait(events, callers, timestampMilliseconds, alongside: alongside)
     }
 
     /// Queues an append for the writer and blocks until it is durable (or failed).
     private func appendAndWait(
-        _ events: [Event], _ timestampMilliseconds: Int64, alongside: ((Transaction) throws -> Void)?
+        _ events: [Event], _ callers: [Caller?], _ timestampMilliseconds: Int64, alongside: ((Transaction) throws -> Void)?
     ) throws(LogError) -> AppendReceipt {
+        precondition(callers.isEmpty || callers.count == events.count, "one caller (or nil) per event")
         guard let writer else { throw .readOnly }
         let semaphore = DispatchSemaphore(value: 0)
         let outcome = ResultBox()
-        writer.submit(.append(events: events, timestampMilliseconds: timestampMilliseconds, alongside: alongside) { result in
+        writer.submit(.append(events: events, callers: callers, timestampMilliseconds: timestampMilliseconds, alongside: alongside) { result in
             outcome.result = result
             semaphore.signal()
         })
@@ -221,7 +225,8 @@ public final class EventLog: @unchecked Sendable {
     public static func storedEvent(_ record: RecordView) throws -> StoredEvent {
         do throws(RecordProblem) {
             try record.checkChecksum()
-            return StoredEvent(sequence: record.sequence, timestampMilliseconds: record.timestampMilliseconds, event: try record.decodeEvent())
+            return StoredEvent(
+                sequence: record.sequence, timestampMilliseconds: record.timestampMilliseconds, event: try record.decodeEvent(), caller: record.caller)
         } catch {
             throw LogError.damagedRecord(sequence: record.sequence, problem: error)
         }

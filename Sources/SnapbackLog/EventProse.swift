@@ -78,6 +78,31 @@ public enum EventProse {
         }
     }
 
+    /// Who asked for an event: `by uid 1000 (alice), pid 4242` (the user name as this machine
+    /// knows the uid, left out when it knows none), or `by the controller` for an event with no
+    /// caller (the controller's own, or one written before callers were recorded).
+    public static func caller(_ caller: Caller?) -> String {
+        guard let caller else { return "by the controller" }
+        let name = userName(caller.uid).map { " (\($0))" } ?? ""
+        return "by uid \(caller.uid)\(name), pid \(caller.pid)"
+    }
+
+    /// The name of user `uid` on this machine (`getpwuid_r`), or `nil`; remembered per uid, as a
+    /// log names few users many times.
+    public static func userName(_ uid: UInt32) -> String? {
+        if let known = userNamesLock.withLock({ userNames[uid] }) { return known }
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let status = getpwuid_r(uid_t(uid), &entry, &buffer, buffer.count, &found)
+        let name: String? = status == 0 && found != nil ? entry.pw_name.map { String(cString: $0) } : nil
+        userNamesLock.withLock { userNames[uid] = .some(name) }
+        return name
+    }
+
+    nonisolated(unsafe) private static var userNames: [UInt32: String?] = [:]
+    private static let userNamesLock = NSLock()
+
     /// The time as ISO 8601 in UTC with milliseconds (`2025-01-31T09:30:00.250Z`).
     public static func time(_ timestampMilliseconds: Int64) -> String {
         let date = Date(timeIntervalSince1970: Double(timestampMilliseconds) / 1000)

@@ -7,13 +7,16 @@ import SnapbackCore
 ///
 ///     offset  size  field
 ///     0       1     formatVersion        1
-///     1       1     flags                0 (reserved)
+///     1       1     flags                bit 0: a caller block follows the payload; other bits 0
 ///     2       2     eventType            EventType raw value, little-endian
 ///     4       8     timestampMilliseconds  Int64 little-endian, since 1970-01-01 UTC, caller-supplied
 ///     12      4     payloadBytes         UInt32 little-endian
 ///     16      32    previousHash         SHA-256 of the previous record's key and value; zeros for seq 1
-///     48      4     crc32c               CRC-32C of bytes 0..<48 followed by the payload
+///     48      4     crc32c               CRC-32C of bytes 0..<48 followed by every byte after the header
 ///     52      n     payload              the event's fields (Event+Encoding)
+///     52+n    12    caller               only with flag bit 0: uid, gid, pid, UInt32 little-endian each
+///
+/// A record without flag bit 0 is exactly a record of the logs written before callers were.
 public enum LogRecord {
     /// The only record format this build reads and writes.
     public static let formatVersion: UInt8 = 1
@@ -21,6 +24,11 @@ public enum LogRecord {
     /// A bound on one event's payload; events are small, so anything larger is damage.
     public static let payloadBytesMax = 64 * 1024
     public static let zeroHash = [UInt8](repeating: 0, count: 32)
+    /// Flag bit 0: a ``callerBytes``-byte caller block follows the payload.
+    public static let callerFlag: UInt8 = 1
+    /// The flag bits this build knows; a record with any other bit set is refused.
+    public static let knownFlags: UInt8 = callerFlag
+    public static let callerBytes = 12
 
     /// The 8-byte big-endian key of `sequence`.
     public static func key(_ sequence: UInt64) -> [UInt8] {
@@ -36,19 +44,24 @@ public enum LogRecord {
     }
 
     /// Encodes the record value of `event`.
-    public static func encode(event: Event, timestampMilliseconds: Int64, previousHash: [UInt8]) -> [UInt8] {
+    public static func encode(event: Event, caller: Caller? = nil, timestampMilliseconds: Int64, previousHash: [UInt8]) -> [UInt8] {
         var writer = ByteWriter(capacity: headerBytes + 64)
-        previousHash.withUnsafeBytes { encode(event: event, timestampMilliseconds: timestampMilliseconds, previousHash: $0, into: &writer) }
+        previousHash.withUnsafeBytes {
+            encode(event: event, caller: caller, timestampMilliseconds: timestampMilliseconds, previousHash: $0, into: &writer)
+        }
         return writer.bytes
     }
 
     /// Encodes the record value of `event` into `writer`, replacing what it held (the writer's
-    /// storage is reused across records on the append path).
-    public static func encode(event: Event, timestampMilliseconds: Int64, previousHash: UnsafeRawBufferPointer, into writer: inout ByteWriter) {
+    /// storage is reused across records on the append path). A `caller` goes in a caller block
+    /// after the payload, with flag bit 0 set.
+    public static func encode(
+        event: Event, caller: Caller? = nil, timestampMilliseconds: Int64, previousHash: UnsafeRawBufferPointer, into writer: inout ByteWriter
+    ) {
         precondition(previousHash.count == 32)
         writer.removeAll()
         writer.write(formatVersion)
-        writer.write(UInt8(0))
+        writer.write(caller == nil ? UInt8(0) : callerFlag)
         writer.write(event.type.rawValue)
         writer.write(timestampMilliseconds)
         writer.write(UInt32(0))  // payloadBytes, patched below
@@ -58,6 +71,11 @@ public enum LogRecord {
         let payloadBytes = writer.count - headerBytes
         precondition(payloadBytes <= payloadBytesMax, "event payload of \(payloadBytes) bytes is over the bound")
         writer.patch(UInt32(payloadBytes), at: 12)
+        if let caller {
+            writer.write(caller.uid)
+            writer.write(caller.gid)
+            writer.write(caller.pid)
+        }
         let crc = writer.bytes.withUnsafeBytes { value in
             CRC32C.checksum(
                 UnsafeRawBufferPointer(rebasing: value[headerBytes...]),
@@ -131,10 +149,12 @@ public struct RecordView {
             throw .malformed("\(value.count) bytes, shorter than the \(LogRecord.headerBytes)-byte header")
         }
         guard value[0] == LogRecord.formatVersion else { throw .unsupportedVersion(value[0]) }
-        guard value[1] == 0 else { throw .malformed("reserved flags byte is \(value[1])") }
+        guard value[1] & ~LogRecord.knownFlags == 0 else { throw .malformed("unknown flag bits in flags byte \(value[1])") }
         let declared = Int(payloadBytes)
-        guard declared <= LogRecord.payloadBytesMax, value.count == LogRecord.headerBytes + declared else {
-            throw .malformed("declares \(declared) payload bytes but holds \(value.count - LogRecord.headerBytes)")
+        let trailer = value[1] & LogRecord.callerFlag != 0 ? LogRecord.callerBytes : 0
+        guard declared <= LogRecord.payloadBytesMax, value.count == LogRecord.headerBytes + declared + trailer else {
+            let what = trailer == 0 ? "" : " and a \(trailer)-byte caller block"
+            throw .malformed("declares \(declared) payload bytes\(what) but holds \(value.count - LogRecord.headerBytes) bytes after the header")
         }
     }
 
@@ -144,11 +164,23 @@ public struct RecordView {
     public var payloadBytes: UInt32 { value.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian }
     public var previousHash: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: value[16..<48]) }
     public var storedChecksum: UInt32 { value.loadUnaligned(fromByteOffset: 48, as: UInt32.self).littleEndian }
-    public var payload: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: value[LogRecord.headerBytes...]) }
+    public var flags: UInt8 { value[1] }
+    public var payload: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: value[LogRecord.headerBytes..<(LogRecord.headerBytes + Int(payloadBytes))])
+    }
+    /// Who asked for the event, when the record has a caller block (flag bit 0).
+    public var caller: Caller? {
+        guard flags & LogRecord.callerFlag != 0 else { return nil }
+        let offset = LogRecord.headerBytes + Int(payloadBytes)
+        func field(_ index: Int) -> UInt32 { value.loadUnaligned(fromByteOffset: offset + 4 * index, as: UInt32.self).littleEndian }
+        return Caller(uid: field(0), gid: field(1), pid: field(2))
+    }
 
+    /// CRC-32C of the header's first 48 bytes and every byte after the header (the payload and
+    /// the caller block).
     public var computedChecksum: UInt32 {
         let header = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: value[0..<48]))
-        return CRC32C.checksum(payload, continuing: header)
+        return CRC32C.checksum(UnsafeRawBufferPointer(rebasing: value[LogRecord.headerBytes...]), continuing: header)
     }
 
     /// Throws unless the stored checksum matches.

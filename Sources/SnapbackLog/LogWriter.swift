@@ -9,8 +9,9 @@ final class LogWriter: @unchecked Sendable {
         /// Events to append and, optionally, writes to other databases that must commit in the
         /// same transaction (the data plane's bitmap marks). `events` may be empty only when
         /// `alongside` is given; the receipt then has `lastSequence == firstSequence - 1`.
+        /// `callers` is parallel to `events` (the caller of each), or empty when none has one.
         case append(
-            events: [Event], timestampMilliseconds: Int64, alongside: ((Transaction) throws -> Void)?,
+            events: [Event], callers: [Caller?], timestampMilliseconds: Int64, alongside: ((Transaction) throws -> Void)?,
             completion: @Sendable (Result<AppendReceipt, LogError>) -> Void)
         case transaction((Transaction) throws -> Void, completion: (Error?) -> Void)
     }
@@ -84,7 +85,7 @@ final class LogWriter: @unchecked Sendable {
 
     private func fail(_ job: Job, with error: LogError) {
         switch job {
-        case let .append(_, _, _, completion): completion(.failure(error))
+        case let .append(_, _, _, _, completion): completion(.failure(error))
         case let .transaction(_, completion): completion(error)
         }
     }
@@ -103,7 +104,7 @@ final class LogWriter: @unchecked Sendable {
             var eventCount = 0
             var taken = 0
             for job in queue {
-                if case .append(let events, _, _, _) = job {
+                if case .append(let events, _, _, _, _) = job {
                     if !batch.isEmpty, eventCount + events.count > EventLog.batchEventsMax { break }
                     if let first = batch.first, case .transaction = first { break }
                     batch.append(job)
@@ -160,7 +161,7 @@ final class LogWriter: @unchecked Sendable {
         commits += 1
         condition.unlock()
         for (job, receipt) in zip(batch, receipts) {
-            if case let .append(_, _, _, completion) = job { completion(.success(receipt)) }
+            if case let .append(_, _, _, _, completion) = job { completion(.success(receipt)) }
         }
     }
 
@@ -171,12 +172,13 @@ final class LogWriter: @unchecked Sendable {
         receipts.reserveCapacity(batch.count)
         var writer = ByteWriter(capacity: 256)
         for job in batch {
-            guard case let .append(events, timestampMilliseconds, alongside, _) = job else { continue }
+            guard case let .append(events, callers, timestampMilliseconds, alongside, _) = job else { continue }
             let first = sequence + 1
-            for event in events {
+            for (index, event) in events.enumerated() {
                 sequence += 1
+                let caller = callers.isEmpty ? nil : callers[index]
                 hash.withUnsafeBytes { previous in
-                    LogRecord.encode(event: event, timestampMilliseconds: timestampMilliseconds, previousHash: previous, into: &writer)
+                    LogRecord.encode(event: event, caller: caller, timestampMilliseconds: timestampMilliseconds, previousHash: previous, into: &writer)
                 }
                 var key = sequence.bigEndian
                 try withUnsafeBytes(of: &key) { keyBytes in
@@ -184,7 +186,7 @@ final class LogWriter: @unchecked Sendable {
                         // Paired assertion: what is about to be stored parses back as written (the
                         // checksum is checked again by every reader).
                         let view = try! RecordView(sequence: sequence, value: valueBytes)
-                        precondition(view.typeCode == event.type.rawValue && view.timestampMilliseconds == timestampMilliseconds)
+                        precondition(view.typeCode == event.type.rawValue && view.timestampMilliseconds == timestampMilliseconds && view.caller == caller)
                         try transaction.put(self.events, key: keyBytes, value: valueBytes, append: true)
                         LogRecord.hash(sequence: sequence, value: valueBytes, into: &hash)
                     }

@@ -45,7 +45,11 @@ public struct Story: Sendable {
     /// Takes the next event of the log; `state` is the state before it.
     public mutating func observe(_ stored: StoredEvent, before state: ControllerState) {
         let seq = stored.sequence
-        func say(_ sentence: String) { lines.append(Line(sequence: seq, timestampMilliseconds: stored.timestampMilliseconds, sentence: sentence)) }
+        // A command's sentence ends with who ran it; the controller's own say so themselves.
+        let who = stored.caller.map { "; \(EventProse.caller($0))" } ?? ""
+        func say(_ sentence: String) {
+            lines.append(Line(sequence: seq, timestampMilliseconds: stored.timestampMilliseconds, sentence: sentence + who))
+        }
         let previous = self.previous
         let leaving = self.leaving
         self.previous = stored

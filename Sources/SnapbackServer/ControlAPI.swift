@@ -22,8 +22,8 @@ struct ControlAPI {
     /// A bound on request bodies.
     static let requestBytesMax = 64 * 1024
 
-    func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    func router() -> Router<ControlRequestContext> {
+        let router = Router(context: ControlRequestContext.self)
         router.get("metrics") { _, _ in metrics.response() }
         router.get("v1/system") { _, _ in
             let health = controller.health
@@ -50,12 +50,12 @@ struct ControlAPI {
             }
             return json(VolumeRow(volume, in: state, anomalyScore: controller.anomalyScore(of: volume.id)))
         }
-        router.post("v1/volumes") { request, _ in
+        router.post("v1/volumes") { request, context in
             let body: CreateVolumeRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
             let command: Command
             do throws(ErrorBody) { command = try body.command() } catch { return self.error(400, error) }
-            return await execute(command, created: true)
+            return await execute(context, command, created: true)
         }
         router.patch("v1/volumes/:volume") { request, context in
             let body: ChangeVolumeRequest
@@ -63,10 +63,10 @@ struct ControlAPI {
             let volume = try context.parameters.require("volume")
             let command: Command
             do throws(ErrorBody) { command = try body.command(volume: volume) } catch { return self.error(400, error) }
-            return await execute(command)
+            return await execute(context, command)
         }
         router.delete("v1/volumes/:volume") { _, context in
-            await execute(.removeVolume(volume: try context.parameters.require("volume")))
+            await execute(context, .removeVolume(volume: try context.parameters.require("volume")))
         }
         router.post("v1/volumes/:volume/fault") { request, context in
             let body: FaultRequest
@@ -74,10 +74,10 @@ struct ControlAPI {
             let volume = try context.parameters.require("volume")
             let command: Command
             do throws(ErrorBody) { command = try body.command(volume: volume) } catch { return self.error(400, error) }
-            return await execute(command)
+            return await execute(context, command)
         }
         router.post("v1/volumes/:volume/recover") { _, context in
-            await execute(.recoverVolume(volume: try context.parameters.require("volume")))
+            await execute(context, .recoverVolume(volume: try context.parameters.require("volume")))
         }
         router.get("v1/lcgroups") { _, _ in
             let state = controller.state
@@ -91,14 +91,14 @@ struct ControlAPI {
             }
             return json(GroupRow(group, in: state))
         }
-        router.post("v1/lcgroups") { request, _ in
+        router.post("v1/lcgroups") { request, context in
             let body: CreateGroupRequest
             do { body = try await decode(request, emptyAllowed: true) ?? CreateGroupRequest(name: nil, autorestore: nil, autorestoredelay: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
             let command: Command
             do throws(ErrorBody) { command = try body.command() } catch { return self.error(400, error) }
-            return await execute(command, created: true)
+            return await execute(context, command, created: true)
         }
         router.patch("v1/lcgroups/:group") { request, context in
             let body: ChangeGroupRequest
@@ -106,25 +106,25 @@ struct ControlAPI {
             let group = try context.parameters.require("group")
             let command: Command
             do throws(ErrorBody) { command = try body.command(group: group) } catch { return self.error(400, error) }
-            return await execute(command)
+            return await execute(context, command)
         }
         router.post("v1/lcgroups/:group/start") { request, context in
             let body: StartMapRequest
             do { body = try await decode(request, emptyAllowed: true) ?? StartMapRequest(prep: nil, restore: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
-            return await execute(body.command(group: try context.parameters.require("group")))
+            return await execute(context, body.command(group: try context.parameters.require("group")))
         }
         router.post("v1/lcgroups/:group/stop") { request, context in
             let body: ForceRequest
             do { body = try await decode(request, emptyAllowed: true) ?? ForceRequest(force: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
-            return await execute(body.stopCommand(group: try context.parameters.require("group")))
+            return await execute(context, body.stopCommand(group: try context.parameters.require("group")))
         }
         router.delete("v1/lcgroups/:group") { request, context in
             let force = request.uri.queryParameters.get("force").map { String($0) }
-            return await execute(ForceRequest.removeCommand(group: try context.parameters.require("group"), forceQuery: force))
+            return await execute(context, ForceRequest.removeCommand(group: try context.parameters.require("group"), forceQuery: force))
         }
         router.get("v1/lcmaps") { _, _ in
             let state = controller.state
@@ -148,12 +148,12 @@ struct ControlAPI {
             let row = try await blocking { try lastRollback(of: forward) }
             return json(row)
         }
-        router.post("v1/lcmaps") { request, _ in
+        router.post("v1/lcmaps") { request, context in
             let body: CreateMapRequest
             do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
             let command: Command
             do throws(ErrorBody) { command = try body.command() } catch { return self.error(400, error) }
-            return await execute(command, created: true)
+            return await execute(context, command, created: true)
         }
         router.patch("v1/lcmaps/:map") { request, context in
             let body: ChangeMapRequest
@@ -161,34 +161,37 @@ struct ControlAPI {
             let map = try context.parameters.require("map")
             let command: Command
             do throws(ErrorBody) { command = try body.command(map: map) } catch { return self.error(400, error) }
-            return await execute(command)
+            return await execute(context, command)
         }
         router.post("v1/lcmaps/:map/start") { request, context in
             let body: StartMapRequest
             do { body = try await decode(request, emptyAllowed: true) ?? StartMapRequest(prep: nil, restore: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
-            return await execute(body.command(map: try context.parameters.require("map")))
+            return await execute(context, body.command(map: try context.parameters.require("map")))
         }
         router.post("v1/lcmaps/:map/stop") { request, context in
             let body: ForceRequest
             do { body = try await decode(request, emptyAllowed: true) ?? ForceRequest(force: nil) } catch let failure as ErrorBody {
                 return error(400, failure)
             }
-            return await execute(body.stopCommand(map: try context.parameters.require("map")))
+            return await execute(context, body.stopCommand(map: try context.parameters.require("map")))
         }
         router.delete("v1/lcmaps/:map") { request, context in
             let force = request.uri.queryParameters.get("force").map { String($0) }
-            return await execute(ForceRequest.removeCommand(map: try context.parameters.require("map"), forceQuery: force))
+            return await execute(context, ForceRequest.removeCommand(map: try context.parameters.require("map"), forceQuery: force))
         }
         return router
     }
 
-    /// Runs a command off the event loops and answers with its outcome.
-    func execute(_ command: Command, created: Bool = false) async -> Response {
+    /// Runs a command off the event loops and answers with its outcome; its events record the
+    /// caller at the other end of the socket (served without one, with a warning, when the
+    /// credentials cannot be read).
+    func execute(_ context: ControlRequestContext, _ command: Command, created: Bool = false) async -> Response {
         let controller = controller
+        let caller = await context.caller(logger: logger)
         do {
-            let (events, lastSequence, held) = try await blocking { try controller.executeTimed(command) }
+            let (events, lastSequence, held) = try await blocking { try controller.executeTimed(command, caller: caller) }
             let heldMilliseconds = (Double(held) / 1e4).rounded() / 100
             if case let .startGroup(group) = command {
                 logger.info(

@@ -189,7 +189,7 @@ public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
     /// Whether the last commit attempt failed (an injected failure), for the health invariant.
     public var lastCommitFailed = false
 
-    public func commit(events newEvents: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+    public func commit(events newEvents: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
         try world.ioPoint("commit")
         if let code = world.failingCommitsErrno {
             lastCommitFailed = true
@@ -197,8 +197,12 @@ public final class SimulatedDurableStore: DurableStore, @unchecked Sendable {
         }
         lastCommitFailed = false
         let first = UInt64(events.count) + 1
-        for event in newEvents {
-            events.append(StoredEvent(sequence: UInt64(events.count) + 1, timestampMilliseconds: timestampMilliseconds, event: event))
+        precondition(callers.isEmpty || callers.count == newEvents.count, "one caller (or nil) per event")
+        for (index, event) in newEvents.enumerated() {
+            events.append(
+                StoredEvent(
+                    sequence: UInt64(events.count) + 1, timestampMilliseconds: timestampMilliseconds, event: event,
+                    caller: callers.isEmpty ? nil : callers[index]))
         }
         for change in bitmapChanges {
             switch change {

@@ -26,7 +26,7 @@ struct GroupCommitTests {
 
         func fail(_ on: Bool) { lock.withLock { failing = on } }
 
-        func commit(events: [Event], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        func commit(events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
             let fails = lock.withLock { () -> Bool in
                 precondition(!inCommit, "two durable commits at once")
                 inCommit = true
@@ -36,7 +36,7 @@ struct GroupCommitTests {
             defer { lock.withLock { inCommit = false } }
             Thread.sleep(forTimeInterval: delay)
             if fails { throw SimulatedCommitFailure(errno: ENOSPC) }
-            return try inner.commit(events: events, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+            return try inner.commit(events: events, callers: callers, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
         }
 
         func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
@@ -146,5 +146,44 @@ struct GroupCommitTests {
         }
         for outcome in outcomes { #expect(throws: Never.self) { try outcome.get() } }
         #expect(try store.replayState() == controller.state)
+    }
+}
+
+extension GroupCommitTests {
+    @Test("a group of several callers' commands records each event's own caller; the controller's decisions none")
+    func callersPerEventInAGroup() throws {
+        let world = SimulatedWorld(seed: 6)
+        let (controller, store) = try Self.controller(world, delay: 0.02)
+        // Half the commands come with a caller, half without (a test's own), in shared groups.
+        let outcomes = Self.concurrently(16) { index in
+            Result {
+                try controller.execute(
+                    .createVolume(name: "c\(index)", sizeBytes: 1 << 20, path: nil),
+                    caller: index.isMultiple(of: 2) ? Caller(uid: UInt32(1000 + index), gid: 100, pid: UInt32(4000 + index)) : nil)
+            }
+        }
+        for outcome in outcomes { #expect(throws: Never.self) { try outcome.get() } }
+        for stored in store.inner.events {
+            guard case let .volumeCreated(_, name, _, _) = stored.event, let index = Int(name.dropFirst()) else {
+                #expect(stored.caller == nil, "\(stored)")
+                continue
+            }
+            let expected: Caller? = index.isMultiple(of: 2) ? Caller(uid: UInt32(1000 + index), gid: 100, pid: UInt32(4000 + index)) : nil
+            #expect(stored.caller == expected, "\(stored)")
+        }
+        // A fault an operator reports records the operator; the automatic rollback it sets off
+        // records no caller.
+        let operatorCaller = Caller(uid: 7, gid: 7, pid: 77)
+        try controller.execute(.createVolume(name: "t", sizeBytes: 1 << 20, path: nil))
+        try controller.execute(.createMap(CreateMap(source: "c0", target: "t", name: "m", autorestore: true, copyRate: 0)))
+        try controller.execute(.startMap(map: "m"), caller: operatorCaller)
+        let decided = try controller.execute(.reportFault(volume: "c0", cause: .operator, reason: "test"), caller: operatorCaller)
+        let recorded = store.inner.events.suffix(decided.count)
+        let automatic = decided.filter(\.isDecidedByController)
+        #expect(automatic.map(\.type) == [.rollbackStarted], "\(decided)")
+        for stored in recorded {
+            let expected: Caller? = stored.event.isDecidedByController ? nil : operatorCaller
+            #expect(stored.caller == expected, "\(stored)")
+        }
     }
 }

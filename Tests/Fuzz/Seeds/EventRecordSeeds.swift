@@ -1,6 +1,6 @@
-// Writes the seed corpus of the `event-record` fuzz target (`tools/fuzz seeds`): one record and
-// one bare payload of every event type, checkpoints of the states of a short scenario, and that
-// scenario's log. Built like the target (one module `SnapbackCore` with LogRecord.swift and the
+// Writes the seed corpus of the `event-record` fuzz target (`tools/fuzz seeds`): one record, the
+// same record with a caller block, and one bare payload of every event type, checkpoints of the
+// states of a short scenario, and that scenario's log. Built like the target (one module `SnapbackCore` with LogRecord.swift and the
 // Crypto stub), without sanitizers. Usage: event-record-seeds DIRECTORY
 
 import Foundation
@@ -19,6 +19,11 @@ struct EventRecordSeeds {
             let record = LogRecord.encode(
                 event: event, timestampMilliseconds: 1_700_000_000_000 + Int64(index), previousHash: LogRecord.zeroHash)
             try write("record-\(name).bin", 0, record)
+            // The same record with a caller block (flag bit 0).
+            let called = LogRecord.encode(
+                event: event, caller: Caller(uid: 1000, gid: 1000, pid: 4242 + UInt32(index)),
+                timestampMilliseconds: 1_700_000_000_000 + Int64(index), previousHash: LogRecord.zeroHash)
+            try write("record-caller-\(name).bin", 0, called)
             try write("event-\(name).bin", 1, littleEndian(event.type.rawValue) + event.encodedPayload())
         }
 

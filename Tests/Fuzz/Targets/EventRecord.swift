@@ -5,7 +5,8 @@
 // `import Crypto` is served by Tests/Fuzz/Stubs/Crypto.swift) and this file.
 //
 // The first input byte picks a mode (modulo 4); the rest is its input:
-//   0  a record value: RecordView's header checks, the checksum, the payload decoder;
+//   0  a record value: RecordView's header checks (flags, the caller block), the checksum, the
+//      payload decoder;
 //   1  a UInt16 LE event type code and an event payload: Event.decode;
 //   2  a checkpoint: ControllerState.decode;
 //   3  a log: records of [UInt16 LE type][UInt16 LE length][payload], decoded and folded with
@@ -37,8 +38,11 @@ private func checkRecord(_ value: UnsafeRawBufferPointer) {
         _ = error.description
         return
     }
-    fuzzCheck(value.count == LogRecord.headerBytes + Int(view.payloadBytes), "RecordView accepted a value of the wrong length")
+    let callerBytes = view.caller == nil ? 0 : LogRecord.callerBytes
+    fuzzCheck(value.count == LogRecord.headerBytes + Int(view.payloadBytes) + callerBytes, "RecordView accepted a value of the wrong length")
     fuzzCheck(view.formatVersion == LogRecord.formatVersion)
+    fuzzCheck(view.flags & ~LogRecord.knownFlags == 0, "RecordView accepted unknown flag bits \(view.flags)")
+    fuzzCheck((view.caller != nil) == (view.flags & LogRecord.callerFlag != 0))
     let checksumMatches = (try? view.checkChecksum()) != nil
     fuzzCheck(checksumMatches == (view.storedChecksum == view.computedChecksum))
     _ = try? view.checkChain(previous: LogRecord.zeroHash)
@@ -54,11 +58,11 @@ private func checkRecord(_ value: UnsafeRawBufferPointer) {
     // The writer's encoding of the decoded event gives back the same record, except that it
     // computes the checksum: which must then be the one the reader computes.
     let again = LogRecord.encode(
-        event: event, timestampMilliseconds: view.timestampMilliseconds, previousHash: Array(view.previousHash))
+        event: event, caller: view.caller, timestampMilliseconds: view.timestampMilliseconds, previousHash: Array(view.previousHash))
     fuzzCheck(again.count == value.count, "record re-encodes to \(again.count) bytes, not \(value.count)")
     fuzzCheck(again[0..<48].elementsEqual(value[0..<48]), "record header re-encodes differently")
     fuzzCheck(
-        again[LogRecord.headerBytes...].elementsEqual(value[LogRecord.headerBytes...]), "record payload re-encodes differently")
+        again[LogRecord.headerBytes...].elementsEqual(value[LogRecord.headerBytes...]), "record payload or caller re-encodes differently")
     again.withUnsafeBytes { bytes in
         let written = try! RecordView(sequence: 1, value: bytes)
         fuzzCheck(written.storedChecksum == view.computedChecksum, "writer and reader disagree on the checksum")
