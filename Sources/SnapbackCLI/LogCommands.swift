@@ -105,7 +105,7 @@ struct LogShow: ParsableCommand {
         }
         // Objects are matched by identity: every id that ever carried the name (a rename keeps
         // the history of the map).
-        let identities = try Self.identities(log, volume: volume, map: map, group: group)
+        let identities = try log.identities(volume: volume, map: map, group: group)
         var state = first > 1 ? try log.replay(through: first - 1).state : ControllerState()
         let output = OutputBuffer()
         var kept: [String] = []
@@ -133,41 +133,6 @@ struct LogShow: ParsableCommand {
 
     static func humanLine(_ stored: StoredEvent, _ state: ControllerState) -> String {
         "\(stored.sequence)  \(EventText.time(stored.timestampMilliseconds))  \(stored.event.type)  \(EventText.sentence(stored.event, state)); \(EventProse.caller(stored.caller))"
-    }
-
-    /// The objects a filter or a story is about: every id that carried a name.
-    struct Identities {
-        var volumeIDs: Set<VolumeID> = []
-        var mapIDs: Set<MapID> = []
-        var groupIDs: Set<GroupID> = []
-    }
-
-    /// The ids that ever carried the given volume, map and group names (or are those decimal ids).
-    static func identities(_ log: EventLog, volume: String?, map: String?, group: String? = nil) throws -> Identities {
-        var found = Identities()
-        if let volume, let id = VolumeID(volume), String(id) == volume { found.volumeIDs.insert(id) }
-        if let map, let id = MapID(map), String(id) == map { found.mapIDs.insert(id) }
-        if let group, let id = GroupID(group), String(id) == group { found.groupIDs.insert(id) }
-        guard volume != nil || map != nil || group != nil else { return found }
-        try log.scan { record in
-            switch try EventLog.storedEvent(record).event {
-            case let .volumeCreated(id, name, _, _) where name == volume, let .volumeRenamed(id, name) where name == volume:
-                found.volumeIDs.insert(id)
-            case let .mapCreated(created):
-                // A map's events name the forward id; include partners so either name finds both.
-                if created.name == map || created.reverseName == map { found.mapIDs.formUnion([created.id, created.reverseID]) }
-            case let .mapRenamed(id, name, reverseName):
-                if name == map || reverseName == map { found.mapIDs.insert(id) }
-            case let .groupCreated(id, name, _, _) where name == group:
-                found.groupIDs.insert(id)
-            case let .groupRenamed(id, name) where name == group:
-                found.groupIDs.insert(id)
-            default:
-                break
-            }
-            return true
-        }
-        return found
     }
 
     /// True when the event names one of the volumes, or a map whose source or target is one.
