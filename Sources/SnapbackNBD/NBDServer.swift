@@ -63,6 +63,7 @@ public final class NBDServer: @unchecked Sendable {
     private let host: String
     private let port: Int
     private let unixSocketPath: String?
+    private let unixSocketGroup: gid_t?
     private let diagnostics: NBDDiagnostics?
     private let eventLoopThreadCount: Int
     private let ioThreadCount: Int
@@ -84,6 +85,7 @@ public final class NBDServer: @unchecked Sendable {
     ///   - unixSocketPath: Also listen on this Unix socket (`nbd+unix:///EXPORT?socket=PATH`),
     ///     made with mode 0600: only the owner (and root) may connect. A file already there is
     ///     the caller's to remove.
+    ///   - unixSocketGroup: That socket's group, then with mode 0660 (its members may connect).
     ///   - logger: An optional diagnostic sink (see `NBDDiagnostics`).
     ///   - eventLoopThreadCount: Threads moving bytes; defaults to the core count, at most 4.
     ///   - ioThreadCount: Threads making export calls, i.e. the most export calls at once across
@@ -93,6 +95,7 @@ public final class NBDServer: @unchecked Sendable {
         host: String = "127.0.0.1",
         port: Int = 10809,
         unixSocketPath: String? = nil,
+        unixSocketGroup: gid_t? = nil,
         logger: NBDDiagnostics? = nil,
         eventLoopThreadCount: Int? = nil,
         ioThreadCount: Int = 8
@@ -103,6 +106,7 @@ public final class NBDServer: @unchecked Sendable {
         self.host = host
         self.port = port
         self.unixSocketPath = unixSocketPath
+        self.unixSocketGroup = unixSocketGroup
         self.diagnostics = logger
         self.eventLoopThreadCount = max(1, eventLoopThreadCount ?? min(System.coreCount, 4))
         self.ioThreadCount = ioThreadCount
@@ -153,15 +157,19 @@ public final class NBDServer: @unchecked Sendable {
             throw await giveUp("\(host):\(port)", "\(error)")
         }
         if let unixSocketPath {
-            // Mode 0600 right after the bind (connecting needs write permission, which the usual
-            // umask of 022 never gives other users meanwhile); a failed chmod fails the start.
+            // Mode 0600 (0660 with a group) right after the bind (connecting needs write
+            // permission, which the usual umask of 022 never gives other users meanwhile); a
+            // failed chown or chmod fails the start.
             do {
                 serverChannels.append(try await bootstrap(tcp: false).bind(unixDomainSocketPath: unixSocketPath).get())
             } catch {
                 throw await giveUp(unixSocketPath, "\(error)")
             }
-            if chmod(unixSocketPath, 0o600) != 0 {
-                throw await giveUp(unixSocketPath, "chmod 0600: \(String(cString: strerror(errno)))")
+            if let unixSocketGroup, chown(unixSocketPath, uid_t.max, unixSocketGroup) != 0 {
+                throw await giveUp(unixSocketPath, "chown to group \(unixSocketGroup): \(String(cString: strerror(errno)))")
+            }
+            if chmod(unixSocketPath, unixSocketGroup == nil ? 0o600 : 0o660) != 0 {
+                throw await giveUp(unixSocketPath, "chmod: \(String(cString: strerror(errno)))")
             }
         }
         let boundPort = serverChannels[0].localAddress?.port ?? port

@@ -24,6 +24,9 @@ public struct DaemonOptions: Sendable {
     public var metricsPort: Int
     /// NBD also on this Unix socket (`--nbd-socket`, mode 0600); `nil`: TCP only.
     public var nbdSocketPath: String?
+    /// The group given the control socket and the NBD socket (`--socket-group`), which are then
+    /// mode 0660 instead of 0600: its members need not be root; `nil`: the owner only.
+    public var socketGroup: gid_t?
     /// Where the read-only status page is served (`--http`); `nil`: nowhere. It has no
     /// authentication: loopback unless the operator names another address.
     public var httpHost: String?
@@ -116,7 +119,7 @@ public enum Daemon {
         if let nbdSocketPath = options.nbdSocketPath { try removeStaleSocket(nbdSocketPath) }
         let nbdServer = NBDServer(
             provider: ControllerExportProvider(controller: controller, metrics: metrics), host: options.nbdHost, port: options.nbdPort,
-            unixSocketPath: options.nbdSocketPath,
+            unixSocketPath: options.nbdSocketPath, unixSocketGroup: options.socketGroup,
             logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         let logDataFile = directory + "/log/data.mdb"
         let endpoint = MetricsEndpoint(
@@ -125,10 +128,17 @@ public enum Daemon {
         let application = Application(
             router: api.router(),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
-            onServerRunning: { _ in
-                // The socket is the controller's door: owner only.
-                chmod(socketPath, 0o600)
-                logger.info("control API listening", metadata: ["socket": "\(socketPath)"])
+            onServerRunning: { channel in
+                // The socket is the controller's door: the owner only, or its group too. A socket
+                // whose mode cannot be set is not served (the daemon stops).
+                if let failure = restrictSocket(socketPath, group: options.socketGroup) {
+                    logger.critical("cannot restrict the control socket; stopping", metadata: ["socket": "\(socketPath)", "error": "\(failure)"])
+                    try? await channel.close()
+                    return
+                }
+                logger.info(
+                    "control API listening",
+                    metadata: ["socket": "\(socketPath)", "mode": "\(options.socketGroup == nil ? "0600" : "0660, group \(options.socketGroup!)")"])
             },
             logger: logger)
         // Hosts re-attach when a rollback starts onto a volume: their caches hold bytes the
@@ -185,6 +195,16 @@ public enum Daemon {
 
     /// A socket file left by a crashed daemon is removed; one that a live process answers on is
     /// not: that is another daemon's.
+    /// Gives the socket at `path` mode 0600, or with `group` that group and mode 0660; the
+    /// failure's text when it cannot.
+    public static func restrictSocket(_ path: String, group: gid_t?) -> String? {
+        if let group, chown(path, uid_t.max, group) != 0 {  // uid -1: the owner stays
+            return "chown to group \(group): \(String(cString: strerror(errno)))"
+        }
+        guard chmod(path, group == nil ? 0o600 : 0o660) == 0 else { return "chmod: \(String(cString: strerror(errno)))" }
+        return nil
+    }
+
     static func removeStaleSocket(_ path: String) throws {
         var status = stat()
         guard lstat(path, &status) == 0 else { return }

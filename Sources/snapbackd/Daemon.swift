@@ -3,8 +3,8 @@ import Foundation
 import SnapbackLog
 import SnapbackServer
 
-/// `snapbackd --data-dir DIR [--socket PATH] [--nbd HOST:PORT] [--metrics [HOST:]PORT] [--http [HOST:]PORT]
-/// [--background-share PERCENT]`: the Snapback controller.
+/// `snapbackd --data-dir DIR [--socket PATH] [--socket-group GROUP] [--nbd HOST:PORT] [--nbd-socket PATH]
+/// [--metrics [HOST:]PORT] [--http [HOST:]PORT] [--background-share PERCENT]`: the Snapback controller.
 @main
 struct SnapbackdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,6 +20,12 @@ struct SnapbackdCommand: AsyncParsableCommand {
         name: [.customLong("nbd-socket"), .customLong("nbd-socket", withSingleDash: true)],
         help: ArgumentHelp("Also serve NBD on this Unix socket (mode 0600): nbd+unix:///VOLUME?socket=PATH.", valueName: "PATH"))
     var nbdSocket: String?
+    @Option(
+        name: [.customLong("socket-group"), .customLong("socket-group", withSingleDash: true)],
+        help: ArgumentHelp(
+            "Give the control socket (and the NBD socket) to this group, mode 0660, so that its members can run snapback without root.",
+            valueName: "GROUP"))
+    var socketGroup: String?
     @Option(name: [.customLong("map-size-mib"), .customLong("map-size-mib", withSingleDash: true)], help: "Initial LMDB map size in MiB (it grows when full).")
     var mapSizeMebibytes = EventLog.mapSizeBytesDefault >> 20
     @Option(
@@ -41,11 +47,25 @@ struct SnapbackdCommand: AsyncParsableCommand {
             valueName: "PERCENT"))
     var backgroundShare = DaemonOptions.backgroundSharePercentDefault
 
+    /// The id of group `name` (a name from the group database, or a decimal id); `nil` when
+    /// there is no such group.
+    static func groupID(_ name: String) -> gid_t? {
+        if let id = gid_t(name), String(id) == name { return id }
+        var group = Glibc.group()
+        var result: UnsafeMutablePointer<Glibc.group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getgrnam_r(name, &group, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return group.gr_gid
+    }
+
     func validate() throws {
         guard let colon = nbd.lastIndex(of: ":"), let port = Int(nbd[nbd.index(after: colon)...]), (0...65535).contains(port),
             colon != nbd.startIndex
         else {
             throw ValidationError("--nbd takes HOST:PORT, such as 127.0.0.1:10809")
+        }
+        if let socketGroup, Self.groupID(socketGroup) == nil {
+            throw ValidationError("--socket-group: no group named \(socketGroup)")
         }
         if let nbdSocket, nbdSocket.isEmpty || nbdSocket.utf8.count > 107 {
             throw ValidationError("--nbd-socket takes a path of 1 to 107 bytes (a Unix socket's limit)")
@@ -80,6 +100,7 @@ struct SnapbackdCommand: AsyncParsableCommand {
             mapSizeBytes: mapSizeMebibytes << 20)
         options.backgroundSharePercent = backgroundShare
         options.nbdSocketPath = nbdSocket
+        options.socketGroup = socketGroup.flatMap(Self.groupID)
         if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
             options.metricsHost = address.host
             options.metricsPort = address.port
