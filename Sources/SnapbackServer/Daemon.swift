@@ -130,9 +130,9 @@ public enum Daemon {
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
             onServerRunning: { channel in
                 // The socket is the controller's door: the owner only, or its group too. A socket
-                // whose mode cannot be set is not served (the daemon stops).
+                // whose mode cannot be set is not served: its listener is closed.
                 if let failure = restrictSocket(socketPath, group: options.socketGroup) {
-                    logger.critical("cannot restrict the control socket; stopping", metadata: ["socket": "\(socketPath)", "error": "\(failure)"])
+                    logger.critical("cannot restrict the control socket; closing it", metadata: ["socket": "\(socketPath)", "error": "\(failure)"])
                     try? await channel.close()
                     return
                 }
