@@ -9,9 +9,20 @@ struct ControlClient {
     static let responseBytesMax = 16 << 20
     static let timeoutSeconds = 120
 
-    /// Where the CLI finds the daemon: `-socket`, else `SNAPBACK_SOCKET`, else `./var/control.sock`.
+    /// The control socket of `tools/install`'s systemd unit (`snapbackd.service`).
+    static let serviceSocketPath = "/run/snapback/control.sock"
+    /// The control socket of `tools/run` (`snapbackd --data-dir ./var`).
+    static let localSocketPath = "./var/control.sock"
+
+    /// Where the CLI finds the daemon: `-socket`, else `SNAPBACK_SOCKET`, else
+    /// `./var/control.sock` when it exists, else the installed service's socket when that
+    /// exists, else `./var/control.sock` (whose absence the error then names).
     static func resolve(_ option: String?) -> ControlClient {
-        ControlClient(socketPath: option ?? ProcessInfo.processInfo.environment["SNAPBACK_SOCKET"] ?? "./var/control.sock")
+        if let path = option ?? ProcessInfo.processInfo.environment["SNAPBACK_SOCKET"] { return ControlClient(socketPath: path) }
+        if !FileManager.default.fileExists(atPath: localSocketPath), FileManager.default.fileExists(atPath: serviceSocketPath) {
+            return ControlClient(socketPath: serviceSocketPath)
+        }
+        return ControlClient(socketPath: localSocketPath)
     }
 
     /// Sends a request and returns the status and body. A refused command comes back as its

@@ -4,7 +4,7 @@ import SnapbackAPI
 
 /// `-socket PATH`: where the daemon listens.
 struct Connection: ParsableArguments {
-    @Option(name: .ibm("socket"), help: "The control socket (default: $SNAPBACK_SOCKET, else ./var/control.sock).")
+    @Option(name: .ibm("socket"), help: "The control socket (default: $SNAPBACK_SOCKET, else ./var/control.sock, else the installed service's /run/snapback/control.sock).")
     var socket: String?
 
     var client: ControlClient { ControlClient.resolve(socket) }

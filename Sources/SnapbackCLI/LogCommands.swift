@@ -16,10 +16,28 @@ struct LogCommand: ParsableCommand {
     )
 }
 
-/// Where the log is.
+/// Where the log is: `-data-dir`, else the data directory of the daemon the control commands
+/// would talk to (``ControlClient/resolve(_:)``): the directory of its control socket when that
+/// holds a log (`DIR/control.sock` → `DIR`), the installed service's ``serviceDataDirectory``
+/// for the service's socket, else `./var`.
 struct LogLocation: ParsableArguments {
-    @Option(name: .ibm("data-dir"), help: "The snapbackd data directory.")
-    var dataDirectory: String = "./var"
+    @Option(
+        name: .ibm("data-dir"),
+        help: "The snapbackd data directory (default: the one beside the control socket in use, /var/lib/snapback for the installed service's, else ./var).")
+    var explicitDataDirectory: String?
+
+    /// The data directory of `tools/install`'s systemd unit.
+    static let serviceDataDirectory = "/var/lib/snapback"
+
+    var dataDirectory: String { explicitDataDirectory ?? Self.defaultDataDirectory(socketPath: ControlClient.resolve(nil).socketPath) }
+
+    /// The data directory that goes with the control socket at `socketPath`.
+    static func defaultDataDirectory(socketPath: String) -> String {
+        let beside = (socketPath as NSString).deletingLastPathComponent
+        if FileManager.default.fileExists(atPath: logDirectory(beside.isEmpty ? "." : beside) + "/data.mdb") { return beside.isEmpty ? "." : beside }
+        if socketPath == ControlClient.serviceSocketPath { return serviceDataDirectory }
+        return "./var"
+    }
 
     /// The log directory inside the data directory.
     static func logDirectory(_ dataDirectory: String) -> String { dataDirectory + "/log" }
