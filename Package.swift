@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        // Test-only: the end-to-end tests read Specs/openapi.yaml's constraints.
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // The C shim: Debian's liblmdb-dev, found through pkg-config.
@@ -128,7 +130,7 @@ let package = Package(
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore", "SnapbackRandom"]),
         .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD", "SnapbackRandom"]),
         // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.
-        .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI", .product(name: "Yams", package: "Yams")]),
         .testTarget(
             name: "SnapbackDataTests",
             dependencies: [

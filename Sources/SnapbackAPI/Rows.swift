@@ -383,9 +383,11 @@ public func httpStatus(for code: CommandError.Code) -> Int {
     switch code {
     case .unknownVolume, .unknownMap, .unknownGroup: 404
     case .invalidName, .invalidSize, .invalidPath, .copyRateOutOfRange, .invalidGrainSize, .invalidReason,
-        .invalidProgress, .nothingToChange, .sameSourceTarget, .sizeMismatch:
+        .invalidProgress, .nothingToChange:
         400
-    case .duplicateName, .targetInUse, .volumeInMap, .mapAlreadyStarted, .mapNotStarted, .mapActive, .mapIsReverse,
+    // What depends on the state, not on the request alone, is a conflict (`Specs/openapi.yaml`:
+    // a request valid by its schema is never answered 400).
+    case .sameSourceTarget, .sizeMismatch, .duplicateName, .targetInUse, .volumeInMap, .mapAlreadyStarted, .mapNotStarted, .mapActive, .mapIsReverse,
         .noValidImage, .mapRestoring, .volumeRestoring, .volumeFaulted, .volumeNotFaulted, .invalidState, .limitReached,
         .pathExists, .backingUnavailable, .groupNotEmpty, .groupEmpty, .groupRestoring, .groupConflict, .groupChanged, .mapInGroup:
         409

@@ -171,7 +171,7 @@ extension Controller {
                 } catch let exists as PathExists {
                     throw .rejected(CommandError(.pathExists, "cannot create volume \(name): \(exists)"))
                 } catch {
-                    throw .rejected(CommandError(.invalidPath, "cannot create the backing store of volume \(name): \(error)"))
+                    throw .rejected(CommandError(.backingUnavailable, "cannot create the backing store of volume \(name): \(error)"))
                 }
             case let .mapStarted(id, _):
                 // A new point in time: the bitmaps start clear, atomically with the start. The

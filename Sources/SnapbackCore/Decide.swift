@@ -27,7 +27,7 @@ public func decide(_ command: Command, _ state: ControllerState) throws(CommandE
                 throw CommandError(.invalidPath, "backing path must be absolute, at most 4096 bytes, without control characters")
             }
             if let other = state.volumes.values.first(where: { $0.path == path }) {
-                throw CommandError(.invalidPath, "backing path \(shown(path)) is already used by volume \(other.name)")
+                throw CommandError(.pathExists, "backing path \(shown(path)) is already used by volume \(other.name)")
             }
         }
         let created = Event.volumeCreated(id: state.nextVolumeID, name: name, sizeBytes: sizeBytes, path: path)

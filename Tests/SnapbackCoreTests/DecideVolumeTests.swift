@@ -90,7 +90,7 @@ struct DecideVolumeTests {
     func createVolumeDuplicatePath() throws {
         var harness = Harness()
         try harness.run(.createVolume(name: "a", sizeBytes: 512, path: "/var/lib/a.img"))
-        expectRejected(.createVolume(name: "b", sizeBytes: 512, path: "/var/lib/a.img"), harness.state, .invalidPath)
+        expectRejected(.createVolume(name: "b", sizeBytes: 512, path: "/var/lib/a.img"), harness.state, .pathExists)
         #expect(rejection(.createVolume(name: "b", sizeBytes: 512, path: "/var/lib/b.img"), harness.state) == nil)
         // Two sparse volumes (no path) never collide.
         try harness.run(.createVolume(name: "c", sizeBytes: 512, path: nil))
