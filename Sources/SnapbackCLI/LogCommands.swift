@@ -33,8 +33,9 @@ struct LogLocation: ParsableArguments {
 
     /// The data directory that goes with the control socket at `socketPath`.
     static func defaultDataDirectory(socketPath: String) -> String {
-        let beside = (socketPath as NSString).deletingLastPathComponent
-        if FileManager.default.fileExists(atPath: logDirectory(beside.isEmpty ? "." : beside) + "/data.mdb") { return beside.isEmpty ? "." : beside }
+        let parent = (socketPath as NSString).deletingLastPathComponent
+        let beside = parent.isEmpty ? "." : parent
+        if FileManager.default.fileExists(atPath: logDirectory(beside) + "/data.mdb") { return beside }
         if socketPath == ControlClient.serviceSocketPath { return serviceDataDirectory }
         return "./var"
     }
