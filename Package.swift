@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         // Test-only: the end-to-end tests read Specs/openapi.yaml's constraints.
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
@@ -39,6 +40,9 @@ let package = Package(
                 "CLMDB",
                 "SnapbackCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                // zlib for archive segments.
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         // The NBD server (fixed-newstyle handshake, transmission phase), independent of the

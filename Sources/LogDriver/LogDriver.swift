@@ -5,10 +5,13 @@ import SnapbackLog
 // snapback-log-driver: appends synthetic events to a log, for crash tests and benchmarks.
 //
 //   snapback-log-driver --dir DIR --events N [--batch B] [--clients C] [--print-acks]
+//                       [--archive-every-ms MS [--archive-segment-records R]]
 //
 // --batch B     events per append (one durable transaction each when --clients is 1)
 // --clients C   C threads appending concurrently (group commit)
 // --print-acks  print "ack FIRST LAST" to stdout, flushed, after each acknowledged append
+// --archive-every-ms MS  meanwhile, every MS ms: checkpoint the head and archive everything
+//               before it (segments of R records, 65,536 by default), printing "archived SEQ"
 // Prints one JSON line at the end: events, seconds, eventsPerSecond.
 
 func number(_ text: String, _ option: String) -> Int {
@@ -26,6 +29,8 @@ var eventsTotal = 1000
 var batch = 1
 var clients = 1
 var printAcks = false
+var archiveEveryMilliseconds: Int?
+var archiveSegmentRecords = LogArchive.recordsPerSegmentDefault
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     func value() -> String {
@@ -38,6 +43,8 @@ while let argument = arguments.popFirst() {
     case "--batch": batch = number(value(), argument)
     case "--clients": clients = number(value(), argument)
     case "--print-acks": printAcks = true
+    case "--archive-every-ms": archiveEveryMilliseconds = number(value(), argument)
+    case "--archive-segment-records": archiveSegmentRecords = number(value(), argument)
     default: fail("unknown option \(argument)")
     }
 }
@@ -52,6 +59,24 @@ let outputLock = NSLock()
 let start = Date()
 let perClient = eventsTotal / clients
 let group = DispatchGroup()
+if let interval = archiveEveryMilliseconds {
+    let records = archiveSegmentRecords
+    let archiver = Thread {
+        while true {
+            usleep(UInt32(interval) * 1000)
+            do {
+                try log.saveCheckpoint(try log.replay().state)
+                let report = try log.archive(through: .max, recordsPerSegment: records)
+                outputLock.lock()
+                output.write(Data("archived \(report.archivedThrough)\n".utf8))
+                outputLock.unlock()
+            } catch {
+                fail("archive: \(error)")
+            }
+        }
+    }
+    archiver.start()
+}
 for client in 0..<clients {
     group.enter()
     let thread = Thread {

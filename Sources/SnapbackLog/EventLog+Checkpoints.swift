@@ -40,7 +40,8 @@ public struct Checkpoint: Sendable {
 public struct Replay: Sendable {
     /// `reduce(log[1...lastSequence])`.
     public var state: ControllerState
-    /// The checkpoint replay started from, or `nil` for a replay from the first record.
+    /// The checkpoint (or archive segment's state) replay started from, or `nil` for a replay
+    /// from the first record.
     public var checkpointSequence: UInt64?
     /// Events folded after the checkpoint.
     public var eventsReplayed: UInt64
@@ -98,10 +99,10 @@ extension EventLog {
             throw LogError.checkpointRejected("no checkpoint at seq \(sequence)")
         }
         let checkpoint = try Checkpoint.decode(sequence: sequence, value: value)
-        guard let record = try key.withUnsafeBytes({ try transaction.get(events, key: $0) }) else {
+        guard let recordHash = try recordHash(sequence, transaction) else {
             throw LogError.checkpointRejected("checkpoint at seq \(sequence) follows a record that does not exist")
         }
-        guard LogRecord.hash(sequence: sequence, value: record) == checkpoint.recordHash else {
+        guard recordHash == checkpoint.recordHash else {
             throw LogError.checkpointRejected("checkpoint at seq \(sequence) was not taken from this log (record hash differs)")
         }
         if let version = checkpoint.stateBytes.first, version < ControllerState.encodingVersion {
@@ -120,7 +121,8 @@ extension EventLog {
     }
 
     /// Reduces the log through `last` (the whole log by default), starting from the newest
-    /// checkpoint at or before `last` that matches the log. Every replayed record's format,
+    /// checkpoint at or before `last` that matches the log, or from the state of the newest
+    /// archive segment at or before `last` when that is newer. Every replayed record's format,
     /// checksum and sequence number are checked, and with `checkChain` its hash-chain link too
     /// (SHA-256 per record; `verify` always checks the chain, start-up leaves it to `verify`).
     /// - Throws: ``LogError/damagedRecord(sequence:problem:)`` at the first damaged record:
@@ -136,13 +138,17 @@ extension EventLog {
                     do {
                         state = try loadCheckpoint(sequence, transaction)
                         checkpointSequence = sequence
-                        previousHash = try LogRecord.key(sequence).withUnsafeBytes { key in
-                            LogRecord.hash(sequence: sequence, value: try transaction.get(events, key: key)!)
-                        }
+                        // loadCheckpoint found the record and matched its hash.
+                        previousHash = try recordHash(sequence, transaction)!
                         break
                     } catch let error as LogError {
                         rejected.append(error.description)
                     }
+                }
+                if let archived = try archivedState(through: last, after: checkpointSequence ?? 0, transaction, rejected: &rejected) {
+                    state = archived.state
+                    checkpointSequence = archived.state.eventsApplied
+                    previousHash = archived.hash
                 }
             }
         }

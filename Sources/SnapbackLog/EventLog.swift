@@ -18,6 +18,9 @@ public final class EventLog: @unchecked Sendable {
     static let formatMarker = Array("snapback-log/1".utf8)
     static let formatKey = Array("format".utf8)
     static let headKey = Array("head".utf8)
+    /// The archive mark: the last archived sequence number and its record's hash (40 bytes, the
+    /// head's layout); absent while nothing is archived.
+    static let archivedKey = Array("archived".utf8)
 
     /// Default virtual map size: 16 GiB (LMDB reserves address space, not disk).
     public static let mapSizeBytesDefault = 16 << 30
@@ -29,10 +32,14 @@ public final class EventLog: @unchecked Sendable {
     public static let checkpointsKept = 2
 
     public let environment: LMDBEnvironment
+    /// Where records moved out of LMDB live (``archive(through:)``).
+    public let archive: LogArchive
     let events: MDB_dbi
     let meta: MDB_dbi
     let checkpoints: MDB_dbi
     private let writer: LogWriter?
+    /// Held by ``archive(through:recordsPerSegment:)``: one archive run at a time in a process.
+    let archiveLock = NSLock()
 
     /// Opens the log in `directory`. Read-write creates it when missing and starts the writer;
     /// read-only never writes and never takes the writer lock, so it works beside a running
@@ -42,10 +49,13 @@ public final class EventLog: @unchecked Sendable {
     /// - Parameters:
     ///   - mapSizeBytes: the initial virtual map size; the writer doubles it when it fills.
     ///   - mapSizeBytesMax: the bound on that growth; past it appends fail with ``LogError/mapFull(mapSizeBytes:)``.
+    ///   - archiveDirectory: the directory of archive segments (snapbackd's is `DATA-DIR/archive`);
+    ///     `directory/archive` when `nil`.
     public init(
         directory: String, readOnly: Bool = false, mapSizeBytes: Int = EventLog.mapSizeBytesDefault,
-        mapSizeBytesMax: Int = EventLog.mapSizeBytesMaxDefault
+        mapSizeBytesMax: Int = EventLog.mapSizeBytesMaxDefault, archiveDirectory: String? = nil
     ) throws(LogError) {
+        archive = LogArchive(directory: archiveDirectory ?? directory + "/archive")
         do {
             environment = try LMDBEnvironment(directory: directory, mapSizeBytes: mapSizeBytes, maxDatabases: 16, readOnly: readOnly)
         } catch {
@@ -172,11 +182,20 @@ public final class EventLog: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// Calls `body` with each record from `first` through `last` (inclusive) in order; `body`
-    /// returns false to stop. Records are read in place: copy what must outlive the call.
+    /// Calls `body` with each record from `first` through `last` (inclusive) in order, from the
+    /// archive's segments and then from LMDB; `body` returns false to stop. Records are read in
+    /// place: copy what must outlive the call.
     public func scan(from first: UInt64 = 1, through last: UInt64 = .max, _ body: (RecordView) throws -> Bool) throws {
         try environment.read { transaction in
-            let startKey = LogRecord.key(first)
+            let archived = try archiveMark(transaction).sequence
+            if first <= archived {
+                let through = min(last, archived)
+                for segment in try archive.tiling(through: archived) where segment.last >= first && segment.first <= through {
+                    guard try archive.load(segment.name).forEach(from: first, through: through, body) else { return }
+                }
+                if last <= archived { return }
+            }
+            let startKey = LogRecord.key(max(first, archived + 1))
             try startKey.withUnsafeBytes { start in
                 try transaction.scan(events, from: start) { key, value in
                     guard let sequence = LogRecord.sequence(ofKey: key) else {
@@ -193,6 +212,12 @@ public final class EventLog: @unchecked Sendable {
         }
     }
 
+    /// The archive mark read in `transaction`: the last archived record's sequence number and
+    /// hash, `(0, zeros)` while nothing is archived.
+    func archiveMark(_ transaction: Transaction) throws -> (sequence: UInt64, hash: [UInt8]) {
+        try Self.decodeHead(try Self.archivedKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
+    }
+
     /// Decoded events from `first` through `last`, each checked against its checksum.
     public func storedEvents(from first: UInt64 = 1, through last: UInt64 = .max) throws -> [StoredEvent] {
         var result: [StoredEvent] = []
@@ -203,11 +228,13 @@ public final class EventLog: @unchecked Sendable {
         return result
     }
 
-    /// The last `count` records, oldest first.
+    /// The last `count` records, oldest first (from the archive too when LMDB holds fewer).
     public func tail(_ count: Int) throws -> [StoredEvent] {
         var result: [StoredEvent] = []
         guard count > 0 else { return [] }
+        var archived: UInt64 = 0
         try environment.read { transaction in
+            archived = try archiveMark(transaction).sequence
             try transaction.scan(events, from: nil, backwards: true) { key, value in
                 guard let sequence = LogRecord.sequence(ofKey: key) else { return false }
                 do {
@@ -218,7 +245,15 @@ public final class EventLog: @unchecked Sendable {
                 return result.count < count
             }
         }
-        return result.reversed()
+        result.reverse()
+        let firstLive = result.first?.sequence ?? archived + 1
+        if result.count < count, archived > 0, firstLive > 1 {
+            let wanted = UInt64(count - result.count)
+            let from = firstLive > wanted ? firstLive - wanted : 1
+            // Archived records never change: reading them after the snapshot above is consistent.
+            result.insert(contentsOf: try storedEvents(from: from, through: min(firstLive - 1, archived)), at: 0)
+        }
+        return result
     }
 
     /// Checks the record's checksum and decodes it.

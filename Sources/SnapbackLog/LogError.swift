@@ -27,6 +27,11 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A checkpoint of an older state encoding: a cache this build does not read (replay starts
     /// before it; `log verify` skips it). Not damage.
     case checkpointSuperseded(String)
+    /// An archive segment is missing, unreadable or altered, or the segments do not hold every
+    /// archived record.
+    case archiveDamaged(String)
+    /// Writing an archive segment (or removing an unrecorded one) failed; nothing was moved.
+    case archiveWriteFailed(String)
 
     /// A stable code for each case, used by the CLI and the API.
     public var code: String {
@@ -43,6 +48,8 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
         case .sideWriteFailed: "side_write_failed"
         case .checkpointRejected: "checkpoint_rejected"
         case .checkpointSuperseded: "checkpoint_superseded"
+        case .archiveDamaged: "archive_damaged"
+        case .archiveWriteFailed: "archive_write_failed"
         }
     }
 
@@ -62,6 +69,8 @@ public enum LogError: Error, Sendable, Equatable, CustomStringConvertible {
             "the LMDB data file is truncated: \(bytes) bytes, but its pages reach \(neededBytes) bytes"
         case let .checkpointRejected(detail): "checkpoint rejected: \(detail)"
         case let .checkpointSuperseded(detail): "checkpoint superseded: \(detail)"
+        case let .archiveDamaged(detail): "the log's archive is damaged: \(detail); run `snapback log verify`"
+        case let .archiveWriteFailed(detail): "archiving failed: \(detail); nothing was moved out of the live log"
         }
     }
 }

@@ -26,6 +26,9 @@ public struct VerifyProblem: Sendable, Equatable, CustomStringConvertible {
         case head
         case checkpoint
         case unreadable
+        /// An archive segment is missing, unreadable or altered as a file (its header, checksum or
+        /// compression), or its records do not join the ones around it.
+        case archive
         /// The chain does not pass through an anchor (`-anchor SEQ:HASH`): the record there hashes
         /// otherwise, or the log ends before it.
         case anchor
@@ -40,6 +43,7 @@ public struct VerifyProblem: Sendable, Equatable, CustomStringConvertible {
             case .malformed, .undecodable: 7
             case .checkpoint: 8
             case .unreadable: 9
+            case .archive: 10
             }
         }
     }
@@ -94,48 +98,73 @@ extension EventLog {
             var state = ControllerState()
             var previousHash = LogRecord.zeroHash
             var expected: UInt64 = 1
-            // The head and the records must come from one snapshot: a writer may be appending.
+            /// Checks record `sequence` and folds it; false (with `report.problem` set) at a problem.
+            func check(_ sequence: UInt64, _ value: UnsafeRawBufferPointer) -> Bool {
+                do throws(RecordProblem) {
+                    guard sequence == expected else {
+                        throw .gap(expected: expected, found: sequence)
+                    }
+                    let record = try RecordView(sequence: sequence, value: value)
+                    try record.checkChecksum()
+                    try record.checkChain(previous: previousHash)
+                    state.apply(try record.decodeEvent(), at: record.timestampMilliseconds)
+                    previousHash = record.hash
+                } catch {
+                    let at = error.verifyKind == .gap ? expected : sequence
+                    report.problem = VerifyProblem(kind: error.verifyKind, sequence: at, detail: error.description)
+                    return false
+                }
+                report.recordsChecked += 1
+                report.lastSequence = sequence
+                for anchor in anchorsBySequence[sequence] ?? [] {
+                    guard anchor.hash == previousHash else {
+                        report.problem = VerifyProblem(
+                            kind: .anchor, sequence: sequence,
+                            detail: "the record hashes to \(LogAnchor.hex(previousHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
+                        return false
+                    }
+                    report.anchorsChecked += 1
+                }
+                if let stored = expectedStates[sequence], stored != state.encoded() {
+                    report.problem = VerifyProblem(
+                        kind: .checkpoint, sequence: sequence,
+                        detail: "the checkpoint at seq \(sequence) differs from the state replayed from the log")
+                    return false
+                }
+                expected += 1
+                return true
+            }
+            // The head, the archive mark and the live records must come from one snapshot: a
+            // writer may be appending or archiving. Segments at or before the mark never change.
             var head: (sequence: UInt64, hash: [UInt8]) = (0, LogRecord.zeroHash)
             try environment.read { transaction in
                 head = try Self.decodeHead(try Self.headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
-                try transaction.scan(events, from: nil) { key, value in
-                    guard let sequence = LogRecord.sequence(ofKey: key) else {
-                        report.problem = VerifyProblem(kind: .malformed, sequence: expected, detail: "a key of \(key.count) bytes after seq \(expected - 1)")
-                        return false
+                let mark = try archiveMark(transaction)
+                if mark.sequence > 0 {
+                    switch verifyArchive(through: mark, check: check, state: { state.encoded() }) {
+                    case .sound: break
+                    case let .stopped(segment):
+                        report.problem?.detail += " (in archive segment \(segment))"
+                        return
+                    case let .problem(problem):
+                        report.problem = problem
+                        return
                     }
-                    do throws(RecordProblem) {
-                        guard sequence == expected else {
-                            throw .gap(expected: expected, found: sequence)
-                        }
-                        let record = try RecordView(sequence: sequence, value: value)
-                        try record.checkChecksum()
-                        try record.checkChain(previous: previousHash)
-                        state.apply(try record.decodeEvent(), at: record.timestampMilliseconds)
-                        previousHash = record.hash
-                    } catch {
-                        let at = error.verifyKind == .gap ? expected : sequence
-                        report.problem = VerifyProblem(kind: error.verifyKind, sequence: at, detail: error.description)
-                        return false
+                    guard previousHash == mark.hash else {
+                        report.problem = VerifyProblem(
+                            kind: .archive, sequence: mark.sequence,
+                            detail: "the archive mark records a hash of seq \(mark.sequence) that its segment's record does not have")
+                        return
                     }
-                    report.recordsChecked += 1
-                    report.lastSequence = sequence
-                    for anchor in anchorsBySequence[sequence] ?? [] {
-                        guard anchor.hash == previousHash else {
-                            report.problem = VerifyProblem(
-                                kind: .anchor, sequence: sequence,
-                                detail: "the record hashes to \(LogAnchor.hex(previousHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
+                }
+                try LogRecord.key(mark.sequence + 1).withUnsafeBytes { start in
+                    try transaction.scan(events, from: mark.sequence > 0 ? start : nil) { key, value in
+                        guard let sequence = LogRecord.sequence(ofKey: key) else {
+                            report.problem = VerifyProblem(kind: .malformed, sequence: expected, detail: "a key of \(key.count) bytes after seq \(expected - 1)")
                             return false
                         }
-                        report.anchorsChecked += 1
+                        return check(sequence, value)
                     }
-                    if let stored = expectedStates[sequence], stored != state.encoded() {
-                        report.problem = VerifyProblem(
-                            kind: .checkpoint, sequence: sequence,
-                            detail: "the checkpoint at seq \(sequence) differs from the state replayed from the log")
-                        return false
-                    }
-                    expected += 1
-                    return true
                 }
             }
             if report.problem != nil { return report }
@@ -225,5 +254,59 @@ public struct LogAnchor: Sendable, Equatable, CustomStringConvertible {
             bytes.append(high << 4 | low)
         }
         return bytes
+    }
+}
+
+/// The outcome of checking the archive's segments.
+enum ArchiveCheck {
+    case sound
+    /// The record check found a problem in this segment (the check recorded it).
+    case stopped(segment: String)
+    /// A segment is missing or unsound as a file.
+    case problem(VerifyProblem)
+}
+
+extension EventLog {
+    /// Checks the archive's segments for records `1...mark.sequence`: that they tile the range,
+    /// that each file is sound (header, payload checksum, zlib), passing each record to `check`
+    /// (which checks it and its chain link), that each header's last hash is its last record's,
+    /// and that the state each carries equals the replayed one (`state()`, after its last record).
+    func verifyArchive(
+        through mark: (sequence: UInt64, hash: [UInt8]), check: (UInt64, UnsafeRawBufferPointer) -> Bool, state: () -> [UInt8]
+    ) -> ArchiveCheck {
+        let segments: [(first: UInt64, last: UInt64, name: String)]
+        do {
+            segments = try archive.tiling(through: mark.sequence)
+        } catch {
+            return .problem(VerifyProblem(kind: .archive, sequence: nil, detail: error.description))
+        }
+        for entry in segments {
+            let segment: ArchiveSegment
+            do {
+                segment = try archive.load(entry.name)
+            } catch {
+                return .problem(VerifyProblem(kind: .archive, sequence: entry.first, detail: error.description))
+            }
+            var sound = true
+            do {
+                try segment.forEach(from: entry.first, through: entry.last) { record in
+                    sound = check(record.sequence, record.value)
+                    return sound
+                }
+            } catch let LogError.damagedRecord(sequence, problem) {
+                return .problem(VerifyProblem(kind: problem.verifyKind, sequence: sequence, detail: "\(problem) (in archive segment \(entry.name))"))
+            } catch {
+                return .problem(VerifyProblem(kind: .archive, sequence: entry.first, detail: "\(error)"))
+            }
+            guard sound else { return .stopped(segment: entry.name) }
+            guard segment.header.lastHash == (segment.withValue(entry.last) { LogRecord.hash(sequence: entry.last, value: $0) }) else {
+                return .problem(VerifyProblem(kind: .archive, sequence: entry.last, detail: "segment \(entry.name): its header's last hash is not its last record's"))
+            }
+            if let version = segment.stateBytes.first, version >= ControllerState.encodingVersion, segment.stateBytes != state() {
+                return .problem(
+                    VerifyProblem(kind: .archive, sequence: entry.last, detail: "segment \(entry.name): the state it carries differs from the state replayed from the log"))
+            }
+        }
+        return .sound
     }
 }
