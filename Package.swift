@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        // The cluster store's client: etcd's v3 JSON gateway over HTTP (README, "High availability").
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         // Test-only: the end-to-end tests read Specs/openapi.yaml's constraints.
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
@@ -78,7 +80,7 @@ let package = Package(
         .target(
             name: "SnapbackServer",
             dependencies: [
-                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackNBD", "SnapbackAPI",
+                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackNBD", "SnapbackAPI", "SnapbackCluster",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -88,6 +90,19 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // The cluster log store on etcd (a second implementation of the durable-store port, fenced
+        // by the leader's lease), leader election, and the standby's follower.
+        .target(
+            name: "SnapbackCluster",
+            dependencies: [
+                "SnapbackCore", "SnapbackData", "SnapbackLog",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // A real 3-member etcd cluster on loopback ports, for the cluster tests.
+        .target(name: "EtcdTesting"),
         // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
         .target(
             name: "SnapbackCLI",
@@ -134,7 +149,12 @@ let package = Package(
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore", "SnapbackRandom"]),
         .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD", "SnapbackRandom"]),
         // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.
-        .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI", .product(name: "Yams", package: "Yams")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI", "EtcdTesting", .product(name: "Yams", package: "Yams")]),
+        // The cluster store and election against a real etcd cluster.
+        .testTarget(
+            name: "SnapbackClusterTests",
+            dependencies: ["SnapbackCluster", "EtcdTesting", "SnapbackCore", "SnapbackData", "SnapbackLog"]
+        ),
         .testTarget(
             name: "SnapbackDataTests",
             dependencies: [

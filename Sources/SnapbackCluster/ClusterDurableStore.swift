@@ -1,0 +1,388 @@
+import Foundation
+import SnapbackCore
+import SnapbackData
+import SnapbackLog
+
+/// The cluster log store: the durable-store port on etcd (`Specs/cluster.md`). Records are the
+/// LMDB log's records (``LogRecord``: the same encoding, checksum and hash chain), one key per
+/// event; the head, bitmap parts and checkpoints are keys beside them.
+///
+/// Each commit is one etcd transaction that compares the head key's mod revision (nobody
+/// appended since this node's last commit) and the leader key's lease (this node still leads),
+/// so only the current leader appends, and a deposed leader's commit fails with
+/// ``ClusterStoreError/notLeader(_:)``. After a commit fails for any reason but a plain refusal,
+/// the store is *fenced*: it appends nothing more (the node steps down; the next leader replays).
+///
+/// A standby uses the same store to follow: ``catchUp()`` reads the records after its warm
+/// state, checking each as `snapback log verify` does, so a takeover only replays the tail.
+public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
+    public let client: EtcdClient
+    public let keys: ClusterKeys
+    /// A bound on etcd operations per transaction (etcd's `--max-txn-ops` must be at least this).
+    public let transactionOperationsMax: Int
+    /// Records read per range request.
+    static let pageRecords = 512
+    /// Checkpoints kept, as in the LMDB log.
+    static let checkpointsKept = 2
+
+    /// Serializes commits and guards everything below.
+    private let lock = NSLock()
+    /// The state after the records read so far (followers and replay), with its chain.
+    private var chain: RecordChain
+    /// The head this node last saw or wrote, and the head key's mod revision then.
+    private var head: (sequence: UInt64, hash: [UInt8], modRevision: Int64) = (0, LogRecord.zeroHash, 0)
+    /// The leadership this node commits under; `nil` while it follows.
+    private var leadership: (lease: ClusterLease, term: UInt64)?
+    private var fencedReason: String?
+    /// Told how long each successful commit took.
+    private let commitObserver: (@Sendable (Duration) -> Void)?
+
+    public init(client: EtcdClient, keys: ClusterKeys, transactionOperationsMax: Int = 4096, commitObserver: (@Sendable (Duration) -> Void)? = nil) {
+        precondition(transactionOperationsMax >= 8)
+        self.client = client
+        self.keys = keys
+        self.transactionOperationsMax = transactionOperationsMax
+        self.commitObserver = commitObserver
+        chain = RecordChain()
+    }
+
+    // MARK: - Following
+
+    /// The last sequence number read (followers) or written (the leader).
+    public var lastSequence: UInt64 { lock.withLock { max(head.sequence, chain.report.lastSequence) } }
+
+    /// The warm state: `reduce` of the records read so far.
+    public var followedState: ControllerState { lock.withLock { chain.state } }
+
+    /// Reads the records after the warm state up to the head (one consistent etcd revision),
+    /// checking each, and folds them in. The first call starts from the newest checkpoint that
+    /// matches the log. Returns the head's etcd revision.
+    /// - Throws: ``ClusterStoreError``: ``ClusterStoreError/damaged(_:)`` at the first bad record.
+    @discardableResult
+    public func catchUp() throws(ClusterStoreError) -> Int64 {
+        try locked { () throws(ClusterStoreError) -> Int64 in try catchUpLocked() }
+    }
+
+    private func catchUpLocked() throws(ClusterStoreError) -> Int64 {
+        let headAnswer = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.head)])
+        guard let revision = EtcdClient.int((headAnswer["header"] as? JSONObject)?["revision"]) else {
+            throw .refused(.malformed("a range answer without a revision"))
+        }
+        let headKV = (headAnswer["kvs"] as? [JSONObject])?.first
+        let stored = try Self.decodeHead(try bytes(headKV?["value"]))
+        if chain.report.lastSequence == 0 && stored.sequence > 0 { try startFromCheckpointLocked(revision: revision, through: stored.sequence) }
+        if stored.sequence > chain.report.lastSequence {
+            try readRecordsLocked(from: chain.nextSequence, through: stored.sequence, revision: revision) { _ in }
+        }
+        chain.checkHead(sequence: stored.sequence, hash: stored.hash)
+        if let problem = chain.report.problem { throw .damaged(problem) }
+        head = (stored.sequence, stored.hash, EtcdClient.int(headKV?["mod_revision"]) ?? 0)
+        return revision
+    }
+
+    /// Starts the chain from the newest checkpoint (at or before `last`) whose record hash
+    /// matches the log; a checkpoint that does not match is skipped.
+    private func startFromCheckpointLocked(revision: Int64, through last: UInt64) throws(ClusterStoreError) {
+        let answer = try call(
+            "/v3/kv/range",
+            [
+                "key": EtcdClient.base64(keys.checkpointsPrefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(keys.checkpointsPrefix)),
+                "revision": String(revision), "sort_order": "DESCEND", "sort_target": "KEY", "limit": "4",
+            ])
+        for kv in answer["kvs"] as? [JSONObject] ?? [] {
+            guard let sequence = keys.sequence(ofCheckpointKey: try bytes(kv["key"])), sequence <= last else { continue }
+            guard let decoded = try? Checkpoint.decodeState(sequence: sequence, stored: try bytes(kv["value"])) else { continue }
+            let record = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.event(sequence)), "revision": String(revision)])
+            guard let value = (record["kvs"] as? [JSONObject])?.first?["value"] else { continue }
+            let recordHash = try bytes(value).withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
+            guard recordHash == decoded.checkpoint.recordHash else { continue }
+            chain = RecordChain(after: sequence, hash: recordHash, state: decoded.state)
+            return
+        }
+    }
+
+    /// Reads records `first...last` at `revision`, page by page, into the chain; `body` sees each.
+    private func readRecordsLocked(
+        from first: UInt64, through last: UInt64, revision: Int64, _ body: (StoredEvent) -> Void
+    ) throws(ClusterStoreError) {
+        var next = first
+        while next <= last {
+            let answer = try call(
+                "/v3/kv/range",
+                [
+                    "key": EtcdClient.base64(keys.event(next)), "range_end": EtcdClient.base64(keys.event(last + 1)),
+                    "revision": String(revision), "limit": String(Self.pageRecords),
+                ])
+            let kvs = answer["kvs"] as? [JSONObject] ?? []
+            guard !kvs.isEmpty else {
+                chain.fail(.gap, sequence: next, "record \(next) is missing (the head says \(last))")
+                return
+            }
+            for kv in kvs {
+                let key = try bytes(kv["key"])
+                guard let sequence = keys.sequence(ofEventKey: key) else {
+                    chain.fail(.malformed, sequence: next, "an event key that is not a sequence number")
+                    return
+                }
+                let value = try bytes(kv["value"])
+                guard let stored = value.withUnsafeBytes({ chain.append(sequence: sequence, value: $0) }) else { return }
+                body(stored)
+                next = sequence + 1
+            }
+        }
+    }
+
+    // MARK: - Leading
+
+    /// Makes this store commit under `lease` for `term`: catches up to the head (which no other
+    /// node can move while this node holds the leader key) and unfences.
+    /// - Throws: ``ClusterStoreError``.
+    public func beginLeading(lease: ClusterLease, term: UInt64) throws(ClusterStoreError) {
+        try locked { () throws(ClusterStoreError) in
+            _ = try catchUpLocked()
+            leadership = (lease, term)
+            fencedReason = nil
+        }
+    }
+
+    /// Stops appending for good (until ``beginLeading(lease:term:)``): every later commit fails
+    /// with ``ClusterStoreError/notLeader(_:)``.
+    public func fence(_ reason: String) {
+        lock.withLock { if fencedReason == nil { fencedReason = reason } }
+    }
+
+    /// Why the store appends nothing, or `nil` while it leads.
+    public var fenced: String? {
+        lock.withLock {
+            if let fencedReason { return fencedReason }
+            guard let leadership else { return "this node is a standby" }
+            return leadership.lease.invalidReason
+        }
+    }
+
+    /// The term this store commits in, when leading.
+    public var term: UInt64? { lock.withLock { leadership?.term } }
+
+    public func commit(events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
+        precondition(callers.isEmpty || callers.count == events.count, "one caller (or nil) per event")
+        let started = ContinuousClock.now
+        let receipt = try locked { () throws(ClusterStoreError) -> AppendReceipt in
+            try commitLocked(events: events, callers: callers, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+        }
+        commitObserver?(started.duration(to: .now))
+        return receipt
+    }
+
+    private func commitLocked(
+        events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64
+    ) throws(ClusterStoreError) -> AppendReceipt {
+        if let fencedReason { throw .notLeader(fencedReason) }
+        guard let (lease, term) = leadership else { throw .notLeader("this node is a standby") }
+        // Not needed for safety (etcd compares the lease), but a node past its lease by its own
+        // clock does not even ask.
+        if let reason = lease.invalidReason {
+            fencedReason = reason
+            throw .notLeader(reason)
+        }
+        var operations: [JSONObject] = []
+        var sequence = head.sequence
+        var hash = head.hash
+        for (index, event) in events.enumerated() {
+            sequence += 1
+            let caller = callers.isEmpty ? nil : callers[index]
+            let value = LogRecord.encode(event: event, caller: caller, timestampMilliseconds: timestampMilliseconds, previousHash: hash)
+            // Paired assertion: the record parses back as written before it leaves.
+            value.withUnsafeBytes { bytes in
+                let view = try! RecordView(sequence: sequence, value: bytes)
+                precondition(view.typeCode == event.type.rawValue && view.caller == caller)
+                hash = LogRecord.hash(sequence: sequence, value: bytes)
+            }
+            operations.append(["request_put": ["key": EtcdClient.base64(keys.event(sequence)), "value": EtcdClient.base64(value)]])
+        }
+        for change in bitmapChanges {
+            switch change {
+            case let .setPart(map, kind, part, bytes):
+                operations.append(["request_put": ["key": EtcdClient.base64(keys.bitmapPart(map: map, kind: kind, part: part)), "value": EtcdClient.base64(bytes)]])
+            case let .clear(map, kind):
+                let prefix = keys.bitmapPrefix(map: map, kind: kind)
+                operations.append(["request_delete_range": ["key": EtcdClient.base64(prefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix))]])
+            }
+        }
+        operations.append(["request_put": ["key": EtcdClient.base64(keys.head), "value": EtcdClient.base64(Self.encodeHead(sequence: sequence, hash: hash, term: term))]])
+        guard operations.count <= transactionOperationsMax else {
+            throw .commitTooLarge(operations: operations.count, operationsMax: transactionOperationsMax)
+        }
+        let answer: JSONObject
+        do {
+            answer = try client.call(
+                "/v3/kv/txn",
+                [
+                    "compare": [
+                        ["key": EtcdClient.base64(keys.head), "target": "MOD", "result": "EQUAL", "mod_revision": String(head.modRevision)],
+                        ["key": EtcdClient.base64(keys.leader), "target": "LEASE", "result": "EQUAL", "lease": String(lease.id)],
+                    ],
+                    "success": operations,
+                    "failure": [
+                        ["request_range": ["key": EtcdClient.base64(keys.leader)]], ["request_range": ["key": EtcdClient.base64(keys.head)]],
+                    ],
+                ])
+        } catch {
+            switch error {
+            case let .unavailable(detail):
+                // The transaction may still be applied: this node cannot know its own log any
+                // more. It appends nothing else; the next leader replays what etcd holds.
+                let reason = "a commit's outcome is unknown (etcd unavailable: \(detail))"
+                fencedReason = reason
+                throw .unavailable(reason)
+            case let .server(_, message) where message.contains("lease not found"):
+                fencedReason = "etcd no longer knows this node's lease"
+                throw .notLeader(fencedReason!)
+            default:
+                throw .refused(error)
+            }
+        }
+        guard answer["succeeded"] as? Bool == true else {
+            let reason = Self.whyRefused(answer, keys: keys, lease: lease.id, headModRevision: head.modRevision)
+            fencedReason = reason
+            throw .notLeader(reason)
+        }
+        guard let revision = EtcdClient.int((answer["header"] as? JSONObject)?["revision"]) else {
+            fencedReason = "a commit answer without a revision"
+            throw .refused(.malformed(fencedReason!))
+        }
+        let first = head.sequence + 1
+        head = (sequence, hash, revision)
+        return AppendReceipt(firstSequence: first, lastSequence: sequence)
+    }
+
+    /// Says why a fenced transaction failed, from its failure branch (the leader and head keys).
+    static func whyRefused(_ answer: JSONObject, keys: ClusterKeys, lease: Int64, headModRevision: Int64) -> String {
+        let responses = (answer["responses"] as? [JSONObject] ?? []).map { $0["response_range"] as? JSONObject ?? [:] }
+        let leaderKV = (responses.first?["kvs"] as? [JSONObject])?.first
+        let headKV = (responses.count > 1 ? responses[1]["kvs"] as? [JSONObject] : nil)?.first
+        if leaderKV == nil { return "this node was deposed: nobody holds the leader key (its lease \(lease) expired)" }
+        if let leaderLease = EtcdClient.int(leaderKV?["lease"]), leaderLease != lease {
+            let holder = (try? EtcdClient.bytes(leaderKV?["value"])).flatMap { try? JSONDecoder().decode(LeaderRecord.self, from: Data($0)) }
+            return "this node was deposed: \(holder.map { "node \($0.node) leads in term \($0.term)" } ?? "another lease holds the leader key")"
+        }
+        let moved = EtcdClient.int(headKV?["mod_revision"]) ?? 0
+        return "the head moved (revision \(moved), this node last wrote \(headModRevision)): another writer appended"
+    }
+
+    // MARK: - Bitmaps, replay, checkpoints
+
+    public func loadBitmap(map: MapID, kind: BitmapKind, grainCount: UInt64) throws -> GrainBitmap {
+        var bitmap = GrainBitmap(grainCount: grainCount)
+        let prefix = keys.bitmapPrefix(map: map, kind: kind)
+        var start = prefix
+        while true {
+            let answer = try call(
+                "/v3/kv/range",
+                ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix)), "limit": "256"])
+            let kvs = answer["kvs"] as? [JSONObject] ?? []
+            for kv in kvs {
+                let key = try bytes(kv["key"])
+                guard let index = Int(String(decoding: key[prefix.count...], as: UTF8.self)) else {
+                    throw ClusterStoreError.damaged(VerifyProblem.bitmap("a bitmap key of lcmap \(map) (\(kind)) without a part number"))
+                }
+                let value = try bytes(kv["value"])
+                guard value.withUnsafeBytes({ bitmap.loadPart(index, from: $0) }) else {
+                    throw ClusterStoreError.damaged(VerifyProblem.bitmap("bitmap part \(index) of lcmap \(map) (\(kind)) has \(value.count) bytes"))
+                }
+                start = key + [0]
+            }
+            guard answer["more"] as? Bool == true, !kvs.isEmpty else { return bitmap }
+        }
+    }
+
+    /// `reduce(log)`: the warm state caught up to the head.
+    public func replayState() throws -> ControllerState {
+        try catchUp()
+        return followedState
+    }
+
+    /// Saves a checkpoint of `state` (fenced like a commit: only the leader writes one) and keeps
+    /// the newest ``checkpointsKept``.
+    public func checkpoint(_ state: ControllerState) throws {
+        try locked { () throws(ClusterStoreError) in
+            if let fencedReason { throw .notLeader(fencedReason) }
+            guard let (lease, _) = leadership else { throw .notLeader("this node is a standby") }
+            let sequence = state.eventsApplied
+            guard sequence > 0 else { return }
+            let recordHash: [UInt8]
+            if sequence == head.sequence {
+                recordHash = head.hash
+            } else {
+                let answer = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.event(sequence))])
+                guard let value = (answer["kvs"] as? [JSONObject])?.first?["value"] else {
+                    throw .damaged(.bitmap("no record at seq \(sequence) for a checkpoint"))
+                }
+                recordHash = try bytes(value).withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
+            }
+            let existing = try call(
+                "/v3/kv/range",
+                [
+                    "key": EtcdClient.base64(keys.checkpointsPrefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(keys.checkpointsPrefix)),
+                    "keys_only": true,
+                ])
+            var older: [UInt64] = []
+            for kv in existing["kvs"] as? [JSONObject] ?? [] {
+                if let stored = keys.sequence(ofCheckpointKey: try bytes(kv["key"])), stored < sequence { older.append(stored) }
+            }
+            older.sort(by: >)
+            var operations: [JSONObject] = [
+                ["request_put": ["key": EtcdClient.base64(keys.checkpoint(sequence)), "value": EtcdClient.base64(Checkpoint(state: state, recordHash: recordHash).storedBytes)]]
+            ]
+            for old in older.dropFirst(Self.checkpointsKept - 1) {
+                operations.append(["request_delete_range": ["key": EtcdClient.base64(keys.checkpoint(old))]])
+            }
+            let answer = try call(
+                "/v3/kv/txn",
+                [
+                    "compare": [["key": EtcdClient.base64(keys.leader), "target": "LEASE", "result": "EQUAL", "lease": String(lease.id)]],
+                    "success": operations,
+                ])
+            guard answer["succeeded"] as? Bool == true else {
+                fencedReason = "this node was deposed (a checkpoint's transaction found another leader)"
+                throw .notLeader(fencedReason!)
+            }
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Runs `body` holding `lock`, keeping its typed error.
+    private func locked<T>(_ body: () throws(ClusterStoreError) -> T) throws(ClusterStoreError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    func call(_ path: String, _ body: JSONObject) throws(ClusterStoreError) -> JSONObject {
+        do { return try client.call(path, body) } catch { throw ClusterLease.wrap(error) }
+    }
+
+    func bytes(_ value: Any?) throws(ClusterStoreError) -> [UInt8] {
+        do { return try EtcdClient.bytes(value) } catch { throw .refused(error) }
+    }
+
+    /// The head's value: sequence (8 bytes big-endian), chain hash (32), term (8 big-endian).
+    static func encodeHead(sequence: UInt64, hash: [UInt8], term: UInt64) -> [UInt8] {
+        precondition(hash.count == 32)
+        return LogRecord.key(sequence) + hash + LogRecord.key(term)
+    }
+
+    /// Decodes a head value (absent: the empty log).
+    static func decodeHead(_ value: [UInt8]) throws(ClusterStoreError) -> (sequence: UInt64, hash: [UInt8], term: UInt64) {
+        guard !value.isEmpty else { return (0, LogRecord.zeroHash, 0) }
+        guard value.count == 48 else { throw .damaged(VerifyProblem.headValue("the head has \(value.count) bytes, not 48")) }
+        let sequence = value[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let term = value[40..<48].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return (sequence, Array(value[8..<40]), term)
+    }
+}
+
+extension VerifyProblem {
+    static func bitmap(_ detail: String) -> VerifyProblem { VerifyProblem(.unreadable, at: nil, detail) }
+    static func headValue(_ detail: String) -> VerifyProblem { VerifyProblem(.head, at: nil, detail) }
+}

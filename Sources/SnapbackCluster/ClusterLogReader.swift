@@ -1,0 +1,130 @@
+import Foundation
+import SnapbackCore
+import SnapbackLog
+
+/// Reads a cluster's log for audits (`snapback log verify|show|state -cluster`): never writes,
+/// works while the cluster runs. Every read is at one etcd revision, so a leader appending
+/// meanwhile never shows a half-written picture.
+public struct ClusterLogReader: Sendable {
+    public let client: EtcdClient
+    public let keys: ClusterKeys
+
+    public init(client: EtcdClient, keys: ClusterKeys) {
+        self.client = client
+        self.keys = keys
+    }
+
+    /// Checks every record (shape, version, checksum, chain link, continuity, payload), the head,
+    /// and every checkpoint against the replayed log, as `EventLog.verify` does for LMDB. Stops at
+    /// the first problem (its kind gives `snapback log verify`'s exit code).
+    public func verify() -> VerifyReport {
+        var chain = RecordChain()
+        do {
+            let (revision, head) = try readHead()
+            var expectedStates: [UInt64: [UInt8]] = [:]
+            for (sequence, stored) in try readCheckpoints(revision: revision) {
+                do {
+                    expectedStates[sequence] = try Checkpoint.decodeState(sequence: sequence, stored: stored).state.encoded()
+                } catch LogError.checkpointSuperseded {
+                    continue
+                } catch {
+                    chain.fail(.checkpoint, sequence: sequence, "\(error)")
+                    return chain.report
+                }
+            }
+            // Past the head too: a record there means the head was rolled back.
+            try forEachRecord(through: .max, revision: revision) { sequence, value in
+                guard value.withUnsafeBytes({ chain.append(sequence: sequence, value: $0) }) != nil else { return false }
+                if let stored = expectedStates[sequence] {
+                    guard stored == chain.state.encoded() else {
+                        chain.fail(.checkpoint, sequence: sequence, "the checkpoint at seq \(sequence) differs from the state replayed from the log")
+                        return false
+                    }
+                    chain.checkpointMatched()
+                }
+                return true
+            }
+            if chain.report.problem == nil && chain.report.lastSequence < head.sequence {
+                chain.fail(.gap, sequence: chain.report.lastSequence + 1, "record \(chain.report.lastSequence + 1) is missing (the head says \(head.sequence))")
+            }
+            chain.checkHead(sequence: head.sequence, hash: head.hash)
+        } catch {
+            chain.fail(.unreadable, sequence: nil, "\(error)")
+        }
+        return chain.report
+    }
+
+    /// The decoded events from `first` through `last` (each record's checksum checked).
+    public func storedEvents(from first: UInt64 = 1, through last: UInt64 = .max) throws -> [StoredEvent] {
+        let (revision, head) = try readHead()
+        var result: [StoredEvent] = []
+        try forEachRecord(from: first, through: min(last, head.sequence), revision: revision) { sequence, value in
+            let event = try value.withUnsafeBytes { bytes -> StoredEvent in
+                let record: RecordView
+                do throws(RecordProblem) { record = try RecordView(sequence: sequence, value: bytes) } catch { throw LogError.damagedRecord(sequence: sequence, problem: error) }
+                return try EventLog.storedEvent(record)
+            }
+            result.append(event)
+            return true
+        }
+        return result
+    }
+
+    /// `reduce(log)` from the first record (no checkpoint trusted).
+    public func replayedState() throws -> ControllerState {
+        var chain = RecordChain()
+        let (revision, head) = try readHead()
+        try forEachRecord(through: head.sequence, revision: revision) { sequence, value in
+            value.withUnsafeBytes { chain.append(sequence: sequence, value: $0) } != nil
+        }
+        if let problem = chain.report.problem { throw ClusterStoreError.damaged(problem) }
+        return chain.state
+    }
+
+    /// The head (sequence, hash, term of its writer) and the etcd revision it was read at.
+    public func readHead() throws -> (revision: Int64, head: (sequence: UInt64, hash: [UInt8], term: UInt64)) {
+        let answer = try client.call("/v3/kv/range", ["key": EtcdClient.base64(keys.head)])
+        guard let revision = EtcdClient.int((answer["header"] as? JSONObject)?["revision"]) else {
+            throw ClusterStoreError.refused(.malformed("a range answer without a revision"))
+        }
+        let value = try EtcdClient.bytes((answer["kvs"] as? [JSONObject])?.first?["value"])
+        return (revision, try ClusterDurableStore.decodeHead(value))
+    }
+
+    func readCheckpoints(revision: Int64) throws -> [(UInt64, [UInt8])] {
+        let answer = try client.call(
+            "/v3/kv/range",
+            [
+                "key": EtcdClient.base64(keys.checkpointsPrefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(keys.checkpointsPrefix)),
+                "revision": String(revision),
+            ])
+        return try (answer["kvs"] as? [JSONObject] ?? []).compactMap { kv in
+            guard let sequence = keys.sequence(ofCheckpointKey: try EtcdClient.bytes(kv["key"])) else { return nil }
+            return (sequence, try EtcdClient.bytes(kv["value"]))
+        }
+    }
+
+    /// Calls `body` with each stored record key's sequence and value, in order, page by page, at
+    /// `revision`; `body` returns false to stop. Keys that are not sequence numbers are reported
+    /// as sequence 0 (the chain then reports a gap).
+    func forEachRecord(
+        from first: UInt64 = 1, through last: UInt64, revision: Int64, _ body: (UInt64, [UInt8]) throws -> Bool
+    ) throws {
+        guard first <= last else { return }
+        var start = keys.event(first)
+        let end = EtcdClient.prefixEnd(keys.eventsPrefix)
+        while true {
+            let answer = try client.call(
+                "/v3/kv/range", ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(end), "revision": String(revision), "limit": "512"])
+            let kvs = answer["kvs"] as? [JSONObject] ?? []
+            for kv in kvs {
+                let key = try EtcdClient.bytes(kv["key"])
+                let sequence = keys.sequence(ofEventKey: key) ?? 0
+                if sequence > last { return }
+                guard try body(sequence, try EtcdClient.bytes(kv["value"])) else { return }
+                start = key + [0]
+            }
+            guard answer["more"] as? Bool == true, !kvs.isEmpty else { return }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Why a call to etcd failed.
+public enum EtcdError: Error, Sendable, CustomStringConvertible {
+    /// No endpoint answered (refused, reset, timed out): the cluster may have lost its quorum,
+    /// or the network is down. For a transaction the outcome is unknown: it may have been
+    /// applied.
+    case unavailable(String)
+    /// etcd answered with an error (gRPC code and message), e.g. a lease not found.
+    case server(code: Int, message: String)
+    /// The answer was not the JSON expected.
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case let .unavailable(detail): "etcd unavailable: \(detail)"
+        case let .server(code, message): "etcd refused the request (code \(code)): \(message)"
+        case let .malformed(detail): "etcd's answer is malformed: \(detail)"
+        }
+    }
+}
+
+/// A JSON object as etcd's gateway speaks it (int64 fields are strings; keys and values base64).
+public typealias JSONObject = [String: Any]
+
+/// A client of etcd's v3 JSON gateway (`POST /v3/...`) over async-http-client, with failover
+/// across the endpoints: a call goes to the endpoint that answered last, then to the others in
+/// turn. Unary calls have a blocking form (the durable-store port is synchronous; its callers are
+/// the controller's threads, never an event loop: the client runs on its own event loop group).
+public final class EtcdClient: @unchecked Sendable {
+    public let endpoints: [String]
+    /// How long one request to one endpoint may take before the next endpoint is tried.
+    public let requestTimeout: TimeAmount
+    private let group: MultiThreadedEventLoopGroup
+    private let http: HTTPClient
+    private let lock = NSLock()
+    /// The endpoint that answered last (guarded by `lock`).
+    private var preferred = 0
+    private var shutDown = false
+
+    /// - Parameters:
+    ///   - endpoints: `http://HOST:PORT` of each member (at least one).
+    ///   - requestTimeout: per request and endpoint; the default suits a 2 s lease.
+    public init(endpoints: [String], requestTimeout: TimeAmount = .milliseconds(1500)) {
+        precondition(!endpoints.isEmpty, "at least one etcd endpoint")
+        self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.requestTimeout = requestTimeout
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var configuration = HTTPClient.Configuration(
+            timeout: .init(connect: .milliseconds(min(500, requestTimeout.nanoseconds / 1_000_000)), read: requestTimeout))
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
+        http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+    }
+
+    /// Parses `etcd=URL[,URL...]` (or a bare comma-separated URL list).
+    public static func endpoints(parsing text: String) -> [String]? {
+        let list = text.hasPrefix("etcd=") ? String(text.dropFirst(5)) : text
+        let urls = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !urls.isEmpty, urls.allSatisfy({ ($0.hasPrefix("http://") || $0.hasPrefix("https://")) && $0.count > 8 }) else { return nil }
+        return urls
+    }
+
+    /// Closes the connections and the event loop group. Idempotent.
+    public func shutdown() {
+        let first = lock.withLock { () -> Bool in
+            defer { shutDown = true }
+            return !shutDown
+        }
+        guard first else { return }
+        try? http.syncShutdown()
+        try? group.syncShutdownGracefully()
+    }
+
+    deinit { shutdown() }
+
+    // MARK: - Calls
+
+    /// `POST path` with `body`, blocking the calling thread (never an event loop's).
+    /// - Throws: ``EtcdError``.
+    public func call(_ path: String, _ body: JSONObject) throws(EtcdError) -> JSONObject {
+        let data: Data
+        do { data = try JSONSerialization.data(withJSONObject: body) } catch { preconditionFailure("an etcd request that is not JSON: \(body)") }
+        let start = lock.withLock { preferred }
+        var failures: [String] = []
+        for offset in 0..<endpoints.count {
+            let index = (start + offset) % endpoints.count
+            let url = endpoints[index] + path
+            let response: HTTPClient.Response
+            do {
+                let request = try HTTPClient.Request(url: url, method: .POST, headers: ["Content-Type": "application/json"], body: .data(data))
+                response = try http.execute(request: request, deadline: .now() + requestTimeout).wait()
+            } catch {
+                failures.append("\(endpoints[index]): \(error)")
+                continue
+            }
+            let bytes = response.body.map { Data($0.readableBytesView) } ?? Data()
+            guard let object = (try? JSONSerialization.jsonObject(with: bytes)) as? JSONObject else {
+                throw .malformed("\(url) answered \(response.status.code) with \(bytes.count) bytes that are not a JSON object")
+            }
+            if response.status.code != 200 {
+                let code = Self.int(object["code"]) ?? -1
+                let message = object["message"] as? String ?? object["error"] as? String ?? "status \(response.status.code)"
+                // 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED: this member cannot serve (no leader, no quorum).
+                if code == 14 || code == 4 {
+                    failures.append("\(endpoints[index]): \(message)")
+                    continue
+                }
+                throw .server(code: Int(code), message: message)
+            }
+            lock.withLock { preferred = index }
+            return object
+        }
+        throw .unavailable(failures.joined(separator: "; "))
+    }
+
+    /// A watch stream on `key` .. `rangeEnd` from `startRevision`: `onResponse` is called with
+    /// each response object (the `result` of the gateway's stream) until it returns false, the
+    /// task is cancelled, or the stream fails.
+    /// - Throws: ``EtcdError/unavailable(_:)`` when no endpoint accepts the watch, or the stream breaks.
+    public func watch(key: [UInt8], rangeEnd: [UInt8], startRevision: Int64, onResponse: (JSONObject) async throws -> Bool) async throws {
+        let body: JSONObject = [
+            "create_request": ["key": Self.base64(key), "range_end": Self.base64(rangeEnd), "start_revision": String(startRevision)]
+        ]
+        let data = try JSONSerialization.data(withJSONObject: body)
+        let index = lock.withLock { preferred }
+        var request = HTTPClientRequest(url: endpoints[index] + "/v3/watch")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: data))
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .hours(24 * 365))
+        } catch {
+            lock.withLock { preferred = (index + 1) % endpoints.count }
+            throw EtcdError.unavailable("watch on \(endpoints[index]): \(error)")
+        }
+        guard response.status.code == 200 else { throw EtcdError.unavailable("watch on \(endpoints[index]): status \(response.status.code)") }
+        var pending = Data()
+        do {
+            for try await chunk in response.body {
+                pending.append(contentsOf: chunk.readableBytesView)
+                // The gateway writes one JSON object per line.
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = pending[pending.startIndex..<newline]
+                    pending = Data(pending[pending.index(after: newline)...])
+                    guard !line.isEmpty else { continue }
+                    guard let object = (try? JSONSerialization.jsonObject(with: line)) as? JSONObject else {
+                        throw EtcdError.malformed("a watch line of \(line.count) bytes that is not a JSON object")
+                    }
+                    if let error = object["error"] as? JSONObject {
+                        throw EtcdError.server(code: Int(Self.int(error["grpc_code"]) ?? -1), message: error["message"] as? String ?? "watch failed")
+                    }
+                    guard try await onResponse(object["result"] as? JSONObject ?? [:]) else { return }
+                }
+            }
+        } catch let error as EtcdError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw EtcdError.unavailable("watch on \(endpoints[index]) broke: \(error)")
+        }
+        throw EtcdError.unavailable("watch on \(endpoints[index]) ended")
+    }
+
+    // MARK: - JSON helpers
+
+    public static func base64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+    public static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+    /// The bytes of a base64 field; empty for a missing one (proto3 JSON omits empty values).
+    public static func bytes(_ value: Any?) throws(EtcdError) -> [UInt8] {
+        guard let text = value as? String else { return [] }
+        guard let data = Data(base64Encoded: text) else { throw .malformed("a base64 field that does not decode") }
+        return Array(data)
+    }
+
+    /// An int64 field (a string in proto3 JSON; a number accepted too); `nil` when absent.
+    public static func int(_ value: Any?) -> Int64? {
+        if let text = value as? String { return Int64(text) }
+        if let number = value as? NSNumber { return number.int64Value }
+        return nil
+    }
+
+    /// The range end that selects every key starting with `prefix` (the prefix with its last
+    /// byte incremented, dropping trailing 0xff bytes).
+    public static func prefixEnd(_ prefix: [UInt8]) -> [UInt8] {
+        var end = prefix
+        while let last = end.last {
+            if last < 0xff {
+                end[end.count - 1] = last + 1
+                return end
+            }
+            end.removeLast()
+        }
+        return [0]  // every key
+    }
+}

@@ -1,0 +1,251 @@
+import EtcdTesting
+import Foundation
+import SnapbackCluster
+import SnapbackCore
+import SnapbackData
+import SnapbackLog
+import Testing
+
+/// One real 3-member etcd cluster for the whole test process (each test uses its own cluster
+/// name, so their keys never meet); stopped when the process exits.
+enum SharedEtcd {
+    static let cluster: LocalEtcdCluster = {
+        do {
+            let cluster = try LocalEtcdCluster(memberCount: 3)
+            atexit { SharedEtcd.cluster.stop() }
+            return cluster
+        } catch {
+            fatalError("cannot start the test etcd cluster: \(error)")
+        }
+    }()
+
+    static func client() -> EtcdClient { EtcdClient(endpoints: cluster.clientURLs) }
+
+    static func uniqueName(_ base: String) -> String { "\(base)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" }
+}
+
+/// A node of a test: its client, lease, election and store.
+struct TestNode {
+    let client: EtcdClient
+    let keys: ClusterKeys
+    let election: LeaderElection
+    let lease: ClusterLease
+    let store: ClusterDurableStore
+
+    init(cluster: String, node: String, ttlSeconds: Int64 = 2) throws {
+        client = SharedEtcd.client()
+        keys = ClusterKeys(cluster: cluster)
+        election = LeaderElection(client: client, keys: keys, node: node)
+        lease = try ClusterLease(client: client, ttlSeconds: ttlSeconds)
+        store = ClusterDurableStore(client: client, keys: keys)
+    }
+
+    /// Campaigns once and, on winning, makes the store lead. Returns the term, or nil.
+    func lead() throws -> UInt64? {
+        guard let record = try election.campaign(lease: lease, nowMilliseconds: 1, firstSequence: store.lastSequence) else { return nil }
+        try store.beginLeading(lease: lease, term: record.term)
+        return record.term
+    }
+}
+
+func volume(_ id: VolumeID) -> Event { .volumeCreated(id: id, name: "v\(id)", sizeBytes: 1 << 20, path: nil) }
+
+@Suite("the cluster log store on a real etcd cluster", .serialized)
+struct ClusterStoreTests {
+    @Test("appends are replayed by a follower, byte for byte the LMDB log's records, and verify")
+    func appendAndReplay() throws {
+        let name = SharedEtcd.uniqueName("append")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() == 1)
+        let first = try leader.store.commit(events: [volume(1), volume(2)], bitmapChanges: [], timestampMilliseconds: 1000)
+        #expect(first == AppendReceipt(firstSequence: 1, lastSequence: 2))
+        let caller = Caller(uid: 1000, gid: 100, pid: 42)
+        let second = try leader.store.commit(
+            events: [volume(3), .volumeRemoved(id: 1)], callers: [caller, nil], bitmapChanges: [], timestampMilliseconds: 2000)
+        #expect(second == AppendReceipt(firstSequence: 3, lastSequence: 4))
+
+        let follower = try TestNode(cluster: name, node: "b")
+        let state = try follower.store.replayState()
+        #expect(state.eventsApplied == 4)
+        #expect(state.volumes.count == 2 && state.volume("v2") != nil && state.volume("v1") == nil)
+
+        let reader = ClusterLogReader(client: follower.client, keys: follower.keys)
+        let events = try reader.storedEvents()
+        #expect(events.map(\.sequence) == [1, 2, 3, 4])
+        #expect(events[2].caller == caller && events[3].caller == nil)
+        #expect(events[2].timestampMilliseconds == 2000)
+
+        // The same chain as an LMDB log with the same appends.
+        var previous = LogRecord.zeroHash
+        for stored in events {
+            let value = LogRecord.encode(event: stored.event, caller: stored.caller, timestampMilliseconds: stored.timestampMilliseconds, previousHash: previous)
+            previous = value.withUnsafeBytes { LogRecord.hash(sequence: stored.sequence, value: $0) }
+        }
+        let head = try reader.readHead().head
+        #expect(head.sequence == 4 && head.hash == previous && head.term == 1)
+
+        let report = reader.verify()
+        #expect(report.isSound, "\(String(describing: report.problem))")
+        #expect(report.recordsChecked == 4)
+
+        // The follower catches up with later appends.
+        _ = try leader.store.commit(events: [volume(4)], bitmapChanges: [], timestampMilliseconds: 3000)
+        try follower.store.catchUp()
+        #expect(follower.store.followedState.eventsApplied == 5)
+    }
+
+    @Test("events and bitmap parts commit in one transaction; a clear removes every part")
+    func bitmapsWithEvents() throws {
+        let name = SharedEtcd.uniqueName("bitmaps")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        var bitmap = GrainBitmap(grainCount: 20_000)
+        bitmap[5] = true
+        bitmap[9_000] = true
+        bitmap[19_999] = true
+        let changes = (0..<bitmap.partCount).map { BitmapChange.setPart(map: 7, kind: .dirty, part: $0, bytes: bitmap.partBytes($0)) }
+        _ = try leader.store.commit(events: [volume(1)], bitmapChanges: changes, timestampMilliseconds: 1)
+
+        let reader = try TestNode(cluster: name, node: "b")
+        let loaded = try reader.store.loadBitmap(map: 7, kind: .dirty, grainCount: 20_000)
+        #expect(loaded.setCount == 3 && loaded[5] && loaded[9_000] && loaded[19_999])
+        #expect(try reader.store.loadBitmap(map: 7, kind: .split, grainCount: 20_000).setCount == 0)
+
+        // A refused commit changes neither the events nor the bitmaps.
+        let lastBefore = try ClusterLogReader(client: reader.client, keys: reader.keys).readHead().head.sequence
+        leader.lease.revoke()
+        var cleared = GrainBitmap(grainCount: 20_000)
+        cleared[1] = true
+        #expect(throws: ClusterStoreError.self) {
+            _ = try leader.store.commit(events: [volume(2)], bitmapChanges: [.setPart(map: 7, kind: .dirty, part: 0, bytes: cleared.partBytes(0))], timestampMilliseconds: 2)
+        }
+        #expect(try ClusterLogReader(client: reader.client, keys: reader.keys).readHead().head.sequence == lastBefore)
+        #expect(try reader.store.loadBitmap(map: 7, kind: .dirty, grainCount: 20_000).setCount == 3)
+
+        // A new leader clears it.
+        let next = try TestNode(cluster: name, node: "c")
+        #expect(try next.lead() != nil)
+        _ = try next.store.commit(events: [], bitmapChanges: [.clear(map: 7, kind: .dirty)], timestampMilliseconds: 3)
+        #expect(try reader.store.loadBitmap(map: 7, kind: .dirty, grainCount: 20_000).setCount == 0)
+    }
+
+    @Test("a deposed leader's commit is refused with not_leader and appends nothing; one leader per term")
+    func deposedLeaderRefused() throws {
+        let name = SharedEtcd.uniqueName("deposed")
+        let old = try TestNode(cluster: name, node: "old", ttlSeconds: 1)
+        #expect(try old.lead() == 1)
+        _ = try old.store.commit(events: [volume(1)], bitmapChanges: [], timestampMilliseconds: 1)
+
+        // While the old leader's lease lives, nobody else wins.
+        let new = try TestNode(cluster: name, node: "new")
+        #expect(try new.lead() == nil)
+
+        // Its lease lapses (no keep-alive): etcd drops the leader key, the other node wins term 2.
+        var term: UInt64?
+        let deadline = Date().addingTimeInterval(10)
+        while term == nil && Date() < deadline {
+            usleep(100_000)
+            term = try new.lead()
+        }
+        #expect(term == 2)
+        _ = try new.store.commit(events: [volume(2)], bitmapChanges: [], timestampMilliseconds: 2)
+
+        // The old leader, whatever its clock says, cannot append: etcd compares the lease.
+        do {
+            _ = try old.store.commit(events: [volume(3)], bitmapChanges: [], timestampMilliseconds: 3)
+            Issue.record("a deposed leader's commit succeeded")
+        } catch let error as ClusterStoreError {
+            #expect(error.code == "not_leader", "\(error)")
+        }
+        #expect(old.store.fenced != nil)
+        let reader = ClusterLogReader(client: new.client, keys: new.keys)
+        #expect(try reader.storedEvents().map(\.event) == [volume(1), volume(2)])
+        #expect(reader.verify().isSound)
+        let terms = try new.election.terms()
+        #expect(terms.map(\.term) == [1, 2] && terms.map(\.node) == ["old", "new"])
+    }
+
+    @Test("a leader whose head moved under it (a second writer) is refused and fenced")
+    func headMovedRefused() throws {
+        let name = SharedEtcd.uniqueName("head")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        _ = try leader.store.commit(events: [volume(1)], bitmapChanges: [], timestampMilliseconds: 1)
+        // A second store on the same lease (a bug, or a copy of the node): its commits race.
+        let twin = ClusterDurableStore(client: leader.client, keys: leader.keys)
+        try twin.beginLeading(lease: leader.lease, term: 1)
+        _ = try twin.commit(events: [volume(2)], bitmapChanges: [], timestampMilliseconds: 2)
+        #expect(throws: ClusterStoreError.self) { _ = try leader.store.commit(events: [volume(3)], bitmapChanges: [], timestampMilliseconds: 3) }
+        #expect(leader.store.fenced?.contains("head moved") == true)
+        #expect(ClusterLogReader(client: leader.client, keys: leader.keys).verify().isSound)
+    }
+
+    @Test("verify finds a rewritten record, a broken chain and a truncated head")
+    func verifyFindsDamage() throws {
+        let name = SharedEtcd.uniqueName("verify")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        _ = try leader.store.commit(events: [volume(1), volume(2), volume(3)], bitmapChanges: [], timestampMilliseconds: 1)
+        let reader = ClusterLogReader(client: leader.client, keys: leader.keys)
+        #expect(reader.verify().isSound)
+
+        // Flip a byte of record 2's payload: its checksum no longer matches.
+        let answer = try leader.client.call("/v3/kv/range", ["key": EtcdClient.base64(leader.keys.event(2))])
+        var value = try EtcdClient.bytes((answer["kvs"] as? [JSONObject])?.first?["value"])
+        value[value.count - 1] ^= 0xff
+        _ = try leader.client.call("/v3/kv/put", ["key": EtcdClient.base64(leader.keys.event(2)), "value": EtcdClient.base64(value)])
+        let damaged = reader.verify()
+        #expect(damaged.problem?.kind == .checksum && damaged.problem?.sequence == 2, "\(String(describing: damaged.problem))")
+
+        // Record 2 replaced by a well-formed record of another event: the chain breaks at 3.
+        let forged = LogRecord.encode(event: volume(9), timestampMilliseconds: 1, previousHash: LogRecord.zeroHash)
+        _ = try leader.client.call("/v3/kv/put", ["key": EtcdClient.base64(leader.keys.event(2)), "value": EtcdClient.base64(forged)])
+        let broken = reader.verify()
+        #expect(broken.problem?.kind == .chain && broken.problem?.sequence == 2, "\(String(describing: broken.problem))")
+
+        // The last record deleted: the head says 3, the log ends at 2.
+        let other = SharedEtcd.uniqueName("verify2")
+        let second = try TestNode(cluster: other, node: "a")
+        #expect(try second.lead() != nil)
+        _ = try second.store.commit(events: [volume(1), volume(2), volume(3)], bitmapChanges: [], timestampMilliseconds: 1)
+        _ = try second.client.call("/v3/kv/deleterange", ["key": EtcdClient.base64(second.keys.event(3))])
+        let truncated = ClusterLogReader(client: second.client, keys: second.keys).verify()
+        #expect(truncated.problem?.kind == .gap || truncated.problem?.kind == .head, "\(String(describing: truncated.problem))")
+    }
+
+    @Test("a checkpoint is written by the leader only, and replay starts from it")
+    func checkpoints() throws {
+        let name = SharedEtcd.uniqueName("checkpoint")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        _ = try leader.store.commit(events: [volume(1), volume(2)], bitmapChanges: [], timestampMilliseconds: 1)
+        let state = try leader.store.replayState()
+        try leader.store.checkpoint(state)
+        _ = try leader.store.commit(events: [volume(3)], bitmapChanges: [], timestampMilliseconds: 2)
+        let follower = try TestNode(cluster: name, node: "b")
+        let replayed = try follower.store.replayState()
+        #expect(replayed.eventsApplied == 3 && replayed.volumes.count == 3)
+        let report = ClusterLogReader(client: follower.client, keys: follower.keys).verify()
+        #expect(report.isSound && report.checkpointsChecked == 1, "\(report)")
+        // A standby cannot write one.
+        #expect(throws: ClusterStoreError.self) { try follower.store.checkpoint(replayed) }
+    }
+
+    @Test("etcd unreachable: a commit fails with cluster_unavailable and the store is fenced")
+    func unavailable() throws {
+        let name = SharedEtcd.uniqueName("unavailable")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        // A store whose client only knows a closed port, on the same (valid) lease.
+        let nowhere = EtcdClient(endpoints: ["http://127.0.0.1:9"], requestTimeout: .milliseconds(300))
+        let cut = ClusterDurableStore(client: nowhere, keys: leader.keys)
+        #expect(throws: ClusterStoreError.self) { try cut.beginLeading(lease: leader.lease, term: 1) }
+        do {
+            _ = try cut.commit(events: [volume(1)], bitmapChanges: [], timestampMilliseconds: 1)
+            Issue.record("a commit without etcd succeeded")
+        } catch let error as ClusterStoreError {
+            #expect(error.code == "not_leader" || error.code == "cluster_unavailable", "\(error)")
+        }
+        nowhere.shutdown()
+    }
+}
