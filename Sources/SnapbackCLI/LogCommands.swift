@@ -9,9 +9,10 @@ import SnapbackLog
 struct LogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
-        abstract: "Inspect, verify and export the event log (read-only; no daemon needed).",
+        abstract: "Inspect, verify, export and archive the event log (no daemon needed).",
         subcommands: [
             LogShow.self, LogFollow.self, LogExplain.self, LogVerify.self, LogHead.self, LogState.self, LogStats.self, LogExport.self,
+            LogArchiveCommand.self,
         ]
     )
 }
@@ -43,8 +44,11 @@ struct LogLocation: ParsableArguments {
     /// The log directory inside the data directory.
     static func logDirectory(_ dataDirectory: String) -> String { dataDirectory + "/log" }
 
+    /// The archive's directory inside the data directory.
+    static func archiveDirectory(_ dataDirectory: String) -> String { dataDirectory + "/archive" }
+
     func open() throws -> EventLog {
-        try EventLog(directory: Self.logDirectory(dataDirectory), readOnly: true)
+        try EventLog(directory: Self.logDirectory(dataDirectory), readOnly: true, archiveDirectory: Self.archiveDirectory(dataDirectory))
     }
 }
 
@@ -181,7 +185,7 @@ struct LogVerify: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check every record's checksum, the hash chain, gaps, versions and checkpoints.",
-        discussion: "Exit 0 when all hold; otherwise the first bad record is named and the exit code tells the kind: 3 checksum, 4 chain (or an -anchor the chain does not pass through), 5 gap or missing records, 6 unsupported version, 7 malformed or undecodable record, 8 checkpoint, 9 unreadable log."
+        discussion: "Exit 0 when all hold; otherwise the first bad record is named and the exit code tells the kind: 3 checksum, 4 chain (or an -anchor the chain does not pass through), 5 gap or missing records, 6 unsupported version, 7 malformed or undecodable record, 8 checkpoint, 9 unreadable log, 10 a missing or altered archive segment."
     )
 
     /// `-anchor SEQ:HASH`; anything else is malformed syntax (exit 2).
@@ -304,7 +308,7 @@ struct LogState: ParsableCommand {
 
 struct LogStats: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stats", abstract: "Counts by type, first and last times, size on disk and LMDB map usage.")
+        commandName: "stats", abstract: "Counts by type, first and last times, size on disk, LMDB map usage and the archive.")
 
     @OptionGroup var location: LogLocation
     @Flag(name: .ibm("json"), help: "Print JSON.") var json = false
@@ -328,10 +332,16 @@ struct LogStats: ParsableCommand {
         let info = log.environment.info()
         let usedBytes = (info.lastPageNumber + 1) * info.pageSizeBytes
         let checkpoints = try log.checkpointSequences()
+        let archivedThrough = try log.archivedThrough()
+        let segments = try log.archive.listing().filter { $0.last <= archivedThrough }
+        let archiveBytes = segments.reduce(0) { total, segment in
+            total + ((try? FileManager.default.attributesOfItem(atPath: log.archive.directory + "/" + segment.name)[.size] as? Int) ?? 0)
+        }
         if json {
             var object: [String: Any] = [
                 "records": records, "lastSeq": log.lastSequence, "fileBytes": fileBytes, "mapUsedBytes": usedBytes,
                 "mapSizeBytes": info.mapSizeBytes, "checkpoints": checkpoints,
+                "archivedThrough": archivedThrough, "archiveSegments": segments.count, "archiveBytes": archiveBytes,
                 "countsByType": Dictionary(uniqueKeysWithValues: counts.map { ($0.key.description, $0.value) }),
             ]
             if let firstTime { object["firstTime"] = EventText.time(firstTime) }
@@ -347,6 +357,11 @@ struct LogStats: ParsableCommand {
         let percent = info.mapSizeBytes > 0 ? Double(usedBytes) * 100 / Double(info.mapSizeBytes) : 0
         print("LMDB map: \(usedBytes) of \(info.mapSizeBytes) bytes used (\(String(format: "%.2f", percent))%)")
         print("checkpoints: \(checkpoints.isEmpty ? "none" : checkpoints.map(String.init).joined(separator: ", "))")
+        if archivedThrough > 0 {
+            print("archive: records 1 to \(archivedThrough) in \(segments.count) segments, \(archiveBytes) bytes (\(log.archive.directory))")
+        } else {
+            print("archive: none")
+        }
         print("by type:")
         for type in EventType.allCases where counts[type] != nil {
             print("  \(type.description) \(counts[type]!)")

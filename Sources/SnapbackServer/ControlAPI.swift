@@ -19,6 +19,8 @@ struct ControlAPI {
     let logger: Logger
     /// `GET /metrics`.
     let metrics: MetricsEndpoint
+    /// `POST /v1/log/archive`.
+    let archiver: LogArchiver
     /// A bound on request bodies.
     static let requestBytesMax = 64 * 1024
 
@@ -37,6 +39,21 @@ struct ControlAPI {
                     status: health.status.rawValue, reason: health.reason ?? "", degraded_since: since ?? "",
                     failed_commits: health.failedCommits, log_size: logBytes, last_sequence: controller.state.eventsApplied,
                     version: version))
+        }
+        router.post("v1/log/archive") { request, _ in
+            let body: ArchiveRequest
+            do { body = try await decode(request) } catch let failure as ErrorBody { return error(400, failure) }
+            do {
+                return json(try await archiver.archive(body))
+            } catch let failure as ErrorBody {
+                return error(400, failure)
+            } catch let failure as LogError {
+                return error(500, ErrorBody(code: failure.code, message: failure.description))
+            } catch let failure as ControllerError {
+                return error(503, ErrorBody(code: "storage_error", message: "saving a checkpoint before archiving failed: \(failure)"))
+            } catch {
+                return self.error(500, ErrorBody(code: "internal", message: "\(error)"))
+            }
         }
         router.get("v1/volumes") { _, _ in
             let state = controller.state
@@ -211,6 +228,9 @@ struct ControlAPI {
                 return error(503, ErrorBody(code: "storage_error", message: detail))
             case let .storageFull(detail):
                 return error(507, ErrorBody(code: "storage_full", message: detail))
+            case let .unavailable(code, detail):
+                // A cluster node that does not lead (`not_leader`) or cannot reach its cluster.
+                return error(503, ErrorBody(code: code, message: detail))
             }
         } catch {
             return self.error(500, ErrorBody(code: "internal", message: "\(error)"))

@@ -35,6 +35,12 @@ public struct DaemonOptions: Sendable {
     /// the time (`--background-share`; 100: always at full speed). See `BackgroundService`.
     public var backgroundSharePercent = Self.backgroundSharePercentDefault
     public static let backgroundSharePercentDefault = 25
+    /// Archive the log periodically, keeping at least this many of the newest records in LMDB
+    /// (`--log-archive-keep`); `nil`: only when asked (`snapback log archive`).
+    public var logArchiveKeep: UInt64?
+    /// How often (`--log-archive-interval`, seconds).
+    public var logArchiveIntervalSeconds = Self.logArchiveIntervalSecondsDefault
+    public static let logArchiveIntervalSecondsDefault = 600
 
     public init(
         dataDirectory: String, socketPath: String?, nbdHost: String, nbdPort: Int, mapSizeBytes: Int, metricsHost: String? = nil,
@@ -86,7 +92,7 @@ public enum Daemon {
         let replayedFrom: UInt64?
         let startupEvents: [Event]
         do {
-            log = try EventLog(directory: directory + "/log", mapSizeBytes: options.mapSizeBytes)
+            log = try EventLog(directory: directory + "/log", mapSizeBytes: options.mapSizeBytes, archiveDirectory: directory + "/archive")
             replayedFrom = try log.checkpointSequences().first
             let recovered = log.lastSequence
             controller = try Controller(
@@ -124,7 +130,9 @@ public enum Daemon {
         let logDataFile = directory + "/log/data.mdb"
         let endpoint = MetricsEndpoint(
             metrics: metrics, controller: controller, logDataFile: logDataFile, nbdConnectionCount: { nbdServer.connectionCount })
-        let api = ControlAPI(controller: controller, log: log, logDataFile: logDataFile, version: version, logger: logger, metrics: endpoint)
+        let archiver = LogArchiver(controller: controller, log: log)
+        let api = ControlAPI(
+            controller: controller, log: log, logDataFile: logDataFile, version: version, logger: logger, metrics: endpoint, archiver: archiver)
         let application = Application(
             router: api.router(),
             configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
@@ -164,6 +172,10 @@ public enum Daemon {
         let nbd = NBDService(server: nbdServer, socketPath: options.nbdSocketPath, logger: logger)
         let background = BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: application), .init(service: nbd), .init(service: background)]
+        if let keep = options.logArchiveKeep {
+            services.append(
+                .init(service: ArchiveService(archiver: archiver, keep: keep, interval: .seconds(options.logArchiveIntervalSeconds), logger: logger)))
+        }
         if let host = options.metricsHost {
             services.append(
                 .init(

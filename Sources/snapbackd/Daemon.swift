@@ -46,6 +46,16 @@ struct SnapbackdCommand: AsyncParsableCommand {
             "While hosts use volumes outside a rollback's family, rollbacks run at most this share of the time (1-100; 100: always at full speed).",
             valueName: "PERCENT"))
     var backgroundShare = DaemonOptions.backgroundSharePercentDefault
+    @Option(
+        name: [.customLong("log-archive-keep"), .customLong("log-archive-keep", withSingleDash: true)],
+        help: ArgumentHelp(
+            "Archive the log periodically into DATA-DIR/archive/, keeping at least the newest N records (and those from the newest checkpoint on) in LMDB (off by default).",
+            valueName: "N"))
+    var logArchiveKeep: UInt64?
+    @Option(
+        name: [.customLong("log-archive-interval"), .customLong("log-archive-interval", withSingleDash: true)],
+        help: ArgumentHelp("Seconds between archive runs with --log-archive-keep.", valueName: "SECONDS"))
+    var logArchiveInterval = DaemonOptions.logArchiveIntervalSecondsDefault
 
     /// The id of group `name` (a name from the group database, or a decimal id); `nil` when
     /// there is no such group.
@@ -72,6 +82,7 @@ struct SnapbackdCommand: AsyncParsableCommand {
         }
         guard mapSizeMebibytes >= 1 else { throw ValidationError("--map-size-mib must be at least 1") }
         guard (1...100).contains(backgroundShare) else { throw ValidationError("--background-share takes a percentage from 1 to 100") }
+        guard (1...86_400).contains(logArchiveInterval) else { throw ValidationError("--log-archive-interval takes 1 to 86400 seconds") }
         if let metrics, Self.hostAndPort(metrics, defaultHost: "127.0.0.1") == nil {
             throw ValidationError("--metrics takes PORT or HOST:PORT, such as 9464 or 0.0.0.0:9464")
         }
@@ -99,6 +110,8 @@ struct SnapbackdCommand: AsyncParsableCommand {
             dataDirectory: dataDirectory, socketPath: socket, nbdHost: host, nbdPort: Int(nbd[nbd.index(after: colon)...])!,
             mapSizeBytes: mapSizeMebibytes << 20)
         options.backgroundSharePercent = backgroundShare
+        options.logArchiveKeep = logArchiveKeep
+        options.logArchiveIntervalSeconds = logArchiveInterval
         options.nbdSocketPath = nbdSocket
         options.socketGroup = socketGroup.flatMap(Self.groupID)
         if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
