@@ -17,6 +17,9 @@ import SnapbackLog
 //       snapbackd's periodic checkpoints would leave it.
 //   replay --dir DIR
 //       Times reducing the whole log from the first record (no checkpoint). Prints events/s.
+//   append --dir DIR --events E
+//       Appends E filler events (ControllerStarted, in commits of 1,000) to the existing log of
+//       DIR, as a busy controller's progress would grow it. Prints events/s and data.mdb's size.
 //   cow --dir DIR --size-mib N --writes W [--snapshot none|active]
 //       Times W random 4 KiB writes; with an active snapshot, first writes to each grain (copy-on-
 //       write) and steady-state writes (grains already split) are timed separately.
@@ -47,6 +50,22 @@ if mode == "replay" {
     let seconds = now() - start
     let events = replay.state.eventsApplied
     print("{\"events\": \(events), \"seconds\": \(seconds), \"eventsPerSecond\": \(Double(events) / seconds)}")
+    exit(0)
+}
+if mode == "append" {
+    let events = Int(options["--events"] ?? "100000") ?? 100_000
+    let log = try EventLog(directory: directory + "/log", archiveDirectory: directory + "/archive")
+    let start = now()
+    var left = events
+    while left > 0 {
+        let batch = min(left, 1000)
+        _ = try log.append([Event](repeating: .controllerStarted(version: "filler"), count: batch), timestampMilliseconds: Int64(now() * 1000))
+        left -= batch
+    }
+    let seconds = now() - start
+    log.close()
+    let bytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/log/data.mdb")[.size] as? Int) ?? 0
+    print("{\"events\": \(events), \"seconds\": \(seconds), \"eventsPerSecond\": \(Double(events) / seconds), \"dataBytes\": \(bytes)}")
     exit(0)
 }
 try? FileManager.default.removeItem(atPath: directory)
