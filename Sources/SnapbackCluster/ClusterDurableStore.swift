@@ -199,15 +199,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             }
             operations.append(["request_put": ["key": EtcdClient.base64(keys.event(sequence)), "value": EtcdClient.base64(value)]])
         }
-        for change in bitmapChanges {
-            switch change {
-            case let .setPart(map, kind, part, bytes):
-                operations.append(["request_put": ["key": EtcdClient.base64(keys.bitmapPart(map: map, kind: kind, part: part)), "value": EtcdClient.base64(bytes)]])
-            case let .clear(map, kind):
-                let prefix = keys.bitmapPrefix(map: map, kind: kind)
-                operations.append(["request_delete_range": ["key": EtcdClient.base64(prefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix))]])
-            }
-        }
+        operations += Self.bitmapOperations(bitmapChanges, keys: keys)
         operations.append(["request_put": ["key": EtcdClient.base64(keys.head), "value": EtcdClient.base64(Self.encodeHead(sequence: sequence, hash: hash, term: term))]])
         guard operations.count <= transactionOperationsMax else {
             throw .commitTooLarge(operations: operations.count, operationsMax: transactionOperationsMax)
@@ -253,6 +245,45 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         let first = head.sequence + 1
         head = (sequence, hash, revision)
         return AppendReceipt(firstSequence: first, lastSequence: sequence)
+    }
+
+    /// The etcd operations of `changes`, applied in order. etcd refuses a transaction that
+    /// names a key twice (two puts, or a put inside a deleted range), so the changes of each
+    /// bitmap collapse to their outcome: the last bytes of each part, and for a bitmap cleared
+    /// on the way, deletions of the ranges between the parts put after the clear.
+    static func bitmapOperations(_ changes: [BitmapChange], keys: ClusterKeys) -> [JSONObject] {
+        struct Outcome {
+            var cleared = false
+            var parts: [Int: [UInt8]] = [:]
+        }
+        var outcomes: [BitmapMarks.Key: Outcome] = [:]
+        for change in changes {
+            switch change {
+            case let .setPart(map, kind, part, bytes):
+                outcomes[BitmapMarks.Key(map: map, kind: kind), default: Outcome()].parts[part] = bytes
+            case let .clear(map, kind):
+                outcomes[BitmapMarks.Key(map: map, kind: kind)] = Outcome(cleared: true)
+            }
+        }
+        var operations: [JSONObject] = []
+        for (key, outcome) in outcomes.sorted(by: { $0.key < $1.key }) {
+            let prefix = keys.bitmapPrefix(map: key.map, kind: key.kind)
+            if outcome.cleared {
+                var start = prefix
+                for part in outcome.parts.keys.sorted() {
+                    let partKey = keys.bitmapPart(map: key.map, kind: key.kind, part: part)
+                    if start != partKey {
+                        operations.append(["request_delete_range": ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(partKey)]])
+                    }
+                    start = partKey + [0]
+                }
+                operations.append(["request_delete_range": ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix))]])
+            }
+            for (part, bytes) in outcome.parts.sorted(by: { $0.key < $1.key }) {
+                operations.append(["request_put": ["key": EtcdClient.base64(keys.bitmapPart(map: key.map, kind: key.kind, part: part)), "value": EtcdClient.base64(bytes)]])
+            }
+        }
+        return operations
     }
 
     /// Says why a fenced transaction failed, from its failure branch (the leader and head keys).

@@ -107,7 +107,7 @@ public struct ClusterLogReader: Sendable {
     /// Calls `body` with each stored record key's sequence and value, in order, page by page, at
     /// `revision`; `body` returns false to stop. Keys that are not sequence numbers are reported
     /// as sequence 0 (the chain then reports a gap).
-    func forEachRecord(
+    public func forEachRecord(
         from first: UInt64 = 1, through last: UInt64, revision: Int64, _ body: (UInt64, [UInt8]) throws -> Bool
     ) throws {
         guard first <= last else { return }

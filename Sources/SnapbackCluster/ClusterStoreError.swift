@@ -39,6 +39,13 @@ public enum ClusterStoreError: Error, Sendable, CustomStringConvertible, Storage
         }
     }
 
+    public var unavailableCode: String? {
+        switch self {
+        case .notLeader, .unavailable: code
+        default: nil
+        }
+    }
+
     /// etcd's space quota alarm ("mvcc: database space exceeded").
     public var isOutOfSpace: Bool {
         if case let .refused(.server(_, message)) = self { return message.contains("database space exceeded") }

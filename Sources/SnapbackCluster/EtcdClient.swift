@@ -36,6 +36,8 @@ public final class EtcdClient: @unchecked Sendable {
     public let requestTimeout: TimeAmount
     private let group: MultiThreadedEventLoopGroup
     private let http: HTTPClient
+    /// Watches only: a stream may stay silent for as long as nothing changes, so no read timeout.
+    private let watchHTTP: HTTPClient
     private let lock = NSLock()
     /// The endpoint that answered last (guarded by `lock`).
     private var preferred = 0
@@ -53,6 +55,9 @@ public final class EtcdClient: @unchecked Sendable {
             timeout: .init(connect: .milliseconds(min(500, requestTimeout.nanoseconds / 1_000_000)), read: requestTimeout))
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
         http = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
+        var watchConfiguration = HTTPClient.Configuration(timeout: .init(connect: .milliseconds(500), read: nil))
+        watchConfiguration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 8)
+        watchHTTP = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: watchConfiguration)
     }
 
     /// Parses `etcd=URL[,URL...]` (or a bare comma-separated URL list).
@@ -71,6 +76,7 @@ public final class EtcdClient: @unchecked Sendable {
         }
         guard first else { return }
         try? http.syncShutdown()
+        try? watchHTTP.syncShutdown()
         try? group.syncShutdownGracefully()
     }
 
@@ -132,7 +138,7 @@ public final class EtcdClient: @unchecked Sendable {
         request.body = .bytes(ByteBuffer(bytes: data))
         let response: HTTPClientResponse
         do {
-            response = try await http.execute(request, timeout: .hours(24 * 365))
+            response = try await watchHTTP.execute(request, timeout: .hours(24 * 365))
         } catch {
             lock.withLock { preferred = (index + 1) % endpoints.count }
             throw EtcdError.unavailable("watch on \(endpoints[index]): \(error)")

@@ -54,7 +54,12 @@ extension Controller {
     /// Returns the error commands answer with (`storage_full` or `storage_error`).
     func noteCommitFailure(_ error: any Error) -> ControllerError {
         let full = (error as? StorageFailure)?.isOutOfSpace ?? false
-        let failure: ControllerError = full ? .storageFull("\(error)") : .storage("\(error)")
+        let failure: ControllerError =
+            if let code = (error as? StorageFailure)?.unavailableCode {
+                .unavailable(code: code, detail: "\(error)")
+            } else {
+                full ? .storageFull("\(error)") : .storage("\(error)")
+            }
         let now = clock()
         publishedLock.withLock {
             if publishedHealth.status == .online { publishedHealth.sinceMilliseconds = now }

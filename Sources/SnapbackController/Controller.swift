@@ -44,12 +44,17 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
     case storage(String)
     /// The log's file system (or its LMDB map, grown to its bound) is full; nothing was recorded.
     case storageFull(String)
+    /// The durable store refuses this node's commits: a cluster node that does not lead
+    /// (`not_leader`) or cannot reach its cluster (`cluster_unavailable`); nothing was recorded
+    /// (see ``StorageFailure/unavailableCode``).
+    case unavailable(code: String, detail: String)
 
     public var code: String {
         switch self {
         case let .rejected(error): error.code.rawValue
         case .storage: "storage_error"
         case .storageFull: "storage_full"
+        case let .unavailable(code, _): code
         }
     }
 
@@ -58,6 +63,7 @@ public enum ControllerError: Error, Sendable, CustomStringConvertible {
         case let .rejected(error): error.description
         case let .storage(detail): "storage_error: \(detail)"
         case let .storageFull(detail): "storage_full: \(detail)"
+        case let .unavailable(code, detail): detail.hasPrefix(code + ": ") ? detail : "\(code): \(detail)"
         }
     }
 }

@@ -23,6 +23,14 @@ public enum BitmapChange: Sendable, Equatable {
 public protocol StorageFailure: Error {
     /// True for ENOSPC, EDQUOT, or an LMDB map full beyond its bound.
     var isOutOfSpace: Bool { get }
+    /// A stable code when the store refuses this node's commits rather than failing them (a
+    /// cluster node that does not lead: `not_leader`; that cannot reach its cluster:
+    /// `cluster_unavailable`); `nil` for a failure of the store itself.
+    var unavailableCode: String? { get }
+}
+
+extension StorageFailure {
+    public var unavailableCode: String? { nil }
 }
 
 /// The port through which the controller makes decisions and bitmap marks durable: the LMDB log

@@ -35,6 +35,9 @@ public struct DaemonOptions: Sendable {
     /// the time (`--background-share`; 100: always at full speed). See `BackgroundService`.
     public var backgroundSharePercent = Self.backgroundSharePercentDefault
     public static let backgroundSharePercentDefault = 25
+    /// A node of a cluster (`--cluster`, `--cluster-name`, `--node`): the log in etcd, one
+    /// leader serving at a time; `nil`: a single node with its LMDB log.
+    public var cluster: ClusterOptions?
     /// Archive the log periodically, keeping at least this many of the newest records in LMDB
     /// (`--log-archive-keep`); `nil`: only when asked (`snapback log archive`).
     public var logArchiveKeep: UInt64?
@@ -84,6 +87,11 @@ public enum Daemon {
         }
         let lock = try DataDirectoryLock(directory: directory)
         defer { withExtendedLifetime(lock) {} }
+        if let cluster = options.cluster {
+            // A node of a cluster (`Specs/cluster.md`): the log is in etcd.
+            try await ClusterDaemon.run(options, cluster, logger: logger)
+            return
+        }
 
         let started = Date()
         let metrics = DaemonMetrics()

@@ -47,6 +47,30 @@ struct SnapbackdCommand: AsyncParsableCommand {
             valueName: "PERCENT"))
     var backgroundShare = DaemonOptions.backgroundSharePercentDefault
     @Option(
+        name: [.customLong("cluster"), .customLong("cluster", withSingleDash: true)],
+        help: ArgumentHelp(
+            "Run as a node of a cluster whose log is in etcd (its v3 client URLs): one node leads and serves, the others stand by and take over when its lease runs out.",
+            valueName: "etcd=URL[,URL...]"))
+    var cluster: String?
+    @Option(
+        name: [.customLong("cluster-name"), .customLong("cluster-name", withSingleDash: true)],
+        help: ArgumentHelp("The cluster's name (its keys are under /snapback/NAME/); required with --cluster.", valueName: "NAME"))
+    var clusterName: String?
+    @Option(
+        name: [.customLong("node"), .customLong("node", withSingleDash: true)],
+        help: ArgumentHelp("This node's name, unique in the cluster (default: the host name).", valueName: "NODE"))
+    var node: String?
+    @Option(
+        name: [.customLong("lease-ttl"), .customLong("lease-ttl", withSingleDash: true)],
+        help: ArgumentHelp("The leader's lease in seconds (1-60): a standby takes over this long after the leader died.", valueName: "SECONDS"))
+    var leaseTTL: Int64 = 2
+    @Option(
+        name: [.customLong("shared-dir"), .customLong("shared-dir", withSingleDash: true)],
+        help: ArgumentHelp(
+            "With --cluster: volumes created without -path go to DIR/volumes, which every node must see (the same files, or a shared file system); default: the data directory.",
+            valueName: "DIR"))
+    var sharedDirectory: String?
+    @Option(
         name: [.customLong("log-archive-keep"), .customLong("log-archive-keep", withSingleDash: true)],
         help: ArgumentHelp(
             "Archive the log periodically into DATA-DIR/archive/, keeping at least the newest N records (and those from the newest checkpoint on) in LMDB (off by default).",
@@ -56,6 +80,12 @@ struct SnapbackdCommand: AsyncParsableCommand {
         name: [.customLong("log-archive-interval"), .customLong("log-archive-interval", withSingleDash: true)],
         help: ArgumentHelp("Seconds between archive runs with --log-archive-keep.", valueName: "SECONDS"))
     var logArchiveInterval = DaemonOptions.logArchiveIntervalSecondsDefault
+
+    /// The host name, as a node name (characters outside the allowed set become '-').
+    static func hostName() -> String {
+        let name = String(ProcessInfo.processInfo.hostName.prefix(63).map { $0.isLetter || $0.isNumber || "_.-".contains($0) ? $0 : "-" })
+        return name.isEmpty ? "node" : name
+    }
 
     /// The id of group `name` (a name from the group database, or a decimal id); `nil` when
     /// there is no such group.
@@ -82,6 +112,18 @@ struct SnapbackdCommand: AsyncParsableCommand {
         }
         guard mapSizeMebibytes >= 1 else { throw ValidationError("--map-size-mib must be at least 1") }
         guard (1...100).contains(backgroundShare) else { throw ValidationError("--background-share takes a percentage from 1 to 100") }
+        if let cluster {
+            guard ClusterOptions.endpoints(parsing: cluster) != nil else {
+                throw ValidationError("--cluster takes etcd=URL[,URL...], such as etcd=http://127.0.0.1:2379,http://127.0.0.1:22379")
+            }
+            guard let clusterName, ClusterOptions.isValidName(clusterName) else {
+                throw ValidationError("--cluster needs --cluster-name NAME: 1 to 63 of letters, digits, '_', '.', '-'")
+            }
+            if let node, !ClusterOptions.isValidName(node) { throw ValidationError("--node takes 1 to 63 of letters, digits, '_', '.', '-'") }
+            guard (1...60).contains(leaseTTL) else { throw ValidationError("--lease-ttl takes seconds from 1 to 60") }
+        } else if clusterName != nil || node != nil || sharedDirectory != nil {
+            throw ValidationError("--cluster-name, --node and --shared-dir go with --cluster")
+        }
         guard (1...86_400).contains(logArchiveInterval) else { throw ValidationError("--log-archive-interval takes 1 to 86400 seconds") }
         if let metrics, Self.hostAndPort(metrics, defaultHost: "127.0.0.1") == nil {
             throw ValidationError("--metrics takes PORT or HOST:PORT, such as 9464 or 0.0.0.0:9464")
@@ -110,6 +152,12 @@ struct SnapbackdCommand: AsyncParsableCommand {
             dataDirectory: dataDirectory, socketPath: socket, nbdHost: host, nbdPort: Int(nbd[nbd.index(after: colon)...])!,
             mapSizeBytes: mapSizeMebibytes << 20)
         options.backgroundSharePercent = backgroundShare
+        if let cluster, let endpoints = ClusterOptions.endpoints(parsing: cluster), let clusterName {
+            var clusterOptions = ClusterOptions(endpoints: endpoints, name: clusterName, node: node ?? Self.hostName())
+            clusterOptions.leaseTTLSeconds = leaseTTL
+            clusterOptions.sharedDirectory = sharedDirectory
+            options.cluster = clusterOptions
+        }
         options.logArchiveKeep = logArchiveKeep
         options.logArchiveIntervalSeconds = logArchiveInterval
         options.nbdSocketPath = nbdSocket

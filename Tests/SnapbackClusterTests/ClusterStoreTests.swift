@@ -129,6 +129,34 @@ struct ClusterStoreTests {
         #expect(try reader.store.loadBitmap(map: 7, kind: .dirty, grainCount: 20_000).setCount == 0)
     }
 
+    @Test("one commit may clear a bitmap, then set parts of it, and set a part twice (etcd refuses a key named twice)")
+    func bitmapChangesCollapse() throws {
+        let name = SharedEtcd.uniqueName("collapse")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        let grains: UInt64 = 40_000  // 5 parts
+        var before = GrainBitmap(grainCount: grains)
+        for grain: UInt64 in [1, 9_000, 17_000, 25_000, 33_000] { before[grain] = true }
+        _ = try leader.store.commit(
+            events: [], bitmapChanges: (0..<before.partCount).map { .setPart(map: 3, kind: .restored, part: $0, bytes: before.partBytes($0)) },
+            timestampMilliseconds: 1)
+        var after = GrainBitmap(grainCount: grains)
+        after[17_001] = true
+        after[2] = true
+        var first = GrainBitmap(grainCount: grains)
+        first[3] = true
+        _ = try leader.store.commit(
+            events: [volume(1)],
+            bitmapChanges: [
+                .setPart(map: 3, kind: .restored, part: 0, bytes: first.partBytes(0)), .clear(map: 3, kind: .restored),
+                .setPart(map: 3, kind: .restored, part: 2, bytes: after.partBytes(2)), .setPart(map: 3, kind: .restored, part: 0, bytes: first.partBytes(0)),
+                .setPart(map: 3, kind: .restored, part: 0, bytes: after.partBytes(0)),
+            ],
+            timestampMilliseconds: 2)
+        let loaded = try TestNode(cluster: name, node: "b").store.loadBitmap(map: 3, kind: .restored, grainCount: grains)
+        #expect(loaded == after, "set: \(loaded.setCount)")
+    }
+
     @Test("a deposed leader's commit is refused with not_leader and appends nothing; one leader per term")
     func deposedLeaderRefused() throws {
         let name = SharedEtcd.uniqueName("deposed")

@@ -1,0 +1,539 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SnapbackAdapters
+import SnapbackCluster
+import SnapbackController
+import SnapbackCore
+import SnapbackData
+import SnapbackLog
+import SnapbackNBD
+
+/// `snapbackd --cluster etcd=URL[,URL...] --cluster-name NAME --node NODE` (`Specs/cluster.md`).
+public struct ClusterOptions: Sendable {
+    /// etcd's client URLs.
+    public var endpoints: [String]
+    /// The cluster: its keys are under `/snapback/NAME/`.
+    public var name: String
+    /// This node's name (unique in the cluster).
+    public var node: String
+    /// The leader's lease (`--lease-ttl`); a standby takes over this long after the leader died.
+    public var leaseTTLSeconds: Int64 = 2
+    /// Where volumes created without `-path` live (`SHARED/volumes`); every node must give the
+    /// same directory, on storage they all see (`--shared-dir`; default the data directory).
+    public var sharedDirectory: String?
+
+    public init(endpoints: [String], name: String, node: String) {
+        self.endpoints = endpoints
+        self.name = name
+        self.node = node
+    }
+
+    /// The URLs of `etcd=URL[,URL...]`, or `nil` when malformed.
+    public static func endpoints(parsing text: String) -> [String]? { EtcdClient.endpoints(parsing: text) }
+
+    /// A cluster or node name: 1 to 63 bytes of letters, digits, `_`, `.` and `-`.
+    public static func isValidName(_ name: String) -> Bool { ClusterKeys.isValidName(name) }
+}
+
+/// A node of a cluster: a standby that follows the cluster log (warm state, and a byte-for-byte
+/// mirror in `DIR/log` for audits and the API's history) and campaigns for the leadership; once
+/// it leads, it replays the tail, resumes interrupted copies and rollbacks, and serves the
+/// control socket and NBD until it stops or loses its lease.
+///
+/// A leader that loses its lease (the keep-alive fails past the lease, its process was stopped,
+/// a commit's outcome is unknown, or etcd says another node leads) fences at once: its store
+/// appends nothing, NBD refuses every request and its connections are closed; in-flight
+/// commands are answered `not_leader`; then the process exits with status 75 so that its
+/// service manager starts it again, as a standby (`Specs/cluster.md`, "Losing the lease").
+enum ClusterDaemon {
+    /// The exit status of a node that lost the leadership (EX_TEMPFAIL: restart me).
+    static let lostLeadershipExitStatus: Int32 = 75
+    /// How often a standby campaigns (and a leader checks its lease).
+    static let campaignIntervalMilliseconds: UInt64 = 200
+    static let guardIntervalMilliseconds: UInt64 = 20
+
+    static func run(_ options: DaemonOptions, _ cluster: ClusterOptions, logger: Logger) async throws {
+        let directory = options.dataDirectory
+        let client = EtcdClient(endpoints: cluster.endpoints)
+        defer { client.shutdown() }
+        let keys = ClusterKeys(cluster: cluster.name)
+        let mirror: EventLog
+        do {
+            mirror = try EventLog(directory: directory + "/log", mapSizeBytes: options.mapSizeBytes)
+        } catch {
+            throw DaemonError("cannot open the log mirror in \(directory)/log: \(error)")
+        }
+        defer { mirror.close() }
+        let follower = LogMirror(reader: ClusterLogReader(client: client, keys: keys), mirror: mirror)
+        do {
+            try await blocking { try follower.checkSameLog() }
+        } catch {
+            throw DaemonError("cannot join cluster \(cluster.name) at \(cluster.endpoints.joined(separator: ",")): \(error)")
+        }
+        let node = ClusterNode(options: options, cluster: cluster, client: client, keys: keys, mirror: mirror, follower: follower, logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        logger.info("stopped")
+    }
+}
+
+/// Copies the cluster log into the node's local LMDB log, record for record: the records are
+/// re-encoded from their events, callers and times, which gives the same bytes and so the same
+/// hash chain (checked at the end of every catch-up). `snapback log -data-dir` on any node
+/// reads it; the control API's rollback history does too.
+final class LogMirror: @unchecked Sendable {
+    let reader: ClusterLogReader
+    let mirror: EventLog
+    private let lock = NSLock()
+
+    init(reader: ClusterLogReader, mirror: EventLog) {
+        self.reader = reader
+        self.mirror = mirror
+    }
+
+    /// Refuses a local log that is not a prefix of the cluster's (another cluster's, or a
+    /// single node's): its last record must hash as the cluster's record of the same number.
+    func checkSameLog() throws {
+        let local = try mirror.readHead()
+        guard local.sequence > 0 else { return }
+        let (revision, head) = try reader.readHead()
+        var clusterHash: [UInt8]?
+        try reader.forEachRecord(from: local.sequence, through: local.sequence, revision: revision) { sequence, value in
+            clusterHash = value.withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
+            return false
+        }
+        guard local.sequence <= head.sequence, clusterHash == local.hash else {
+            throw DaemonError(
+                "the data directory's log (seq \(local.sequence)) is not a copy of the cluster's log (seq \(head.sequence)): give this node an empty data directory")
+        }
+    }
+
+    /// Appends the cluster's records after the mirror's head; returns the etcd revision read at.
+    /// - Throws: a cluster read error, a log error, or `DaemonError` when the mirror's chain
+    ///   differs from the cluster's (it then stops being updated: the cluster is the truth).
+    @discardableResult
+    func catchUp() throws -> Int64 {
+        try lock.withLock {
+            let (revision, head) = try reader.readHead()
+            let local = mirror.lastSequence
+            guard head.sequence > local else { return revision }
+            var pending: [(event: Event, caller: Caller?)] = []
+            var pendingTime: Int64 = 0
+            var lastHash: [UInt8] = []
+            func flush() throws {
+                guard !pending.isEmpty else { return }
+                let callers = pending.contains { $0.caller != nil } ? pending.map(\.caller) : []
+                _ = try mirror.append(pending.map(\.event), callers: callers, timestampMilliseconds: pendingTime)
+                pending.removeAll(keepingCapacity: true)
+            }
+            try reader.forEachRecord(from: local + 1, through: head.sequence, revision: revision) { sequence, value in
+                let stored = try value.withUnsafeBytes { bytes -> StoredEvent in
+                    let record: RecordView
+                    do throws(RecordProblem) { record = try RecordView(sequence: sequence, value: bytes) } catch {
+                        throw LogError.damagedRecord(sequence: sequence, problem: error)
+                    }
+                    lastHash = record.hash
+                    return try EventLog.storedEvent(record)
+                }
+                if !pending.isEmpty && (stored.timestampMilliseconds != pendingTime || pending.count >= 512) { try flush() }
+                pendingTime = stored.timestampMilliseconds
+                pending.append((stored.event, stored.caller))
+                return true
+            }
+            try flush()
+            let copied = try mirror.readHead()
+            guard copied.sequence == head.sequence, copied.hash == lastHash else {
+                throw DaemonError("the log mirror's chain differs from the cluster's at seq \(copied.sequence)")
+            }
+            return revision
+        }
+    }
+}
+
+/// The node's life: standby (follow, campaign), then leader (serve) until it stops or loses
+/// its lease.
+struct ClusterNode: Service {
+    let options: DaemonOptions
+    let cluster: ClusterOptions
+    let client: EtcdClient
+    let keys: ClusterKeys
+    let mirror: EventLog
+    let follower: LogMirror
+    let logger: Logger
+
+    func run() async throws {
+        let election = LeaderElection(client: client, keys: keys, node: cluster.node)
+        let store = ClusterDurableStore(client: client, keys: keys)
+        let sharedDirectory = cluster.sharedDirectory ?? options.dataDirectory
+        let volumes = try FileVolumeProvider(dataDirectory: sharedDirectory)
+        let started = Int64(Date().timeIntervalSince1970 * 1000)
+        let lease = try await blocking { try ClusterLease(client: client, ttlSeconds: cluster.leaseTTLSeconds) }
+        var record = NodeRecord(node: cluster.node, lease: lease.id, pid: getpid(), startedMilliseconds: started, role: "standby")
+        let initial = record
+        try await blocking { try election.register(initial, lease: lease) }
+        logger.info(
+            "cluster node started as a standby",
+            metadata: ["cluster": "\(cluster.name)", "node": "\(cluster.node)", "lease": "\(lease.id)", "ttlSeconds": "\(cluster.leaseTTLSeconds)"])
+
+        let keepAlive = Task.detached { await Self.keepAlive(lease, logger: logger) }
+        defer { keepAlive.cancel() }
+        let following = Task.detached { await Self.follow(client: client, keys: keys, store: store, mirror: follower, logger: logger) }
+
+        // Standby: campaign until this node leads, or the node stops.
+        var term: UInt64?
+        var refusal: String?
+        while term == nil {
+            if Task.isShuttingDownGracefully || Task.isCancelled {
+                following.cancel()
+                lease.revoke()
+                return
+            }
+            if let reason = lease.invalidReason {
+                // A standby's lease lapsed (etcd unreachable for a while): it cannot campaign on
+                // it; the service manager starts the node again with a new one.
+                logger.critical("the standby's lease is lost; exiting", metadata: ["reason": "\(reason)"])
+                exit(ClusterDaemon.lostLeadershipExitStatus)
+            }
+            do {
+                let state = try await blocking { () throws -> ControllerState in
+                    try store.catchUp()
+                    return store.followedState
+                }
+                // A node that cannot open every volume must not lead: it would fault them all.
+                let problem = Self.unopenableVolume(state, volumes)
+                if problem != refusal {
+                    refusal = problem
+                    record.role = problem == nil ? "standby" : "refusing"
+                    record.detail = problem
+                    let current = record
+                    try await blocking { try election.register(current, lease: lease) }
+                    if let problem {
+                        logger.error("this node cannot open every volume: it does not campaign", metadata: ["problem": "\(problem)"])
+                    }
+                }
+                if problem == nil {
+                    let firstSequence = state.eventsApplied
+                    if let won = try await blocking({ try election.campaign(lease: lease, nowMilliseconds: Int64(Date().timeIntervalSince1970 * 1000), firstSequence: firstSequence) }) {
+                        term = won.term
+                        break
+                    }
+                }
+            } catch {
+                logger.warning("campaign failed; trying again", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .milliseconds(ClusterDaemon.campaignIntervalMilliseconds))
+        }
+        following.cancel()
+        guard let term else { return }
+        try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record)
+    }
+
+    /// The first volume of `state` whose backing store does not open here, and why.
+    static func unopenableVolume(_ state: ControllerState, _ volumes: FileVolumeProvider) -> String? {
+        for volume in state.volumesByID {
+            do throws(BackingProblem) {
+                _ = try volumes.open(volume)
+            } catch {
+                return "volume \(volume.name) at \(volumes.path(of: volume)): \(error)"
+            }
+        }
+        return nil
+    }
+
+    /// Serves as the leader of `term`. Returns after a graceful stop; exits the process when the
+    /// lease is lost.
+    func lead(
+        term: UInt64, lease: ClusterLease, store: ClusterDurableStore, volumes: FileVolumeProvider, election: LeaderElection, record: NodeRecord
+    ) async throws {
+        let began = ContinuousClock.now
+        let metrics = DaemonMetrics()
+        let version = Daemon.version
+        let controller: Controller
+        do {
+            controller = try await blocking { () throws -> Controller in
+                try store.beginLeading(lease: lease, term: term)
+                return try Controller(
+                    durable: store, volumes: volumes, clock: { Int64(Date().timeIntervalSince1970 * 1000) }, version: version)
+            }
+        } catch {
+            logger.critical("won the leadership but cannot take over; resigning", metadata: ["term": "\(term)", "error": "\(error)"])
+            lease.revoke()
+            exit(ClusterDaemon.lostLeadershipExitStatus)
+        }
+        var leading = record
+        leading.role = "leader"
+        leading.detail = "term \(term)"
+        let current = leading
+        do { try await blocking { try election.register(current, lease: lease) } } catch {
+            logger.warning("cannot update this node's record", metadata: ["error": "\(error)"])
+        }
+        let state = controller.state
+        metrics.start(from: state)
+        logger.notice(
+            "leading the cluster",
+            metadata: [
+                "cluster": "\(cluster.name)", "node": "\(cluster.node)", "term": "\(term)", "lastSeq": "\(state.eventsApplied)",
+                "rollbacksToResume": "\(state.maps.values.filter { $0.rollback != nil }.count)",
+                "takeoverMilliseconds": "\((ContinuousClock.now - began).components.seconds * 1000 + (ContinuousClock.now - began).components.attoseconds / 1_000_000_000_000_000)",
+            ])
+
+        let directory = options.dataDirectory
+        let socketPath = options.socketPath ?? directory + "/control.sock"
+        try Daemon.removeStaleSocket(socketPath)
+        if let nbdSocketPath = options.nbdSocketPath { try Daemon.removeStaleSocket(nbdSocketPath) }
+        let fence = LeadershipFence(lease: lease, store: store)
+        let nbdServer = NBDServer(
+            provider: FencedExportProvider(inner: ControllerExportProvider(controller: controller, metrics: metrics), fence: fence),
+            host: options.nbdHost, port: options.nbdPort, unixSocketPath: options.nbdSocketPath, unixSocketGroup: options.socketGroup,
+            logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
+        let logDataFile = directory + "/log/data.mdb"
+        let endpoint = MetricsEndpoint(metrics: metrics, controller: controller, logDataFile: logDataFile, nbdConnectionCount: { nbdServer.connectionCount })
+        let api = ClusterDaemon.controlAPI(controller: controller, mirror: mirror, logDataFile: logDataFile, logger: logger, metrics: endpoint)
+        let application = Application(
+            router: api.router(),
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "snapbackd/\(version)"),
+            onServerRunning: { channel in
+                if let failure = Daemon.restrictSocket(socketPath, group: options.socketGroup) {
+                    logger.critical("cannot restrict the control socket; closing it", metadata: ["socket": "\(socketPath)", "error": "\(failure)"])
+                    try? await channel.close()
+                    return
+                }
+                logger.info("control API listening", metadata: ["socket": "\(socketPath)"])
+            },
+            logger: logger)
+        // Hosts re-attach when a rollback starts onto a volume or a map starts (as in `Daemon.run`).
+        controller.observeCommits { events, state in
+            metrics.committed(events)
+            for event in events {
+                let (mapID, onTarget): (MapID, Bool)
+                switch event {
+                case let .rollbackStarted(id, _, _), let .rollbackRestarted(id, _): (mapID, onTarget) = (id, false)
+                case let .mapStarted(id, _): (mapID, onTarget) = (id, true)
+                default: continue
+                }
+                guard let map = state.maps[mapID], let volume = state.volumes[onTarget ? map.targetID : map.sourceID] else { continue }
+                _ = nbdServer.closeConnections(toExport: volume.name)
+            }
+        }
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: application),
+            .init(service: NBDService(server: nbdServer, socketPath: options.nbdSocketPath, logger: logger)),
+            .init(service: BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)),
+            .init(service: LeaseGuard(fence: fence, controller: controller, nbdServer: nbdServer, logger: logger)),
+            .init(service: MirrorService(client: client, keys: keys, mirror: follower, logger: logger)),
+        ]
+        let inner = ServiceGroup(configuration: .init(services: services, logger: logger))
+        try await withGracefulShutdownHandler {
+            try await inner.run()
+        } onGracefulShutdown: {
+            Task { await inner.triggerGracefulShutdown() }
+        }
+        // A graceful stop: a checkpoint, then the lease is handed back at once, so a standby
+        // takes over without waiting for the lease to run out.
+        do { try controller.checkpoint() } catch { logger.warning("checkpoint at stop failed", metadata: ["error": "\(error)"]) }
+        store.fence("this node stopped")
+        lease.revoke()
+        unlink(socketPath)
+        logger.notice("resigned the leadership", metadata: ["term": "\(term)"])
+    }
+
+    /// Renews `lease` every quarter of its TTL until it is lost or the task is cancelled. A
+    /// failed renewal is logged (at most once a second) and tried again at the next tick; the
+    /// lease guard acts when the lease runs out.
+    static func keepAlive(_ lease: ClusterLease, logger: Logger) async {
+        let interval = Duration.milliseconds(lease.ttlSeconds * 1000 / 4)
+        var lastLogged: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            do {
+                try await blocking { try lease.keepAliveOnce() }
+            } catch ClusterStoreError.notLeader(let reason) {
+                logger.error("the lease is lost", metadata: ["lease": "\(lease.id)", "reason": "\(reason)"])
+                return
+            } catch {
+                if lastLogged.map({ ContinuousClock.now - $0 > .seconds(1) }) ?? true {
+                    logger.error("lease keep-alive failed", metadata: ["lease": "\(lease.id)", "error": "\(error)", "remaining": "\(lease.remaining)"])
+                    lastLogged = .now
+                }
+            }
+            do { try await Task.sleep(for: interval) } catch { return }
+        }
+    }
+
+    /// A standby's follower: reads the cluster log's tail into the warm state and the mirror at
+    /// every change a watch reports (and once a second without one), until cancelled.
+    static func follow(client: EtcdClient, keys: ClusterKeys, store: ClusterDurableStore, mirror: LogMirror, logger: Logger) async {
+        await MirrorService.watchLoop(client: client, keys: keys, logger: logger) {
+            try store.catchUp()
+            return try mirror.catchUp()
+        }
+    }
+}
+
+/// Whether this node may still serve: its lease is valid by its clock and its store not fenced.
+struct LeadershipFence: Sendable {
+    let lease: ClusterLease
+    let store: ClusterDurableStore
+
+    /// Why this node must not serve, or `nil` while it leads.
+    var refusal: String? { lease.invalidReason ?? store.fenced }
+}
+
+/// Watches the lease and the store; when either says this node no longer leads, stops host
+/// I/O at once (NBD requests are refused from that instant and connections closed), lets the
+/// commands in flight be answered (`not_leader`), and exits with status 75.
+struct LeaseGuard: Service {
+    let fence: LeadershipFence
+    let controller: Controller
+    let nbdServer: NBDServer
+    let logger: Logger
+    /// How long answered commands get before the process exits.
+    static let drainMilliseconds: UInt64 = 300
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            if let reason = fence.refusal {
+                fence.store.fence(reason)
+                var closed = 0
+                for volume in controller.state.volumesByID { closed += nbdServer.closeConnections(toExport: volume.name) }
+                logger.critical(
+                    "lost the leadership: host I/O stopped, nothing more is appended; exiting so that the node restarts as a standby",
+                    metadata: ["reason": "\(reason)", "nbdConnectionsClosed": "\(closed)"])
+                try? await Task.sleep(for: .milliseconds(Self.drainMilliseconds))
+                exit(ClusterDaemon.lostLeadershipExitStatus)
+            }
+            do { try await Task.sleep(for: .milliseconds(ClusterDaemon.guardIntervalMilliseconds)) } catch { return }
+        }
+    }
+}
+
+/// The leader's mirror: its own commits reach `DIR/log` through the same watch.
+struct MirrorService: Service {
+    let client: EtcdClient
+    let keys: ClusterKeys
+    let mirror: LogMirror
+    let logger: Logger
+
+    func run() async throws {
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await Self.watchLoop(client: client, keys: keys, logger: logger) { try mirror.catchUp() }
+        } onCancelOrGracefulShutdown: {}
+    }
+
+    /// Calls `catchUp` (which returns the etcd revision it read at), then watches the event keys
+    /// from the next revision and calls it again at every change. A broken watch is logged (at
+    /// most once a second) and started again after a pause that doubles up to a second; so is a
+    /// failed catch-up. Ends when the task is cancelled or the node shuts down.
+    static func watchLoop(client: EtcdClient, keys: ClusterKeys, logger: Logger, _ catchUp: @escaping @Sendable () throws -> Int64) async {
+        var pauseMilliseconds: UInt64 = 0
+        var lastLogged: ContinuousClock.Instant?
+        func report(_ what: String, _ error: any Error) {
+            guard lastLogged.map({ ContinuousClock.now - $0 > .seconds(1) }) ?? true else { return }
+            logger.warning("\(what)", metadata: ["error": "\(error)"])
+            lastLogged = .now
+        }
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            if pauseMilliseconds > 0 {
+                do { try await Task.sleep(for: .milliseconds(pauseMilliseconds)) } catch { return }
+            }
+            let revision: Int64
+            do {
+                revision = try await blocking(catchUp)
+            } catch {
+                report("following the cluster log failed; trying again", error)
+                pauseMilliseconds = min(1000, max(50, pauseMilliseconds * 2))
+                continue
+            }
+            do {
+                try await client.watch(key: keys.eventsPrefix, rangeEnd: EtcdClient.prefixEnd(keys.eventsPrefix), startRevision: revision + 1) { response in
+                    guard !(response["events"] as? [Any] ?? []).isEmpty else { return !Task.isCancelled }
+                    _ = try await blocking(catchUp)
+                    pauseMilliseconds = 0
+                    return !Task.isCancelled && !Task.isShuttingDownGracefully
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                report("the watch of the cluster log broke; starting it again", error)
+                pauseMilliseconds = min(1000, max(50, pauseMilliseconds * 2))
+            }
+        }
+    }
+}
+
+/// NBD exports of a leader: every request first checks that this node still leads, so a node
+/// resumed after its lease ran out (SIGSTOP, a long pause) serves nothing, not even a request
+/// read before it stopped; new connections are refused too.
+struct FencedExportProvider: NBDExportProvider {
+    let inner: ControllerExportProvider
+    let fence: LeadershipFence
+
+    func exportNames() -> [(name: String, description: String)] { fence.refusal == nil ? inner.exportNames() : [] }
+
+    func export(named name: String) -> (any NBDExport)? {
+        guard fence.refusal == nil, let export = inner.export(named: name) else { return nil }
+        return FencedExport(inner: export, fence: fence)
+    }
+}
+
+struct FencedExport: NBDExport {
+    let inner: any NBDExport
+    let fence: LeadershipFence
+
+    var sizeBytes: UInt64 { inner.sizeBytes }
+    var readOnly: Bool { inner.readOnly }
+    var metaContextNames: [String] { inner.metaContextNames }
+
+    private func check() throws(NBDIOError) { if fence.refusal != nil { throw .io } }
+
+    func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(NBDIOError) {
+        try check()
+        try inner.read(offset: offset, into: buffer)
+        // Bytes read while the lease ran out may be older than the new leader's: refuse them.
+        try check()
+    }
+
+    func write(offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws(NBDIOError) {
+        try check()
+        try inner.write(offset: offset, from: buffer, fua: fua)
+    }
+
+    func writeImmediately(offset: UInt64, from buffer: UnsafeRawBufferPointer) -> Bool {
+        fence.refusal == nil && inner.writeImmediately(offset: offset, from: buffer)
+    }
+
+    func flush() throws(NBDIOError) {
+        try check()
+        try inner.flush()
+    }
+
+    func trim(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
+        try check()
+        try inner.trim(offset: offset, length: length, fua: fua)
+    }
+
+    func writeZeroes(offset: UInt64, length: UInt32, fua: Bool) throws(NBDIOError) {
+        try check()
+        try inner.writeZeroes(offset: offset, length: length, fua: fua)
+    }
+
+    func zero(offset: UInt64, length: UInt32, fua: Bool, mayPunch: Bool, fast: Bool) throws(NBDIOError) {
+        try check()
+        try inner.zero(offset: offset, length: length, fua: fua, mayPunch: mayPunch, fast: fast)
+    }
+
+    func blockStatus(context: String, offset: UInt64, lengthBytes: UInt32) throws(NBDIOError) -> [NBDExtent] {
+        try check()
+        return try inner.blockStatus(context: context, offset: offset, lengthBytes: lengthBytes)
+    }
+}
+
+extension ClusterDaemon {
+    /// The leader's control API: the same as a single node's, its history read from the mirror.
+    static func controlAPI(controller: Controller, mirror: EventLog, logDataFile: String, logger: Logger, metrics: MetricsEndpoint) -> ControlAPI {
+        ControlAPI(
+            controller: controller, log: mirror, logDataFile: logDataFile, version: Daemon.version, logger: logger, metrics: metrics,
+            archiver: LogArchiver(controller: controller, log: mirror))
+    }
+}
