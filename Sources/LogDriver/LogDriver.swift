@@ -65,7 +65,9 @@ if let interval = archiveEveryMilliseconds {
         while true {
             usleep(UInt32(interval) * 1000)
             do {
-                try log.saveCheckpoint(try log.replay().state)
+                let state = try log.replay().state
+                guard state.eventsApplied > 0 else { continue }  // nothing appended yet
+                try log.saveCheckpoint(state)
                 let report = try log.archive(through: .max, recordsPerSegment: records)
                 outputLock.lock()
                 output.write(Data("archived \(report.archivedThrough)\n".utf8))

@@ -234,11 +234,14 @@ struct ArchiveTests {
             ]
             let pipe = Pipe()
             process.standardOutput = pipe
+            let errors = Pipe()
+            process.standardError = errors
             try process.run()
             usleep(UInt32.random(in: 250_000...600_000, using: &random))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            #expect(process.terminationReason == .uncaughtSignal)
+            let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(process.terminationReason == .uncaughtSignal, "round \(round): the driver exited \(process.terminationStatus): \(stderr)")
             let lines = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
             let acknowledged = lines.compactMap { line -> UInt64? in
                 let parts = line.split(separator: " ")
