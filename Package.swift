@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "SnapbackServer",
             dependencies: [
-                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackNBD", "SnapbackAPI", "SnapbackCluster",
+                "SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController", "SnapbackNBD", "SnapbackAPI", "SnapbackCluster", "SnapbackClusterLog",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -92,10 +92,13 @@ let package = Package(
         ),
         // The cluster log store on etcd (a second implementation of the durable-store port, fenced
         // by the leader's lease), leader election, and the standby's follower.
+        // What needs no event loop: the keys, the store, the election, the log reader, and a
+        // blocking socket transport (the CLI links this, not async-http-client).
+        .target(name: "SnapbackClusterLog", dependencies: ["SnapbackCore", "SnapbackData", "SnapbackLog"]),
         .target(
             name: "SnapbackCluster",
             dependencies: [
-                "SnapbackCore", "SnapbackData", "SnapbackLog",
+                "SnapbackCore", "SnapbackData", "SnapbackLog", "SnapbackClusterLog",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -153,7 +156,7 @@ let package = Package(
         // The cluster store and election against a real etcd cluster.
         .testTarget(
             name: "SnapbackClusterTests",
-            dependencies: ["SnapbackCluster", "EtcdTesting", "SnapbackCore", "SnapbackData", "SnapbackLog"]
+            dependencies: ["SnapbackCluster", "SnapbackClusterLog", "EtcdTesting", "SnapbackCore", "SnapbackData", "SnapbackLog"]
         ),
         .testTarget(
             name: "SnapbackDataTests",

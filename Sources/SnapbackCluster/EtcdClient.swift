@@ -1,36 +1,14 @@
 import AsyncHTTPClient
+@_exported import SnapbackClusterLog
 import Foundation
 import NIOCore
 import NIOPosix
-
-/// Why a call to etcd failed.
-public enum EtcdError: Error, Sendable, CustomStringConvertible {
-    /// No endpoint answered (refused, reset, timed out): the cluster may have lost its quorum,
-    /// or the network is down. For a transaction the outcome is unknown: it may have been
-    /// applied.
-    case unavailable(String)
-    /// etcd answered with an error (gRPC code and message), e.g. a lease not found.
-    case server(code: Int, message: String)
-    /// The answer was not the JSON expected.
-    case malformed(String)
-
-    public var description: String {
-        switch self {
-        case let .unavailable(detail): "etcd unavailable: \(detail)"
-        case let .server(code, message): "etcd refused the request (code \(code)): \(message)"
-        case let .malformed(detail): "etcd's answer is malformed: \(detail)"
-        }
-    }
-}
-
-/// A JSON object as etcd's gateway speaks it (int64 fields are strings; keys and values base64).
-public typealias JSONObject = [String: Any]
 
 /// A client of etcd's v3 JSON gateway (`POST /v3/...`) over async-http-client, with failover
 /// across the endpoints: a call goes to the endpoint that answered last, then to the others in
 /// turn. Unary calls have a blocking form (the durable-store port is synchronous; its callers are
 /// the controller's threads, never an event loop: the client runs on its own event loop group).
-public final class EtcdClient: @unchecked Sendable {
+public final class EtcdClient: EtcdTransport, @unchecked Sendable {
     public let endpoints: [String]
     /// How long one request to one endpoint may take before the next endpoint is tried.
     public let requestTimeout: TimeAmount
@@ -58,14 +36,6 @@ public final class EtcdClient: @unchecked Sendable {
         var watchConfiguration = HTTPClient.Configuration(timeout: .init(connect: .milliseconds(500), read: nil))
         watchConfiguration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 8)
         watchHTTP = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: watchConfiguration)
-    }
-
-    /// Parses `etcd=URL[,URL...]` (or a bare comma-separated URL list).
-    public static func endpoints(parsing text: String) -> [String]? {
-        let list = text.hasPrefix("etcd=") ? String(text.dropFirst(5)) : text
-        let urls = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !urls.isEmpty, urls.allSatisfy({ ($0.hasPrefix("http://") || $0.hasPrefix("https://")) && $0.count > 8 }) else { return nil }
-        return urls
     }
 
     /// Closes the connections and the event loop group. Idempotent.
@@ -107,7 +77,7 @@ public final class EtcdClient: @unchecked Sendable {
                 throw .malformed("\(url) answered \(response.status.code) with \(bytes.count) bytes that are not a JSON object")
             }
             if response.status.code != 200 {
-                let code = Self.int(object["code"]) ?? -1
+                let code = Etcd.int(object["code"]) ?? -1
                 let message = object["message"] as? String ?? object["error"] as? String ?? "status \(response.status.code)"
                 // 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED: this member cannot serve (no leader, no quorum).
                 if code == 14 || code == 4 {
@@ -128,7 +98,7 @@ public final class EtcdClient: @unchecked Sendable {
     /// - Throws: ``EtcdError/unavailable(_:)`` when no endpoint accepts the watch, or the stream breaks.
     public func watch(key: [UInt8], rangeEnd: [UInt8], startRevision: Int64, onResponse: (JSONObject) async throws -> Bool) async throws {
         let body: JSONObject = [
-            "create_request": ["key": Self.base64(key), "range_end": Self.base64(rangeEnd), "start_revision": String(startRevision)]
+            "create_request": ["key": Etcd.base64(key), "range_end": Etcd.base64(rangeEnd), "start_revision": String(startRevision)]
         ]
         let data = try JSONSerialization.data(withJSONObject: body)
         let index = lock.withLock { preferred }
@@ -157,7 +127,7 @@ public final class EtcdClient: @unchecked Sendable {
                         throw EtcdError.malformed("a watch line of \(line.count) bytes that is not a JSON object")
                     }
                     if let error = object["error"] as? JSONObject {
-                        throw EtcdError.server(code: Int(Self.int(error["grpc_code"]) ?? -1), message: error["message"] as? String ?? "watch failed")
+                        throw EtcdError.server(code: Int(Etcd.int(error["grpc_code"]) ?? -1), message: error["message"] as? String ?? "watch failed")
                     }
                     guard try await onResponse(object["result"] as? JSONObject ?? [:]) else { return }
                 }
@@ -170,38 +140,5 @@ public final class EtcdClient: @unchecked Sendable {
             throw EtcdError.unavailable("watch on \(endpoints[index]) broke: \(error)")
         }
         throw EtcdError.unavailable("watch on \(endpoints[index]) ended")
-    }
-
-    // MARK: - JSON helpers
-
-    public static func base64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
-    public static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
-
-    /// The bytes of a base64 field; empty for a missing one (proto3 JSON omits empty values).
-    public static func bytes(_ value: Any?) throws(EtcdError) -> [UInt8] {
-        guard let text = value as? String else { return [] }
-        guard let data = Data(base64Encoded: text) else { throw .malformed("a base64 field that does not decode") }
-        return Array(data)
-    }
-
-    /// An int64 field (a string in proto3 JSON; a number accepted too); `nil` when absent.
-    public static func int(_ value: Any?) -> Int64? {
-        if let text = value as? String { return Int64(text) }
-        if let number = value as? NSNumber { return number.int64Value }
-        return nil
-    }
-
-    /// The range end that selects every key starting with `prefix` (the prefix with its last
-    /// byte incremented, dropping trailing 0xff bytes).
-    public static func prefixEnd(_ prefix: [UInt8]) -> [UInt8] {
-        var end = prefix
-        while let last = end.last {
-            if last < 0xff {
-                end[end.count - 1] = last + 1
-                return end
-            }
-            end.removeLast()
-        }
-        return [0]  // every key
     }
 }

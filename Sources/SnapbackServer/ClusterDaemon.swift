@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import SnapbackAdapters
 import SnapbackCluster
+import SnapbackClusterLog
 import SnapbackController
 import SnapbackCore
 import SnapbackData
@@ -31,7 +32,7 @@ public struct ClusterOptions: Sendable {
     }
 
     /// The URLs of `etcd=URL[,URL...]`, or `nil` when malformed.
-    public static func endpoints(parsing text: String) -> [String]? { EtcdClient.endpoints(parsing: text) }
+    public static func endpoints(parsing text: String) -> [String]? { Etcd.endpoints(parsing: text) }
 
     /// A cluster or node name: 1 to 63 bytes of letters, digits, `_`, `.` and `-`.
     public static func isValidName(_ name: String) -> Bool { ClusterKeys.isValidName(name) }
@@ -446,7 +447,7 @@ struct MirrorService: Service {
                 continue
             }
             do {
-                try await client.watch(key: keys.eventsPrefix, rangeEnd: EtcdClient.prefixEnd(keys.eventsPrefix), startRevision: revision + 1) { response in
+                try await client.watch(key: keys.eventsPrefix, rangeEnd: Etcd.prefixEnd(keys.eventsPrefix), startRevision: revision + 1) { response in
                     guard !(response["events"] as? [Any] ?? []).isEmpty else { return !Task.isCancelled }
                     _ = try await blocking(catchUp)
                     pauseMilliseconds = 0

@@ -1,6 +1,7 @@
 import EtcdTesting
 import Foundation
 import SnapbackCluster
+import SnapbackClusterLog
 import SnapbackCore
 import SnapbackData
 import SnapbackLog
@@ -87,6 +88,11 @@ struct ClusterStoreTests {
         let report = reader.verify()
         #expect(report.isSound, "\(String(describing: report.problem))")
         #expect(report.recordsChecked == 4)
+        // The CLI's blocking transport reads the same (the first endpoint down: it fails over).
+        let sockets = SocketEtcdTransport(endpoints: ["http://127.0.0.1:9"] + SharedEtcd.cluster.clientURLs, timeoutMilliseconds: 1000)
+        let socketReader = ClusterLogReader(client: sockets, keys: follower.keys)
+        #expect(try socketReader.storedEvents() == events)
+        #expect(socketReader.verify().recordsChecked == 4)
 
         // The follower catches up with later appends.
         _ = try leader.store.commit(events: [volume(4)], bitmapChanges: [], timestampMilliseconds: 3000)
@@ -218,16 +224,16 @@ struct ClusterStoreTests {
         #expect(reader.verify().isSound)
 
         // Flip a byte of record 2's payload: its checksum no longer matches.
-        let answer = try leader.client.call("/v3/kv/range", ["key": EtcdClient.base64(leader.keys.event(2))])
-        var value = try EtcdClient.bytes((answer["kvs"] as? [JSONObject])?.first?["value"])
+        let answer = try leader.client.call("/v3/kv/range", ["key": Etcd.base64(leader.keys.event(2))])
+        var value = try Etcd.bytes((answer["kvs"] as? [JSONObject])?.first?["value"])
         value[value.count - 1] ^= 0xff
-        _ = try leader.client.call("/v3/kv/put", ["key": EtcdClient.base64(leader.keys.event(2)), "value": EtcdClient.base64(value)])
+        _ = try leader.client.call("/v3/kv/put", ["key": Etcd.base64(leader.keys.event(2)), "value": Etcd.base64(value)])
         let damaged = reader.verify()
         #expect(damaged.problem?.kind == .checksum && damaged.problem?.sequence == 2, "\(String(describing: damaged.problem))")
 
         // Record 2 replaced by a well-formed record of another event: the chain breaks at 3.
         let forged = LogRecord.encode(event: volume(9), timestampMilliseconds: 1, previousHash: LogRecord.zeroHash)
-        _ = try leader.client.call("/v3/kv/put", ["key": EtcdClient.base64(leader.keys.event(2)), "value": EtcdClient.base64(forged)])
+        _ = try leader.client.call("/v3/kv/put", ["key": Etcd.base64(leader.keys.event(2)), "value": Etcd.base64(forged)])
         let broken = reader.verify()
         #expect(broken.problem?.kind == .chain && broken.problem?.sequence == 2, "\(String(describing: broken.problem))")
 
@@ -236,7 +242,7 @@ struct ClusterStoreTests {
         let second = try TestNode(cluster: other, node: "a")
         #expect(try second.lead() != nil)
         _ = try second.store.commit(events: [volume(1), volume(2), volume(3)], bitmapChanges: [], timestampMilliseconds: 1)
-        _ = try second.client.call("/v3/kv/deleterange", ["key": EtcdClient.base64(second.keys.event(3))])
+        _ = try second.client.call("/v3/kv/deleterange", ["key": Etcd.base64(second.keys.event(3))])
         let truncated = ClusterLogReader(client: second.client, keys: second.keys).verify()
         #expect(truncated.problem?.kind == .gap || truncated.problem?.kind == .head, "\(String(describing: truncated.problem))")
     }

@@ -14,14 +14,14 @@ public final class ClusterLease: @unchecked Sendable {
     /// Subtracted from the lease's end: the longest this node may take between checking its
     /// lease and finishing the I/O it checked it for.
     public let marginMilliseconds: Int64
-    private let client: EtcdClient
+    private let client: any EtcdTransport
     private let lock = NSLock()
     private var validUntil: ContinuousClock.Instant
     private var lostReason: String?
 
     /// Grants a lease of `ttlSeconds`.
     /// - Throws: ``ClusterStoreError/unavailable(_:)`` or ``ClusterStoreError/refused(_:)``.
-    public init(client: EtcdClient, ttlSeconds: Int64, marginMilliseconds: Int64 = 250) throws(ClusterStoreError) {
+    public init(client: any EtcdTransport, ttlSeconds: Int64, marginMilliseconds: Int64 = 250) throws(ClusterStoreError) {
         precondition(ttlSeconds >= 1 && marginMilliseconds >= 0 && marginMilliseconds < ttlSeconds * 1000)
         self.client = client
         self.ttlSeconds = ttlSeconds
@@ -29,7 +29,7 @@ public final class ClusterLease: @unchecked Sendable {
         let sent = ContinuousClock.now
         let answer: JSONObject
         do { answer = try client.call("/v3/lease/grant", ["TTL": String(ttlSeconds)]) } catch { throw Self.wrap(error) }
-        guard let id = EtcdClient.int(answer["ID"]), let granted = EtcdClient.int(answer["TTL"]), granted > 0 else {
+        guard let id = Etcd.int(answer["ID"]), let granted = Etcd.int(answer["TTL"]), granted > 0 else {
             throw .refused(.malformed("lease grant without an ID and a TTL: \(answer)"))
         }
         self.id = id
@@ -65,7 +65,7 @@ public final class ClusterLease: @unchecked Sendable {
         let answer: JSONObject
         do { answer = try client.call("/v3/lease/keepalive", ["ID": String(id)]) } catch { throw Self.wrap(error) }
         let result = answer["result"] as? JSONObject ?? answer
-        guard let granted = EtcdClient.int(result["TTL"]), granted > 0 else {
+        guard let granted = Etcd.int(result["TTL"]), granted > 0 else {
             let reason = "etcd no longer knows lease \(id) (it expired or was revoked)"
             markLost(reason)
             throw .notLeader(reason)

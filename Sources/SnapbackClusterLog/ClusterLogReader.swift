@@ -6,10 +6,10 @@ import SnapbackLog
 /// works while the cluster runs. Every read is at one etcd revision, so a leader appending
 /// meanwhile never shows a half-written picture.
 public struct ClusterLogReader: Sendable {
-    public let client: EtcdClient
+    public let client: any EtcdTransport
     public let keys: ClusterKeys
 
-    public init(client: EtcdClient, keys: ClusterKeys) {
+    public init(client: any EtcdTransport, keys: ClusterKeys) {
         self.client = client
         self.keys = keys
     }
@@ -83,11 +83,11 @@ public struct ClusterLogReader: Sendable {
 
     /// The head (sequence, hash, term of its writer) and the etcd revision it was read at.
     public func readHead() throws -> (revision: Int64, head: (sequence: UInt64, hash: [UInt8], term: UInt64)) {
-        let answer = try client.call("/v3/kv/range", ["key": EtcdClient.base64(keys.head)])
-        guard let revision = EtcdClient.int((answer["header"] as? JSONObject)?["revision"]) else {
+        let answer = try client.call("/v3/kv/range", ["key": Etcd.base64(keys.head)])
+        guard let revision = Etcd.int((answer["header"] as? JSONObject)?["revision"]) else {
             throw ClusterStoreError.refused(.malformed("a range answer without a revision"))
         }
-        let value = try EtcdClient.bytes((answer["kvs"] as? [JSONObject])?.first?["value"])
+        let value = try Etcd.bytes((answer["kvs"] as? [JSONObject])?.first?["value"])
         return (revision, try ClusterDurableStore.decodeHead(value))
     }
 
@@ -95,12 +95,12 @@ public struct ClusterLogReader: Sendable {
         let answer = try client.call(
             "/v3/kv/range",
             [
-                "key": EtcdClient.base64(keys.checkpointsPrefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(keys.checkpointsPrefix)),
+                "key": Etcd.base64(keys.checkpointsPrefix), "range_end": Etcd.base64(Etcd.prefixEnd(keys.checkpointsPrefix)),
                 "revision": String(revision),
             ])
         return try (answer["kvs"] as? [JSONObject] ?? []).compactMap { kv in
-            guard let sequence = keys.sequence(ofCheckpointKey: try EtcdClient.bytes(kv["key"])) else { return nil }
-            return (sequence, try EtcdClient.bytes(kv["value"]))
+            guard let sequence = keys.sequence(ofCheckpointKey: try Etcd.bytes(kv["key"])) else { return nil }
+            return (sequence, try Etcd.bytes(kv["value"]))
         }
     }
 
@@ -112,16 +112,16 @@ public struct ClusterLogReader: Sendable {
     ) throws {
         guard first <= last else { return }
         var start = keys.event(first)
-        let end = EtcdClient.prefixEnd(keys.eventsPrefix)
+        let end = Etcd.prefixEnd(keys.eventsPrefix)
         while true {
             let answer = try client.call(
-                "/v3/kv/range", ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(end), "revision": String(revision), "limit": "512"])
+                "/v3/kv/range", ["key": Etcd.base64(start), "range_end": Etcd.base64(end), "revision": String(revision), "limit": "512"])
             let kvs = answer["kvs"] as? [JSONObject] ?? []
             for kv in kvs {
-                let key = try EtcdClient.bytes(kv["key"])
+                let key = try Etcd.bytes(kv["key"])
                 let sequence = keys.sequence(ofEventKey: key) ?? 0
                 if sequence > last { return }
-                guard try body(sequence, try EtcdClient.bytes(kv["value"])) else { return }
+                guard try body(sequence, try Etcd.bytes(kv["value"])) else { return }
                 start = key + [0]
             }
             guard answer["more"] as? Bool == true, !kvs.isEmpty else { return }

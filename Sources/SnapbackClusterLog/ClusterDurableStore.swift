@@ -16,7 +16,7 @@ import SnapbackLog
 /// A standby uses the same store to follow: ``catchUp()`` reads the records after its warm
 /// state, checking each as `snapback log verify` does, so a takeover only replays the tail.
 public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
-    public let client: EtcdClient
+    public let client: any EtcdTransport
     public let keys: ClusterKeys
     /// A bound on etcd operations per transaction (etcd's `--max-txn-ops` must be at least this).
     public let transactionOperationsMax: Int
@@ -37,7 +37,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     /// Told how long each successful commit took.
     private let commitObserver: (@Sendable (Duration) -> Void)?
 
-    public init(client: EtcdClient, keys: ClusterKeys, transactionOperationsMax: Int = 4096, commitObserver: (@Sendable (Duration) -> Void)? = nil) {
+    public init(client: any EtcdTransport, keys: ClusterKeys, transactionOperationsMax: Int = 4096, commitObserver: (@Sendable (Duration) -> Void)? = nil) {
         precondition(transactionOperationsMax >= 8)
         self.client = client
         self.keys = keys
@@ -64,8 +64,8 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     }
 
     private func catchUpLocked() throws(ClusterStoreError) -> Int64 {
-        let headAnswer = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.head)])
-        guard let revision = EtcdClient.int((headAnswer["header"] as? JSONObject)?["revision"]) else {
+        let headAnswer = try call("/v3/kv/range", ["key": Etcd.base64(keys.head)])
+        guard let revision = Etcd.int((headAnswer["header"] as? JSONObject)?["revision"]) else {
             throw .refused(.malformed("a range answer without a revision"))
         }
         let headKV = (headAnswer["kvs"] as? [JSONObject])?.first
@@ -76,7 +76,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         }
         chain.checkHead(sequence: stored.sequence, hash: stored.hash)
         if let problem = chain.report.problem { throw .damaged(problem) }
-        head = (stored.sequence, stored.hash, EtcdClient.int(headKV?["mod_revision"]) ?? 0)
+        head = (stored.sequence, stored.hash, Etcd.int(headKV?["mod_revision"]) ?? 0)
         return revision
     }
 
@@ -86,13 +86,13 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         let answer = try call(
             "/v3/kv/range",
             [
-                "key": EtcdClient.base64(keys.checkpointsPrefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(keys.checkpointsPrefix)),
+                "key": Etcd.base64(keys.checkpointsPrefix), "range_end": Etcd.base64(Etcd.prefixEnd(keys.checkpointsPrefix)),
                 "revision": String(revision), "sort_order": "DESCEND", "sort_target": "KEY", "limit": "4",
             ])
         for kv in answer["kvs"] as? [JSONObject] ?? [] {
             guard let sequence = keys.sequence(ofCheckpointKey: try bytes(kv["key"])), sequence <= last else { continue }
             guard let decoded = try? Checkpoint.decodeState(sequence: sequence, stored: try bytes(kv["value"])) else { continue }
-            let record = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.event(sequence)), "revision": String(revision)])
+            let record = try call("/v3/kv/range", ["key": Etcd.base64(keys.event(sequence)), "revision": String(revision)])
             guard let value = (record["kvs"] as? [JSONObject])?.first?["value"] else { continue }
             let recordHash = try bytes(value).withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
             guard recordHash == decoded.checkpoint.recordHash else { continue }
@@ -110,7 +110,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             let answer = try call(
                 "/v3/kv/range",
                 [
-                    "key": EtcdClient.base64(keys.event(next)), "range_end": EtcdClient.base64(keys.event(last + 1)),
+                    "key": Etcd.base64(keys.event(next)), "range_end": Etcd.base64(keys.event(last + 1)),
                     "revision": String(revision), "limit": String(Self.pageRecords),
                 ])
             let kvs = answer["kvs"] as? [JSONObject] ?? []
@@ -197,10 +197,10 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 precondition(view.typeCode == event.type.rawValue && view.caller == caller)
                 hash = LogRecord.hash(sequence: sequence, value: bytes)
             }
-            operations.append(["request_put": ["key": EtcdClient.base64(keys.event(sequence)), "value": EtcdClient.base64(value)]])
+            operations.append(["request_put": ["key": Etcd.base64(keys.event(sequence)), "value": Etcd.base64(value)]])
         }
         operations += Self.bitmapOperations(bitmapChanges, keys: keys)
-        operations.append(["request_put": ["key": EtcdClient.base64(keys.head), "value": EtcdClient.base64(Self.encodeHead(sequence: sequence, hash: hash, term: term))]])
+        operations.append(["request_put": ["key": Etcd.base64(keys.head), "value": Etcd.base64(Self.encodeHead(sequence: sequence, hash: hash, term: term))]])
         guard operations.count <= transactionOperationsMax else {
             throw .commitTooLarge(operations: operations.count, operationsMax: transactionOperationsMax)
         }
@@ -210,12 +210,12 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 "/v3/kv/txn",
                 [
                     "compare": [
-                        ["key": EtcdClient.base64(keys.head), "target": "MOD", "result": "EQUAL", "mod_revision": String(head.modRevision)],
-                        ["key": EtcdClient.base64(keys.leader), "target": "LEASE", "result": "EQUAL", "lease": String(lease.id)],
+                        ["key": Etcd.base64(keys.head), "target": "MOD", "result": "EQUAL", "mod_revision": String(head.modRevision)],
+                        ["key": Etcd.base64(keys.leader), "target": "LEASE", "result": "EQUAL", "lease": String(lease.id)],
                     ],
                     "success": operations,
                     "failure": [
-                        ["request_range": ["key": EtcdClient.base64(keys.leader)]], ["request_range": ["key": EtcdClient.base64(keys.head)]],
+                        ["request_range": ["key": Etcd.base64(keys.leader)]], ["request_range": ["key": Etcd.base64(keys.head)]],
                     ],
                 ])
         } catch {
@@ -238,7 +238,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             fencedReason = reason
             throw .notLeader(reason)
         }
-        guard let revision = EtcdClient.int((answer["header"] as? JSONObject)?["revision"]) else {
+        guard let revision = Etcd.int((answer["header"] as? JSONObject)?["revision"]) else {
             fencedReason = "a commit answer without a revision"
             throw .refused(.malformed(fencedReason!))
         }
@@ -273,14 +273,14 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 for part in outcome.parts.keys.sorted() {
                     let partKey = keys.bitmapPart(map: key.map, kind: key.kind, part: part)
                     if start != partKey {
-                        operations.append(["request_delete_range": ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(partKey)]])
+                        operations.append(["request_delete_range": ["key": Etcd.base64(start), "range_end": Etcd.base64(partKey)]])
                     }
                     start = partKey + [0]
                 }
-                operations.append(["request_delete_range": ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix))]])
+                operations.append(["request_delete_range": ["key": Etcd.base64(start), "range_end": Etcd.base64(Etcd.prefixEnd(prefix))]])
             }
             for (part, bytes) in outcome.parts.sorted(by: { $0.key < $1.key }) {
-                operations.append(["request_put": ["key": EtcdClient.base64(keys.bitmapPart(map: key.map, kind: key.kind, part: part)), "value": EtcdClient.base64(bytes)]])
+                operations.append(["request_put": ["key": Etcd.base64(keys.bitmapPart(map: key.map, kind: key.kind, part: part)), "value": Etcd.base64(bytes)]])
             }
         }
         return operations
@@ -292,11 +292,11 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         let leaderKV = (responses.first?["kvs"] as? [JSONObject])?.first
         let headKV = (responses.count > 1 ? responses[1]["kvs"] as? [JSONObject] : nil)?.first
         if leaderKV == nil { return "this node was deposed: nobody holds the leader key (its lease \(lease) expired)" }
-        if let leaderLease = EtcdClient.int(leaderKV?["lease"]), leaderLease != lease {
-            let holder = (try? EtcdClient.bytes(leaderKV?["value"])).flatMap { try? JSONDecoder().decode(LeaderRecord.self, from: Data($0)) }
+        if let leaderLease = Etcd.int(leaderKV?["lease"]), leaderLease != lease {
+            let holder = (try? Etcd.bytes(leaderKV?["value"])).flatMap { try? JSONDecoder().decode(LeaderRecord.self, from: Data($0)) }
             return "this node was deposed: \(holder.map { "node \($0.node) leads in term \($0.term)" } ?? "another lease holds the leader key")"
         }
-        let moved = EtcdClient.int(headKV?["mod_revision"]) ?? 0
+        let moved = Etcd.int(headKV?["mod_revision"]) ?? 0
         return "the head moved (revision \(moved), this node last wrote \(headModRevision)): another writer appended"
     }
 
@@ -309,7 +309,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         while true {
             let answer = try call(
                 "/v3/kv/range",
-                ["key": EtcdClient.base64(start), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix)), "limit": "256"])
+                ["key": Etcd.base64(start), "range_end": Etcd.base64(Etcd.prefixEnd(prefix)), "limit": "256"])
             let kvs = answer["kvs"] as? [JSONObject] ?? []
             for kv in kvs {
                 let key = try bytes(kv["key"])
@@ -344,7 +344,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             if sequence == head.sequence {
                 recordHash = head.hash
             } else {
-                let answer = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.event(sequence))])
+                let answer = try call("/v3/kv/range", ["key": Etcd.base64(keys.event(sequence))])
                 guard let value = (answer["kvs"] as? [JSONObject])?.first?["value"] else {
                     throw .damaged(.bitmap("no record at seq \(sequence) for a checkpoint"))
                 }
@@ -353,7 +353,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             let existing = try call(
                 "/v3/kv/range",
                 [
-                    "key": EtcdClient.base64(keys.checkpointsPrefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(keys.checkpointsPrefix)),
+                    "key": Etcd.base64(keys.checkpointsPrefix), "range_end": Etcd.base64(Etcd.prefixEnd(keys.checkpointsPrefix)),
                     "keys_only": true,
                 ])
             var older: [UInt64] = []
@@ -362,15 +362,15 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             }
             older.sort(by: >)
             var operations: [JSONObject] = [
-                ["request_put": ["key": EtcdClient.base64(keys.checkpoint(sequence)), "value": EtcdClient.base64(Checkpoint(state: state, recordHash: recordHash).storedBytes)]]
+                ["request_put": ["key": Etcd.base64(keys.checkpoint(sequence)), "value": Etcd.base64(Checkpoint(state: state, recordHash: recordHash).storedBytes)]]
             ]
             for old in older.dropFirst(Self.checkpointsKept - 1) {
-                operations.append(["request_delete_range": ["key": EtcdClient.base64(keys.checkpoint(old))]])
+                operations.append(["request_delete_range": ["key": Etcd.base64(keys.checkpoint(old))]])
             }
             let answer = try call(
                 "/v3/kv/txn",
                 [
-                    "compare": [["key": EtcdClient.base64(keys.leader), "target": "LEASE", "result": "EQUAL", "lease": String(lease.id)]],
+                    "compare": [["key": Etcd.base64(keys.leader), "target": "LEASE", "result": "EQUAL", "lease": String(lease.id)]],
                     "success": operations,
                 ])
             guard answer["succeeded"] as? Bool == true else {
@@ -394,7 +394,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     }
 
     func bytes(_ value: Any?) throws(ClusterStoreError) -> [UInt8] {
-        do { return try EtcdClient.bytes(value) } catch { throw .refused(error) }
+        do { return try Etcd.bytes(value) } catch { throw .refused(error) }
     }
 
     /// The head's value: sequence (8 bytes big-endian), chain hash (32), term (8 big-endian).

@@ -47,11 +47,11 @@ public func isValidNodeName(_ name: String) -> Bool { ClusterKeys.isValidName(na
 /// the term counter moves in the same transaction, so each term has exactly one leader
 /// (`Specs/cluster.md`, "Election").
 public final class LeaderElection: @unchecked Sendable {
-    public let client: EtcdClient
+    public let client: any EtcdTransport
     public let keys: ClusterKeys
     public let node: String
 
-    public init(client: EtcdClient, keys: ClusterKeys, node: String) {
+    public init(client: any EtcdTransport, keys: ClusterKeys, node: String) {
         precondition(isValidNodeName(node))
         self.client = client
         self.keys = keys
@@ -74,15 +74,15 @@ public final class LeaderElection: @unchecked Sendable {
 
     /// Puts this node's record, held with `lease` (it vanishes when the node's lease does).
     public func register(_ record: NodeRecord, lease: ClusterLease) throws(ClusterStoreError) {
-        _ = try call("/v3/kv/put", ["key": EtcdClient.base64(keys.node(node)), "value": EtcdClient.base64(Self.json(record)), "lease": String(lease.id)])
+        _ = try call("/v3/kv/put", ["key": Etcd.base64(keys.node(node)), "value": Etcd.base64(Self.json(record)), "lease": String(lease.id)])
     }
 
     /// The current leader, or `nil` when the leadership is free.
     public func leader() throws(ClusterStoreError) -> LeaderRecord? {
-        let answer = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.leader)])
+        let answer = try call("/v3/kv/range", ["key": Etcd.base64(keys.leader)])
         guard let kv = (answer["kvs"] as? [JSONObject])?.first else { return nil }
         let value: [UInt8]
-        do { value = try EtcdClient.bytes(kv["value"]) } catch { throw .refused(error) }
+        do { value = try Etcd.bytes(kv["value"]) } catch { throw .refused(error) }
         return try Self.decode(LeaderRecord.self, value)
     }
 
@@ -93,26 +93,26 @@ public final class LeaderElection: @unchecked Sendable {
         // The term key may move between our read and our transaction (another node won and
         // lost a term): a few attempts, never a loop without end.
         for _ in 0..<3 {
-            let termAnswer = try call("/v3/kv/range", ["key": EtcdClient.base64(keys.term)])
+            let termAnswer = try call("/v3/kv/range", ["key": Etcd.base64(keys.term)])
             let termKV = (termAnswer["kvs"] as? [JSONObject])?.first
-            let termModRevision = EtcdClient.int(termKV?["mod_revision"]) ?? 0
+            let termModRevision = Etcd.int(termKV?["mod_revision"]) ?? 0
             let lastTerm: UInt64
-            do { lastTerm = UInt64(String(decoding: try EtcdClient.bytes(termKV?["value"]), as: UTF8.self)) ?? 0 } catch { throw .refused(error) }
+            do { lastTerm = UInt64(String(decoding: try Etcd.bytes(termKV?["value"]), as: UTF8.self)) ?? 0 } catch { throw .refused(error) }
             let record = LeaderRecord(node: node, term: lastTerm + 1, lease: lease.id, sinceMilliseconds: nowMilliseconds, firstSequence: firstSequence)
-            let value = EtcdClient.base64(Self.json(record))
+            let value = Etcd.base64(Self.json(record))
             let answer = try call(
                 "/v3/kv/txn",
                 [
                     "compare": [
-                        ["key": EtcdClient.base64(keys.leader), "target": "CREATE", "result": "EQUAL", "create_revision": "0"],
-                        ["key": EtcdClient.base64(keys.term), "target": "MOD", "result": "EQUAL", "mod_revision": String(termModRevision)],
+                        ["key": Etcd.base64(keys.leader), "target": "CREATE", "result": "EQUAL", "create_revision": "0"],
+                        ["key": Etcd.base64(keys.term), "target": "MOD", "result": "EQUAL", "mod_revision": String(termModRevision)],
                     ],
                     "success": [
-                        ["request_put": ["key": EtcdClient.base64(keys.leader), "value": value, "lease": String(lease.id)]],
-                        ["request_put": ["key": EtcdClient.base64(keys.term), "value": EtcdClient.base64(String(lastTerm + 1))]],
-                        ["request_put": ["key": EtcdClient.base64(keys.termRecord(lastTerm + 1)), "value": value]],
+                        ["request_put": ["key": Etcd.base64(keys.leader), "value": value, "lease": String(lease.id)]],
+                        ["request_put": ["key": Etcd.base64(keys.term), "value": Etcd.base64(String(lastTerm + 1))]],
+                        ["request_put": ["key": Etcd.base64(keys.termRecord(lastTerm + 1)), "value": value]],
                     ],
-                    "failure": [["request_range": ["key": EtcdClient.base64(keys.leader)]]],
+                    "failure": [["request_range": ["key": Etcd.base64(keys.leader)]]],
                 ])
             if answer["succeeded"] as? Bool == true { return record }
             let responses = answer["responses"] as? [JSONObject] ?? []
@@ -135,15 +135,15 @@ public final class LeaderElection: @unchecked Sendable {
     /// The seconds left on lease `id` by etcd's account, or `nil` when etcd no longer knows it.
     public func timeToLive(lease id: Int64) throws(ClusterStoreError) -> Int64? {
         let answer = try call("/v3/lease/timetolive", ["ID": String(id)])
-        guard let ttl = EtcdClient.int(answer["TTL"]), ttl >= 0 else { return nil }
+        guard let ttl = Etcd.int(answer["TTL"]), ttl >= 0 else { return nil }
         return ttl
     }
 
     func rangePrefix(_ prefix: [UInt8]) throws(ClusterStoreError) -> [([UInt8], [UInt8])] {
-        let answer = try call("/v3/kv/range", ["key": EtcdClient.base64(prefix), "range_end": EtcdClient.base64(EtcdClient.prefixEnd(prefix))])
+        let answer = try call("/v3/kv/range", ["key": Etcd.base64(prefix), "range_end": Etcd.base64(Etcd.prefixEnd(prefix))])
         var result: [([UInt8], [UInt8])] = []
         for kv in answer["kvs"] as? [JSONObject] ?? [] {
-            do { result.append((try EtcdClient.bytes(kv["key"]), try EtcdClient.bytes(kv["value"]))) } catch { throw .refused(error) }
+            do { result.append((try Etcd.bytes(kv["key"]), try Etcd.bytes(kv["value"]))) } catch { throw .refused(error) }
         }
         return result
     }
