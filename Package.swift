@@ -113,6 +113,7 @@ let package = Package(
                 "SnapbackCore",
                 "SnapbackLog",
                 "SnapbackAPI",
+                "SnapbackClusterLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

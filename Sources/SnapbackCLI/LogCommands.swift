@@ -47,8 +47,12 @@ struct LogLocation: ParsableArguments {
     /// The archive's directory inside the data directory.
     static func archiveDirectory(_ dataDirectory: String) -> String { dataDirectory + "/archive" }
 
+    /// `-cluster ENDPOINTS -cluster-name NAME`: read a cluster's log in etcd instead.
+    @OptionGroup var cluster: ClusterLocation
+
     func open() throws -> EventLog {
-        try EventLog(directory: Self.logDirectory(dataDirectory), readOnly: true, archiveDirectory: Self.archiveDirectory(dataDirectory))
+        if cluster.isGiven { return try ClusterLocation.copy(try cluster.reader(dataDirectory: dataDirectory)) }
+        return try EventLog(directory: Self.logDirectory(dataDirectory), readOnly: true, archiveDirectory: Self.archiveDirectory(dataDirectory))
     }
 }
 
@@ -210,6 +214,11 @@ struct LogVerify: ParsableCommand {
     var anchors: [Anchor] = []
 
     func run() throws {
+        if location.cluster.isGiven {
+            // The cluster's stored records themselves, not a copy: a damaged one is found.
+            try report(try location.cluster.reader(dataDirectory: location.dataDirectory).verify(anchors: anchors.map(\.anchor)))
+            return
+        }
         let log: EventLog
         do {
             log = try location.open()
@@ -217,7 +226,10 @@ struct LogVerify: ParsableCommand {
             if case .noLog = error { throw error }
             throw CLIError(code: "log_unreadable", message: error.description, exitCode: VerifyProblem.Kind.unreadable.exitCode)
         }
-        let report = log.verify(anchors: anchors.map(\.anchor))
+        try report(log.verify(anchors: anchors.map(\.anchor)))
+    }
+
+    func report(_ report: VerifyReport) throws {
         if json {
             var object: [String: Any] = [
                 "ok": report.isSound, "records": report.recordsChecked, "lastSeq": report.lastSequence,

@@ -10,7 +10,7 @@ public struct SnapbackCommand: ParsableCommand {
         subcommands: [
             ListSystem.self, MakeVolume.self, ChangeVolume.self, ListVolumes.self, RemoveVolume.self, MakeMap.self, ChangeMap.self, ListMaps.self,
             StartMap.self, StopMap.self, RemoveMap.self, MakeGroup.self, ChangeGroup.self, ListGroups.self, StartGroup.self, StopGroup.self,
-            RemoveGroup.self, ReportFault.self, RecoverVolume.self, WaitForMap.self,
+            RemoveGroup.self, ReportFault.self, RecoverVolume.self, WaitForMap.self, ListCluster.self,
             LogCommand.self,
         ]
     )

@@ -17,8 +17,9 @@ public struct ClusterLogReader: Sendable {
     /// Checks every record (shape, version, checksum, chain link, continuity, payload), the head,
     /// and every checkpoint against the replayed log, as `EventLog.verify` does for LMDB. Stops at
     /// the first problem (its kind gives `snapback log verify`'s exit code).
-    public func verify() -> VerifyReport {
+    public func verify(anchors: [LogAnchor] = []) -> VerifyReport {
         var chain = RecordChain()
+        let anchorsBySequence = Dictionary(grouping: anchors, by: \.sequence)
         do {
             let (revision, head) = try readHead()
             var expectedStates: [UInt64: [UInt8]] = [:]
@@ -35,6 +36,15 @@ public struct ClusterLogReader: Sendable {
             // Past the head too: a record there means the head was rolled back.
             try forEachRecord(through: .max, revision: revision) { sequence, value in
                 guard value.withUnsafeBytes({ chain.append(sequence: sequence, value: $0) }) != nil else { return false }
+                for anchor in anchorsBySequence[sequence] ?? [] {
+                    guard anchor.hash == chain.lastHash else {
+                        chain.fail(
+                            .anchor, sequence: sequence,
+                            "the record hashes to \(LogAnchor.hexString(chain.lastHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
+                        return false
+                    }
+                    chain.anchorMatched()
+                }
                 if let stored = expectedStates[sequence] {
                     guard stored == chain.state.encoded() else {
                         chain.fail(.checkpoint, sequence: sequence, "the checkpoint at seq \(sequence) differs from the state replayed from the log")
@@ -48,6 +58,9 @@ public struct ClusterLogReader: Sendable {
                 chain.fail(.gap, sequence: chain.report.lastSequence + 1, "record \(chain.report.lastSequence + 1) is missing (the head says \(head.sequence))")
             }
             chain.checkHead(sequence: head.sequence, hash: head.hash)
+            if let beyond = anchors.filter({ $0.sequence > chain.report.lastSequence }).min(by: { $0.sequence < $1.sequence }) {
+                chain.fail(.anchor, sequence: beyond.sequence, "the anchor is past the end of the log (seq \(chain.report.lastSequence))")
+            }
         } catch {
             chain.fail(.unreadable, sequence: nil, "\(error)")
         }

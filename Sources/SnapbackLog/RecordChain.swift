@@ -73,6 +73,9 @@ public struct RecordChain: Sendable {
         report.problem = VerifyProblem(kind: kind, sequence: sequence, detail: detail)
     }
 
+    /// Counts an anchor the chain was found to pass through.
+    public mutating func anchorMatched() { report.anchorsChecked += 1 }
+
     /// Counts a checkpoint found equal to the replayed state.
     public mutating func checkpointMatched() { report.checkpointsChecked += 1 }
 }

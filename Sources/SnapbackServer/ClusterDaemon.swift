@@ -73,6 +73,14 @@ enum ClusterDaemon {
         } catch {
             throw DaemonError("cannot join cluster \(cluster.name) at \(cluster.endpoints.joined(separator: ",")): \(error)")
         }
+        // Tells `snapback lscluster` and `snapback log -cluster` on this machine where the cluster is.
+        let location: [String: Any] = ["endpoints": cluster.endpoints, "cluster": cluster.name, "node": cluster.node]
+        do {
+            let data = try JSONSerialization.data(withJSONObject: location, options: [.sortedKeys])
+            try data.write(to: URL(fileURLWithPath: directory + "/cluster.json"), options: .atomic)
+        } catch {
+            throw DaemonError("cannot write \(directory)/cluster.json: \(error)")
+        }
         let node = ClusterNode(options: options, cluster: cluster, client: client, keys: keys, mirror: mirror, follower: follower, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
