@@ -98,6 +98,8 @@ struct ListCluster: ParsableCommand {
     var dataDirectory: String?
     @Option(name: .ibm("delim"), help: "Separate columns with this character instead of aligning them.") var delimiter: String?
     @Flag(name: .ibm("json"), help: "Print JSON.") var json = false
+    /// Terms listed by `-json`.
+    static let termsShown = 100
 
     func run() throws {
         let reader = try location.reader(dataDirectory: dataDirectory ?? LogLocation.defaultDataDirectory(socketPath: ControlClient.resolve(nil).socketPath))
@@ -106,7 +108,9 @@ struct ListCluster: ParsableCommand {
         let leader: LeaderRecord?
         let head: (sequence: UInt64, hash: [UInt8], term: UInt64)
         var leaseSeconds: Int64?
+        let terms: [LeaderRecord]
         do {
+            terms = try election.terms(limit: Self.termsShown)
             nodes = try election.nodes()
             leader = try election.leader()
             head = try reader.readHead().head
@@ -120,6 +124,8 @@ struct ListCluster: ParsableCommand {
                 "cluster": reader.keys.cluster, "leader": leader?.node ?? "", "term": leader?.term ?? 0, "lease": leader?.lease ?? "",
                 "lease_ttl_seconds": leaseSeconds ?? 0, "leader_since": since, "last_sequence": head.sequence, "head_term": head.term,
                 "endpoints": reader.client.endpoints,
+                // The history of leaders, one per term (the newest ``termsShown``).
+                "terms": terms.map { ["term": $0.term, "node": $0.node, "lease": $0.lease, "since_ms": $0.sinceMilliseconds, "first_sequence": $0.firstSequence ?? 0] },
                 "nodes": nodes.map { node -> [String: Any] in
                     ["node": node.node, "role": node.node == leader?.node ? "leader" : node.role, "pid": node.pid, "lease": node.lease, "detail": node.detail ?? ""]
                 },

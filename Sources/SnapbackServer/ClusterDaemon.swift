@@ -330,7 +330,7 @@ struct ClusterNode: Service {
             .init(service: application),
             .init(service: NBDService(server: nbdServer, socketPath: options.nbdSocketPath, logger: logger)),
             .init(service: BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)),
-            .init(service: LeaseGuard(fence: fence, controller: controller, nbdServer: nbdServer, logger: logger)),
+            .init(service: LeaseGuard(fence: fence, controller: controller, nbdServer: nbdServer, socketPath: socketPath, logger: logger)),
             .init(service: MirrorService(client: client, keys: keys, mirror: follower, logger: logger)),
         ]
         let inner = ServiceGroup(configuration: .init(services: services, logger: logger))
@@ -396,6 +396,8 @@ struct LeaseGuard: Service {
     let fence: LeadershipFence
     let controller: Controller
     let nbdServer: NBDServer
+    /// The control socket, removed before the exit (a standby has none).
+    let socketPath: String
     let logger: Logger
     /// How long answered commands get before the process exits.
     static let drainMilliseconds: UInt64 = 300
@@ -410,6 +412,7 @@ struct LeaseGuard: Service {
                     "lost the leadership: host I/O stopped, nothing more is appended; exiting so that the node restarts as a standby",
                     metadata: ["reason": "\(reason)", "nbdConnectionsClosed": "\(closed)"])
                 try? await Task.sleep(for: .milliseconds(Self.drainMilliseconds))
+                unlink(socketPath)
                 exit(ClusterDaemon.lostLeadershipExitStatus)
             }
             do { try await Task.sleep(for: .milliseconds(ClusterDaemon.guardIntervalMilliseconds)) } catch { return }
@@ -425,9 +428,10 @@ struct MirrorService: Service {
     let logger: Logger
 
     func run() async throws {
-        await withTaskCancellationOrGracefulShutdownHandler {
+        // The watch waits on its stream: it ends by cancellation when the node stops.
+        try? await cancelWhenGracefulShutdown {
             await Self.watchLoop(client: client, keys: keys, logger: logger) { try mirror.catchUp() }
-        } onCancelOrGracefulShutdown: {}
+        }
     }
 
     /// Calls `catchUp` (which returns the etcd revision it read at), then watches the event keys

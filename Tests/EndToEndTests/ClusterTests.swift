@@ -1,0 +1,284 @@
+import EtcdTesting
+import Foundation
+import SnapbackAPI
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A snapbackd node of a cluster: its own data directory (control socket, log mirror), the
+/// volumes in the shared directory of the rig. Unlike `Daemon`, starting does not wait for a
+/// control socket: a standby has none.
+final class ClusterNodeProcess: @unchecked Sendable {
+    let name: String
+    let directory: String
+    let port: Int
+    var socketPath: String { directory + "/control.sock" }
+    var stderrPath: String { directory + "/snapbackd.stderr" }
+    private let process: Process
+
+    init(name: String, rig: ClusterRig) throws {
+        self.name = name
+        directory = rig.directory + "/" + name
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        port = try freePort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: try Binaries.path("snapbackd"))
+        process.arguments = [
+            "--data-dir", directory, "--nbd", "127.0.0.1:\(port)", "--cluster", "etcd=" + rig.etcd.endpoints, "--cluster-name", rig.clusterName,
+            "--node", name, "--shared-dir", rig.sharedDirectory,
+        ]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
+        process.standardError = try appendingHandle(stderrPath)
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+    var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
+    func signal(_ signal: Int32) { if process.isRunning { kill(process.processIdentifier, signal) } }
+
+    /// Waits until the process has exited; returns its status (nil on timeout).
+    func waitForExit(timeoutSeconds: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return exitStatus
+    }
+
+    /// Waits until this node leads: its control socket answers.
+    func waitUntilLeading(timeoutSeconds: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            guard process.isRunning else { throw RigError("node \(name) exited with \(process.terminationStatus): \(stderrTail())") }
+            if FileManager.default.fileExists(atPath: socketPath), let answer = try? await snapback("lsvolume"), answer.exitCode == 0 { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RigError("node \(name) did not lead within \(timeoutSeconds) s: \(stderrTail())")
+    }
+
+    func snapback(_ arguments: [String]) async throws -> ProcessOutput {
+        try await runProcess(try Binaries.path("snapback"), arguments, environment: ["SNAPBACK_SOCKET": socketPath])
+    }
+
+    func snapback(_ arguments: String...) async throws -> ProcessOutput { try await snapback(arguments) }
+
+    @discardableResult
+    func ok(_ arguments: String..., sourceLocation: SourceLocation = #_sourceLocation) async throws -> ProcessOutput {
+        let output = try await snapback(arguments)
+        #expect(output.exitCode == 0, "snapback \(arguments.joined(separator: " ")) on \(name): \(output)", sourceLocation: sourceLocation)
+        return output
+    }
+
+    func stderrTail(_ lines: Int = 15) -> String {
+        let text = (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGCONT)
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+/// A 3-member etcd cluster on loopback ports, a shared volume directory and the nodes started
+/// on them; everything is stopped and removed at the end.
+final class ClusterRig: @unchecked Sendable {
+    let etcd: LocalEtcdCluster
+    let directory: String
+    let clusterName = "e2e"
+    var sharedDirectory: String { directory + "/shared" }
+    private(set) var nodes: [ClusterNodeProcess] = []
+
+    init() throws {
+        etcd = try LocalEtcdCluster(memberCount: 3)
+        directory = NSTemporaryDirectory() + "/sbcluster-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        try FileManager.default.createDirectory(atPath: sharedDirectory, withIntermediateDirectories: true)
+    }
+
+    func start(_ name: String) throws -> ClusterNodeProcess {
+        let node = try ClusterNodeProcess(name: name, rig: self)
+        nodes.append(node)
+        return node
+    }
+
+    /// `snapback ARGUMENTS -cluster ... -cluster-name ...` (no daemon involved).
+    func snapback(_ arguments: [String]) async throws -> ProcessOutput {
+        try await runProcess(try Binaries.path("snapback"), arguments + ["-cluster", "etcd=" + etcd.endpoints, "-cluster-name", clusterName])
+    }
+
+    /// The cluster's events (`log show -json -cluster`).
+    func events() async throws -> [(seq: UInt64, type: String)] {
+        let output = try await snapback(["log", "show", "-json"])
+        guard output.exitCode == 0 else { throw RigError("log show -cluster: \(output)") }
+        return output.stdout.split(separator: "\n").compactMap { line in
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                let seq = (object["seq"] as? NSNumber)?.uint64Value, let type = object["type"] as? String
+            else { return nil }
+            return (seq, type)
+        }
+    }
+
+    /// `lscluster -json` read straight from etcd.
+    func cluster() async throws -> [String: Any] {
+        let output = try await snapback(["lscluster", "-json"])
+        guard output.exitCode == 0, let object = (try? JSONSerialization.jsonObject(with: Data(output.stdout.utf8))) as? [String: Any] else {
+            throw RigError("lscluster -json: \(output)")
+        }
+        return object
+    }
+
+    func cleanup() {
+        for node in nodes { node.stop() }
+        etcd.stop()
+        if ProcessInfo.processInfo.environment["SNAPBACK_E2E_KEEP"] == nil { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    deinit { cleanup() }
+}
+
+func withClusterRig<T>(_ body: (ClusterRig) async throws -> T) async throws -> T {
+    let rig = try ClusterRig()
+    defer { rig.cleanup() }
+    return try await body(rig)
+}
+
+/// Issue 17: two snapbackd nodes on a 3-member etcd cluster, sharing the volume files.
+@Suite("high availability: two nodes on etcd")
+struct ClusterTests {
+    @Test("the leader killed mid-rollback: the standby takes over, finishes the rollback, and the bytes equal the image")
+    func leaderKilledMidRollback() async throws {
+        try await withClusterRig { rig in
+            let first = try rig.start("a")
+            try await first.waitUntilLeading()
+            let second = try rig.start("b")
+            let mebibytes: UInt64 = 256
+            try await first.ok("mkvolume", "-name", "v", "-size", "\(mebibytes)m")
+            try await first.ok("mkvolume", "-name", "t", "-size", "\(mebibytes)m")
+            // The image: 0x11 everywhere; then the source is overwritten with 0x5A.
+            let image = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-c", "write -P 0x11 0 \(mebibytes)m", "nbd://127.0.0.1:\(first.port)/v"])
+            #expect(image.exitCode == 0, "\(image)")
+            try await first.ok("mklcmap", "-source", "v", "-target", "t", "-name", "m", "-autorestore", "on", "-copyrate", "0")
+            try await first.ok("startlcmap", "m")
+            let overwrite = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-c", "write -P 0x5A 0 \(mebibytes)m", "nbd://127.0.0.1:\(first.port)/v"])
+            #expect(overwrite.exitCode == 0, "\(overwrite)")
+
+            // The fault starts the automatic rollback; the leader dies at once.
+            try await first.ok("fault", "-volume", "v", "-reason", "ransomware detected")
+            first.signal(SIGKILL)
+            let killed = Date()
+            _ = await first.waitForExit(timeoutSeconds: 10)
+            try await second.waitUntilLeading(timeoutSeconds: 30)
+            let takeover = Date().timeIntervalSince(killed)
+            print("takeover after kill -9: \(String(format: "%.2f", takeover)) s (lease 2 s)")
+            #expect(takeover < 15, "the standby took \(takeover) s to serve")
+
+            let finished = try await runProcess(try Binaries.path("snapback"), ["wait", "-timeout", "120", "m"], environment: ["SNAPBACK_SOCKET": second.socketPath], timeoutSeconds: 150)
+            #expect(finished.exitCode == 0, "\(finished)")
+            let volume = try await second.snapback("lsvolume", "-json")
+            #expect(volume.stdout.contains("\"online\""), "\(volume)")
+            // Over NBD from the new leader, and in the shared file: the image, byte for byte.
+            let read = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-r", "-c", "read -P 0x11 0 \(mebibytes)m", "nbd://127.0.0.1:\(second.port)/v"])
+            #expect(read.exitCode == 0 && !read.stdout.contains("Pattern verification failed"), "\(read)")
+            let files = try FileManager.default.contentsOfDirectory(atPath: rig.sharedDirectory + "/volumes").sorted()
+            #expect(try firstMismatch(rig.sharedDirectory + "/volumes/" + files[0], byte: 0x11, length: mebibytes << 20) == nil)
+
+            // The log: the rollback started under term 1 and completed under term 2, after the
+            // new leader's start; the chain verifies in etcd and in the standby's mirror.
+            let events = try await rig.events()
+            let started = try #require(events.last { $0.type == "RollbackStarted" })
+            let restarts = events.filter { $0.type == "ControllerStarted" }
+            let completed = try #require(events.last { $0.type == "RollbackCompleted" })
+            #expect(restarts.count == 2 && started.seq < restarts[1].seq && restarts[1].seq < completed.seq, "\(events)")
+            let verify = try await rig.snapback(["log", "verify"])
+            #expect(verify.exitCode == 0, "\(verify)")
+            let mirror = try await runProcess(try Binaries.path("snapback"), ["log", "verify", "-data-dir", second.directory])
+            #expect(mirror.exitCode == 0, "\(mirror)")
+            let cluster = try await rig.cluster()
+            #expect(cluster["leader"] as? String == "b" && (cluster["term"] as? NSNumber)?.intValue == 2, "\(cluster)")
+        }
+    }
+
+    @Test("SIGSTOP past the lease, then SIGCONT: the old leader serves no write, appends nothing, and exits; one leader per term")
+    func stoppedLeaderIsFenced() async throws {
+        try await withClusterRig { rig in
+            let first = try rig.start("a")
+            try await first.waitUntilLeading()
+            let second = try rig.start("b")
+            try await first.ok("mkvolume", "-name", "v", "-size", "4m")
+            let written = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-c", "write -P 0x33 0 4m", "nbd://127.0.0.1:\(first.port)/v"])
+            #expect(written.exitCode == 0, "\(written)")
+            // A host connected to the old leader, whose write arrives while it is stopped.
+            let host = try RawNBDClient(port: first.port, timeoutSeconds: 10)
+            try host.go("v")
+            let before = try await rig.events()
+
+            first.signal(SIGSTOP)
+            try await second.waitUntilLeading(timeoutSeconds: 30)
+            try await second.ok("mkvolume", "-name", "w", "-size", "1m")
+            host.sendWrite(offset: 0, bytes: [UInt8](repeating: 0xEE, count: 4096), cookie: 7)
+            first.signal(SIGCONT)
+
+            // The old leader fences and exits 75 (restart me as a standby).
+            let status = await first.waitForExit(timeoutSeconds: 20)
+            #expect(status == 75, "exit status \(String(describing: status)): \(first.stderrTail())")
+            #expect(first.stderrTail(30).contains("lost the leadership"), "\(first.stderrTail(30))")
+            // The write was refused (or its connection closed), and the bytes are unchanged.
+            if let replies = try? host.receiveReplies(readLengths: [:], writes: [7]), let reply = replies[7] {
+                #expect(reply.error != 0, "the deposed leader acknowledged a write")
+            }
+            host.disconnect()
+            let files = try FileManager.default.contentsOfDirectory(atPath: rig.sharedDirectory + "/volumes").sorted()
+            #expect(try firstMismatch(rig.sharedDirectory + "/volumes/" + files[0], byte: 0x33, length: 4 << 20) == nil)
+
+            // Nothing from the old leader after the new term began: exactly the new leader's
+            // start and its command follow what was there.
+            let after = try await rig.events()
+            #expect(after.count == before.count + 2, "\(after)")
+            #expect(Array(after.dropFirst(before.count).map(\.type)) == ["ControllerStarted", "VolumeCreated"], "\(after)")
+            #expect(try await rig.snapback(["log", "verify"]).exitCode == 0)
+            let cluster = try await rig.cluster()
+            let terms = (cluster["terms"] as? [[String: Any]] ?? []).map { ($0["term"] as? NSNumber)?.intValue ?? 0 }
+            let leaders = (cluster["terms"] as? [[String: Any]] ?? []).map { $0["node"] as? String ?? "" }
+            #expect(terms == [1, 2] && leaders == ["a", "b"], "one leader per term: \(cluster)")
+
+            // Restarted, the old leader is a standby of term 2's leader.
+            let again = try rig.start("a")
+            try await Task.sleep(for: .seconds(1))
+            #expect(again.isRunning, "\(again.stderrTail())")
+            #expect(try await again.snapback("lsvolume").exitCode != 0, "a standby serves no command")
+            let nodes = try await rig.cluster()
+            #expect((nodes["nodes"] as? [[String: Any]])?.count == 2 && nodes["leader"] as? String == "b", "\(nodes)")
+        }
+    }
+
+    @Test("a node that cannot open the volumes refuses to lead; a malformed --cluster is refused at start-up")
+    func refusesToLead() async throws {
+        try await withClusterRig { rig in
+            let first = try rig.start("a")
+            try await first.waitUntilLeading()
+            try await first.ok("mkvolume", "-name", "v", "-size", "1m", "-path", rig.directory + "/only-a.img")
+            let second = try rig.start("b")
+            try await Task.sleep(for: .seconds(1))
+            // The file goes away: b cannot open v, so it must not take over when a stops.
+            unlink(rig.directory + "/only-a.img")
+            try await Task.sleep(for: .milliseconds(500))
+            first.signal(SIGTERM)
+            #expect(await first.waitForExit(timeoutSeconds: 20) == 0, "\(first.stderrTail())")
+            try await Task.sleep(for: .seconds(4))
+            #expect(second.isRunning && !FileManager.default.fileExists(atPath: second.socketPath), "\(second.stderrTail())")
+            #expect(second.stderrTail(40).contains("cannot open every volume"), "\(second.stderrTail(40))")
+            let cluster = try await rig.cluster()
+            #expect(cluster["leader"] as? String == "", "\(cluster)")
+            let refusing = (cluster["nodes"] as? [[String: Any]] ?? []).first { $0["node"] as? String == "b" }
+            #expect(refusing?["role"] as? String == "refusing", "\(cluster)")
+
+            let bad = try await runProcess(try Binaries.path("snapbackd"), ["--data-dir", rig.directory + "/c", "--cluster", "http://x", "--node", "c"], timeoutSeconds: 20)
+            #expect(bad.exitCode != 0 && bad.stderr.contains("--cluster"), "\(bad)")
+        }
+    }
+}
