@@ -28,6 +28,7 @@ struct LogArchiveCommand: ParsableCommand {
 
     func validate() throws {
         guard (before == nil) != (keep == nil) else { throw ValidationError("give exactly one of -before SEQ and -keep N") }
+        guard !location.cluster.isGiven else { throw ValidationError("log archive archives a node's LMDB log; a cluster's log in etcd is not archived (Specs/cluster.md)") }
         if let before, before < 1 { throw ValidationError("-before takes a sequence number of 1 or more") }
     }
 

@@ -37,6 +37,9 @@ struct LogFollow: ParsableCommand {
     @Flag(name: .ibm("json"), help: "One JSON object per line, as log show -json prints them.") var json = false
 
     func run() throws {
+        if location.cluster.isGiven {
+            throw CLIError(code: "invalid_value", message: "log follow reads a node's log: give -data-dir DIR of a cluster node (its mirror of the cluster log), not -cluster")
+        }
         var log = try location.open()
         let head = log.lastSequence
         if let from, from < 1 || from > head + 1 {
