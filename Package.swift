@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // TLS for NBD (`--nbd-tls`): BoringSSL's PSK and X.509 server side.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -54,6 +56,7 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         // The data plane's ports (block store, volume provider, durable store) and structures
@@ -122,6 +125,7 @@ let package = Package(
             dependencies: [
                 "SnapbackServer",
                 "SnapbackLog",
+                "SnapbackNBD",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -151,7 +155,15 @@ let package = Package(
             dependencies: ["SnapbackTesting", "SnapbackSimulated", "SnapbackCore", "SnapbackController", "SnapbackData"]
         ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore", "SnapbackRandom"]),
-        .testTarget(name: "SnapbackNBDTests", dependencies: ["SnapbackNBD", "SnapbackRandom"]),
+        .testTarget(
+            name: "SnapbackNBDTests",
+            dependencies: [
+                "SnapbackNBD", "SnapbackRandom",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
         // End-to-end: a real snapbackd process, the real snapback binary, real NBD clients.
         .testTarget(name: "EndToEndTests", dependencies: ["SnapbackAPI", "EtcdTesting", .product(name: "Yams", package: "Yams")]),
         // The cluster store and election against a real etcd cluster.

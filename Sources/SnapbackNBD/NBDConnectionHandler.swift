@@ -80,11 +80,17 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
     /// Told the export's name when the connection enters transmission.
     private let exportChosen: @Sendable (String) -> Void
 
+    /// The TLS context NBD_OPT_STARTTLS upgrades to; nil when TLS is not configured.
+    private let tls: NBDTLSCredentials?
+
     init(
         provider: any NBDExportProvider, threadPool: NIOThreadPool, diagnostics: NBDDiagnostics?, drained: EventLoopPromise<Void>,
+        tls: NBDTLSCredentials? = nil, tlsMode: NBDTLSMode = .none,
         exportChosen: @escaping @Sendable (String) -> Void = { _ in }
     ) {
-        self.negotiation = NBDNegotiation(provider: provider)
+        precondition((tls == nil) == (tlsMode == .none), "a TLS mode needs TLS credentials, and only then")
+        self.negotiation = NBDNegotiation(provider: provider, tlsMode: tlsMode)
+        self.tls = tls
         self.threadPool = threadPool
         self.diagnostics = diagnostics
         self.drained = drained
@@ -201,6 +207,9 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
                         phase = .transmission(session)
                         structuredReplies = session.structuredReplies
                         exportChosen(session.name)
+                    case .replyAndStartTLS(let bytes):
+                        send(bytes, context: context)
+                        guard startTLS(context: context) else { return }
                     case .replyAndClose(let bytes):
                         phase = .closed
                         dropInbound()
@@ -233,6 +242,28 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             }
         }
         releaseHeldRead(context: context)
+    }
+
+    /// Puts a TLS server handler in front of this one, once NBD_OPT_STARTTLS's ACK has gone out
+    /// in the clear (it was written and flushed before, so it does not pass through TLS); every
+    /// later byte is TLS. Bytes the client sent after the option before seeing the ACK (an early
+    /// ClientHello) are TLS records too: they go back to the front of the pipeline. False when
+    /// the handler cannot be added (the connection is then closed).
+    private func startTLS(context: ChannelHandlerContext) -> Bool {
+        guard let tls else { preconditionFailure("STARTTLS accepted without TLS credentials") }
+        do {
+            try context.pipeline.syncOperations.addHandler(try tls.makeHandler(), position: .first)
+        } catch {
+            diagnostics?("nbd: \(peer): cannot start TLS: \(error); closing")
+            close(context: context)
+            return false
+        }
+        diagnostics?("nbd: \(peer): TLS handshake (\(tls.source))")
+        if inboundBytes > 0 {
+            let early = take(inboundBytes, context: context)
+            context.pipeline.fireChannelRead(NIOAny(early))
+        }
+        return true
     }
 
     /// Runs `parser` over the first received buffer, after making sure it holds at least
@@ -383,7 +414,8 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
 
     /// A read's whole reply: the reply header (no error, `cookie`; structured: one
     /// `NBD_REPLY_TYPE_OFFSET_DATA` chunk with DONE), then `lengthBytes` bytes the export reads at
-    /// `offset` straight into the buffer.
+    /// `offset` straight into the buffer. Structured, runs of zeroes of 64 KiB or more then
+    /// become `OFFSET_HOLE` chunks, rewritten in place (`NBDReadReply`).
     private static func readReply(
         _ export: any NBDExport, offset: UInt64, lengthBytes: Int, cookie: UInt64, structured: Bool, allocator: ByteBufferAllocator
     ) throws(NBDIOError) -> ByteBuffer {
@@ -403,6 +435,12 @@ final class NBDConnectionHandler: ChannelDuplexHandler {
             }
         }
         if let failure { throw failure }
+        if structured {
+            let replyBytes = buffer.withUnsafeMutableReadableBytes { reply in
+                NBDReadReply.splitHoles(reply, cookie: cookie, offset: offset, lengthBytes: lengthBytes)
+            }
+            buffer.moveWriterIndex(to: buffer.readerIndex + replyBytes)
+        }
         return buffer
     }
 

@@ -46,10 +46,26 @@ public struct NBDMetaContext: Sendable, Hashable {
     }
 }
 
+/// Whether a connection may, or must, upgrade to TLS with NBD_OPT_STARTTLS (the protocol's TLS
+/// modes, chosen per listener).
+public enum NBDTLSMode: Sendable, Hashable {
+    /// NOTLS: no TLS configured; NBD_OPT_STARTTLS answers `NBD_REP_ERR_UNSUP`.
+    case none
+    /// SELECTIVETLS with no TLS-only export: STARTTLS is accepted, nothing requires it (the NBD
+    /// Unix socket, whose file mode already says who may connect).
+    case optional
+    /// FORCEDTLS: every option but STARTTLS and ABORT answers `NBD_REP_ERR_TLS_REQD` until TLS is
+    /// up, and NBD_OPT_EXPORT_NAME (which cannot answer an error) closes the connection.
+    case required
+}
+
 /// What the server does after one option request.
 public enum NBDNegotiationStep: Sendable {
     /// Send these bytes and wait for the next option.
     case reply([UInt8])
+    /// Send these bytes (NBD_OPT_STARTTLS's ACK) in the clear, then run the TLS handshake as the
+    /// server; every later byte, both ways, goes through TLS, and negotiation continues there.
+    case replyAndStartTLS([UInt8])
     /// Send these bytes, then serve requests for the session.
     case replyAndEnterTransmission([UInt8], NBDSession)
     /// Send these bytes, then close (NBD_OPT_ABORT).
@@ -64,6 +80,10 @@ public struct NBDNegotiation: Sendable {
     public static let handshakeFlags: NBDHandshakeFlags = [.fixedNewstyle, .noZeroes]
 
     private let provider: any NBDExportProvider
+    /// What this connection's listener asks of TLS.
+    public let tlsMode: NBDTLSMode
+    /// NBD_OPT_STARTTLS was acknowledged: everything after it runs over TLS.
+    public private(set) var tlsStarted = false
     /// The flags the client answered the greeting with.
     public private(set) var clientFlags: NBDClientFlags = []
     /// How many options the client has sent so far.
@@ -74,9 +94,10 @@ public struct NBDNegotiation: Sendable {
     /// enters transmission with that same export.
     public private(set) var selectedContexts: (name: String, contexts: [NBDMetaContext])?
 
-    /// A negotiation that looks exports up in `provider`.
-    public init(provider: any NBDExportProvider) {
+    /// A negotiation that looks exports up in `provider`, under `tlsMode`.
+    public init(provider: any NBDExportProvider, tlsMode: NBDTLSMode = .none) {
         self.provider = provider
+        self.tlsMode = tlsMode
     }
 
     /// The greeting the server sends first.
@@ -92,6 +113,11 @@ public struct NBDNegotiation: Sendable {
         optionCount += 1
         guard optionCount <= NBDLimits.optionsPerConnectionMax else { return .close(.optionsTooMany) }
         let option = request.option
+        if tlsMode == .required, !tlsStarted, option != .startTLS, option != .abort {
+            // FORCEDTLS: nothing is looked up or negotiated in the clear.
+            if option == .exportName { return .close(.exportNameWithoutTLS) }
+            return .reply(NBDWireEncoder.optionError(option: option, type: .errorTLSRequired, message: "TLS is required: send NBD_OPT_STARTTLS first"))
+        }
         switch option {
         case .exportName:
             guard let name = NBDWireDecoder.parseExportName(request.data),
@@ -164,7 +190,21 @@ public struct NBDNegotiation: Sendable {
             return .reply(bytes)
 
         case .startTLS:
-            return .reply(NBDWireEncoder.optionError(option: option, type: .errorUnsupported, message: "TLS is not supported"))
+            guard tlsMode != .none else {
+                return .reply(NBDWireEncoder.optionError(option: option, type: .errorUnsupported, message: "TLS is not configured on this server"))
+            }
+            guard !tlsStarted else {
+                return .reply(NBDWireEncoder.optionError(option: option, type: .errorInvalid, message: "TLS is already up"))
+            }
+            guard request.data.isEmpty else {
+                return .reply(NBDWireEncoder.optionError(option: option, type: .errorInvalid, message: "NBD_OPT_STARTTLS takes no data"))
+            }
+            // What was negotiated in the clear does not carry over into TLS (an attacker in the
+            // middle could have chosen it): the client negotiates again.
+            tlsStarted = true
+            structuredReplies = false
+            selectedContexts = nil
+            return .replyAndStartTLS(NBDWireEncoder.optionReply(option: option, type: .ack))
 
         case .structuredReply:
             guard request.data.isEmpty else {

@@ -22,7 +22,8 @@ public enum NBDServerError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// An NBD server (fixed newstyle handshake, simple replies) serving the exports of an
+/// An NBD server (fixed newstyle handshake; simple or structured replies; TLS with
+/// NBD_OPT_STARTTLS when given credentials) serving the exports of an
 /// `NBDExportProvider` to any number of clients at once.
 ///
 /// It runs on its own SwiftNIO event loops; export calls, which may block on disk I/O, run on a
@@ -67,6 +68,7 @@ public final class NBDServer: @unchecked Sendable {
     private let diagnostics: NBDDiagnostics?
     private let eventLoopThreadCount: Int
     private let ioThreadCount: Int
+    private let tls: NBDTLSCredentials?
 
     // Guarded by `lock`.
     private let lock = NSLock()
@@ -86,6 +88,9 @@ public final class NBDServer: @unchecked Sendable {
     ///     made with mode 0600: only the owner (and root) may connect. A file already there is
     ///     the caller's to remove.
     ///   - unixSocketGroup: That socket's group, then with mode 0660 (its members may connect).
+    ///   - tls: TLS credentials: TCP connections must then upgrade with NBD_OPT_STARTTLS before
+    ///     any other option (FORCEDTLS); on the Unix socket the upgrade is offered, not required.
+    ///     `nil`: no TLS (STARTTLS answers `NBD_REP_ERR_UNSUP`).
     ///   - logger: An optional diagnostic sink (see `NBDDiagnostics`).
     ///   - eventLoopThreadCount: Threads moving bytes; defaults to the core count, at most 4.
     ///   - ioThreadCount: Threads making export calls, i.e. the most export calls at once across
@@ -96,6 +101,7 @@ public final class NBDServer: @unchecked Sendable {
         port: Int = 10809,
         unixSocketPath: String? = nil,
         unixSocketGroup: gid_t? = nil,
+        tls: NBDTLSCredentials? = nil,
         logger: NBDDiagnostics? = nil,
         eventLoopThreadCount: Int? = nil,
         ioThreadCount: Int = 8
@@ -107,6 +113,7 @@ public final class NBDServer: @unchecked Sendable {
         self.port = port
         self.unixSocketPath = unixSocketPath
         self.unixSocketGroup = unixSocketGroup
+        self.tls = tls
         self.diagnostics = logger
         self.eventLoopThreadCount = max(1, eventLoopThreadCount ?? min(System.coreCount, 4))
         self.ioThreadCount = ioThreadCount
@@ -135,7 +142,7 @@ public final class NBDServer: @unchecked Sendable {
                     value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 64 * 1024, maximum: 1024 * 1024)
                 )
                 .childChannelInitializer { [self] channel in
-                    self.initializeConnection(channel, threadPool: threadPool)
+                    self.initializeConnection(channel, threadPool: threadPool, tlsMode: self.tls == nil ? .none : tcp ? .required : .optional)
                 }
             if tcp {
                 bootstrap = bootstrap.serverChannelOption(.socketOption(.so_reuseaddr), value: 1).childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -174,7 +181,9 @@ public final class NBDServer: @unchecked Sendable {
         }
         let boundPort = serverChannels[0].localAddress?.port ?? port
         lock.withLock { state = .running(Running(group: group, threadPool: threadPool, serverChannels: serverChannels)) }
-        diagnostics?("nbd: listening on \(host):\(boundPort)" + (unixSocketPath.map { " and on \($0)" } ?? ""))
+        diagnostics?(
+            "nbd: listening on \(host):\(boundPort)" + (tls.map { " (TLS required, \($0.source))" } ?? "")
+                + (unixSocketPath.map { " and on \($0)" } ?? ""))
         return boundPort
     }
 
@@ -230,13 +239,30 @@ public final class NBDServer: @unchecked Sendable {
         return doomed.count
     }
 
+    /// True when `host` (an address, or a name resolved the way `start()` binds it) is a
+    /// loopback address: 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. The wildcards (0.0.0.0, ::)
+    /// and a name that does not resolve are not.
+    public static func isLoopback(host: String) -> Bool {
+        guard let address = try? SocketAddress.makeAddressResolvingHost(host, port: 0) else { return false }
+        switch address {
+        case .v4(let v4):
+            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            if bytes == [UInt8](repeating: 0, count: 15) + [1] { return true }
+            return bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff && bytes[12] == 127
+        case .unixDomainSocket:
+            return false
+        }
+    }
+
     /// The number of open client connections.
     public var connectionCount: Int {
         lock.withLock { connections.count }
     }
 
     /// Adds the connection handler to a new child channel, or refuses the channel while stopping.
-    private func initializeConnection(_ channel: Channel, threadPool: NIOThreadPool) -> EventLoopFuture<Void> {
+    private func initializeConnection(_ channel: Channel, threadPool: NIOThreadPool, tlsMode: NBDTLSMode) -> EventLoopFuture<Void> {
         let id = ObjectIdentifier(channel)
         let drained: EventLoopPromise<Void>? = lock.withLock {
             guard acceptingConnections else { return nil }
@@ -256,6 +282,8 @@ public final class NBDServer: @unchecked Sendable {
             threadPool: threadPool,
             diagnostics: diagnostics,
             drained: drained,
+            tls: tls,
+            tlsMode: tlsMode,
             exportChosen: { [weak self] name in
                 guard let self else { return }
                 self.lock.withLock {

@@ -16,6 +16,9 @@ public enum NBDProtocolViolation: Error, Sendable, Hashable, CustomStringConvert
     case optionsTooMany
     /// NBD_OPT_EXPORT_NAME named no export, or an invalid name; the protocol gives no way to say so.
     case exportNameRefused
+    /// NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS where TLS is required (FORCEDTLS): it cannot
+    /// answer an error, so the protocol says to close.
+    case exportNameWithoutTLS
     /// A transmission request did not start with `NBD_REQUEST_MAGIC`.
     case requestMagicInvalid(UInt32)
     /// A WRITE announced a payload longer than `NBDLimits.payloadBytesMax`.
@@ -30,6 +33,7 @@ public enum NBDProtocolViolation: Error, Sendable, Hashable, CustomStringConvert
         case .optionDataTooLong(let length): "option data of \(length) bytes exceeds the limit"
         case .optionsTooMany: "too many options"
         case .exportNameRefused: "NBD_OPT_EXPORT_NAME for an unknown or invalid export"
+        case .exportNameWithoutTLS: "NBD_OPT_EXPORT_NAME without TLS, which is required"
         case .requestMagicInvalid(let magic): "bad request magic 0x\(String(magic, radix: 16))"
         case .writePayloadTooLong(let length): "write payload of \(length) bytes exceeds the limit"
         }

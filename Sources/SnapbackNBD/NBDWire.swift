@@ -144,7 +144,7 @@ public struct NBDOption: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let list = NBDOption(rawValue: 3)
     /// `NBD_OPT_PEEK_EXPORT` (4): withdrawn.
     public static let peekExport = NBDOption(rawValue: 4)
-    /// `NBD_OPT_STARTTLS` (5): not supported by this server.
+    /// `NBD_OPT_STARTTLS` (5): upgrade the connection to TLS (when the server has TLS configured).
     public static let startTLS = NBDOption(rawValue: 5)
     /// `NBD_OPT_INFO` (6): describe an export without entering transmission.
     public static let info = NBDOption(rawValue: 6)

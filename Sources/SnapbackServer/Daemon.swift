@@ -24,6 +24,9 @@ public struct DaemonOptions: Sendable {
     public var metricsPort: Int
     /// NBD also on this Unix socket (`--nbd-socket`, mode 0600); `nil`: TCP only.
     public var nbdSocketPath: String?
+    /// NBD's TLS credentials (`--nbd-tls`): TCP clients must upgrade with NBD_OPT_STARTTLS;
+    /// `nil`: no TLS.
+    public var nbdTLS: NBDTLSCredentials?
     /// The group given the control socket and the NBD socket (`--socket-group`), which are then
     /// mode 0660 instead of 0600: its members need not be root; `nil`: the owner only.
     public var socketGroup: gid_t?
@@ -133,7 +136,7 @@ public enum Daemon {
         if let nbdSocketPath = options.nbdSocketPath { try removeStaleSocket(nbdSocketPath) }
         let nbdServer = NBDServer(
             provider: ControllerExportProvider(controller: controller, metrics: metrics), host: options.nbdHost, port: options.nbdPort,
-            unixSocketPath: options.nbdSocketPath, unixSocketGroup: options.socketGroup,
+            unixSocketPath: options.nbdSocketPath, unixSocketGroup: options.socketGroup, tls: options.nbdTLS,
             logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         let logDataFile = directory + "/log/data.mdb"
         let endpoint = MetricsEndpoint(

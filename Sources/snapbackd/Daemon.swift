@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import SnapbackLog
+import SnapbackNBD
 import SnapbackServer
 
 /// `snapbackd --data-dir DIR [--socket PATH] [--socket-group GROUP] [--nbd HOST:PORT] [--nbd-socket PATH]
+/// [--nbd-tls psk:FILE|x509:DIR] [--nbd-insecure]
 /// [--metrics [HOST:]PORT] [--http [HOST:]PORT] [--background-share PERCENT]`: the Snapback controller.
 @main
 struct SnapbackdCommand: AsyncParsableCommand {
@@ -20,6 +22,16 @@ struct SnapbackdCommand: AsyncParsableCommand {
         name: [.customLong("nbd-socket"), .customLong("nbd-socket", withSingleDash: true)],
         help: ArgumentHelp("Also serve NBD on this Unix socket (mode 0600): nbd+unix:///VOLUME?socket=PATH.", valueName: "PATH"))
     var nbdSocket: String?
+    @Option(
+        name: [.customLong("nbd-tls"), .customLong("nbd-tls", withSingleDash: true)],
+        help: ArgumentHelp(
+            "Require TLS on NBD over TCP (NBD_OPT_STARTTLS): pre-shared keys from FILE (IDENTITY:HEXKEY lines, as nbdkit, qemu and libnbd read them), or the X.509 files of DIR (ca-cert.pem, server-cert.pem, server-key.pem; clients need a certificate signed by ca-cert.pem).",
+            valueName: "psk:FILE|x509:DIR"))
+    var nbdTLS: String?
+    @Flag(
+        name: [.customLong("nbd-insecure"), .customLong("nbd-insecure", withSingleDash: true)],
+        help: "Allow NBD without TLS on an address other than loopback (anyone who can reach it reads and writes every volume).")
+    var nbdInsecure = false
     @Option(
         name: [.customLong("socket-group"), .customLong("socket-group", withSingleDash: true)],
         help: ArgumentHelp(
@@ -104,6 +116,9 @@ struct SnapbackdCommand: AsyncParsableCommand {
         else {
             throw ValidationError("--nbd takes HOST:PORT, such as 127.0.0.1:10809")
         }
+        if let nbdTLS {
+            do throws(NBDTLSError) { _ = try NBDTLSSource(argument: nbdTLS) } catch { throw ValidationError("\(error)") }
+        }
         if let socketGroup, Self.groupID(socketGroup) == nil {
             throw ValidationError("--socket-group: no group named \(socketGroup)")
         }
@@ -161,6 +176,16 @@ struct SnapbackdCommand: AsyncParsableCommand {
         options.logArchiveKeep = logArchiveKeep
         options.logArchiveIntervalSeconds = logArchiveInterval
         options.nbdSocketPath = nbdSocket
+        do {
+            if let nbdTLS { options.nbdTLS = try NBDTLSCredentials.load(NBDTLSSource(argument: nbdTLS)) }
+            if options.nbdTLS == nil, !nbdInsecure, !NBDServer.isLoopback(host: host) {
+                throw DaemonError(
+                    "refusing to serve NBD without TLS on \(nbd), which is not a loopback address: give --nbd-tls psk:FILE or x509:DIR, or --nbd-insecure to serve it in the clear")
+            }
+        } catch {
+            FileHandle.standardError.write(Data("snapbackd: error: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
         options.socketGroup = socketGroup.flatMap(Self.groupID)
         if let metrics, let address = Self.hostAndPort(metrics, defaultHost: "127.0.0.1") {
             options.metricsHost = address.host

@@ -109,7 +109,7 @@ func replayClientStream(_ stream: [UInt8], provider: any NBDExportProvider) -> R
                 offset += consumed
                 outcome.options += 1
                 switch negotiation.receive(option: request) {
-                case .reply: continue
+                case .reply, .replyAndStartTLS: continue
                 case .replyAndEnterTransmission(_, let chosen): session = chosen
                 case .replyAndClose: outcome.closedBy = "abort"; return outcome
                 case .close(let violation): outcome.closedBy = "\(violation)"; return outcome

@@ -25,7 +25,7 @@ struct StructuredReplyTests {
     private func replies(_ step: NBDNegotiationStep) -> [(type: UInt32, data: [UInt8])] {
         let bytes: [UInt8]
         switch step {
-        case .reply(let b), .replyAndEnterTransmission(let b, _), .replyAndClose(let b): bytes = b
+        case .reply(let b), .replyAndEnterTransmission(let b, _), .replyAndClose(let b), .replyAndStartTLS(let b): bytes = b
         case .close: return []
         }
         var result: [(UInt32, [UInt8])] = []

@@ -193,7 +193,7 @@ struct WireTests {
         func replyTypes(_ step: NBDNegotiationStep) -> [UInt32] {
             let bytes: [UInt8]
             switch step {
-            case .reply(let b), .replyAndClose(let b), .replyAndEnterTransmission(let b, _): bytes = b
+            case .reply(let b), .replyAndClose(let b), .replyAndEnterTransmission(let b, _), .replyAndStartTLS(let b): bytes = b
             case .close: return []
             }
             var types: [UInt32] = []

@@ -15,6 +15,9 @@
 //   - NBD_OPT_INFO / GO data that parses re-encodes to the same bytes;
 //   - every negotiation reply (other than NBD_OPT_EXPORT_NAME's) is a well-framed sequence of
 //     option replies to the option asked;
+//   - the TLS modes (none, optional, required: FORCEDTLS), chosen by the input's length modulo 3:
+//     TLS_REQD exactly for the options FORCEDTLS refuses in the clear, EXPORT_NAME closed there,
+//     STARTTLS accepted once where TLS is configured, nothing negotiated before it kept;
 //   - an accepted request lies within its export and is not a change to a read-only one;
 //   - the request window, with requests completing in an order the input chooses, never holds
 //     more than its bounds nor two overlapping requests of which one changes data, and admits a
@@ -82,7 +85,11 @@ private func replay(_ stream: [UInt8]) {
     let flagsOutcome = parse(stream, at: offset, wholeBytesMax: NBDHeaderSize.clientFlagsBytes, NBDWireDecoder.parseClientFlags)
     guard case .parsed(let flags, let consumed) = flagsOutcome else { return }
     offset += consumed
-    var negotiation = NBDNegotiation(provider: FuzzProvider())
+    // The TLS mode comes from the input's length, so that every corpus entry stays valid and
+    // each is tried in all three modes as libFuzzer grows or shrinks it. TLS itself is taken as
+    // transparent: after STARTTLS's ACK the stream goes on as the records' plaintext.
+    let tlsMode: NBDTLSMode = [.none, .optional, .required][stream.count % 3]
+    var negotiation = NBDNegotiation(provider: FuzzProvider(), tlsMode: tlsMode)
     negotiation.receive(clientFlags: flags)
     var session: NBDSession?
     while session == nil {
@@ -93,9 +100,14 @@ private func replay(_ stream: [UInt8]) {
         offset += consumed
         if request.option == .info || request.option == .go { checkInfoRequest(request.data) }
         if request.option == .listMetaContext || request.option == .setMetaContext { checkMetaContextRequest(request.data) }
-        switch negotiation.receive(option: request) {
+        let tlsWasStarted = negotiation.tlsStarted
+        let step = negotiation.receive(option: request)
+        checkTLS(step, to: request, mode: tlsMode, tlsWasStarted: tlsWasStarted, negotiation: negotiation)
+        switch step {
         case .reply(let bytes):
             checkOptionReplies(bytes, to: request.option)
+        case .replyAndStartTLS(let bytes):
+            fuzzCheck(bytes == NBDWireEncoder.optionReply(option: .startTLS, type: .ack), "STARTTLS started without a plain ACK")
         case .replyAndEnterTransmission(let bytes, let chosen):
             if request.option != .exportName { checkOptionReplies(bytes, to: request.option) }
             session = chosen
@@ -133,6 +145,40 @@ private func replay(_ stream: [UInt8]) {
         window.admit(decision, completingFirst: Int(request.cookie & 0x3))
         if decision == .accept(.disconnect) { return }
     }
+}
+
+/// The TLS modes' rules: FORCEDTLS answers every option but STARTTLS and ABORT with exactly one
+/// TLS_REQD (and closes on EXPORT_NAME) until STARTTLS; TLS_REQD never comes otherwise; STARTTLS
+/// is accepted only once, only where TLS is configured, and forgets what was negotiated before.
+private func checkTLS(_ step: NBDNegotiationStep, to request: NBDOptionRequest, mode: NBDTLSMode, tlsWasStarted: Bool, negotiation: NBDNegotiation) {
+    let tlsRequired = NBDWireEncoder.optionError(
+        option: request.option, type: .errorTLSRequired, message: "TLS is required: send NBD_OPT_STARTTLS first")
+    let refusedInTheClear = mode == .required && !tlsWasStarted && request.option != .startTLS && request.option != .abort
+    switch step {
+    case .reply(let bytes):
+        fuzzCheck(refusedInTheClear == (bytes == tlsRequired), "TLS_REQD \(refusedInTheClear ? "missing" : "sent") for \(request.option)")
+        fuzzCheck(refusedInTheClear || !containsReplyType(bytes, .errorTLSRequired), "TLS_REQD where TLS is not required")
+    case .replyAndStartTLS:
+        fuzzCheck(mode != .none && !tlsWasStarted && request.option == .startTLS, "STARTTLS accepted where it must not be")
+        fuzzCheck(negotiation.tlsStarted && !negotiation.structuredReplies && negotiation.selectedContexts == nil, "state kept across STARTTLS")
+    case .replyAndEnterTransmission, .replyAndClose:
+        fuzzCheck(!refusedInTheClear, "\(request.option) served in the clear under FORCEDTLS")
+    case .close(let violation):
+        if refusedInTheClear { fuzzCheck(violation == .exportNameWithoutTLS || violation == .optionsTooMany, "\(violation) under FORCEDTLS") }
+    }
+    if request.option == .startTLS, case .replyAndStartTLS = step {} else { fuzzCheck(negotiation.tlsStarted == tlsWasStarted, "TLS started by \(request.option)") }
+}
+
+/// True when the option replies in `bytes` include one of `type`.
+private func containsReplyType(_ bytes: [UInt8], _ type: NBDOptionReplyType) -> Bool {
+    var index = 0
+    while index + NBDHeaderSize.optionReplyBytes <= bytes.count {
+        let value = bytes[index + 12 ..< index + 16].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        if value == type.rawValue { return true }
+        let length = bytes[index + 16 ..< index + 20].reduce(0) { $0 << 8 | Int($1) }
+        index += NBDHeaderSize.optionReplyBytes + length
+    }
+    return false
 }
 
 private func rejection(_ decision: NBDRequestCheck) -> NBDErrorValue {
