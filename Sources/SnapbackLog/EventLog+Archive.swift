@@ -117,19 +117,10 @@ extension EventLog {
         guard let newest = try archive.tiling(through: archived).last(where: { $0.last <= last && $0.last > after }) else { return nil }
         let segment = try archive.load(newest.name)
         guard !segment.stateBytes.isEmpty else { return nil }
-        if let version = segment.stateBytes.first, version < ControllerState.encodingVersion {
-            rejected.append("segment \(newest.name) holds state encoding \(version); this build writes \(ControllerState.encodingVersion)")
-            return nil
-        }
         do {
-            let state = try segment.stateBytes.withUnsafeBytes { (bytes) throws(DecodeError) in try ControllerState.decode(bytes) }
-            guard state.eventsApplied == segment.header.last else {
-                rejected.append("segment \(newest.name) holds a state of \(state.eventsApplied) events")
-                return nil
-            }
-            return (state, segment.header.lastHash)
+            return (try Checkpoint.state(segment.stateBytes, after: segment.header.last, what: "the state of segment \(newest.name)"), segment.header.lastHash)
         } catch {
-            rejected.append("the state of segment \(newest.name) does not decode: \(error)")
+            rejected.append(error.description)
             return nil
         }
     }

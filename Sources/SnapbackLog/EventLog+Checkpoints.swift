@@ -36,6 +36,26 @@ public struct Checkpoint: Sendable {
     }
 }
 
+extension Checkpoint {
+    /// Decodes `bytes` as the reduced state after record `sequence`; `what` names their place
+    /// (a checkpoint, an archive segment) in the errors.
+    /// - Throws: ``LogError/checkpointSuperseded(_:)`` for an older build's encoding,
+    ///   ``LogError/checkpointRejected(_:)`` when they do not decode or hold another count.
+    static func state(_ bytes: [UInt8], after sequence: UInt64, what: String) throws(LogError) -> ControllerState {
+        if let version = bytes.first, version < ControllerState.encodingVersion {
+            throw .checkpointSuperseded("\(what) holds state encoding \(version); this build writes \(ControllerState.encodingVersion)")
+        }
+        let state: ControllerState
+        do {
+            state = try bytes.withUnsafeBytes { (bytes) throws(DecodeError) in try ControllerState.decode(bytes) }
+        } catch {
+            throw .checkpointRejected("\(what) does not decode: \(error)")
+        }
+        guard state.eventsApplied == sequence else { throw .checkpointRejected("\(what) holds a state of \(state.eventsApplied) events") }
+        return state
+    }
+}
+
 /// The outcome of replaying the log.
 public struct Replay: Sendable {
     /// `reduce(log[1...lastSequence])`.
@@ -105,19 +125,7 @@ extension EventLog {
         guard recordHash == checkpoint.recordHash else {
             throw LogError.checkpointRejected("checkpoint at seq \(sequence) was not taken from this log (record hash differs)")
         }
-        if let version = checkpoint.stateBytes.first, version < ControllerState.encodingVersion {
-            throw LogError.checkpointSuperseded("checkpoint at seq \(sequence) holds state encoding \(version); this build writes \(ControllerState.encodingVersion)")
-        }
-        let state: ControllerState
-        do {
-            state = try checkpoint.stateBytes.withUnsafeBytes { (bytes) throws(DecodeError) in try ControllerState.decode(bytes) }
-        } catch {
-            throw LogError.checkpointRejected("checkpoint at seq \(sequence) does not decode: \(error)")
-        }
-        guard state.eventsApplied == sequence else {
-            throw LogError.checkpointRejected("checkpoint at seq \(sequence) holds a state of \(state.eventsApplied) events")
-        }
-        return state
+        return try Checkpoint.state(checkpoint.stateBytes, after: sequence, what: "checkpoint at seq \(sequence)")
     }
 
     /// Reduces the log through `last` (the whole log by default), starting from the newest

@@ -95,85 +95,63 @@ extension EventLog {
                     checkpointProblems.append(VerifyProblem(kind: .checkpoint, sequence: sequence, detail: error.description))
                 }
             }
-            var state = ControllerState()
-            var previousHash = LogRecord.zeroHash
-            var expected: UInt64 = 1
-            /// Checks record `sequence` and folds it; false (with `report.problem` set) at a problem.
+            // Each record's own checks are the shared ones (`RecordChain`, as the cluster store's
+            // reader uses them); anchors and checkpoints are checked here after each.
+            var chain = RecordChain()
+            /// Checks record `sequence` and folds it; false (with the chain's problem set) at a problem.
             func check(_ sequence: UInt64, _ value: UnsafeRawBufferPointer) -> Bool {
-                do throws(RecordProblem) {
-                    guard sequence == expected else {
-                        throw .gap(expected: expected, found: sequence)
-                    }
-                    let record = try RecordView(sequence: sequence, value: value)
-                    try record.checkChecksum()
-                    try record.checkChain(previous: previousHash)
-                    state.apply(try record.decodeEvent(), at: record.timestampMilliseconds)
-                    previousHash = record.hash
-                } catch {
-                    let at = error.verifyKind == .gap ? expected : sequence
-                    report.problem = VerifyProblem(kind: error.verifyKind, sequence: at, detail: error.description)
-                    return false
-                }
-                report.recordsChecked += 1
-                report.lastSequence = sequence
+                guard chain.append(sequence: sequence, value: value) != nil else { return false }
                 for anchor in anchorsBySequence[sequence] ?? [] {
-                    guard anchor.hash == previousHash else {
-                        report.problem = VerifyProblem(
-                            kind: .anchor, sequence: sequence,
-                            detail: "the record hashes to \(LogAnchor.hex(previousHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
+                    guard anchor.hash == chain.lastHash else {
+                        chain.fail(
+                            .anchor, sequence: sequence,
+                            "the record hashes to \(LogAnchor.hex(chain.lastHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
                         return false
                     }
-                    report.anchorsChecked += 1
+                    chain.anchorMatched()
                 }
-                if let stored = expectedStates[sequence], stored != state.encoded() {
-                    report.problem = VerifyProblem(
-                        kind: .checkpoint, sequence: sequence,
-                        detail: "the checkpoint at seq \(sequence) differs from the state replayed from the log")
+                if let stored = expectedStates[sequence], stored != chain.state.encoded() {
+                    chain.fail(.checkpoint, sequence: sequence, "the checkpoint at seq \(sequence) differs from the state replayed from the log")
                     return false
                 }
-                expected += 1
                 return true
             }
             // The head, the archive mark and the live records must come from one snapshot: a
             // writer may be appending or archiving. Segments at or before the mark never change.
             var head: (sequence: UInt64, hash: [UInt8]) = (0, LogRecord.zeroHash)
+            var stoppedInSegment: String?
             try environment.read { transaction in
                 head = try Self.decodeHead(try Self.headKey.withUnsafeBytes { try transaction.get(meta, key: $0) })
                 let mark = try archiveMark(transaction)
                 if mark.sequence > 0 {
-                    switch verifyArchive(through: mark, check: check, state: { state.encoded() }) {
+                    switch verifyArchive(through: mark, check: check, state: { chain.state.encoded() }) {
                     case .sound: break
                     case let .stopped(segment):
-                        report.problem?.detail += " (in archive segment \(segment))"
+                        stoppedInSegment = segment
                         return
                     case let .problem(problem):
-                        report.problem = problem
+                        chain.fail(problem.kind, sequence: problem.sequence, problem.detail)
                         return
                     }
-                    guard previousHash == mark.hash else {
-                        report.problem = VerifyProblem(
-                            kind: .archive, sequence: mark.sequence,
-                            detail: "the archive mark records a hash of seq \(mark.sequence) that its segment's record does not have")
+                    guard chain.lastHash == mark.hash else {
+                        chain.fail(.archive, sequence: mark.sequence, "the archive mark records a hash of seq \(mark.sequence) that its segment's record does not have")
                         return
                     }
                 }
                 try LogRecord.key(mark.sequence + 1).withUnsafeBytes { start in
                     try transaction.scan(events, from: mark.sequence > 0 ? start : nil) { key, value in
                         guard let sequence = LogRecord.sequence(ofKey: key) else {
-                            report.problem = VerifyProblem(kind: .malformed, sequence: expected, detail: "a key of \(key.count) bytes after seq \(expected - 1)")
+                            chain.fail(.malformed, sequence: chain.nextSequence, "a key of \(key.count) bytes after seq \(chain.nextSequence - 1)")
                             return false
                         }
                         return check(sequence, value)
                     }
                 }
             }
+            chain.checkHead(sequence: head.sequence, hash: head.hash)
+            report = chain.report
+            if let segment = stoppedInSegment { report.problem?.detail += " (in archive segment \(segment))" }
             if report.problem != nil { return report }
-            if head.sequence != report.lastSequence || head.hash != previousHash {
-                report.problem = VerifyProblem(
-                    kind: .head, sequence: report.lastSequence + 1,
-                    detail: "the head records seq \(head.sequence) but the log ends at seq \(report.lastSequence): records are missing at the end")
-                return report
-            }
             if let beyond = anchors.filter({ $0.sequence > report.lastSequence }).min(by: { $0.sequence < $1.sequence }) {
                 report.problem = VerifyProblem(
                     kind: .anchor, sequence: beyond.sequence,

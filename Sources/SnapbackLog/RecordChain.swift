@@ -97,18 +97,7 @@ extension Checkpoint {
     public static func decodeState(sequence: UInt64, stored: [UInt8]) throws(LogError) -> (checkpoint: Checkpoint, state: ControllerState) {
         let decoded = stored.withUnsafeBytes { bytes in Result { () throws(LogError) in try decode(sequence: sequence, value: bytes) } }
         let checkpoint = try decoded.get()
-        if let version = checkpoint.stateBytes.first, version < ControllerState.encodingVersion {
-            throw LogError.checkpointSuperseded("checkpoint at seq \(sequence) holds state encoding \(version); this build writes \(ControllerState.encodingVersion)")
-        }
-        let state: ControllerState
-        do {
-            state = try checkpoint.stateBytes.withUnsafeBytes { (bytes) throws(DecodeError) in try ControllerState.decode(bytes) }
-        } catch {
-            throw LogError.checkpointRejected("checkpoint at seq \(sequence) does not decode: \(error)")
-        }
-        guard state.eventsApplied == sequence else {
-            throw LogError.checkpointRejected("checkpoint at seq \(sequence) holds a state of \(state.eventsApplied) events")
-        }
+        let state = try Checkpoint.state(checkpoint.stateBytes, after: sequence, what: "checkpoint at seq \(sequence)")
         return (checkpoint, state)
     }
 }
