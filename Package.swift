@@ -109,6 +109,9 @@ let package = Package(
         ),
         // A real 3-member etcd cluster on loopback ports, for the cluster tests.
         .target(name: "EtcdTesting"),
+        // The CLI's lean core: Swift standard library only (no Foundation, ArgumentParser, LMDB
+        // or crypto to load at start-up); so far the `-size` syntax.
+        .target(name: "SnapbackCLIFastPath"),
         // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
         .target(
             name: "SnapbackCLI",
@@ -117,6 +120,7 @@ let package = Package(
                 "SnapbackLog",
                 "SnapbackAPI",
                 "SnapbackClusterLog",
+                "SnapbackCLIFastPath",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

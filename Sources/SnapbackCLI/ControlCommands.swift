@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SnapbackAPI
+import SnapbackCLIFastPath
 
 /// `-socket PATH`: where the daemon listens.
 struct Connection: ParsableArguments {

@@ -3,7 +3,7 @@
 // Built by tools/fuzz as one module named `SnapbackCore` from Sources/SnapbackCore/*.swift,
 // Sources/SnapbackAPI/Rows.swift and RequestCommands.swift (their `import SnapbackCore` is then
 // ignored),
-// Sources/SnapbackCLI/SizeParser.swift and this file.
+// Sources/SnapbackCLIFastPath/SizeParser.swift and this file.
 //
 // Input: a kind byte ('0'…'9' and ':'…'?', any byte counts modulo 16), a path parameter up to
 // the first newline (the `{volume}`, `{map}` or `{group}` of the route), and the request body:

@@ -1,8 +1,8 @@
-// The size syntax of `-size` (`snapback mkvolume`). Apart from ArgumentParser so the fuzz target
-// `api-request` (Tests/Fuzz) can compile it on its own.
+// The size syntax of `-size` (`snapback mkvolume`), shared by the fast path and the complete CLI.
+// Apart from ArgumentParser so the fuzz target `api-request` (Tests/Fuzz) can compile it on its own.
 
 /// Parses sizes such as 512, 64k, 64m, 1g, 1t (binary units; an optional trailing b or ib).
-func parseSize(_ text: String) -> UInt64? {
+public func parseSize(_ text: String) -> UInt64? {
     var digits = text.lowercased()
     for suffix in ["ib", "b"] where digits.hasSuffix(suffix) && digits.count > suffix.count {
         let trimmed = String(digits.dropLast(suffix.count))
