@@ -46,6 +46,11 @@ public enum ClusterStoreError: Error, Sendable, CustomStringConvertible, Storage
         }
     }
 
+    public var outcomeUnknown: Bool {
+        if case .unavailable = self { return true }
+        return false
+    }
+
     /// etcd's space quota alarm ("mvcc: database space exceeded").
     public var isOutOfSpace: Bool {
         if case let .refused(.server(_, message)) = self { return message.contains("database space exceeded") }

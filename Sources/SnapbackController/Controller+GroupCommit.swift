@@ -118,7 +118,9 @@ extension Controller {
         do {
             try outcome.get()
         } catch {
-            removeCreatedStores(created, preview: preview)
+            // A commit whose outcome is unknown may be recorded after all: the files it made
+            // stay, so that whoever replays it finds them (`Specs/cluster.md` 1.3).
+            if (error as? StorageFailure)?.outcomeUnknown != true { removeCreatedStores(created, preview: preview) }
             let failure = noteCommitFailure(error)
             for (request, _, _) in accepted { request.outcome = .failure(failure) }
             return

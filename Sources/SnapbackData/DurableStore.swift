@@ -27,10 +27,15 @@ public protocol StorageFailure: Error {
     /// cluster node that does not lead: `not_leader`; that cannot reach its cluster:
     /// `cluster_unavailable`); `nil` for a failure of the store itself.
     var unavailableCode: String? { get }
+    /// True when the commit may still be recorded (a cluster store that lost etcd mid-commit):
+    /// the controller then keeps what it made for it (a new volume's file), since the next
+    /// leader may replay it.
+    var outcomeUnknown: Bool { get }
 }
 
 extension StorageFailure {
     public var unavailableCode: String? { nil }
+    public var outcomeUnknown: Bool { false }
 }
 
 /// The port through which the controller makes decisions and bitmap marks durable: the LMDB log

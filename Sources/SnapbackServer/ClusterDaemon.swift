@@ -399,8 +399,9 @@ struct LeaseGuard: Service {
     /// The control socket, removed before the exit (a standby has none).
     let socketPath: String
     let logger: Logger
-    /// How long answered commands get before the process exits.
-    static let drainMilliseconds: UInt64 = 300
+    /// How long commands in flight get to be answered before the process exits: a commit
+    /// waiting on an etcd without quorum times out within about 1.5 s.
+    static let drainMilliseconds: UInt64 = 2000
 
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
