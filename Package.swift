@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "snapbackd", targets: ["snapbackd"]),
         .executable(name: "snapback", targets: ["snapback"]),
+        .executable(name: "snapback-full", targets: ["snapback-full"]),
         .library(name: "SnapbackCore", targets: ["SnapbackCore"]),
         .library(name: "SnapbackLog", targets: ["SnapbackLog"]),
     ],
@@ -109,10 +110,12 @@ let package = Package(
         ),
         // A real 3-member etcd cluster on loopback ports, for the cluster tests.
         .target(name: "EtcdTesting"),
-        // The CLI's lean core: Swift standard library only (no Foundation, ArgumentParser, LMDB
-        // or crypto to load at start-up); so far the `-size` syntax.
+        // The CLI's lean core, `snapback`'s fast path: the control commands parsed by hand and sent
+        // as one request each, Swift standard library only (no Foundation, ArgumentParser, LMDB or
+        // crypto to load at start-up); everything else (help, malformed syntax, `wait`,
+        // `log ...`) is handed to snapback-full.
         .target(name: "SnapbackCLIFastPath"),
-        // The command-line front ends (kept in a library so parsers can be tested and fuzzed).
+        // The complete command line (kept in a library so parsers can be tested and fuzzed).
         .target(
             name: "SnapbackCLI",
             dependencies: [
@@ -133,7 +136,23 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "snapback", dependencies: ["SnapbackCLI"]),
+        // `snapback`: the fast path, which execs snapback-full (installed beside it) for the rest.
+        .executableTarget(
+            name: "snapback",
+            dependencies: ["SnapbackCLIFastPath"],
+            // A static PIE on Linux (the Swift runtime, libstdc++ and glibc linked in): no dynamic
+            // loader at start-up, which was two thirds of the fast path's instructions, and still
+            // loaded at a random address (ASLR). lld links it through tools/ld-static-pie, which
+            // drops the run path SwiftPM adds (glibc refuses one in a static PIE). Also in debug
+            // builds, so the tests run the binary users get.
+            linkerSettings: [
+                .unsafeFlags(
+                    ["-static-stdlib", "-use-ld=\(Context.packageDirectory)/tools/ld-static-pie", "-Xclang-linker", "-static-pie"],
+                    .when(platforms: [.linux]))
+            ]
+        ),
+        // The complete CLI: every command, its help and its usage errors, the audit commands.
+        .executableTarget(name: "snapback-full", dependencies: ["SnapbackCLI"], path: "Sources/snapback-full"),
         // A test driver: appends events to a log as fast as asked, printing every acknowledged
         // sequence number. Used by the crash tests (SIGKILL mid-append) and by tools/bench.
         .executableTarget(
@@ -157,6 +176,14 @@ let package = Package(
         .testTarget(
             name: "SimulationTests",
             dependencies: ["SnapbackTesting", "SnapbackSimulated", "SnapbackCore", "SnapbackController", "SnapbackData"]
+        ),
+        // The fast path agrees with the complete CLI's definitions.
+        .testTarget(
+            name: "SnapbackCLIFastPathTests",
+            dependencies: [
+                "SnapbackCLIFastPath", "SnapbackCLI", "SnapbackAPI", "SnapbackRandom",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(name: "SnapbackCoreTests", dependencies: ["SnapbackCore", "SnapbackRandom"]),
         .testTarget(

@@ -15,9 +15,12 @@ struct InstallTests {
         let binaries = (try Binaries.path("snapbackd") as NSString).deletingLastPathComponent
         let installed = try await runProcess(Self.repository + "/tools/install", ["--from", binaries, prefix])
         #expect(installed.exitCode == 0, "\(installed)")
-        for binary in ["snapbackd", "snapback"] {
+        for binary in ["snapbackd", "snapback", "snapback-full"] {
             #expect(FileManager.default.isExecutableFile(atPath: prefix + "/bin/" + binary), "\(binary)")
         }
+        // The installed snapback finds snapback-full beside it (help is snapback-full's).
+        let help = try await runProcess(prefix + "/bin/snapback", ["--help"])
+        #expect(help.exitCode == 0 && help.stdout.contains("USAGE: snapback"), "\(help)")
         let unit = prefix + "/lib/systemd/system/snapbackd.service"
         let text = try String(contentsOfFile: unit, encoding: .utf8)
         #expect(text.contains("ExecStart=\(prefix)/bin/snapbackd --data-dir /var/lib/snapback --socket /run/snapback/control.sock"), "\(text)")
