@@ -167,6 +167,12 @@ let package = Package(
             dependencies: ["SnapbackCore", "SnapbackLog", "SnapbackData", "SnapbackAdapters", "SnapbackController"],
             path: "Sources/BenchDriver"
         ),
+        // The cluster store's commit figures against a real etcd (tools/bench cluster).
+        .executableTarget(
+            name: "snapback-cluster-bench",
+            dependencies: ["SnapbackCore", "SnapbackAdapters", "SnapbackController", "SnapbackCluster", "SnapbackClusterLog", "EtcdTesting"],
+            path: "Sources/ClusterBench"
+        ),
         // The deterministic simulator's command line (tools/simulate).
         .executableTarget(
             name: "snapback-simulate",
