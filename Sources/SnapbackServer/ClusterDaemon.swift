@@ -296,7 +296,7 @@ struct ClusterNode: Service {
         let nbdServer = NBDServer(
             provider: FencedExportProvider(inner: ControllerExportProvider(controller: controller, metrics: metrics), fence: fence),
             host: options.nbdHost, port: options.nbdPort, unixSocketPath: options.nbdSocketPath, unixSocketGroup: options.socketGroup,
-            logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
+            tls: options.nbdTLS, logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         let logDataFile = directory + "/log/data.mdb"
         let endpoint = MetricsEndpoint(metrics: metrics, controller: controller, logDataFile: logDataFile, nbdConnectionCount: { nbdServer.connectionCount })
         let api = ClusterDaemon.controlAPI(controller: controller, mirror: mirror, logDataFile: logDataFile, logger: logger, metrics: endpoint)
