@@ -265,6 +265,28 @@ struct ClusterStoreTests {
         #expect(throws: ClusterStoreError.self) { try follower.store.checkpoint(replayed) }
     }
 
+    @Test("a lease is valid by the local clock until TTL less the margin after the last answered keep-alive; an expired one is lost for good")
+    func leaseValidity() throws {
+        let client = SharedEtcd.client()
+        let lease = try ClusterLease(client: client, ttlSeconds: 1, marginMilliseconds: 250)
+        #expect(lease.isValid && lease.remaining <= .milliseconds(750))
+        try lease.keepAliveOnce()
+        #expect(lease.isValid)
+        usleep(800_000)  // past TTL - margin: invalid here, though etcd may still hold it
+        #expect(!lease.isValid && lease.invalidReason?.contains("ran out") == true)
+        usleep(1_500_000)  // past the TTL at etcd too
+        #expect(throws: ClusterStoreError.self) { try lease.keepAliveOnce() }
+        #expect(lease.invalidReason?.contains("no longer knows") == true, "\(String(describing: lease.invalidReason))")
+        // A store leading on it refuses before asking etcd.
+        let store = ClusterDurableStore(client: client, keys: ClusterKeys(cluster: SharedEtcd.uniqueName("lease")))
+        do {
+            _ = try store.commit(events: [volume(1)], bitmapChanges: [], timestampMilliseconds: 1)
+            Issue.record("a standby's commit succeeded")
+        } catch let error as ClusterStoreError {
+            #expect(error.code == "not_leader")
+        }
+    }
+
     @Test("etcd unreachable: a commit fails with cluster_unavailable and the store is fenced")
     func unavailable() throws {
         let name = SharedEtcd.uniqueName("unavailable")
