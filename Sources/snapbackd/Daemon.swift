@@ -118,9 +118,6 @@ struct SnapbackdCommand: AsyncParsableCommand {
         }
         if let nbdTLS {
             do throws(NBDTLSError) { _ = try NBDTLSSource(argument: nbdTLS) } catch { throw ValidationError("\(error)") }
-            // A cluster node builds its own NBD server (ClusterDaemon), which does not take TLS
-            // credentials yet: refused rather than served in the clear.
-            if cluster != nil { throw ValidationError("--nbd-tls is not supported with --cluster yet") }
         }
         if let socketGroup, Self.groupID(socketGroup) == nil {
             throw ValidationError("--socket-group: no group named \(socketGroup)")
