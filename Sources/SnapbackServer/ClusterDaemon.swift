@@ -430,7 +430,7 @@ struct MirrorService: Service {
 
     func run() async throws {
         // The watch waits on its stream: it ends by cancellation when the node stops.
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await Self.watchLoop(client: client, keys: keys, logger: logger) { try mirror.catchUp() }
         }
     }
