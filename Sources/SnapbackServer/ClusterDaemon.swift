@@ -174,7 +174,9 @@ struct ClusterNode: Service {
 
     func run() async throws {
         let election = LeaderElection(client: client, keys: keys, node: cluster.node)
-        let store = ClusterDurableStore(client: client, keys: keys)
+        // The leader's metrics (GET /metrics on its control socket): commit latency included.
+        let metrics = DaemonMetrics()
+        let store = ClusterDurableStore(client: client, keys: keys, commitObserver: metrics.logCommitted)
         let sharedDirectory = cluster.sharedDirectory ?? options.dataDirectory
         let volumes = try FileVolumeProvider(dataDirectory: sharedDirectory)
         let started = Int64(Date().timeIntervalSince1970 * 1000)
@@ -236,7 +238,7 @@ struct ClusterNode: Service {
         }
         following.cancel()
         guard let term else { return }
-        try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record)
+        try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record, metrics: metrics)
     }
 
     /// The first volume of `state` whose backing store does not open here, and why.
@@ -254,10 +256,10 @@ struct ClusterNode: Service {
     /// Serves as the leader of `term`. Returns after a graceful stop; exits the process when the
     /// lease is lost.
     func lead(
-        term: UInt64, lease: ClusterLease, store: ClusterDurableStore, volumes: FileVolumeProvider, election: LeaderElection, record: NodeRecord
+        term: UInt64, lease: ClusterLease, store: ClusterDurableStore, volumes: FileVolumeProvider, election: LeaderElection, record: NodeRecord,
+        metrics: DaemonMetrics
     ) async throws {
         let began = ContinuousClock.now
-        let metrics = DaemonMetrics()
         let version = Daemon.version
         let controller: Controller
         do {
