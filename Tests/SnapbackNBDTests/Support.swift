@@ -489,3 +489,21 @@ extension Array where Element == UInt8 {
         if let failure { throw failure }
     }
 }
+
+/// The option reply types in a negotiation step's bytes, checking that they hold whole replies;
+/// `[]` for a close without reply.
+func optionReplyTypes(_ step: NBDNegotiationStep) -> [UInt32] {
+        let bytes: [UInt8]
+        switch step {
+        case .reply(let b), .replyAndClose(let b), .replyAndEnterTransmission(let b, _), .replyAndStartTLS(let b): bytes = b
+        case .close: return []
+        }
+        var types: [UInt32] = []
+        var index = 0
+        while index + 20 <= bytes.count {
+            types.append(bigEndian(bytes[index + 12 ..< index + 16]))
+            index += 20 + Int(bigEndian(bytes[index + 16 ..< index + 20], as: UInt32.self))
+        }
+        #expect(index == bytes.count)
+        return types
+}

@@ -14,21 +14,7 @@ struct TLSTests {
     private static let invalid = NBDOptionReplyType.errorInvalid.rawValue
 
     /// The reply types in a step's bytes; `[]` for a close without reply.
-    private func replyTypes(_ step: NBDNegotiationStep) -> [UInt32] {
-        let bytes: [UInt8]
-        switch step {
-        case .reply(let b), .replyAndClose(let b), .replyAndEnterTransmission(let b, _), .replyAndStartTLS(let b): bytes = b
-        case .close: return []
-        }
-        var types: [UInt32] = []
-        var index = 0
-        while index + 20 <= bytes.count {
-            types.append(bigEndian(bytes[index + 12 ..< index + 16]))
-            index += 20 + Int(bigEndian(bytes[index + 16 ..< index + 20], as: UInt32.self))
-        }
-        #expect(index == bytes.count)
-        return types
-    }
+    private func replyTypes(_ step: NBDNegotiationStep) -> [UInt32] { optionReplyTypes(step) }
 
     private func negotiation(_ mode: NBDTLSMode) -> NBDNegotiation {
         var negotiation = NBDNegotiation(

@@ -190,21 +190,7 @@ struct WireTests {
         var negotiation = NBDNegotiation(provider: TestProvider(entries: [("disk", export, "the disk")]))
         negotiation.receive(clientFlags: [.fixedNewstyle, .noZeroes])
 
-        func replyTypes(_ step: NBDNegotiationStep) -> [UInt32] {
-            let bytes: [UInt8]
-            switch step {
-            case .reply(let b), .replyAndClose(let b), .replyAndEnterTransmission(let b, _), .replyAndStartTLS(let b): bytes = b
-            case .close: return []
-            }
-            var types: [UInt32] = []
-            var index = 0
-            while index + 20 <= bytes.count {
-                types.append(bigEndian(bytes[index + 12 ..< index + 16]))
-                index += 20 + Int(bigEndian(bytes[index + 16 ..< index + 20], as: UInt32.self))
-            }
-            #expect(index == bytes.count)
-            return types
-        }
+        func replyTypes(_ step: NBDNegotiationStep) -> [UInt32] { optionReplyTypes(step) }
 
         let unsupported = NBDOptionReplyType.errorUnsupported.rawValue
         #expect(replyTypes(negotiation.receive(option: NBDOptionRequest(option: .structuredReply, data: []))) == [NBDOptionReplyType.ack.rawValue])
