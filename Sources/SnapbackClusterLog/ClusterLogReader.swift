@@ -35,24 +35,9 @@ public struct ClusterLogReader: Sendable {
             }
             // Past the head too: a record there means the head was rolled back.
             try forEachRecord(through: .max, revision: revision) { sequence, value in
-                guard value.withUnsafeBytes({ chain.append(sequence: sequence, value: $0) }) != nil else { return false }
-                for anchor in anchorsBySequence[sequence] ?? [] {
-                    guard anchor.hash == chain.lastHash else {
-                        chain.fail(
-                            .anchor, sequence: sequence,
-                            "the record hashes to \(LogAnchor.hexString(chain.lastHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
-                        return false
-                    }
-                    chain.anchorMatched()
+                value.withUnsafeBytes {
+                    chain.appendChecking(sequence: sequence, value: $0, anchors: anchorsBySequence[sequence] ?? [], expectedState: expectedStates[sequence])
                 }
-                if let stored = expectedStates[sequence] {
-                    guard stored == chain.state.encoded() else {
-                        chain.fail(.checkpoint, sequence: sequence, "the checkpoint at seq \(sequence) differs from the state replayed from the log")
-                        return false
-                    }
-                    chain.checkpointMatched()
-                }
-                return true
             }
             if chain.report.problem == nil && chain.report.lastSequence < head.sequence {
                 chain.fail(.gap, sequence: chain.report.lastSequence + 1, "record \(chain.report.lastSequence + 1) is missing (the head says \(head.sequence))")

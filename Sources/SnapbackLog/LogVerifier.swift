@@ -100,21 +100,7 @@ extension EventLog {
             var chain = RecordChain()
             /// Checks record `sequence` and folds it; false (with the chain's problem set) at a problem.
             func check(_ sequence: UInt64, _ value: UnsafeRawBufferPointer) -> Bool {
-                guard chain.append(sequence: sequence, value: value) != nil else { return false }
-                for anchor in anchorsBySequence[sequence] ?? [] {
-                    guard anchor.hash == chain.lastHash else {
-                        chain.fail(
-                            .anchor, sequence: sequence,
-                            "the record hashes to \(LogAnchor.hex(chain.lastHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
-                        return false
-                    }
-                    chain.anchorMatched()
-                }
-                if let stored = expectedStates[sequence], stored != chain.state.encoded() {
-                    chain.fail(.checkpoint, sequence: sequence, "the checkpoint at seq \(sequence) differs from the state replayed from the log")
-                    return false
-                }
-                return true
+                chain.appendChecking(sequence: sequence, value: value, anchors: anchorsBySequence[sequence] ?? [], expectedState: expectedStates[sequence])
             }
             // The head, the archive mark and the live records must come from one snapshot: a
             // writer may be appending or archiving. Segments at or before the mark never change.

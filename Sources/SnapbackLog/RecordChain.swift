@@ -57,6 +57,30 @@ public struct RecordChain: Sendable {
         }
     }
 
+    /// ``append(sequence:value:)``, then that the chain passes through each of `anchors` (the
+    /// anchors at `sequence`) and that the replayed state equals `expectedState` (the encoded
+    /// state of a checkpoint at `sequence`), when given. Returns false once a problem is recorded.
+    public mutating func appendChecking(sequence: UInt64, value: UnsafeRawBufferPointer, anchors: [LogAnchor], expectedState: [UInt8]?) -> Bool {
+        guard append(sequence: sequence, value: value) != nil else { return false }
+        for anchor in anchors {
+            guard anchor.hash == lastHash else {
+                fail(
+                    .anchor, sequence: sequence,
+                    "the record hashes to \(LogAnchor.hex(lastHash)), not to the anchor's \(anchor.hashHex): the log was rewritten at or before seq \(sequence)")
+                return false
+            }
+            anchorMatched()
+        }
+        if let expectedState {
+            guard expectedState == state.encoded() else {
+                fail(.checkpoint, sequence: sequence, "the checkpoint at seq \(sequence) differs from the state replayed from the log")
+                return false
+            }
+            checkpointMatched()
+        }
+        return true
+    }
+
     /// Checks that the recorded head (`sequence`, `hash`) is the last accepted record.
     public mutating func checkHead(sequence: UInt64, hash: [UInt8]) {
         guard report.problem == nil else { return }
@@ -100,11 +124,6 @@ extension Checkpoint {
         let state = try Checkpoint.state(checkpoint.stateBytes, after: sequence, what: "checkpoint at seq \(sequence)")
         return (checkpoint, state)
     }
-}
-
-extension LogAnchor {
-    /// Lowercase hex of any bytes (a chain hash, for people).
-    public static func hexString(_ bytes: [UInt8]) -> String { hex(bytes) }
 }
 
 extension VerifyProblem {
