@@ -36,7 +36,14 @@ struct LogArchiveCommand: ParsableCommand {
         let dataDirectory = location.dataDirectory
         let request = ArchiveRequest(before: before, keep: keep)
         let result: ArchiveResult
-        if let lock = try DaemonLock(dataDirectory: dataDirectory) {
+        guard FileManager.default.fileExists(atPath: LogLocation.logDirectory(dataDirectory) + "/data.mdb") else {
+            throw LogError.noLog(directory: LogLocation.logDirectory(dataDirectory))
+        }
+        let lock: DataDirectoryLock?
+        do throws(DataDirectoryLockError) { lock = try DataDirectoryLock(directory: dataDirectory) } catch {
+            throw CLIError(code: "lock_error", message: error.description)
+        }
+        if let lock {
             result = try withExtendedLifetime(lock) { try archiveHere(dataDirectory, request) }
         } else {
             let client = ControlClient(socketPath: socket ?? dataDirectory + "/control.sock")
@@ -75,27 +82,4 @@ struct LogArchiveCommand: ParsableCommand {
             archived_through: report.archivedThrough, records_archived: report.recordsArchived, segments_written: report.segmentsWritten,
             latest_checkpoint: report.latestCheckpoint ?? 0)
     }
-}
-
-/// snapbackd's lock on a data directory (`DATA-DIR/snapbackd.lock`, an exclusive `flock`), taken
-/// by a CLI command that writes the log itself, so that no snapbackd starts meanwhile.
-final class DaemonLock {
-    private let descriptor: Int32
-
-    /// Takes the lock; `nil` when snapbackd holds it (it runs on the directory).
-    /// - Throws: ``CLIError`` when the directory holds no log or the lock file cannot be opened.
-    init?(dataDirectory: String) throws {
-        guard FileManager.default.fileExists(atPath: LogLocation.logDirectory(dataDirectory) + "/data.mdb") else {
-            throw LogError.noLog(directory: LogLocation.logDirectory(dataDirectory))
-        }
-        let path = dataDirectory + "/snapbackd.lock"
-        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw CLIError(code: "lock_error", message: "cannot open \(path): \(String(cString: strerror(errno)))") }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
-            return nil
-        }
-    }
-
-    deinit { close(descriptor) }
 }

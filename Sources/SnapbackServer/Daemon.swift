@@ -88,7 +88,16 @@ public enum Daemon {
         } catch {
             throw DaemonError("cannot create data directory \(directory): \(error.localizedDescription)")
         }
-        let lock = try DataDirectoryLock(directory: directory)
+        // A second snapbackd on the same data directory is refused.
+        let lock: DataDirectoryLock
+        do {
+            guard let taken = try DataDirectoryLock(directory: directory) else {
+                throw DaemonError("another snapbackd is already running on \(directory) (it holds \(DataDirectoryLock.path(directory)))")
+            }
+            lock = taken
+        } catch let error as DataDirectoryLockError {
+            throw DaemonError(error.description)
+        }
         defer { withExtendedLifetime(lock) {} }
         if let cluster = options.cluster {
             // A node of a cluster (`Specs/cluster.md`): the log is in etcd.
@@ -371,25 +380,4 @@ struct HealthReporter {
             lastLogged = nil
         }
     }
-}
-
-/// An exclusive `flock` on `DIR/snapbackd.lock`: a second snapbackd on the same data directory
-/// is refused. The kernel drops the lock when the process dies, so a crash leaves nothing stale.
-final class DataDirectoryLock {
-    private let descriptor: Int32
-
-    init(directory: String) throws {
-        let path = directory + "/snapbackd.lock"
-        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw DaemonError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
-            throw DaemonError("another snapbackd is already running on \(directory) (it holds \(path))")
-        }
-        let pid = "\(getpid())\n"
-        _ = ftruncate(descriptor, 0)
-        _ = pid.withCString { write(descriptor, $0, strlen($0)) }
-    }
-
-    deinit { close(descriptor) }
 }
