@@ -64,7 +64,7 @@ if mode == "append" {
     }
     let seconds = now() - start
     log.close()
-    let bytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/log/data.mdb")[.size] as? Int) ?? 0
+    let bytes = try FileManager.default.attributesOfItem(atPath: directory + "/log/data.mdb")[.size] as? Int ?? 0
     print("{\"events\": \(events), \"seconds\": \(seconds), \"eventsPerSecond\": \(Double(events) / seconds), \"dataBytes\": \(bytes)}")
     exit(0)
 }

@@ -346,8 +346,9 @@ struct LogStats: ParsableCommand {
         let checkpoints = try log.checkpointSequences()
         let archivedThrough = try log.archivedThrough()
         let segments = try log.archive.listing().filter { $0.last <= archivedThrough }
-        let archiveBytes = segments.reduce(0) { total, segment in
-            total + ((try? FileManager.default.attributesOfItem(atPath: log.archive.directory + "/" + segment.name)[.size] as? Int) ?? 0)
+        // A segment that cannot be read is an error here, as in every other reader of the archive.
+        let archiveBytes = try segments.reduce(0) { total, segment in
+            total + (try FileManager.default.attributesOfItem(atPath: log.archive.directory + "/" + segment.name)[.size] as? Int ?? 0)
         }
         if json {
             var object: [String: Any] = [
