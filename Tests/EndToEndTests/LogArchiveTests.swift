@@ -87,9 +87,12 @@ struct LogArchiveTests {
         defer { daemon.cleanup() }
         for index in 0..<8 { try await daemon.ok("mkvolume", "-name", "v\(index)", "-size", "1m") }
         let deadline = Date().addingTimeInterval(20)
-        while segments(daemon).isEmpty && Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
+        // The segment file is renamed into place before the LMDB transaction that moves the mark, and the
+        // daemon logs the run after that transaction: wait for both, not for the file alone.
+        func archived() -> Bool { !segments(daemon).isEmpty && daemon.stderrTail(40).contains("log archived") }
+        while !archived() && Date() < deadline { try await Task.sleep(for: .milliseconds(200)) }
         #expect(!segments(daemon).isEmpty, "no segment after 20 s: \(daemon.stderrTail())")
-        #expect(daemon.stderrTail(40).contains("log archived"))
+        #expect(daemon.stderrTail(40).contains("log archived"), "no log line after 20 s: \(daemon.stderrTail())")
         #expect(try await daemon.log("verify").exitCode == 0)
         #expect(try await daemon.events().of("VolumeCreated").count == 8)
     }
