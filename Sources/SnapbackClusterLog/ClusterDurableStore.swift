@@ -31,9 +31,28 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     private var chain: RecordChain
     /// The head this node last saw or wrote, and the head key's mod revision then.
     private var head: (sequence: UInt64, hash: [UInt8], modRevision: Int64) = (0, LogRecord.zeroHash, 0)
+    /// Guards the leadership and the fence below (never held while calling etcd), so that NBD's
+    /// check on every request and the lease guard do not wait for a commit in flight, which
+    /// holds `lock` for as long as etcd takes to answer.
+    private let fenceLock = NSLock()
     /// The leadership this node commits under; `nil` while it follows.
-    private var leadership: (lease: ClusterLease, term: UInt64)?
-    private var fencedReason: String?
+    private var leadershipStorage: (lease: ClusterLease, term: UInt64)?
+    private var fencedReasonStorage: String?
+    /// When the store was fenced by a commit whose outcome is unknown (etcd did not answer it),
+    /// `nil` when it was fenced for another reason or not at all.
+    private var fencedByUnknownOutcomeAtStorage: ContinuousClock.Instant?
+    private var leadership: (lease: ClusterLease, term: UInt64)? {
+        get { fenceLock.withLock { leadershipStorage } }
+        set { fenceLock.withLock { leadershipStorage = newValue } }
+    }
+    private var fencedReason: String? {
+        get { fenceLock.withLock { fencedReasonStorage } }
+        set { fenceLock.withLock { fencedReasonStorage = newValue } }
+    }
+    private var fencedByUnknownOutcomeAt: ContinuousClock.Instant? {
+        get { fenceLock.withLock { fencedByUnknownOutcomeAtStorage } }
+        set { fenceLock.withLock { fencedByUnknownOutcomeAtStorage = newValue } }
+    }
     /// Told how long each successful commit took.
     private let commitObserver: (@Sendable (Duration) -> Void)?
 
@@ -140,28 +159,37 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     public func beginLeading(lease: ClusterLease, term: UInt64) throws(ClusterStoreError) {
         try locked { () throws(ClusterStoreError) in
             _ = try catchUpLocked()
-            leadership = (lease, term)
-            fencedReason = nil
+            fenceLock.withLock {
+                leadershipStorage = (lease, term)
+                fencedReasonStorage = nil
+                fencedByUnknownOutcomeAtStorage = nil
+            }
         }
+    }
+
+    /// When a commit whose outcome is unknown fenced the store, or `nil` when nothing did or
+    /// something else did. The node may go on serving what needs no commit until etcd decides
+    /// that outcome (`Specs/cluster.md`, 3.3).
+    public var fencedByUnknownOutcome: ContinuousClock.Instant? {
+        fenceLock.withLock { fencedReasonStorage == nil ? nil : fencedByUnknownOutcomeAtStorage }
     }
 
     /// Stops appending for good (until ``beginLeading(lease:term:)``): every later commit fails
     /// with ``ClusterStoreError/notLeader(_:)``.
     public func fence(_ reason: String) {
-        lock.withLock { if fencedReason == nil { fencedReason = reason } }
+        fenceLock.withLock { if fencedReasonStorage == nil { fencedReasonStorage = reason } }
     }
 
     /// Why the store appends nothing, or `nil` while it leads.
     public var fenced: String? {
-        lock.withLock {
-            if let fencedReason { return fencedReason }
-            guard let leadership else { return "this node is a standby" }
-            return leadership.lease.invalidReason
-        }
+        let (reason, leadership) = fenceLock.withLock { (fencedReasonStorage, leadershipStorage) }
+        if let reason { return reason }
+        guard let leadership else { return "this node is a standby" }
+        return leadership.lease.invalidReason
     }
 
     /// The term this store commits in, when leading.
-    public var term: UInt64? { lock.withLock { leadership?.term } }
+    public var term: UInt64? { leadership?.term }
 
     public func commit(events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64) throws -> AppendReceipt {
         precondition(callers.isEmpty || callers.count == events.count, "one caller (or nil) per event")
@@ -176,14 +204,8 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     private func commitLocked(
         events: [Event], callers: [Caller?], bitmapChanges: [BitmapChange], timestampMilliseconds: Int64
     ) throws(ClusterStoreError) -> AppendReceipt {
-        if let fencedReason { throw .notLeader(fencedReason) }
+        try checkMayCommitLocked()
         guard let (lease, term) = leadership else { throw .notLeader("this node is a standby") }
-        // Not needed for safety (etcd compares the lease), but a node past its lease by its own
-        // clock does not even ask.
-        if let reason = lease.invalidReason {
-            fencedReason = reason
-            throw .notLeader(reason)
-        }
         var operations: [JSONObject] = []
         var sequence = head.sequence
         var hash = head.hash
@@ -224,7 +246,10 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 // The transaction may still be applied: this node cannot know its own log any
                 // more. It appends nothing else; the next leader replays what etcd holds.
                 let reason = "a commit's outcome is unknown (etcd unavailable: \(detail))"
-                fencedReason = reason
+                fenceLock.withLock {
+                    fencedReasonStorage = reason
+                    fencedByUnknownOutcomeAtStorage = .now
+                }
                 throw .unavailable(reason)
             case let .server(_, message) where message.contains("lease not found"):
                 fencedReason = "etcd no longer knows this node's lease"
@@ -336,7 +361,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     /// the newest ``checkpointsKept``.
     public func checkpoint(_ state: ControllerState) throws {
         try locked { () throws(ClusterStoreError) in
-            if let fencedReason { throw .notLeader(fencedReason) }
+            try checkMayCommitLocked()
             guard let (lease, _) = leadership else { throw .notLeader("this node is a standby") }
             let sequence = state.eventsApplied
             guard sequence > 0 else { return }
@@ -378,6 +403,24 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 throw .notLeader(fencedReason!)
             }
         }
+    }
+
+    /// Refuses a commit (or a checkpoint) before anything is sent: the store is fenced, the
+    /// node does not lead, its lease ran out by its own clock (not needed for safety, since etcd
+    /// compares the lease, but such a node does not even ask), or it holds its lease on a
+    /// sighting of an etcd without quorum (a commit sent then could only have an unknown outcome).
+    private func checkMayCommitLocked() throws(ClusterStoreError) {
+        let (reason, unknownOutcomeAt) = fenceLock.withLock { (fencedReasonStorage, fencedByUnknownOutcomeAtStorage) }
+        if let reason {
+            if unknownOutcomeAt != nil { throw .notSent("\(reason): nothing more is sent until etcd decides it") }
+            throw .notLeader(reason)
+        }
+        guard let (lease, _) = leadership else { throw .notLeader("this node is a standby") }
+        if let reason = lease.invalidReason {
+            fence(reason)
+            throw .notLeader(reason)
+        }
+        if lease.heldWithoutQuorum { throw .notSent("etcd has no quorum (every member is down or without a leader): nothing was sent") }
     }
 
     // MARK: - Helpers

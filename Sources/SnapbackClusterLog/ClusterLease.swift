@@ -18,6 +18,11 @@ public final class ClusterLease: @unchecked Sendable {
     private let lock = NSLock()
     private var validUntil: ContinuousClock.Instant
     private var lostReason: String?
+    /// When the last keep-alive that etcd answered was sent.
+    private var renewed: ContinuousClock.Instant
+    /// Since when the lease is held on sightings of an etcd without quorum (``hold(on:)``)
+    /// rather than on keep-alives; `nil` while keep-alives renew it.
+    private var heldSince: ContinuousClock.Instant?
 
     /// Grants a lease of `ttlSeconds`.
     /// - Throws: ``ClusterStoreError/unavailable(_:)`` or ``ClusterStoreError/refused(_:)``.
@@ -34,6 +39,7 @@ public final class ClusterLease: @unchecked Sendable {
         }
         self.id = id
         validUntil = sent + .seconds(granted) - .milliseconds(marginMilliseconds)
+        renewed = sent
     }
 
     static func wrap(_ error: EtcdError) -> ClusterStoreError {
@@ -73,8 +79,41 @@ public final class ClusterLease: @unchecked Sendable {
         lock.withLock {
             guard lostReason == nil else { return }
             validUntil = max(validUntil, sent + .seconds(granted) - .milliseconds(marginMilliseconds))
+            renewed = max(renewed, sent)
+            heldSince = nil
         }
     }
+
+    /// How long ago the last keep-alive that etcd answered was sent.
+    public var sinceRenewal: Duration { lock.withLock { ContinuousClock.now - renewed } }
+
+    /// True when etcd answered a keep-alive sent after `instant`: etcd has its quorum again.
+    public func renewed(after instant: ContinuousClock.Instant) -> Bool { lock.withLock { renewed > instant } }
+
+    /// True while the lease is held on sightings of an etcd without quorum, not on keep-alives:
+    /// the node may serve what needs no commit, and must send no commit (its outcome would be
+    /// unknown).
+    public var heldWithoutQuorum: Bool { lock.withLock { lostReason == nil && heldSince != nil && ContinuousClock.now < validUntil } }
+
+    /// Holds the lease on `sighting` of an etcd without quorum (`Specs/cluster.md`, 3.3): while
+    /// etcd has no leader nobody can expire the lease or take the leader key, and the next etcd
+    /// leader extends every lease by at least its TTL; so the lease stays valid for one TTL
+    /// (less the margin) from when the sighting began. Refused when the lease is lost, when it
+    /// ran out before the sighting ended (etcd may have expired it before the quorum went), or
+    /// when the sighting does not prove that etcd has no quorum. Returns whether it holds.
+    public func hold(on sighting: QuorumSighting) -> Bool {
+        guard sighting.showsNoLeader else { return false }
+        return lock.withLock {
+            guard lostReason == nil, ContinuousClock.now < validUntil else { return false }
+            validUntil = max(validUntil, sighting.began + .seconds(ttlSeconds) - .milliseconds(marginMilliseconds))
+            if heldSince == nil { heldSince = .now }
+            return true
+        }
+    }
+
+    /// True once etcd said it no longer knows the lease, or the node revoked it: a new lease is
+    /// needed (a lease that only ran out by the local clock may still be renewed).
+    public var isLost: Bool { lock.withLock { lostReason != nil } }
 
     /// Marks the lease lost (it is never valid again).
     public func markLost(_ reason: String) {

@@ -12,6 +12,10 @@ public enum ClusterStoreError: Error, Sendable, CustomStringConvertible, Storage
     /// apply it later): the store appends nothing more, and the node steps down so that the next
     /// leader replays what etcd holds.
     case unavailable(String)
+    /// etcd is unavailable and this node knows it, so it sent nothing: etcd has no quorum (the
+    /// node holds its lease on that, `Specs/cluster.md` 3.3), or an earlier commit's outcome is
+    /// still unknown. Nothing of this commit was recorded.
+    case notSent(String)
     /// A commit of more operations than etcd accepts in one transaction (`--max-txn-ops`).
     case commitTooLarge(operations: Int, operationsMax: Int)
     /// The stored log is damaged (a record, the head or a checkpoint).
@@ -23,7 +27,7 @@ public enum ClusterStoreError: Error, Sendable, CustomStringConvertible, Storage
     public var code: String {
         switch self {
         case .notLeader: "not_leader"
-        case .unavailable: "cluster_unavailable"
+        case .unavailable, .notSent: "cluster_unavailable"
         case .commitTooLarge, .refused, .damaged: "storage_error"
         }
     }
@@ -32,6 +36,7 @@ public enum ClusterStoreError: Error, Sendable, CustomStringConvertible, Storage
         switch self {
         case let .notLeader(detail): "not_leader: \(detail)"
         case let .unavailable(detail): "cluster_unavailable: \(detail)"
+        case let .notSent(detail): "cluster_unavailable: \(detail)"
         case let .commitTooLarge(operations, operationsMax):
             "storage_error: a commit of \(operations) etcd operations is over the bound of \(operationsMax) (etcd's --max-txn-ops)"
         case let .damaged(problem): "storage_error: the cluster log is damaged: \(problem)"
@@ -41,7 +46,7 @@ public enum ClusterStoreError: Error, Sendable, CustomStringConvertible, Storage
 
     public var unavailableCode: String? {
         switch self {
-        case .notLeader, .unavailable: code
+        case .notLeader, .unavailable, .notSent: code
         default: nil
         }
     }

@@ -65,6 +65,30 @@ public final class SocketEtcdTransport: EtcdTransport, @unchecked Sendable {
 
     struct SocketFailure: Error, CustomStringConvertible {
         var description: String
+        /// The connection was refused: nothing listens at the address.
+        var refused = false
+    }
+
+    /// Asks the member at `endpoint` alone (no failover) which raft leader it follows, for the
+    /// quorum hold (`Specs/cluster.md`, 3.3): `maintenance/status` is answered by a member
+    /// without a leader too, with the error "etcdserver: no leader".
+    public func sighting(of endpoint: String) -> MemberSighting {
+        guard let (host, port) = Self.hostAndPort(endpoint) else { return .unknown("not an http://HOST:PORT URL") }
+        let answer: (status: Int, body: [UInt8])
+        do {
+            answer = try exchange(host: host, port: port, path: "/v3/maintenance/status", body: Array("{}".utf8))
+        } catch let failure as SocketFailure {
+            return failure.refused ? .down : .unknown(failure.description)
+        } catch {
+            return .unknown("\(error)")
+        }
+        guard answer.status == 200, let object = (try? JSONSerialization.jsonObject(with: Data(answer.body))) as? JSONObject else {
+            return .unknown("status \(answer.status) with \(answer.body.count) bytes that are not a status")
+        }
+        // Member IDs are unsigned 64-bit numbers, written as decimal strings.
+        if let leader = object["leader"] as? String, let id = UInt64(leader), id != 0 { return .led(leader) }
+        let errors = object["errors"] as? [String] ?? []
+        return errors.contains { $0.contains("no leader") } ? .leaderless : .unknown("a status without a leader: \(errors)")
     }
 
     private func exchange(host: String, port: UInt16, path: String, body: [UInt8]) throws -> (status: Int, body: [UInt8]) {
@@ -81,7 +105,8 @@ public final class SocketEtcdTransport: EtcdTransport, @unchecked Sendable {
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         guard connect(descriptor, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 else {
-            throw SocketFailure(description: "connect: \(String(cString: strerror(errno)))")
+            let code = errno
+            throw SocketFailure(description: "connect: \(String(cString: strerror(code)))", refused: code == ECONNREFUSED)
         }
         let request = Array("POST \(path) HTTP/1.0\r\nHost: \(host):\(port)\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
         var sent = 0

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SnapbackAdapters
 import SnapbackCluster
@@ -59,6 +60,10 @@ enum ClusterDaemon {
         let directory = options.dataDirectory
         let client = EtcdClient(endpoints: cluster.endpoints)
         defer { client.shutdown() }
+        // The lease's calls wait at most a quarter of its TTL per member: a keep-alive stuck on a
+        // member without a leader would otherwise outlast the lease while the others answer.
+        let leaseClient = EtcdClient(endpoints: cluster.endpoints, requestTimeout: .milliseconds(max(250, cluster.leaseTTLSeconds * 1000 / 4)))
+        defer { leaseClient.shutdown() }
         let keys = ClusterKeys(cluster: cluster.name)
         let mirror: EventLog
         do {
@@ -81,7 +86,8 @@ enum ClusterDaemon {
         } catch {
             throw DaemonError("cannot write \(directory)/cluster.json: \(error)")
         }
-        let node = ClusterNode(options: options, cluster: cluster, client: client, keys: keys, mirror: mirror, follower: follower, logger: logger)
+        let node = ClusterNode(
+            options: options, cluster: cluster, client: client, leaseClient: leaseClient, keys: keys, mirror: mirror, follower: follower, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("stopped")
@@ -167,6 +173,8 @@ struct ClusterNode: Service {
     let options: DaemonOptions
     let cluster: ClusterOptions
     let client: EtcdClient
+    /// The lease's client (shorter timeouts).
+    let leaseClient: EtcdClient
     let keys: ClusterKeys
     let mirror: EventLog
     let follower: LogMirror
@@ -180,32 +188,62 @@ struct ClusterNode: Service {
         let sharedDirectory = cluster.sharedDirectory ?? options.dataDirectory
         let volumes = try FileVolumeProvider(dataDirectory: sharedDirectory)
         let started = Int64(Date().timeIntervalSince1970 * 1000)
-        let lease = try await blocking { try ClusterLease(client: client, ttlSeconds: cluster.leaseTTLSeconds) }
+        let probe = await Self.quorumProbe(cluster: cluster, client: client, logger: logger)
+        var lease = try await blocking { try ClusterLease(client: leaseClient, ttlSeconds: cluster.leaseTTLSeconds) }
         var record = NodeRecord(node: cluster.node, lease: lease.id, pid: getpid(), startedMilliseconds: started, role: "standby")
         let initial = record
-        try await blocking { try election.register(initial, lease: lease) }
+        let first = lease
+        try await blocking { try election.register(initial, lease: first) }
         logger.info(
             "cluster node started as a standby",
             metadata: ["cluster": "\(cluster.name)", "node": "\(cluster.node)", "lease": "\(lease.id)", "ttlSeconds": "\(cluster.leaseTTLSeconds)"])
 
-        let keepAlive = Task.detached { await Self.keepAlive(lease, logger: logger) }
-        defer { keepAlive.cancel() }
+        var keepAlive = Self.keepAlive(first, logger: logger)
+        defer { keepAlive.stop() }
         let following = Task.detached { await Self.follow(client: client, keys: keys, store: store, mirror: follower, logger: logger) }
 
         // Standby: campaign until this node leads, or the node stops.
         var term: UInt64?
         var refusal: String?
+        var waitingForEtcd = false
         while term == nil {
             if Task.isShuttingDownGracefully || Task.isCancelled {
                 following.cancel()
                 lease.revoke()
                 return
             }
+            if lease.isLost {
+                // etcd forgot the standby's lease (it ran out while etcd could not be reached):
+                // the standby registers again with a new one, in this process.
+                do {
+                    let renewed = try await blocking { try ClusterLease(client: leaseClient, ttlSeconds: cluster.leaseTTLSeconds) }
+                    keepAlive.stop()
+                    keepAlive = Self.keepAlive(renewed, logger: logger)
+                    lease = renewed
+                    record.lease = String(renewed.id)
+                    let current = record
+                    try await blocking { try election.register(current, lease: renewed) }
+                    logger.notice("the standby's lease had run out: registered again with a new lease", metadata: ["lease": "\(renewed.id)"])
+                } catch {
+                    logger.warning("cannot register again with a new lease; trying again", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .milliseconds(ClusterDaemon.campaignIntervalMilliseconds))
+                continue
+            }
             if let reason = lease.invalidReason {
-                // A standby's lease lapsed (etcd unreachable for a while): it cannot campaign on
-                // it; the service manager starts the node again with a new one.
-                logger.critical("the standby's lease is lost; exiting", metadata: ["reason": "\(reason)"])
-                exit(ClusterDaemon.lostLeadershipExitStatus)
+                // etcd does not answer the keep-alives (no quorum, or this node is cut off): no
+                // campaign on a lease that may be gone; the keep-alives go on, and the lease
+                // comes back (a new etcd leader extends every lease) or is replaced above.
+                if !waitingForEtcd {
+                    logger.error("the standby's lease ran out without an answer from etcd: waiting for etcd", metadata: ["reason": "\(reason)"])
+                    waitingForEtcd = true
+                }
+                try? await Task.sleep(for: .milliseconds(ClusterDaemon.campaignIntervalMilliseconds))
+                continue
+            }
+            if waitingForEtcd {
+                logger.notice("etcd answers the standby's keep-alives again")
+                waitingForEtcd = false
             }
             do {
                 let state = try await blocking { () throws -> ControllerState in
@@ -219,14 +257,16 @@ struct ClusterNode: Service {
                     record.role = problem == nil ? "standby" : "refusing"
                     record.detail = problem
                     let current = record
-                    try await blocking { try election.register(current, lease: lease) }
+                    let held = lease
+                    try await blocking { try election.register(current, lease: held) }
                     if let problem {
                         logger.error("this node cannot open every volume: it does not campaign", metadata: ["problem": "\(problem)"])
                     }
                 }
                 if problem == nil {
                     let firstSequence = state.eventsApplied
-                    if let won = try await blocking({ try election.campaign(lease: lease, nowMilliseconds: Int64(Date().timeIntervalSince1970 * 1000), firstSequence: firstSequence) }) {
+                    let current = lease
+                    if let won = try await blocking({ try election.campaign(lease: current, nowMilliseconds: Int64(Date().timeIntervalSince1970 * 1000), firstSequence: firstSequence) }) {
                         term = won.term
                         break
                     }
@@ -238,7 +278,22 @@ struct ClusterNode: Service {
         }
         following.cancel()
         guard let term else { return }
-        try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record, metrics: metrics)
+        try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record, metrics: metrics, probe: probe)
+    }
+
+    /// The probe of etcd's members for the quorum hold, or `nil` (the hold is off, logged) when
+    /// the endpoints do not name every member or the member list cannot be read.
+    static func quorumProbe(cluster: ClusterOptions, client: EtcdClient, logger: Logger) async -> QuorumProbe? {
+        do {
+            if let problem = try await blocking({ try QuorumProbe.uncoveredMembers(endpoints: cluster.endpoints, client: client) }) {
+                logger.warning("the quorum hold is off: --cluster must name every etcd member", metadata: ["problem": "\(problem)"])
+                return nil
+            }
+        } catch {
+            logger.warning("the quorum hold is off: cannot read etcd's member list", metadata: ["error": "\(error)"])
+            return nil
+        }
+        return QuorumProbe(endpoints: cluster.endpoints)
     }
 
     /// The first volume of `state` whose backing store does not open here, and why.
@@ -257,7 +312,7 @@ struct ClusterNode: Service {
     /// lease is lost.
     func lead(
         term: UInt64, lease: ClusterLease, store: ClusterDurableStore, volumes: FileVolumeProvider, election: LeaderElection, record: NodeRecord,
-        metrics: DaemonMetrics
+        metrics: DaemonMetrics, probe: QuorumProbe?
     ) async throws {
         let began = ContinuousClock.now
         let version = Daemon.version
@@ -328,13 +383,14 @@ struct ClusterNode: Service {
                 _ = nbdServer.closeConnections(toExport: volume.name)
             }
         }
-        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: application),
             .init(service: NBDService(server: nbdServer, socketPath: options.nbdSocketPath, logger: logger)),
             .init(service: BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)),
             .init(service: LeaseGuard(fence: fence, controller: controller, nbdServer: nbdServer, socketPath: socketPath, logger: logger)),
             .init(service: MirrorService(client: client, keys: keys, mirror: follower, logger: logger)),
         ]
+        if let probe { services.append(.init(service: QuorumWatch(lease: lease, probe: probe, logger: logger))) }
         let inner = ServiceGroup(configuration: .init(services: services, logger: logger))
         try await withGracefulShutdownHandler {
             try await inner.run()
@@ -350,25 +406,26 @@ struct ClusterNode: Service {
         logger.notice("resigned the leadership", metadata: ["term": "\(term)"])
     }
 
-    /// Renews `lease` every quarter of its TTL until it is lost or the task is cancelled. A
-    /// failed renewal is logged (at most once a second) and tried again at the next tick; the
-    /// lease guard acts when the lease runs out.
-    static func keepAlive(_ lease: ClusterLease, logger: Logger) async {
-        let interval = Duration.milliseconds(lease.ttlSeconds * 1000 / 4)
-        var lastLogged: ContinuousClock.Instant?
-        while !Task.isCancelled {
+    /// Renews `lease` every quarter of its TTL, on a thread of its own, until it is lost or the
+    /// returned loop is stopped. A failed renewal is logged (at most once a second) and tried
+    /// again at the next tick; the lease guard acts when the lease runs out.
+    static func keepAlive(_ lease: ClusterLease, logger: Logger) -> LoopThread {
+        let lastLogged = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+        return LoopThread(name: "lease-keepalive", interval: .milliseconds(lease.ttlSeconds * 1000 / 4)) {
             do {
-                try await blocking { try lease.keepAliveOnce() }
+                try lease.keepAliveOnce()
             } catch ClusterStoreError.notLeader(let reason) {
                 logger.error("the lease is lost", metadata: ["lease": "\(lease.id)", "reason": "\(reason)"])
-                return
+                return false
             } catch {
-                if lastLogged.map({ ContinuousClock.now - $0 > .seconds(1) }) ?? true {
-                    logger.error("lease keep-alive failed", metadata: ["lease": "\(lease.id)", "error": "\(error)", "remaining": "\(lease.remaining)"])
-                    lastLogged = .now
+                let due = lastLogged.withLockedValue { last in
+                    guard last.map({ ContinuousClock.now - $0 > .seconds(1) }) ?? true else { return false }
+                    last = .now
+                    return true
                 }
+                if due { logger.error("lease keep-alive failed", metadata: ["lease": "\(lease.id)", "error": "\(error)", "remaining": "\(lease.remaining)"]) }
             }
-            do { try await Task.sleep(for: interval) } catch { return }
+            return true
         }
     }
 
@@ -382,13 +439,81 @@ struct ClusterNode: Service {
     }
 }
 
-/// Whether this node may still serve: its lease is valid by its clock and its store not fenced.
+/// Whether this node may still serve: its lease is valid by its clock (on keep-alives, or held
+/// while etcd has no quorum) and its store not fenced, or fenced only by a commit whose outcome
+/// etcd has not decided yet.
 struct LeadershipFence: Sendable {
     let lease: ClusterLease
     let store: ClusterDurableStore
 
-    /// Why this node must not serve, or `nil` while it leads.
-    var refusal: String? { lease.invalidReason ?? store.fenced }
+    /// Why this node must stop serving and step down, or `nil` while it leads.
+    var refusal: String? {
+        if let reason = lease.invalidReason { return reason }
+        guard let reason = store.fenced else { return nil }
+        // A commit's outcome is unknown: while the lease is valid nobody else leads, so what
+        // needs no commit goes on, until etcd answers a keep-alive sent after it (etcd works:
+        // the next leader's replay decides the outcome) or the lease runs out.
+        if let fencedAt = store.fencedByUnknownOutcome, !lease.renewed(after: fencedAt) { return nil }
+        return reason
+    }
+}
+
+/// While the lease's keep-alives go unanswered, looks at etcd's members every 100 ms; when each
+/// is down or without a leader, holds the lease on that sighting (``ClusterLease/hold(on:)``,
+/// `Specs/cluster.md` 3.3): host I/O that needs no commit goes on, and commits are refused with
+/// `cluster_unavailable` before anything is sent. The looks run on a thread of their own.
+struct QuorumWatch: Service {
+    let lease: ClusterLease
+    let probe: QuorumProbe
+    let logger: Logger
+    static let interval = Duration.milliseconds(100)
+
+    func run() async throws {
+        let watch = QuorumWatchLoop(lease: lease, probe: probe, logger: logger)
+        let thread = LoopThread(name: "quorum-watch", interval: Self.interval) { watch.turn() }
+        defer { thread.stop() }
+        try? await gracefulShutdown()
+    }
+}
+
+/// One turn of the quorum watch, and what it remembers between turns (only its thread runs it).
+final class QuorumWatchLoop: @unchecked Sendable {
+    let lease: ClusterLease
+    let probe: QuorumProbe
+    let logger: Logger
+    /// A keep-alive is sent every quarter of the TTL: one and a half intervals without an
+    /// answer, and the members are looked at.
+    let overdue: Duration
+    private var holding = false
+    private var lastSummary = ""
+
+    init(lease: ClusterLease, probe: QuorumProbe, logger: Logger) {
+        self.lease = lease
+        self.probe = probe
+        self.logger = logger
+        overdue = .milliseconds(lease.ttlSeconds * 1000 * 3 / 8)
+    }
+
+    func turn() -> Bool {
+        if lease.isValid && lease.sinceRenewal > overdue {
+            let sighting = probe.look()
+            if lease.hold(on: sighting), !holding {
+                holding = true
+                logger.error(
+                    "etcd has no quorum: this node holds the leadership; host I/O that needs no commit goes on, commands and marks fail with cluster_unavailable",
+                    metadata: ["members": "\(sighting.summary)"])
+            } else if !holding, sighting.summary != lastSummary {
+                logger.warning("etcd does not answer the keep-alives", metadata: ["members": "\(sighting.summary)"])
+            }
+            lastSummary = sighting.summary
+        }
+        if holding && !lease.heldWithoutQuorum {
+            holding = false
+            lastSummary = ""
+            if lease.isValid { logger.notice("etcd has its quorum again: the hold ends") }
+        }
+        return !lease.isLost
+    }
 }
 
 /// Watches the lease and the store; when either says this node no longer leads, stops host
