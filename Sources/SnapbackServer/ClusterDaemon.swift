@@ -391,6 +391,14 @@ struct ClusterNode: Service {
             .init(service: MirrorService(client: client, keys: keys, mirror: follower, logger: logger)),
         ]
         if let probe { services.append(.init(service: QuorumWatch(lease: lease, probe: probe, logger: logger))) }
+        do {
+            services += try Daemon.listeners(options, controller: controller, log: mirror, endpoint: endpoint, logger: logger)
+        } catch {
+            logger.critical("cannot serve the status page; resigning", metadata: ["term": "\(term)", "error": "\(error)"])
+            store.fence("this node cannot serve its listeners")
+            lease.revoke()
+            exit(ClusterDaemon.lostLeadershipExitStatus)
+        }
         let inner = ServiceGroup(configuration: .init(services: services, logger: logger))
         try await withGracefulShutdownHandler {
             try await inner.run()

@@ -196,6 +196,24 @@ public enum Daemon {
             services.append(
                 .init(service: ArchiveService(archiver: archiver, keep: keep, interval: .seconds(options.logArchiveIntervalSeconds), logger: logger)))
         }
+        services += try listeners(options, controller: controller, log: log, endpoint: endpoint, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services,
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try? controller.checkpoint()
+        unlink(socketPath)
+        log.close()
+        logger.info("stopped")
+    }
+
+    /// The TCP listeners the options ask for: `--metrics` (GET /metrics) and `--http` (the
+    /// status page, its history read from `log`). A cluster node serves them while it leads.
+    static func listeners(
+        _ options: DaemonOptions, controller: Controller, log: EventLog, endpoint: MetricsEndpoint, logger: Logger
+    ) throws -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let host = options.metricsHost {
             services.append(
                 .init(
@@ -214,15 +232,7 @@ public enum Daemon {
                     service: StatusListener.application(
                         page: page, host: host, port: options.httpPort, serverName: "snapbackd/\(version)", logger: logger)))
         }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
-        try? controller.checkpoint()
-        unlink(socketPath)
-        log.close()
-        logger.info("stopped")
+        return services
     }
 
     /// A socket file left by a crashed daemon is removed; one that a live process answers on is

@@ -136,9 +136,10 @@ struct SnapbackdCommand: AsyncParsableCommand {
             }
             if let node, !ClusterOptions.isValidName(node) { throw ValidationError("--node takes 1 to 63 of letters, digits, '_', '.', '-'") }
             guard (1...60).contains(leaseTTL) else { throw ValidationError("--lease-ttl takes seconds from 1 to 60") }
-            // Not wired into a cluster node yet (README, "Deviations"): refused rather than ignored.
-            if metrics != nil || http != nil || logArchiveKeep != nil {
-                throw ValidationError("--metrics, --http and --log-archive-keep are not supported with --cluster yet")
+            // The cluster's log is in etcd, which a node does not archive (Specs/cluster.md, 7):
+            // refused rather than ignored.
+            if logArchiveKeep != nil {
+                throw ValidationError("--log-archive-keep does not go with --cluster: the cluster's log is in etcd, not archived by a node")
             }
         } else if clusterName != nil || node != nil || sharedDirectory != nil {
             throw ValidationError("--cluster-name, --node and --shared-dir go with --cluster")

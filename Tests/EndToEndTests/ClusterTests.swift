@@ -18,7 +18,7 @@ final class ClusterNodeProcess: @unchecked Sendable {
     var stderrPath: String { directory + "/snapbackd.stderr" }
     private let process: Process
 
-    init(name: String, rig: ClusterRig) throws {
+    init(name: String, rig: ClusterRig, arguments extra: [String] = []) throws {
         self.name = name
         directory = rig.directory + "/" + name
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -28,7 +28,7 @@ final class ClusterNodeProcess: @unchecked Sendable {
         process.arguments = [
             "--data-dir", directory, "--nbd", "127.0.0.1:\(port)", "--cluster", "etcd=" + rig.etcd.endpoints, "--cluster-name", rig.clusterName,
             "--node", name, "--shared-dir", rig.sharedDirectory,
-        ]
+        ] + extra
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = try appendingHandle(directory + "/snapbackd.stdout")
         process.standardError = try appendingHandle(stderrPath)
@@ -100,8 +100,8 @@ final class ClusterRig: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: sharedDirectory, withIntermediateDirectories: true)
     }
 
-    func start(_ name: String) throws -> ClusterNodeProcess {
-        let node = try ClusterNodeProcess(name: name, rig: self)
+    func start(_ name: String, arguments: [String] = []) throws -> ClusterNodeProcess {
+        let node = try ClusterNodeProcess(name: name, rig: self, arguments: arguments)
         nodes.append(node)
         return node
     }
@@ -279,6 +279,45 @@ struct ClusterTests {
 
             let bad = try await runProcess(try Binaries.path("snapbackd"), ["--data-dir", rig.directory + "/c", "--cluster", "http://x", "--node", "c"], timeoutSeconds: 20)
             #expect(bad.exitCode != 0 && bad.stderr.contains("--cluster"), "\(bad)")
+        }
+    }
+}
+
+/// A cluster node's operator views: `--metrics` and `--http` are served by the leader.
+@Suite("high availability: the leader's metrics and status page")
+struct ClusterListenerTests {
+    @Test("the leader serves /metrics (promtool accepts it) and the status page; a standby serves neither; --log-archive-keep is refused with --cluster")
+    func leaderListeners() async throws {
+        try await withClusterRig { rig in
+            let ports = (metrics: try freePort(), http: try freePort(), standbyMetrics: try freePort())
+            let first = try rig.start("a", arguments: ["--metrics", "127.0.0.1:\(ports.metrics)", "--http", "127.0.0.1:\(ports.http)"])
+            try await first.waitUntilLeading()
+            let second = try rig.start("b", arguments: ["--metrics", "127.0.0.1:\(ports.standbyMetrics)"])
+            try await first.ok("mkvolume", "-name", "v", "-size", "4m")
+            let written = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-c", "write -P 0x44 0 1m", "nbd://127.0.0.1:\(first.port)/v"])
+            #expect(written.exitCode == 0, "\(written)")
+
+            var metrics = try httpGet(port: ports.metrics, path: "/metrics")
+            let deadline = Date().addingTimeInterval(10)
+            while !metrics.body.contains("snapback_volume_written_bytes_total") && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                metrics = try httpGet(port: ports.metrics, path: "/metrics")
+            }
+            #expect(metrics.status.contains(" 200") && metrics.body.contains("snapback_volume_written_bytes_total"), "\(metrics.status) \(metrics.body.prefix(400))")
+            try await expectPromtoolAccepts(metrics.body, "a cluster leader's /metrics")
+            let page = try httpGet(port: ports.http, path: "/")
+            #expect(page.status.contains(" 200") && page.contentType.contains("text/html") && page.body.contains(">v<"), "\(page.status) \(page.body.prefix(400))")
+            // The standby listens on nothing (it serves only once it leads).
+            #expect(throws: (any Error).self) { try httpGet(port: ports.standbyMetrics, path: "/metrics") }
+            #expect(second.isRunning)
+
+            let refused = try await runProcess(
+                try Binaries.path("snapbackd"),
+                [
+                    "--data-dir", rig.directory + "/c", "--cluster", "etcd=" + rig.etcd.endpoints, "--cluster-name", rig.clusterName, "--node", "c",
+                    "--log-archive-keep", "10",
+                ], timeoutSeconds: 20)
+            #expect(refused.exitCode != 0 && refused.stderr.contains("--log-archive-keep"), "\(refused)")
         }
     }
 }
