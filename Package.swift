@@ -206,7 +206,10 @@ let package = Package(
         // The cluster store and election against a real etcd cluster.
         .testTarget(
             name: "SnapbackClusterTests",
-            dependencies: ["SnapbackCluster", "SnapbackClusterLog", "EtcdTesting", "SnapbackCore", "SnapbackData", "SnapbackLog"]
+            dependencies: [
+                "SnapbackCluster", "SnapbackClusterLog", "EtcdTesting", "SnapbackCore", "SnapbackData", "SnapbackLog", "SnapbackController",
+                "SnapbackAdapters",
+            ]
         ),
         .testTarget(
             name: "SnapbackDataTests",

@@ -33,6 +33,8 @@ public final class LocalEtcdCluster: @unchecked Sendable {
 
     public let directory: String
     public private(set) var members: [Member] = []
+    /// Given to every member after the standard arguments (e.g. `--quota-backend-bytes`).
+    public let memberArguments: [String]
     private var processes: [Int: Process] = [:]
     private let lock = NSLock()
 
@@ -40,11 +42,13 @@ public final class LocalEtcdCluster: @unchecked Sendable {
     public var endpoints: String { members.map(\.clientURL).joined(separator: ",") }
     public var clientURLs: [String] { members.map(\.clientURL) }
 
-    /// Starts `memberCount` members and waits until each answers `endpoint health`.
+    /// Starts `memberCount` members, each with the standard arguments and then
+    /// `memberArguments`, and waits until each answers `endpoint health`.
     /// - Throws: ``StartFailure`` when etcd is missing or the cluster is not healthy within
     ///   `timeoutSeconds`; the members started are stopped first.
-    public init(memberCount: Int = 3, timeoutSeconds: Double = 30) throws {
+    public init(memberCount: Int = 3, memberArguments: [String] = [], timeoutSeconds: Double = 30) throws {
         precondition((1...7).contains(memberCount))
+        self.memberArguments = memberArguments
         guard Self.isInstalled else { throw StartFailure(description: "\(Self.etcdPath) is not installed: run tools/setup (Debian's etcd-server)") }
         directory = NSTemporaryDirectory() + "snapback-etcd-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -76,7 +80,7 @@ public final class LocalEtcdCluster: @unchecked Sendable {
             "--max-txn-ops", "\(Self.transactionOperationsMax)", "--max-request-bytes", "\(Self.requestBytesMax)",
             // Short heartbeats: a lost member is noticed, and a new etcd leader elected, quickly.
             "--heartbeat-interval", "50", "--election-timeout", "500",
-        ]
+        ] + memberArguments
         let logPath = "\(directory)/\(member.name).log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
@@ -141,6 +145,27 @@ public final class LocalEtcdCluster: @unchecked Sendable {
     public func logTail(_ index: Int, lines: Int = 5) -> String {
         let text = (try? String(contentsOfFile: "\(directory)/\(members[index].name).log", encoding: .utf8)) ?? ""
         return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    /// Runs `etcdctl` (API v3) with `arguments` against every running member (`--endpoints`);
+    /// returns its exit status and what it printed (standard output, then standard error).
+    public func etcdctl(_ arguments: [String]) -> (status: Int32, output: String) {
+        let running = lock.withLock { processes.keys.sorted() }
+        let urls = running.map { members[$0].clientURL }.joined(separator: ",")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.etcdctlPath)
+        process.arguments = ["--endpoints", urls, "--dial-timeout", "1s", "--command-timeout", "10s"] + arguments
+        process.environment = ["ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = FileHandle.nullDevice
+        do { try process.run() } catch { return (-1, "cannot run \(Self.etcdctlPath): \(error)") }
+        // Small outputs: read to the end (the pipes close when etcdctl exits), then reap it.
+        let printed = output.fileHandleForReading.readDataToEndOfFile() + errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: printed, as: UTF8.self))
     }
 
     static func run(_ executable: String, _ arguments: [String]) -> Int32 {

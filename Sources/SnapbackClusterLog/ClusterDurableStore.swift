@@ -195,7 +195,12 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         precondition(callers.isEmpty || callers.count == events.count, "one caller (or nil) per event")
         let started = ContinuousClock.now
         let receipt = try locked { () throws(ClusterStoreError) -> AppendReceipt in
-            try commitLocked(events: events, callers: callers, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+            let before = head
+            do throws(ClusterStoreError) {
+                return try commitLocked(events: events, callers: callers, bitmapChanges: bitmapChanges, timestampMilliseconds: timestampMilliseconds)
+            } catch where error.isOutOfSpace {
+                return try outcomeOfOutOfSpaceLocked(error, before: before, events: events, callers: callers, timestampMilliseconds: timestampMilliseconds)
+            }
         }
         commitObserver?(started.duration(to: .now))
         return receipt
@@ -323,6 +328,57 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         }
         let moved = Etcd.int(headKV?["mod_revision"]) ?? 0
         return "the head moved (revision \(moved), this node last wrote \(headModRevision)): another writer appended"
+    }
+
+    /// Tells what became of a commit that etcd answered "database space exceeded" (its space
+    /// quota, `--quota-backend-bytes`). etcd 3.4 checks the quota twice: before it proposes a
+    /// transaction, refusing it then (nothing is recorded), and again as each member applies it,
+    /// after the members agreed on it. A transaction that passes the first check and fails the
+    /// second is applied all the same, and only the answer says "database space exceeded"
+    /// (etcd's `quotaApplierV3`, which also raises the alarm then). So the head key says which:
+    /// - unmoved since `before`: nothing was recorded; the error stands and the store is not
+    ///   fenced (a known outcome, `storage_full`);
+    /// - moved to this commit's last record: the commit is recorded, and its receipt is returned
+    ///   (the alarm is raised now: the next commit is refused);
+    /// - moved elsewhere: another writer appended; the store is fenced (`not_leader`);
+    /// - unreadable: the outcome is unknown; the store is fenced (`cluster_unavailable`).
+    private func outcomeOfOutOfSpaceLocked(
+        _ error: ClusterStoreError, before: (sequence: UInt64, hash: [UInt8], modRevision: Int64), events: [Event], callers: [Caller?],
+        timestampMilliseconds: Int64
+    ) throws(ClusterStoreError) -> AppendReceipt {
+        precondition(error.isOutOfSpace && head.modRevision == before.modRevision, "only an out-of-space commit that changed nothing here")
+        let answer: JSONObject
+        let stored: (sequence: UInt64, hash: [UInt8], term: UInt64)
+        do {
+            answer = try call("/v3/kv/range", ["key": Etcd.base64(keys.head)])
+            stored = try Self.decodeHead(try bytes((answer["kvs"] as? [JSONObject])?.first?["value"]))
+        } catch {
+            let reason = "a commit's outcome is unknown (etcd answered \"database space exceeded\", which it also answers for a transaction it applied, and the head cannot be read: \(error))"
+            fencedReason = reason
+            throw .unavailable(reason)
+        }
+        let modRevision = Etcd.int((answer["kvs"] as? [JSONObject])?.first?["mod_revision"]) ?? 0
+        if modRevision == before.modRevision { throw error }
+        let expected = Self.chainEnd(after: (before.sequence, before.hash), events: events, callers: callers, timestampMilliseconds: timestampMilliseconds)
+        guard stored.sequence == expected.sequence, stored.hash == expected.hash, stored.term == leadership?.term else {
+            let reason = "the head moved (revision \(modRevision), this node last wrote \(before.modRevision)): another writer appended"
+            fencedReason = reason
+            throw .notLeader(reason)
+        }
+        head = (expected.sequence, expected.hash, modRevision)
+        return AppendReceipt(firstSequence: before.sequence + 1, lastSequence: expected.sequence)
+    }
+
+    /// The last sequence number and chain hash once `events` are appended after the record
+    /// `after` (its sequence number and hash), encoded as a commit encodes them.
+    static func chainEnd(after: (sequence: UInt64, hash: [UInt8]), events: [Event], callers: [Caller?], timestampMilliseconds: Int64) -> (sequence: UInt64, hash: [UInt8]) {
+        var (sequence, hash) = after
+        for (index, event) in events.enumerated() {
+            sequence += 1
+            let value = LogRecord.encode(event: event, caller: callers.isEmpty ? nil : callers[index], timestampMilliseconds: timestampMilliseconds, previousHash: hash)
+            hash = value.withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
+        }
+        return (sequence, hash)
     }
 
     // MARK: - Bitmaps, replay, checkpoints
