@@ -73,6 +73,12 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     /// The warm state: `reduce` of the records read so far.
     public var followedState: ControllerState { lock.withLock { chain.state } }
 
+    /// The checkpoints that the first catch-up skipped, newest first, each with the reason (as
+    /// the LMDB log's ``Replay/checkpointsRejected``): the replay started from an older
+    /// checkpoint, or from the first record. Empty when none was skipped.
+    public var checkpointsRejected: [String] { lock.withLock { rejectedCheckpoints } }
+    private var rejectedCheckpoints: [String] = []
+
     /// Reads the records after the warm state up to the head (one consistent etcd revision),
     /// checking each, and folds them in. The first call starts from the newest checkpoint that
     /// matches the log. Returns the head's etcd revision.
@@ -99,8 +105,10 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         return revision
     }
 
-    /// Starts the chain from the newest checkpoint (at or before `last`) whose record hash
-    /// matches the log; a checkpoint that does not match is skipped.
+    /// Starts the chain from the newest checkpoint that passes the checks of `EventLog.replay`
+    /// (``Checkpoint/checkedState(sequence:stored:recordHash:)``: it decodes, and it follows the
+    /// log's record at its sequence number, at most `last`). Each one skipped is recorded in
+    /// ``checkpointsRejected`` with the reason; with none left, the chain starts at the first record.
     private func startFromCheckpointLocked(revision: Int64, through last: UInt64) throws(ClusterStoreError) {
         let answer = try call(
             "/v3/kv/range",
@@ -108,15 +116,35 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 "key": Etcd.base64(keys.checkpointsPrefix), "range_end": Etcd.base64(Etcd.prefixEnd(keys.checkpointsPrefix)),
                 "revision": String(revision), "sort_order": "DESCEND", "sort_target": "KEY", "limit": "4",
             ])
+        var rejected: [String] = []
+        defer { rejectedCheckpoints = rejected }
         for kv in answer["kvs"] as? [JSONObject] ?? [] {
-            guard let sequence = keys.sequence(ofCheckpointKey: try bytes(kv["key"])), sequence <= last else { continue }
-            guard let decoded = try? Checkpoint.decodeState(sequence: sequence, stored: try bytes(kv["value"])) else { continue }
-            let record = try call("/v3/kv/range", ["key": Etcd.base64(keys.event(sequence)), "revision": String(revision)])
-            guard let value = (record["kvs"] as? [JSONObject])?.first?["value"] else { continue }
-            let recordHash = try bytes(value).withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
-            guard recordHash == decoded.checkpoint.recordHash else { continue }
-            chain = RecordChain(after: sequence, hash: recordHash, state: decoded.state)
-            return
+            let key = try bytes(kv["key"])
+            guard let sequence = keys.sequence(ofCheckpointKey: key) else {
+                rejected.append(LogError.checkpointRejected(keys.notACheckpointKey(key)).description)
+                continue
+            }
+            let stored = try bytes(kv["value"])
+            var recordHash: [UInt8]?
+            do {
+                let state = try stored.withUnsafeBytes { storedBytes in
+                    try Checkpoint.checkedState(sequence: sequence, stored: storedBytes) { () throws(ClusterStoreError) -> [UInt8]? in
+                        guard sequence <= last else { return nil }  // past the head: not a record of the log
+                        let record = try call("/v3/kv/range", ["key": Etcd.base64(keys.event(sequence)), "revision": String(revision)])
+                        guard let value = (record["kvs"] as? [JSONObject])?.first?["value"] else { return nil }
+                        recordHash = try bytes(value).withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
+                        return recordHash
+                    }
+                }
+                chain = RecordChain(after: sequence, hash: recordHash!, state: state)
+                return
+            } catch let error as LogError {
+                rejected.append(error.description)
+            } catch let error as ClusterStoreError {
+                throw error
+            } catch {
+                preconditionFailure("a checkpoint's check threw neither a LogError nor a ClusterStoreError: \(error)")
+            }
         }
     }
 

@@ -70,4 +70,9 @@ public struct ClusterKeys: Sendable {
         guard key.count == start.count + 20, key.starts(with: start) else { return nil }
         return UInt64(String(decoding: key[start.count...], as: UTF8.self))
     }
+    /// Why `key`, found under ``checkpointsPrefix``, is no checkpoint's key: the words with which
+    /// replay and verify reject it.
+    func notACheckpointKey(_ key: [UInt8]) -> String {
+        "\(String(decoding: key, as: UTF8.self)) is not a checkpoint's key (20 digits after checkpoints/)"
+    }
 }

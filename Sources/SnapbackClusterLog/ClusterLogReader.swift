@@ -16,21 +16,31 @@ public struct ClusterLogReader: Sendable {
 
     /// Checks every record (shape, version, checksum, chain link, continuity, payload), the head,
     /// and every checkpoint against the replayed log, as `EventLog.verify` does for LMDB. Stops at
-    /// the first problem (its kind gives `snapback log verify`'s exit code).
+    /// the first problem (its kind gives `snapback log verify`'s exit code). A checkpoint that
+    /// replay would skip (``Checkpoint/checkedState(sequence:stored:recordHash:)``) is reported
+    /// as LMDB's verify reports it: kind `checkpoint` at its sequence number, after the records,
+    /// so that a damaged record is named first.
     public func verify(anchors: [LogAnchor] = []) -> VerifyReport {
         var chain = RecordChain()
         let anchorsBySequence = Dictionary(grouping: anchors, by: \.sequence)
         do {
             let (revision, head) = try readHead()
             var expectedStates: [UInt64: [UInt8]] = [:]
-            for (sequence, stored) in try readCheckpoints(revision: revision) {
-                do {
-                    expectedStates[sequence] = try Checkpoint.decodeState(sequence: sequence, stored: stored).state.encoded()
-                } catch LogError.checkpointSuperseded {
+            var checkpointProblems: [VerifyProblem] = []
+            for (key, stored) in try readCheckpoints(revision: revision) {
+                guard let sequence = keys.sequence(ofCheckpointKey: key) else {
+                    checkpointProblems.append(VerifyProblem(.checkpoint, at: nil, LogError.checkpointRejected(keys.notACheckpointKey(key)).description))
                     continue
-                } catch {
-                    chain.fail(.checkpoint, sequence: sequence, "\(error)")
-                    return chain.report
+                }
+                do {
+                    let state = try stored.withUnsafeBytes { bytes in
+                        try Checkpoint.checkedState(sequence: sequence, stored: bytes) { try recordHash(sequence, revision: revision) }
+                    }
+                    expectedStates[sequence] = state.encoded()
+                } catch LogError.checkpointSuperseded {
+                    continue  // an older build's cache: nothing to compare, nothing wrong
+                } catch let error as LogError {
+                    checkpointProblems.append(VerifyProblem(.checkpoint, at: sequence, error.description))
                 }
             }
             // Past the head too: a record there means the head was rolled back.
@@ -46,6 +56,7 @@ public struct ClusterLogReader: Sendable {
             if let beyond = anchors.filter({ $0.sequence > chain.report.lastSequence }).min(by: { $0.sequence < $1.sequence }) {
                 chain.fail(.anchor, sequence: beyond.sequence, "the anchor is past the end of the log (seq \(chain.report.lastSequence))")
             }
+            if let first = checkpointProblems.first { chain.fail(first.kind, sequence: first.sequence, first.detail) }
         } catch {
             chain.fail(.unreadable, sequence: nil, "\(error)")
         }
@@ -89,17 +100,22 @@ public struct ClusterLogReader: Sendable {
         return (revision, try ClusterDurableStore.decodeHead(value))
     }
 
-    func readCheckpoints(revision: Int64) throws -> [(UInt64, [UInt8])] {
+    /// Every key under `checkpoints/` with its value, at `revision`, in key order (oldest first).
+    func readCheckpoints(revision: Int64) throws -> [(key: [UInt8], value: [UInt8])] {
         let answer = try client.call(
             "/v3/kv/range",
             [
                 "key": Etcd.base64(keys.checkpointsPrefix), "range_end": Etcd.base64(Etcd.prefixEnd(keys.checkpointsPrefix)),
                 "revision": String(revision),
             ])
-        return try (answer["kvs"] as? [JSONObject] ?? []).compactMap { kv in
-            guard let sequence = keys.sequence(ofCheckpointKey: try Etcd.bytes(kv["key"])) else { return nil }
-            return (sequence, try Etcd.bytes(kv["value"]))
-        }
+        return try (answer["kvs"] as? [JSONObject] ?? []).map { kv in (try Etcd.bytes(kv["key"]), try Etcd.bytes(kv["value"])) }
+    }
+
+    /// The chain hash of the record stored at `sequence` at `revision`, or `nil` when there is none.
+    func recordHash(_ sequence: UInt64, revision: Int64) throws -> [UInt8]? {
+        let answer = try client.call("/v3/kv/range", ["key": Etcd.base64(keys.event(sequence)), "revision": String(revision)])
+        guard let kv = (answer["kvs"] as? [JSONObject])?.first else { return nil }
+        return try Etcd.bytes(kv["value"]).withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
     }
 
     /// Calls `body` with each stored record key's sequence and value, in order, page by page, at

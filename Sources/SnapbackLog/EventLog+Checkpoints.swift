@@ -118,14 +118,7 @@ extension EventLog {
         guard let value = try key.withUnsafeBytes({ try transaction.get(checkpoints, key: $0) }) else {
             throw LogError.checkpointRejected("no checkpoint at seq \(sequence)")
         }
-        let checkpoint = try Checkpoint.decode(sequence: sequence, value: value)
-        guard let recordHash = try recordHash(sequence, transaction) else {
-            throw LogError.checkpointRejected("checkpoint at seq \(sequence) follows a record that does not exist")
-        }
-        guard recordHash == checkpoint.recordHash else {
-            throw LogError.checkpointRejected("checkpoint at seq \(sequence) was not taken from this log (record hash differs)")
-        }
-        return try Checkpoint.state(checkpoint.stateBytes, after: sequence, what: "checkpoint at seq \(sequence)")
+        return try Checkpoint.checkedState(sequence: sequence, stored: value) { try recordHash(sequence, transaction) }
     }
 
     /// Reduces the log through `last` (the whole log by default), starting from the newest

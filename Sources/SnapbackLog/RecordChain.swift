@@ -115,14 +115,21 @@ extension Checkpoint {
     /// The stored form (version, record hash, CRC-32C, state bytes), as the LMDB log stores it.
     public var storedBytes: [UInt8] { encoded() }
 
-    /// Decodes a stored checkpoint at `sequence` and its state, checking its version, checksum
-    /// and that the state is of `sequence` events.
-    /// - Throws: ``LogError/checkpointRejected(_:)``, ``LogError/checkpointSuperseded(_:)``.
-    public static func decodeState(sequence: UInt64, stored: [UInt8]) throws(LogError) -> (checkpoint: Checkpoint, state: ControllerState) {
-        let decoded = stored.withUnsafeBytes { bytes in Result { () throws(LogError) in try decode(sequence: sequence, value: bytes) } }
-        let checkpoint = try decoded.get()
-        let state = try Checkpoint.state(checkpoint.stateBytes, after: sequence, what: "checkpoint at seq \(sequence)")
-        return (checkpoint, state)
+    /// Decodes the checkpoint stored at `sequence` and checks it against the log: its version and
+    /// checksum, that it was taken after the log's record at `sequence` (`recordHash` reads that
+    /// record's chain hash, `nil` when the log has no such record; it is not called for a
+    /// checkpoint that does not decode), and that its state is of `sequence` events. Replay and
+    /// verify of both logs (LMDB and the cluster's) check a checkpoint here, so they reject the
+    /// same checkpoints with the same words.
+    /// - Throws: ``LogError/checkpointRejected(_:)``, ``LogError/checkpointSuperseded(_:)``, or
+    ///   what `recordHash` throws.
+    public static func checkedState(sequence: UInt64, stored: UnsafeRawBufferPointer, recordHash: () throws -> [UInt8]?) throws -> ControllerState {
+        let checkpoint = try decode(sequence: sequence, value: stored)
+        guard let recordHash = try recordHash() else { throw LogError.checkpointRejected("checkpoint at seq \(sequence) follows a record that does not exist") }
+        guard recordHash == checkpoint.recordHash else {
+            throw LogError.checkpointRejected("checkpoint at seq \(sequence) was not taken from this log (record hash differs)")
+        }
+        return try state(checkpoint.stateBytes, after: sequence, what: "checkpoint at seq \(sequence)")
     }
 }
 

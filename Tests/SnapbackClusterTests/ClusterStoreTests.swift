@@ -4,7 +4,7 @@ import SnapbackCluster
 import SnapbackClusterLog
 import SnapbackCore
 import SnapbackData
-import SnapbackLog
+@testable import SnapbackLog
 import Testing
 
 /// One real 3-member etcd cluster for the whole test process (each test uses its own cluster
@@ -303,5 +303,69 @@ struct ClusterStoreTests {
             #expect(error.code == "not_leader" || error.code == "cluster_unavailable", "\(error)")
         }
         nowhere.shutdown()
+    }
+
+    @Test("a checkpoint that does not decode, or follows another log's record, is skipped by replay, which says so, and verify reports it as LMDB's verify does")
+    func rejectedCheckpoints() throws {
+        let name = SharedEtcd.uniqueName("rejected")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() != nil)
+        let batches: [[Event]] = [[volume(1), volume(2)], [volume(3)], [.volumeRemoved(id: 1)]]
+        for (index, events) in batches.enumerated() {
+            _ = try leader.store.commit(events: events, bitmapChanges: [], timestampMilliseconds: Int64(index + 1))
+            if index < 2 { try leader.store.checkpoint(try leader.store.replayState()) }  // at seq 2 and 3
+        }
+        let put = { (key: [UInt8], value: [UInt8]) in
+            _ = try leader.client.call("/v3/kv/put", ["key": Etcd.base64(key), "value": Etcd.base64(value)])
+        }
+
+        // The newest checkpoint overwritten with garbage: replay starts from the older one.
+        try put(leader.keys.checkpoint(3), Array("garbage".utf8))
+        let follower = try TestNode(cluster: name, node: "b")
+        let state = try follower.store.replayState()
+        #expect(state.eventsApplied == 4 && state.volumes.count == 2)
+        #expect(follower.store.checkpointsRejected == ["checkpoint rejected: checkpoint at seq 3 has 7 bytes"])
+        let report = ClusterLogReader(client: follower.client, keys: follower.keys).verify()
+        #expect(report.problem == VerifyProblem(.checkpoint, at: 3, "checkpoint rejected: checkpoint at seq 3 has 7 bytes"), "\(report)")
+        #expect(report.problem?.kind.exitCode == 8)
+
+        // The same records and the same garbage in an LMDB log: the same report, the same skip.
+        let directory = NSTemporaryDirectory() + "snapback-rejected-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try EventLog(directory: directory)
+        var replayed = ControllerState()
+        for (index, events) in batches.enumerated() {
+            _ = try log.append(events, timestampMilliseconds: Int64(index + 1))
+            events.forEach { replayed.apply($0, at: Int64(index + 1)) }
+            if index < 2 { try log.saveCheckpoint(replayed) }
+        }
+        let checkpoints = log.checkpoints
+        try log.write { transaction in
+            try LogRecord.key(3).withUnsafeBytes { key in try Array("garbage".utf8).withUnsafeBytes { try transaction.put(checkpoints, key: key, value: $0) } }
+        }
+        #expect(log.verify().problem == report.problem)
+        let lmdbReplay = try log.replay()
+        #expect(lmdbReplay.checkpointsRejected == follower.store.checkpointsRejected && lmdbReplay.state == state)
+
+        // The older one is another log's (its record hash differs): replay starts at seq 1.
+        let other = try TestNode(cluster: SharedEtcd.uniqueName("other"), node: "a")
+        #expect(try other.lead() != nil)
+        _ = try other.store.commit(events: [volume(7), volume(8)], bitmapChanges: [], timestampMilliseconds: 1)
+        try other.store.checkpoint(try other.store.replayState())
+        let foreign = try Etcd.bytes(((try other.client.call("/v3/kv/range", ["key": Etcd.base64(other.keys.checkpoint(2))]))["kvs"] as? [JSONObject])?.first?["value"])
+        try put(leader.keys.checkpoint(2), foreign)
+        let fresh = try TestNode(cluster: name, node: "c")
+        #expect(try fresh.store.replayState() == state)
+        #expect(
+            fresh.store.checkpointsRejected == [
+                "checkpoint rejected: checkpoint at seq 3 has 7 bytes",
+                "checkpoint rejected: checkpoint at seq 2 was not taken from this log (record hash differs)",
+            ])
+        // verify names the oldest problem first, as LMDB's does.
+        let both = ClusterLogReader(client: fresh.client, keys: fresh.keys).verify()
+        #expect(both.problem == VerifyProblem(.checkpoint, at: 2, "checkpoint rejected: checkpoint at seq 2 was not taken from this log (record hash differs)"), "\(both)")
+        // A damaged record is named before a checkpoint.
+        try put(leader.keys.event(1), Array("not a record".utf8))
+        #expect(ClusterLogReader(client: fresh.client, keys: fresh.keys).verify().problem?.sequence == 1)
     }
 }
