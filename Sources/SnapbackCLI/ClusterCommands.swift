@@ -115,8 +115,13 @@ struct ListCluster: ParsableCommand {
             leader = try election.leader()
             head = try reader.readHead().head
             if let leader, let id = Int64(leader.lease) { leaseSeconds = try election.timeToLive(lease: id) }
+        } catch let error as ClusterStoreError {
+            // A record that does not decode (the leader key's, a node's, a term's) is named with
+            // its key: lscluster never shows it as an empty holder.
+            let text = error.description
+            throw CLIError(code: error.code, message: text.hasPrefix(error.code + ": ") ? String(text.dropFirst(error.code.count + 2)) : text)
         } catch {
-            throw CLIError(code: (error as? ClusterStoreError)?.code ?? "cluster_unavailable", message: "\(error)")
+            throw CLIError(code: "cluster_unavailable", message: "\(error)")
         }
         let since = leader.map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double($0.sinceMilliseconds) / 1000)) } ?? ""
         if json {

@@ -350,9 +350,17 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         let leaderKV = (responses.first?["kvs"] as? [JSONObject])?.first
         let headKV = (responses.count > 1 ? responses[1]["kvs"] as? [JSONObject] : nil)?.first
         if leaderKV == nil { return "this node was deposed: nobody holds the leader key (its lease \(lease) expired)" }
-        if let leaderLease = Etcd.int(leaderKV?["lease"]), leaderLease != lease {
-            let holder = (try? Etcd.bytes(leaderKV?["value"])).flatMap { try? JSONDecoder().decode(LeaderRecord.self, from: Data($0)) }
-            return "this node was deposed: \(holder.map { "node \($0.node) leads in term \($0.term)" } ?? "another lease holds the leader key")"
+        // etcd's JSON omits a lease of 0: the key was put without one.
+        let leaderLease = Etcd.int(leaderKV?["lease"]) ?? 0
+        if leaderLease != lease {
+            let value: [UInt8]
+            do { value = try Etcd.bytes(leaderKV?["value"]) } catch {
+                return "this node was deposed: lease \(leaderLease) holds the leader key, and etcd's answer garbles its value: \(error)"
+            }
+            switch LeaderElection.decodeRecord(LeaderRecord.self, value, what: "the leader key", key: keys.leader) {
+            case let .success(holder): return "this node was deposed: node \(holder.node) leads in term \(holder.term)"
+            case let .failure(undecodable): return "this node was deposed: \(undecodable) (held with lease \(leaderLease))"
+            }
         }
         let moved = Etcd.int(headKV?["mod_revision"]) ?? 0
         return "the head moved (revision \(moved), this node last wrote \(headModRevision)): another writer appended"

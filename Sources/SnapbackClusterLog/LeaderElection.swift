@@ -1,4 +1,5 @@
 import Foundation
+import SnapbackLog
 
 /// Who leads, in which term, on which lease (the value of the leader key and of `terms/TERM`).
 public struct LeaderRecord: Codable, Sendable, Equatable {
@@ -40,6 +41,11 @@ public struct NodeRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// A stored record (the leader key's, a node's, a term's) that does not decode, and why.
+struct UndecodableRecord: Error, Sendable, CustomStringConvertible {
+    var description: String
+}
+
 /// A node name: 1 to 63 bytes of letters, digits, `_`, `.` and `-`.
 public func isValidNodeName(_ name: String) -> Bool { ClusterKeys.isValidName(name) }
 
@@ -62,9 +68,36 @@ public final class LeaderElection: @unchecked Sendable {
         String(decoding: (try? JSONEncoder().encode(value)) ?? Data(), as: UTF8.self)
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws(ClusterStoreError) -> T {
-        do { return try JSONDecoder().decode(T.self, from: Data(bytes)) } catch {
-            throw .refused(.malformed("a \(T.self) that does not decode: \(String(decoding: bytes.prefix(200), as: UTF8.self))"))
+    /// The record `T` stored as `bytes` in `key` (`what` says which key that is, for the reason),
+    /// or why it does not decode: "the leader key /snapback/NAME/leader holds a record that does
+    /// not decode: no "node" field (its value: …)".
+    static func decodeRecord<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], what: String, key: [UInt8]) -> Result<T, UndecodableRecord> {
+        do { return .success(try JSONDecoder().decode(T.self, from: Data(bytes))) } catch {
+            return .failure(
+                UndecodableRecord(
+                    description: "\(what) \(String(decoding: key, as: UTF8.self)) holds a record that does not decode: \(Self.reason(error)) (its value: \(String(decoding: bytes.prefix(120), as: UTF8.self)))"
+                ))
+        }
+    }
+
+    /// ``decodeRecord(_:_:what:key:)``, throwing.
+    /// - Throws: ``ClusterStoreError/damaged(_:)`` (kind `malformed`) with its reason.
+    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], what: String, key: [UInt8]) throws(ClusterStoreError) -> T {
+        switch decodeRecord(type, bytes, what: what, key: key) {
+        case let .success(record): return record
+        case let .failure(undecodable): throw .damaged(VerifyProblem(.malformed, at: nil, undecodable.description))
+        }
+    }
+
+    /// What the decoder said, in a few words.
+    static func reason(_ error: any Error) -> String {
+        guard let error = error as? DecodingError else { return "\(error)" }
+        switch error {
+        case let .keyNotFound(key, _): return "no \"\(key.stringValue)\" field"
+        case let .typeMismatch(_, context), let .valueNotFound(_, context), let .dataCorrupted(context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "\(path): \(context.debugDescription)"
+        @unknown default: return "\(error)"
         }
     }
 
@@ -83,7 +116,7 @@ public final class LeaderElection: @unchecked Sendable {
         guard let kv = (answer["kvs"] as? [JSONObject])?.first else { return nil }
         let value: [UInt8]
         do { value = try Etcd.bytes(kv["value"]) } catch { throw .refused(error) }
-        return try Self.decode(LeaderRecord.self, value)
+        return try Self.decode(LeaderRecord.self, value, what: "the leader key", key: keys.leader)
     }
 
     /// One attempt to win the leadership with `lease`: succeeds when no node leads, moving the
@@ -96,8 +129,14 @@ public final class LeaderElection: @unchecked Sendable {
             let termAnswer = try call("/v3/kv/range", ["key": Etcd.base64(keys.term)])
             let termKV = (termAnswer["kvs"] as? [JSONObject])?.first
             let termModRevision = Etcd.int(termKV?["mod_revision"]) ?? 0
-            let lastTerm: UInt64
-            do { lastTerm = UInt64(String(decoding: try Etcd.bytes(termKV?["value"]), as: UTF8.self)) ?? 0 } catch { throw .refused(error) }
+            let termText: String
+            do { termText = String(decoding: try Etcd.bytes(termKV?["value"]), as: UTF8.self) } catch { throw .refused(error) }
+            // No term key: no term yet. One that does not parse must not restart the terms at 1
+            // (the history in terms/ would be overwritten): nobody campaigns until it is repaired.
+            guard let lastTerm = termKV == nil ? 0 : UInt64(termText) else {
+                throw .damaged(
+                    VerifyProblem(.malformed, at: nil, "the term key \(String(decoding: keys.term, as: UTF8.self)) holds \"\(termText.prefix(40))\", not a term number"))
+            }
             let record = LeaderRecord(node: node, term: lastTerm + 1, lease: lease.id, sinceMilliseconds: nowMilliseconds, firstSequence: firstSequence)
             let value = Etcd.base64(Self.json(record))
             let answer = try call(
@@ -124,12 +163,14 @@ public final class LeaderElection: @unchecked Sendable {
 
     /// The live nodes (each held by its lease).
     public func nodes() throws(ClusterStoreError) -> [NodeRecord] {
-        try rangePrefix(keys.nodesPrefix).map { (_, value) throws(ClusterStoreError) in try Self.decode(NodeRecord.self, value) }
+        try rangePrefix(keys.nodesPrefix).map { (key, value) throws(ClusterStoreError) in try Self.decode(NodeRecord.self, value, what: "the node key", key: key) }
     }
 
     /// Every term's leader, oldest first (at most `limit`, the newest ones).
     public func terms(limit: Int = 1000) throws(ClusterStoreError) -> [LeaderRecord] {
-        try rangePrefix(keys.termsPrefix).suffix(limit).map { (_, value) throws(ClusterStoreError) in try Self.decode(LeaderRecord.self, value) }
+        try rangePrefix(keys.termsPrefix).suffix(limit).map { (key, value) throws(ClusterStoreError) in
+            try Self.decode(LeaderRecord.self, value, what: "the term key", key: key)
+        }
     }
 
     /// The seconds left on lease `id` by etcd's account, or `nil` when etcd no longer knows it.

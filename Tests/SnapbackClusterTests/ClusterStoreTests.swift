@@ -368,4 +368,60 @@ struct ClusterStoreTests {
         try put(leader.keys.event(1), Array("not a record".utf8))
         #expect(ClusterLogReader(client: fresh.client, keys: fresh.keys).verify().problem?.sequence == 1)
     }
+
+    @Test("a deposed leader's refusal, and lscluster's leader, name a leader record that does not decode")
+    func undecodableLeaderRecord() throws {
+        let name = SharedEtcd.uniqueName("garbled")
+        let leader = try TestNode(cluster: name, node: "a", ttlSeconds: 30)
+        #expect(try leader.lead() != nil)
+        _ = try leader.store.commit(events: [volume(1)], bitmapChanges: [], timestampMilliseconds: 1)
+        // The leader key replaced by a value that is no leader record, held with another lease.
+        let other = try ClusterLease(client: leader.client, ttlSeconds: 30)
+        _ = try leader.client.call(
+            "/v3/kv/put", ["key": Etcd.base64(leader.keys.leader), "value": Etcd.base64("{\"term\":2}"), "lease": String(other.id)])
+        do {
+            _ = try leader.store.commit(events: [volume(2)], bitmapChanges: [], timestampMilliseconds: 2)
+            Issue.record("a commit on another lease's leader key succeeded")
+        } catch let error as ClusterStoreError {
+            #expect(error.code == "not_leader")
+            let expected =
+                "this node was deposed: the leader key /snapback/\(name)/leader holds a record that does not decode: no \"node\" field (its value: {\"term\":2}) (held with lease \(other.id))"
+            #expect("\(error)" == "not_leader: " + expected)
+        }
+        do {
+            _ = try leader.election.leader()
+            Issue.record("an undecodable leader record was listed")
+        } catch {
+            #expect(error.code == "storage_error")
+            #expect("\(error)".contains("the leader key /snapback/\(name)/leader holds a record that does not decode: no \"node\" field"), "\(error)")
+        }
+        // Put without a lease: the refusal says so rather than blaming the head.
+        let twin = try TestNode(cluster: SharedEtcd.uniqueName("garbled"), node: "a", ttlSeconds: 30)
+        #expect(try twin.lead() != nil)
+        _ = try twin.client.call("/v3/kv/put", ["key": Etcd.base64(twin.keys.leader), "value": Etcd.base64("not json")])
+        #expect(throws: ClusterStoreError.self) { _ = try twin.store.commit(events: [volume(1)], bitmapChanges: [], timestampMilliseconds: 1) }
+        #expect(twin.store.fenced?.contains("holds a record that does not decode: The given data was not valid JSON.") == true, "\(twin.store.fenced ?? "")")
+        #expect(twin.store.fenced?.hasSuffix("(held with lease 0)") == true)
+        other.revoke()
+        leader.lease.revoke()
+        twin.lease.revoke()
+    }
+
+    @Test("a term key that is not a number stops every campaign instead of restarting the terms at 1")
+    func undecodableTermKey() throws {
+        let name = SharedEtcd.uniqueName("term")
+        let first = try TestNode(cluster: name, node: "a")
+        #expect(try first.lead() == 1)
+        first.lease.revoke()
+        _ = try first.client.call("/v3/kv/put", ["key": Etcd.base64(first.keys.term), "value": Etcd.base64("one")])
+        let next = try TestNode(cluster: name, node: "b")
+        do {
+            _ = try next.lead()
+            Issue.record("a campaign on a term key that does not parse succeeded")
+        } catch let error as ClusterStoreError {
+            #expect("\(error)".contains("the term key /snapback/\(name)/term holds \"one\", not a term number"), "\(error)")
+        }
+        #expect(try next.election.terms().map(\.node) == ["a"])
+        next.lease.revoke()
+    }
 }
