@@ -48,6 +48,8 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
     /// Told how long each successful commit took (the LMDB transaction and its sync), from the
     /// committing thread; it must be quick (snapbackd records it in a histogram).
     private let commitObserver: (@Sendable (Duration) -> Void)?
+    private let replayLock = NSLock()
+    private var lastReplayStorage: Replay?
 
     /// - Parameters:
     ///   - log: The open event log; bitmaps go in its `bitmaps` table.
@@ -116,7 +118,15 @@ public final class LogDurableStore: DurableStore, @unchecked Sendable {
         return bitmap
     }
 
-    public func replayState() throws -> ControllerState { try log.replay().state }
+    public func replayState() throws -> ControllerState {
+        let replay = try log.replay()
+        replayLock.withLock { lastReplayStorage = replay }
+        return replay.state
+    }
+
+    /// The last replay (``replayState()``): where it started and the checkpoints it skipped,
+    /// for the daemon's recovery report.
+    public var lastReplay: Replay? { replayLock.withLock { lastReplayStorage } }
 
     public func checkpoint(_ state: ControllerState) throws { try log.saveCheckpoint(state) }
 }

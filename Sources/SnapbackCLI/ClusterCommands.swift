@@ -30,11 +30,15 @@ struct ClusterLocation: ParsableArguments {
             (endpoints, name) = (parsed, clusterName)
         } else {
             let path = dataDirectory() + "/" + Self.fileName
-            guard let data = FileManager.default.contents(atPath: path),
-                let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-                let stored = object["endpoints"] as? [String], let storedName = object["cluster"] as? String
-            else {
+            guard let data = FileManager.default.contents(atPath: path) else {
                 throw CLIError(code: "not_a_cluster", message: "no -cluster given and no cluster node wrote \(path)")
+            }
+            let parsed: Any
+            do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+                throw CLIError(code: "not_a_cluster", message: "no -cluster given, and \(path) is not JSON: \(error)")
+            }
+            guard let object = parsed as? [String: Any], let stored = object["endpoints"] as? [String], let storedName = object["cluster"] as? String else {
+                throw CLIError(code: "not_a_cluster", message: "no -cluster given, and \(path) names no endpoints and cluster")
             }
             (endpoints, name) = (stored, clusterName ?? storedName)
         }

@@ -340,7 +340,14 @@ struct LogStats: ParsableCommand {
             return true
         }
         let directory = LogLocation.logDirectory(location.dataDirectory)
-        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")[.size] as? Int) ?? 0
+        let fileBytes: Int
+        do {
+            let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/data.mdb")
+            guard let size = (attributes[.size] as? NSNumber)?.intValue else { throw CocoaError(.fileReadUnknown) }
+            fileBytes = size
+        } catch {
+            throw CLIError(code: "log_unreadable", message: "cannot read the size of \(directory)/data.mdb: \(error)")
+        }
         let info = log.environment.info()
         let usedBytes = (info.lastPageNumber + 1) * info.pageSizeBytes
         let checkpoints = try log.checkpointSequences()

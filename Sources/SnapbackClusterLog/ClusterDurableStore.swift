@@ -208,6 +208,16 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         fenceLock.withLock { if fencedReasonStorage == nil { fencedReasonStorage = reason } }
     }
 
+    /// Fences the store after a commit whose outcome is unknown (etcd did not say whether it
+    /// applied it): nothing more is sent, and the node may serve what needs no commit until etcd
+    /// answers again (`Specs/cluster.md`, 3.3).
+    private func fenceForUnknownOutcome(_ reason: String) {
+        fenceLock.withLock {
+            fencedReasonStorage = reason
+            fencedByUnknownOutcomeAtStorage = .now
+        }
+    }
+
     /// Why the store appends nothing, or `nil` while it leads.
     public var fenced: String? {
         let (reason, leadership) = fenceLock.withLock { (fencedReasonStorage, leadershipStorage) }
@@ -239,20 +249,10 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     ) throws(ClusterStoreError) -> AppendReceipt {
         try checkMayCommitLocked()
         guard let (lease, term) = leadership else { throw .notLeader("this node is a standby") }
-        var operations: [JSONObject] = []
-        var sequence = head.sequence
-        var hash = head.hash
-        for (index, event) in events.enumerated() {
-            sequence += 1
-            let caller = callers.isEmpty ? nil : callers[index]
-            let value = LogRecord.encode(event: event, caller: caller, timestampMilliseconds: timestampMilliseconds, previousHash: hash)
-            // Paired assertion: the record parses back as written before it leaves.
-            value.withUnsafeBytes { bytes in
-                let view = try! RecordView(sequence: sequence, value: bytes)
-                precondition(view.typeCode == event.type.rawValue && view.caller == caller)
-                hash = LogRecord.hash(sequence: sequence, value: bytes)
-            }
-            operations.append(["request_put": ["key": Etcd.base64(keys.event(sequence)), "value": Etcd.base64(value)]])
+        let (records, (sequence, hash)) = Self.encodeRecords(
+            after: (head.sequence, head.hash), events: events, callers: callers, timestampMilliseconds: timestampMilliseconds)
+        var operations: [JSONObject] = records.map { record in
+            ["request_put": ["key": Etcd.base64(keys.event(record.sequence)), "value": Etcd.base64(record.value)]]
         }
         operations += Self.bitmapOperations(bitmapChanges, keys: keys)
         operations.append(["request_put": ["key": Etcd.base64(keys.head), "value": Etcd.base64(Self.encodeHead(sequence: sequence, hash: hash, term: term))]])
@@ -279,10 +279,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
                 // The transaction may still be applied: this node cannot know its own log any
                 // more. It appends nothing else; the next leader replays what etcd holds.
                 let reason = "a commit's outcome is unknown (etcd unavailable: \(detail))"
-                fenceLock.withLock {
-                    fencedReasonStorage = reason
-                    fencedByUnknownOutcomeAtStorage = .now
-                }
+                fenceForUnknownOutcome(reason)
                 throw .unavailable(reason)
             case let .server(_, message) where message.contains("lease not found"):
                 fencedReason = "etcd no longer knows this node's lease"
@@ -390,12 +387,12 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             stored = try Self.decodeHead(try bytes((answer["kvs"] as? [JSONObject])?.first?["value"]))
         } catch {
             let reason = "a commit's outcome is unknown (etcd answered \"database space exceeded\", which it also answers for a transaction it applied, and the head cannot be read: \(error))"
-            fencedReason = reason
+            fenceForUnknownOutcome(reason)
             throw .unavailable(reason)
         }
         let modRevision = Etcd.int((answer["kvs"] as? [JSONObject])?.first?["mod_revision"]) ?? 0
         if modRevision == before.modRevision { throw error }
-        let expected = Self.chainEnd(after: (before.sequence, before.hash), events: events, callers: callers, timestampMilliseconds: timestampMilliseconds)
+        let expected = Self.encodeRecords(after: (before.sequence, before.hash), events: events, callers: callers, timestampMilliseconds: timestampMilliseconds).end
         guard stored.sequence == expected.sequence, stored.hash == expected.hash, stored.term == leadership?.term else {
             let reason = "the head moved (revision \(modRevision), this node last wrote \(before.modRevision)): another writer appended"
             fencedReason = reason
@@ -405,16 +402,27 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         return AppendReceipt(firstSequence: before.sequence + 1, lastSequence: expected.sequence)
     }
 
-    /// The last sequence number and chain hash once `events` are appended after the record
-    /// `after` (its sequence number and hash), encoded as a commit encodes them.
-    static func chainEnd(after: (sequence: UInt64, hash: [UInt8]), events: [Event], callers: [Caller?], timestampMilliseconds: Int64) -> (sequence: UInt64, hash: [UInt8]) {
+    /// The records of `events` appended after the record `after` (its sequence number and
+    /// hash), as a commit writes them, and the last sequence number and chain hash then.
+    static func encodeRecords(
+        after: (sequence: UInt64, hash: [UInt8]), events: [Event], callers: [Caller?], timestampMilliseconds: Int64
+    ) -> (records: [(sequence: UInt64, value: [UInt8])], end: (sequence: UInt64, hash: [UInt8])) {
         var (sequence, hash) = after
+        var records: [(sequence: UInt64, value: [UInt8])] = []
+        records.reserveCapacity(events.count)
         for (index, event) in events.enumerated() {
             sequence += 1
-            let value = LogRecord.encode(event: event, caller: callers.isEmpty ? nil : callers[index], timestampMilliseconds: timestampMilliseconds, previousHash: hash)
-            hash = value.withUnsafeBytes { LogRecord.hash(sequence: sequence, value: $0) }
+            let caller = callers.isEmpty ? nil : callers[index]
+            let value = LogRecord.encode(event: event, caller: caller, timestampMilliseconds: timestampMilliseconds, previousHash: hash)
+            // Paired assertion: the record parses back as written before it leaves.
+            value.withUnsafeBytes { bytes in
+                let view = try! RecordView(sequence: sequence, value: bytes)
+                precondition(view.typeCode == event.type.rawValue && view.caller == caller)
+                hash = LogRecord.hash(sequence: sequence, value: bytes)
+            }
+            records.append((sequence, value))
         }
-        return (sequence, hash)
+        return (records, (sequence, hash))
     }
 
     // MARK: - Bitmaps, replay, checkpoints

@@ -335,6 +335,9 @@ struct ClusterNode: Service {
         do { try await blocking { try election.register(current, lease: lease) } } catch {
             logger.warning("cannot update this node's record", metadata: ["error": "\(error)"])
         }
+        for reason in store.checkpointsRejected {
+            logger.warning("a checkpoint in etcd does not match the log: the takeover replayed from an older one", metadata: ["reason": "\(reason)"])
+        }
         let state = controller.state
         metrics.start(from: state)
         logger.notice(

@@ -109,15 +109,16 @@ public enum Daemon {
         let metrics = DaemonMetrics()
         let log: EventLog
         let controller: Controller
-        let replayedFrom: UInt64?
+        let replay: Replay?
         let startupEvents: [Event]
         do {
             log = try EventLog(directory: directory + "/log", mapSizeBytes: options.mapSizeBytes, archiveDirectory: directory + "/archive")
-            replayedFrom = try log.checkpointSequences().first
             let recovered = log.lastSequence
+            let durable = try LogDurableStore(log: log, commitObserver: metrics.logCommitted)
             controller = try Controller(
-                durable: try LogDurableStore(log: log, commitObserver: metrics.logCommitted), volumes: try FileVolumeProvider(dataDirectory: directory),
+                durable: durable, volumes: try FileVolumeProvider(dataDirectory: directory),
                 clock: { Int64(Date().timeIntervalSince1970 * 1000) }, version: version)
+            replay = durable.lastReplay
             // What recovery itself committed (ControllerStarted, faults of missing backing stores).
             startupEvents = try log.storedEvents(from: recovered + 1).map(\.event)
         } catch {
@@ -126,6 +127,10 @@ public enum Daemon {
         let state = controller.state
         metrics.committed(startupEvents)
         metrics.start(from: state)
+        let replayedFrom = replay?.checkpointSequence
+        for reason in replay?.checkpointsRejected ?? [] {
+            logger.warning("a checkpoint does not match the log: recovery started from an older one", metadata: ["reason": "\(reason)"])
+        }
         if state.eventsApplied - (replayedFrom ?? 0) >= checkpointIntervalEvents { try controller.checkpoint() }
         for (volumeID, problem) in controller.backingProblems.sorted(by: { $0.key < $1.key }) {
             logger.error("backing store problem", metadata: ["volume": "\(volumeID)", "problem": "\(problem)"])

@@ -167,9 +167,13 @@ struct ClusterTests {
             let overwrite = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-c", "write -P 0x5A 0 \(mebibytes)m", "nbd://127.0.0.1:\(first.port)/v"])
             #expect(overwrite.exitCode == 0, "\(overwrite)")
 
-            // The fault starts the automatic rollback; the leader dies at once.
-            try await first.ok("fault", "-volume", "v", "-reason", "ransomware detected")
-            first.signal(SIGKILL)
+            // The fault starts the automatic rollback; the leader dies at once: the kill is sent by
+            // the shell that ran the fault command, so that this test process's scheduling on a
+            // loaded machine cannot let the rollback finish first.
+            let faulted = try await runProcess(
+                "/bin/sh", ["-c", "\"$1\" fault -volume v -reason 'ransomware detected' && kill -9 \"$2\"", "sh", try Binaries.path("snapback"), String(first.pid)],
+                environment: ["SNAPBACK_SOCKET": first.socketPath])
+            #expect(faulted.exitCode == 0, "\(faulted)")
             let killed = Date()
             _ = await first.waitForExit(timeoutSeconds: 10)
             try await second.waitUntilLeading(timeoutSeconds: 30)
