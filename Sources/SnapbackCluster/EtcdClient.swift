@@ -129,7 +129,14 @@ public final class EtcdClient: EtcdTransport, @unchecked Sendable {
                     if let error = object["error"] as? JSONObject {
                         throw EtcdError.server(code: Int(Etcd.int(error["grpc_code"]) ?? -1), message: error["message"] as? String ?? "watch failed")
                     }
-                    guard try await onResponse(object["result"] as? JSONObject ?? [:]) else { return }
+                    let result = object["result"] as? JSONObject ?? [:]
+                    // etcd cancels a watch whose start revision was compacted (and keeps the
+                    // stream open, silent): the caller must catch up from a newer revision.
+                    if result["canceled"] as? Bool == true {
+                        let compacted = Etcd.int(result["compact_revision"]).map { " (history compacted through revision \($0))" } ?? ""
+                        throw EtcdError.server(code: 11, message: "watch canceled by etcd\(compacted): \(result["cancel_reason"] as? String ?? "")")
+                    }
+                    guard try await onResponse(result) else { return }
                 }
             }
         } catch let error as EtcdError {

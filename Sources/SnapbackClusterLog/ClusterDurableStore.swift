@@ -41,6 +41,9 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     /// When the store was fenced by a commit whose outcome is unknown (etcd did not answer it),
     /// `nil` when it was fenced for another reason or not at all.
     private var fencedByUnknownOutcomeAtStorage: ContinuousClock.Instant?
+    /// ``compactHistory()``'s memory: the head's revision at its last call (compacted to at the
+    /// next) and the revision it last compacted to.
+    private var compactedThroughStorage: (next: Int64?, done: Int64) = (nil, 0)
     private var leadership: (lease: ClusterLease, term: UInt64)? {
         get { fenceLock.withLock { leadershipStorage } }
         set { fenceLock.withLock { leadershipStorage = newValue } }
@@ -423,6 +426,35 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
             records.append((sequence, value))
         }
         return (records, (sequence, hash))
+    }
+
+    // MARK: - History
+
+    /// Drops etcd's revisions older than the one this node's head had at the previous call
+    /// (`Specs/cluster.md` 7). The head is rewritten at every commit and a bitmap part at every
+    /// mark, and etcd keeps every old version until compacted, so without this its database
+    /// grows with every commit until the space quota stops the cluster. One interval of history
+    /// stays, for readers paging at a recent revision and for watches catching up. Only a leader
+    /// whose store is not fenced compacts. Returns the revision compacted to, or `nil` when there
+    /// was nothing to do (the first call, no commit since, or etcd compacted further already).
+    /// - Throws: ``ClusterStoreError`` when etcd refuses or cannot be reached.
+    public func compactHistory() throws(ClusterStoreError) -> Int64? {
+        guard fenced == nil else { return nil }
+        let current = lock.withLock { head.modRevision }
+        let previous = fenceLock.withLock { () -> Int64? in
+            defer { compactedThroughStorage.next = current }
+            return compactedThroughStorage.next
+        }
+        guard let previous, previous > fenceLock.withLock({ compactedThroughStorage.done }) else { return nil }
+        do {
+            _ = try client.call("/v3/kv/compaction", ["revision": String(previous)])
+        } catch let .server(_, message) where message.contains("compacted") {
+            return nil  // etcd's own auto-compaction went further: nothing older is left
+        } catch {
+            throw ClusterLease.wrap(error)
+        }
+        fenceLock.withLock { compactedThroughStorage.done = previous }
+        return previous
     }
 
     // MARK: - Bitmaps, replay, checkpoints

@@ -394,6 +394,7 @@ struct ClusterNode: Service {
             .init(service: MirrorService(client: client, keys: keys, mirror: follower, logger: logger)),
         ]
         if let probe { services.append(.init(service: QuorumWatch(lease: lease, probe: probe, logger: logger))) }
+        services.append(.init(service: HistoryCompaction(store: store, logger: logger)))
         do {
             services += try Daemon.listeners(options, controller: controller, log: mirror, endpoint: endpoint, logger: logger)
         } catch {
@@ -555,6 +556,29 @@ struct LeaseGuard: Service {
                 exit(ClusterDaemon.lostLeadershipExitStatus)
             }
             do { try await Task.sleep(for: .milliseconds(ClusterDaemon.guardIntervalMilliseconds)) } catch { return }
+        }
+    }
+}
+
+/// The leader compacts etcd's history every minute, keeping the last minute's revisions
+/// (``ClusterDurableStore/compactHistory()``, `Specs/cluster.md` 7). A failure is logged and
+/// tried again at the next minute.
+struct HistoryCompaction: Service {
+    let store: ClusterDurableStore
+    let logger: Logger
+    static let interval = Duration.seconds(60)
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            // The pause ends early when the node stops.
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.interval) } } catch { return }
+            do {
+                if let revision = try await blocking({ [store] in try store.compactHistory() }) {
+                    logger.debug("compacted etcd's history", metadata: ["revision": "\(revision)"])
+                }
+            } catch {
+                logger.warning("compacting etcd's history failed; trying again in a minute", metadata: ["error": "\(error)"])
+            }
         }
     }
 }

@@ -114,3 +114,64 @@ struct QuorumHoldTests {
         #expect(!lease.isValid && !lease.heldWithoutQuorum)
     }
 }
+
+/// The leader's compaction of etcd's history (`Specs/cluster.md` 7).
+@Suite("compacting etcd's history")
+struct HistoryCompactionTests {
+    @Test("each call compacts to the head's revision at the previous call; reads, replay and verify are unchanged; a fenced store compacts nothing")
+    func compaction() throws {
+        let name = SharedEtcd.uniqueName("compact")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() == 1)
+        for id in 1...5 { _ = try leader.store.commit(events: [volume(VolumeID(id))], callers: [], bitmapChanges: [], timestampMilliseconds: Int64(id)) }
+        #expect(try leader.store.compactHistory() == nil, "the first call only remembers the head")
+        let headAnswer = try leader.client.call("/v3/kv/range", ["key": Etcd.base64(leader.keys.head)])
+        let remembered = try #require(Etcd.int((headAnswer["kvs"] as? [JSONObject])?.first?["mod_revision"]))
+        for id in 6...8 { _ = try leader.store.commit(events: [volume(VolumeID(id))], callers: [], bitmapChanges: [], timestampMilliseconds: Int64(id)) }
+        #expect(try leader.store.compactHistory() == remembered)
+        let later = try leader.client.call("/v3/kv/range", ["key": Etcd.base64(leader.keys.head)])
+        let latest = try #require(Etcd.int((later["kvs"] as? [JSONObject])?.first?["mod_revision"]))
+        #expect(try leader.store.compactHistory() == latest, "the head's revision at the previous call")
+        #expect(try leader.store.compactHistory() == nil, "no commit since: nothing older to drop")
+        // Older revisions are gone: a read at one is refused by etcd.
+        #expect(throws: EtcdError.self) {
+            try leader.client.call("/v3/kv/range", ["key": Etcd.base64(leader.keys.head), "revision": String(latest - 1)])
+        }
+        // The log reads the same: a new follower replays all 8 events.
+        let follower = ClusterDurableStore(client: leader.client, keys: leader.keys)
+        try follower.catchUp()
+        #expect(follower.followedState.volumes.count == 8)
+        // A fenced store compacts nothing.
+        leader.store.fence("test")
+        #expect(try leader.store.compactHistory() == nil)
+    }
+}
+
+extension HistoryCompactionTests {
+    @Test("a watch from a compacted revision ends with an error, not a silent stream")
+    func watchFromACompactedRevision() async throws {
+        let name = SharedEtcd.uniqueName("compactwatch")
+        let leader = try TestNode(cluster: name, node: "a")
+        #expect(try leader.lead() == 1)
+        for id in 1...3 { _ = try leader.store.commit(events: [volume(VolumeID(id))], callers: [], bitmapChanges: [], timestampMilliseconds: Int64(id)) }
+        _ = try leader.store.compactHistory()
+        _ = try leader.store.commit(events: [volume(4)], callers: [], bitmapChanges: [], timestampMilliseconds: 4)
+        let compactedTo = try #require(try leader.store.compactHistory())
+        let watching = Task {
+            try await leader.client.watch(key: leader.keys.eventsPrefix, rangeEnd: Etcd.prefixEnd(leader.keys.eventsPrefix), startRevision: 1) { _ in true }
+        }
+        let outcome = await Task {
+            try? await Task.sleep(for: .seconds(10))
+            watching.cancel()
+        }
+        defer { outcome.cancel() }
+        do {
+            try await watching.value
+            Issue.record("the watch ended without an error")
+        } catch let error as EtcdError {
+            #expect("\(error)".contains("compacted through revision"), "\(error) (compacted to \(compactedTo))")
+        } catch {
+            Issue.record("the watch from revision 1 did not end within 10 s: \(error)")
+        }
+    }
+}
