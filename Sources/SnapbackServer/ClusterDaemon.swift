@@ -358,7 +358,9 @@ struct ClusterNode: Service {
             host: options.nbdHost, port: options.nbdPort, unixSocketPath: options.nbdSocketPath, unixSocketGroup: options.socketGroup,
             tls: options.nbdTLS, logger: { message in logger.debug("\(message)", metadata: ["component": "nbd"]) })
         let logDataFile = directory + "/log/data.mdb"
-        let endpoint = MetricsEndpoint(metrics: metrics, controller: controller, logDataFile: logDataFile, nbdConnectionCount: { nbdServer.connectionCount })
+        let endpoint = MetricsEndpoint(
+            metrics: metrics, controller: controller, logDataFile: logDataFile, nbdConnectionCount: { nbdServer.connectionCount },
+            cluster: { (term, lease.heldWithoutQuorum) })
         let api = ClusterDaemon.controlAPI(controller: controller, mirror: mirror, logDataFile: logDataFile, logger: logger, metrics: endpoint)
         let application = Application(
             router: api.router(),

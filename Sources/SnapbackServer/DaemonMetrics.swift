@@ -39,6 +39,9 @@ enum MetricCatalog {
     static let controllerDegraded = "snapback_controller_degraded"
     static let nbdConnections = "snapback_nbd_connections"
     static let startTime = "snapback_start_time_seconds"
+    // A cluster node (served by the leader).
+    static let clusterTerm = "snapback_cluster_term"
+    static let clusterQuorumHold = "snapback_cluster_quorum_hold"
 
     /// Host I/O: from a cached 4 KiB page (tens of µs) to a copy-on-write that waits for a sync.
     static let hostIOBuckets: [Duration] = [
@@ -79,6 +82,9 @@ enum MetricCatalog {
         controllerDegraded: Entry(help: "1 while the controller is degraded (durable commits fail), 0 while it is online."),
         nbdConnections: Entry(help: "Open NBD client connections."),
         startTime: Entry(help: "When snapbackd started, in seconds since 1970 (counters start from 0 then)."),
+        clusterTerm: Entry(help: "The term this cluster node leads in (snapbackd --cluster only)."),
+        clusterQuorumHold: Entry(
+            help: "1 while this cluster leader holds its lease on a sighting that etcd has no quorum (commands fail, reads go on), 0 otherwise."),
     ]
 
     /// The descriptor of a catalogued metric; traps for a name not in the catalog.

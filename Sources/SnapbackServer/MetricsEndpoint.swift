@@ -33,12 +33,23 @@ final class MetricsEndpoint: @unchecked Sendable {
     /// The media type of the Prometheus text format.
     static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    init(metrics: DaemonMetrics, controller: Controller, logDataFile: String, nbdConnectionCount: @escaping @Sendable () -> Int) {
+    /// A cluster leader's term and whether it holds its lease without quorum; `nil` on a single node.
+    let cluster: (@Sendable () -> (term: UInt64, quorumHold: Bool))?
+    private let clusterTerm: CoreMetrics.Gauge?
+    private let clusterQuorumHold: CoreMetrics.Gauge?
+
+    init(
+        metrics: DaemonMetrics, controller: Controller, logDataFile: String, nbdConnectionCount: @escaping @Sendable () -> Int,
+        cluster: (@Sendable () -> (term: UInt64, quorumHold: Bool))? = nil
+    ) {
         self.metrics = metrics
         self.controller = controller
         self.logDataFile = logDataFile
         self.nbdConnectionCount = nbdConnectionCount
+        self.cluster = cluster
         let factory = metrics.factory
+        clusterTerm = cluster == nil ? nil : CoreMetrics.Gauge(label: MetricCatalog.clusterTerm, factory: factory)
+        clusterQuorumHold = cluster == nil ? nil : CoreMetrics.Gauge(label: MetricCatalog.clusterQuorumHold, factory: factory)
         degraded = CoreMetrics.Gauge(label: MetricCatalog.controllerDegraded, factory: factory)
         commitFailures = CoreMetrics.Counter(label: MetricCatalog.logCommitFailures, factory: factory)
         logSize = CoreMetrics.Gauge(label: MetricCatalog.logSize, factory: factory)
@@ -64,6 +75,10 @@ final class MetricsEndpoint: @unchecked Sendable {
             logSize.record(logBytes)
             lastSequence.record(Double(state.eventsApplied))
             nbdConnections.record(connections)
+            if let node = cluster?() {
+                clusterTerm?.record(Double(node.term))
+                clusterQuorumHold?.record(node.quorumHold ? 1 : 0)
+            }
             updateVolumes(state)
             updateMaps(state)
             return metrics.registry.emitToBuffer()

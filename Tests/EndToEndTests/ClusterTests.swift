@@ -309,6 +309,7 @@ struct ClusterListenerTests {
             }
             #expect(metrics.status.contains(" 200") && metrics.body.contains("snapback_volume_written_bytes_total"), "\(metrics.status) \(metrics.body.prefix(400))")
             try await expectPromtoolAccepts(metrics.body, "a cluster leader's /metrics")
+            #expect(metrics.body.contains("\nsnapback_cluster_term 1") && metrics.body.contains("\nsnapback_cluster_quorum_hold 0"), "\(metrics.body)")
             let page = try httpGet(port: ports.http, path: "/")
             #expect(page.status.contains(" 200") && page.contentType.contains("text/html") && page.body.contains(">v<"), "\(page.status) \(page.body.prefix(400))")
             // The standby listens on nothing (it serves only once it leads).
