@@ -367,6 +367,8 @@ struct ClusterQuorumTests {
             #expect(first.stderrTail(40).contains("etcd has no quorum"), "no hold: \(first.stderrTail(40))")
             let refused = try await first.snapback("mkvolume", "-name", "y", "-size", "1m")
             #expect(refused.exitCode == 1 && refused.stderr.contains("cluster_unavailable"), "\(refused)")
+            let held = try rawHTTPRequest(.unixSocket(first.socketPath), "GET", "/metrics", host: "snapbackd")
+            #expect(held.body.contains("\nsnapback_cluster_quorum_hold 1"), "\(held.status) \(held.body.suffix(600))")
             // Host reads go on: of the source, of the target's image, of a plain volume.
             let heldRead = try await runProcess(Binaries.qemuIO, ["-f", "raw", "-r", "-c", "read -P 0x44 0 4m", "nbd://127.0.0.1:\(first.port)/v"])
             #expect(heldRead.exitCode == 0 && !heldRead.stdout.contains("failed"), "\(heldRead)")
