@@ -555,6 +555,9 @@ struct LeaseGuard: Service {
                     metadata: ["reason": "\(reason)", "nbdConnectionsClosed": "\(closed)"])
                 try? await Task.sleep(for: .milliseconds(Self.drainMilliseconds))
                 unlink(socketPath)
+                // A lease still valid (a step-down for an unknown outcome) is handed back, so that
+                // a standby takes over at once rather than when it runs out.
+                fence.lease.revoke()
                 exit(ClusterDaemon.lostLeadershipExitStatus)
             }
             do { try await Task.sleep(for: .milliseconds(ClusterDaemon.guardIntervalMilliseconds)) } catch { return }
