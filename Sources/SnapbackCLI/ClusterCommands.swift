@@ -123,7 +123,14 @@ struct ListCluster: ParsableCommand {
             // A record that does not decode (the leader key's, a node's, a term's) is named with
             // its key: lscluster never shows it as an empty holder.
             let text = error.description
-            throw CLIError(code: error.code, message: text.hasPrefix(error.code + ": ") ? String(text.dropFirst(error.code.count + 2)) : text)
+            var message = text.hasPrefix(error.code + ": ") ? String(text.dropFirst(error.code.count + 2)) : text
+            if case .unavailable = error {
+                // What an operator wants to know in an incident: which members are down, and
+                // whether any has a leader (`Specs/cluster.md` 3.3).
+                let sighting = QuorumProbe(endpoints: reader.client.endpoints).look()
+                message += "; etcd's members: \(sighting.summary)" + (sighting.showsNoLeader ? " (no member has a leader: etcd has no quorum)" : "")
+            }
+            throw CLIError(code: error.code, message: message)
         } catch {
             throw CLIError(code: "cluster_unavailable", message: "\(error)")
         }

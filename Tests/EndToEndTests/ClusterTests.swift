@@ -367,6 +367,8 @@ struct ClusterQuorumTests {
             #expect(first.stderrTail(40).contains("etcd has no quorum"), "no hold: \(first.stderrTail(40))")
             let refused = try await first.snapback("mkvolume", "-name", "y", "-size", "1m")
             #expect(refused.exitCode == 1 && refused.stderr.contains("cluster_unavailable"), "\(refused)")
+            let listing = try await rig.snapback(["lscluster"])
+            #expect(listing.exitCode == 1 && listing.stderr.contains("cluster_unavailable") && listing.stderr.contains("etcd has no quorum"), "\(listing)")
             let held = try rawHTTPRequest(.unixSocket(first.socketPath), "GET", "/metrics", host: "snapbackd")
             #expect(held.body.contains("\nsnapback_cluster_quorum_hold 1"), "\(held.status) \(held.body.suffix(600))")
             // Host reads go on: of the source, of the target's image, of a plain volume.
