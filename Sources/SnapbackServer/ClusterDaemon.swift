@@ -47,10 +47,10 @@ public struct ClusterOptions: Sendable {
 /// A leader that loses its lease (the keep-alive fails past the lease, its process was stopped,
 /// a commit's outcome is unknown, or etcd says another node leads) fences at once: its store
 /// appends nothing, NBD refuses every request and its connections are closed; in-flight
-/// commands are answered `not_leader`; then the process exits with status 75 so that its
-/// service manager starts it again, as a standby (`Specs/cluster.md`, "Losing the lease").
+/// commands are answered `not_leader`; then its services stop and it stands by again, in the
+/// same process (`Specs/cluster.md`, "Losing the lease").
 enum ClusterDaemon {
-    /// The exit status of a node that lost the leadership (EX_TEMPFAIL: restart me).
+    /// The exit status of a node that won a term but cannot take over (EX_TEMPFAIL: restart me).
     static let lostLeadershipExitStatus: Int32 = 75
     /// How often a standby campaigns (and a leader checks its lease).
     static let campaignIntervalMilliseconds: UInt64 = 200
@@ -182,13 +182,23 @@ struct ClusterNode: Service {
 
     func run() async throws {
         let election = LeaderElection(client: client, keys: keys, node: cluster.node)
-        // The leader's metrics (GET /metrics on its control socket): commit latency included.
-        let metrics = DaemonMetrics()
-        let store = ClusterDurableStore(client: client, keys: keys, commitObserver: metrics.logCommitted)
         let sharedDirectory = cluster.sharedDirectory ?? options.dataDirectory
         let volumes = try FileVolumeProvider(dataDirectory: sharedDirectory)
         let started = Int64(Date().timeIntervalSince1970 * 1000)
         let probe = await Self.quorumProbe(cluster: cluster, client: client, logger: logger)
+        // A leader that loses the leadership stands by again, in this process, with a new lease
+        // and a warm state read afresh from etcd.
+        while try await standByThenLead(election: election, volumes: volumes, probe: probe, started: started) {
+            logger.notice("back to standby after losing the leadership", metadata: ["node": "\(cluster.node)"])
+        }
+    }
+
+    /// One turn of the node's life: stand by (follow, campaign), then lead until the node stops
+    /// (returns false) or loses the leadership (returns true: stand by again).
+    func standByThenLead(election: LeaderElection, volumes: FileVolumeProvider, probe: QuorumProbe?, started: Int64) async throws -> Bool {
+        // The leader's metrics (GET /metrics on its control socket): commit latency included.
+        let metrics = DaemonMetrics()
+        let store = ClusterDurableStore(client: client, keys: keys, commitObserver: metrics.logCommitted)
         var lease = try await blocking { try ClusterLease(client: leaseClient, ttlSeconds: cluster.leaseTTLSeconds) }
         var record = NodeRecord(node: cluster.node, lease: lease.id, pid: getpid(), startedMilliseconds: started, role: "standby")
         let initial = record
@@ -210,7 +220,7 @@ struct ClusterNode: Service {
             if Task.isShuttingDownGracefully || Task.isCancelled {
                 following.cancel()
                 lease.revoke()
-                return
+                return false
             }
             if lease.isLost {
                 // etcd forgot the standby's lease (it ran out while etcd could not be reached):
@@ -277,8 +287,8 @@ struct ClusterNode: Service {
             try? await Task.sleep(for: .milliseconds(ClusterDaemon.campaignIntervalMilliseconds))
         }
         following.cancel()
-        guard let term else { return }
-        try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record, metrics: metrics, probe: probe)
+        guard let term else { return false }
+        return try await lead(term: term, lease: lease, store: store, volumes: volumes, election: election, record: record, metrics: metrics, probe: probe)
     }
 
     /// The probe of etcd's members for the quorum hold, or `nil` (the hold is off, logged) when
@@ -308,12 +318,14 @@ struct ClusterNode: Service {
         return nil
     }
 
-    /// Serves as the leader of `term`. Returns after a graceful stop; exits the process when the
-    /// lease is lost.
+    /// Serves as the leader of `term`. Returns false after a graceful stop, true once the
+    /// leadership is lost (host I/O stopped, the services shut down, the lease handed back).
+    /// A node that wins but cannot take over, or cannot serve its listeners, exits with status
+    /// 75: its service manager restarts it, with the systemd unit's pause between restarts.
     func lead(
         term: UInt64, lease: ClusterLease, store: ClusterDurableStore, volumes: FileVolumeProvider, election: LeaderElection, record: NodeRecord,
         metrics: DaemonMetrics, probe: QuorumProbe?
-    ) async throws {
+    ) async throws -> Bool {
         let began = ContinuousClock.now
         let version = Daemon.version
         let controller: Controller
@@ -392,7 +404,10 @@ struct ClusterNode: Service {
             .init(service: application),
             .init(service: NBDService(server: nbdServer, socketPath: options.nbdSocketPath, logger: logger)),
             .init(service: BackgroundService(controller: controller, logger: logger, othersBusySharePercent: options.backgroundSharePercent)),
-            .init(service: LeaseGuard(fence: fence, controller: controller, nbdServer: nbdServer, socketPath: socketPath, logger: logger)),
+            // When the guard returns (the leadership is lost), the other services shut down.
+            .init(
+                service: LeaseGuard(fence: fence, controller: controller, nbdServer: nbdServer, logger: logger),
+                successTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: MirrorService(client: client, keys: keys, mirror: follower, logger: logger)),
         ]
         if let probe { services.append(.init(service: QuorumWatch(lease: lease, probe: probe, logger: logger))) }
@@ -411,6 +426,17 @@ struct ClusterNode: Service {
         } onGracefulShutdown: {
             Task { await inner.triggerGracefulShutdown() }
         }
+        // The export provider and this observer hold the controller in a cycle: broken, so that
+        // the controller of a lost term goes, with its volume files' descriptors.
+        controller.observeCommits { _, _ in }
+        if let reason = fence.lease.isLost ? fence.refusal : nil, !Task.isShuttingDownGracefully {
+            // The guard stopped host I/O and the services; the lease (still valid after a
+            // step-down for an unknown outcome) is handed back, so a standby takes over at once.
+            lease.revoke()
+            unlink(socketPath)
+            logger.notice("gave up the leadership", metadata: ["term": "\(term)", "reason": "\(reason)"])
+            return true
+        }
         // A graceful stop: a checkpoint, then the lease is handed back at once, so a standby
         // takes over without waiting for the lease to run out.
         do { try controller.checkpoint() } catch { logger.warning("checkpoint at stop failed", metadata: ["error": "\(error)"]) }
@@ -418,6 +444,7 @@ struct ClusterNode: Service {
         lease.revoke()
         unlink(socketPath)
         logger.notice("resigned the leadership", metadata: ["term": "\(term)"])
+        return false
     }
 
     /// Renews `lease` every quarter of its TTL, on a thread of its own, until it is lost or the
@@ -532,33 +559,31 @@ final class QuorumWatchLoop: @unchecked Sendable {
 
 /// Watches the lease and the store; when either says this node no longer leads, stops host
 /// I/O at once (NBD requests are refused from that instant and connections closed), lets the
-/// commands in flight be answered (`not_leader`), and exits with status 75.
+/// commands in flight be answered (`not_leader`), and returns: the node's other services then
+/// shut down, and the node stands by again.
 struct LeaseGuard: Service {
     let fence: LeadershipFence
     let controller: Controller
     let nbdServer: NBDServer
-    /// The control socket, removed before the exit (a standby has none).
-    let socketPath: String
     let logger: Logger
-    /// How long commands in flight get to be answered before the process exits: a commit
+    /// How long commands in flight get to be answered before the services stop: a commit
     /// waiting on an etcd without quorum times out within about 1.5 s.
     static let drainMilliseconds: UInt64 = 2000
 
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if let reason = fence.refusal {
+                // For good: the lease is marked lost (a late keep-alive cannot make it valid
+                // again) and the store fenced, so NBD and commands stay refused from now on.
+                fence.lease.markLost(reason)
                 fence.store.fence(reason)
                 var closed = 0
                 for volume in controller.state.volumesByID { closed += nbdServer.closeConnections(toExport: volume.name) }
                 logger.critical(
-                    "lost the leadership: host I/O stopped, nothing more is appended; exiting so that the node restarts as a standby",
+                    "lost the leadership: host I/O stopped, nothing more is appended; this node stands by again",
                     metadata: ["reason": "\(reason)", "nbdConnectionsClosed": "\(closed)"])
                 try? await Task.sleep(for: .milliseconds(Self.drainMilliseconds))
-                unlink(socketPath)
-                // A lease still valid (a step-down for an unknown outcome) is handed back, so that
-                // a standby takes over at once rather than when it runs out.
-                fence.lease.revoke()
-                exit(ClusterDaemon.lostLeadershipExitStatus)
+                return
             }
             do { try await Task.sleep(for: .milliseconds(ClusterDaemon.guardIntervalMilliseconds)) } catch { return }
         }
