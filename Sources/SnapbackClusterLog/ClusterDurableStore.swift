@@ -31,6 +31,9 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     private var chain: RecordChain
     /// The head this node last saw or wrote, and the head key's mod revision then.
     private var head: (sequence: UInt64, hash: [UInt8], modRevision: Int64) = (0, LogRecord.zeroHash, 0)
+    /// ``compactHistory()``'s memory: the head's revision at its last call (compacted to at the
+    /// next), and the revision it last compacted to.
+    private var compaction: (next: Int64?, done: Int64) = (nil, 0)
     /// Guards the leadership and the fence below (never held while calling etcd), so that NBD's
     /// check on every request and the lease guard do not wait for a commit in flight, which
     /// holds `lock` for as long as etcd takes to answer.
@@ -41,9 +44,6 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     /// When the store was fenced by a commit whose outcome is unknown (etcd did not answer it),
     /// `nil` when it was fenced for another reason or not at all.
     private var fencedByUnknownOutcomeAtStorage: ContinuousClock.Instant?
-    /// ``compactHistory()``'s memory: the head's revision at its last call (compacted to at the
-    /// next) and the revision it last compacted to.
-    private var compactedThroughStorage: (next: Int64?, done: Int64) = (nil, 0)
     private var leadership: (lease: ClusterLease, term: UInt64)? {
         get { fenceLock.withLock { leadershipStorage } }
         set { fenceLock.withLock { leadershipStorage = newValue } }
@@ -440,12 +440,11 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
     /// - Throws: ``ClusterStoreError`` when etcd refuses or cannot be reached.
     public func compactHistory() throws(ClusterStoreError) -> Int64? {
         guard fenced == nil else { return nil }
-        let current = lock.withLock { head.modRevision }
-        let previous = fenceLock.withLock { () -> Int64? in
-            defer { compactedThroughStorage.next = current }
-            return compactedThroughStorage.next
+        let (previous, done) = lock.withLock { () -> (Int64?, Int64) in
+            defer { compaction.next = head.modRevision }
+            return (compaction.next, compaction.done)
         }
-        guard let previous, previous > fenceLock.withLock({ compactedThroughStorage.done }) else { return nil }
+        guard let previous, previous > done else { return nil }
         do {
             _ = try client.call("/v3/kv/compaction", ["revision": String(previous)])
         } catch let .server(_, message) where message.contains("compacted") {
@@ -453,7 +452,7 @@ public final class ClusterDurableStore: DurableStore, @unchecked Sendable {
         } catch {
             throw ClusterLease.wrap(error)
         }
-        fenceLock.withLock { compactedThroughStorage.done = previous }
+        lock.withLock { compaction.done = max(compaction.done, previous) }
         return previous
     }
 

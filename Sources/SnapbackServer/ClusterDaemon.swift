@@ -429,7 +429,8 @@ struct ClusterNode: Service {
         // The export provider and this observer hold the controller in a cycle: broken, so that
         // the controller of a lost term goes, with its volume files' descriptors.
         controller.observeCommits { _, _ in }
-        if let reason = fence.lease.isLost ? fence.refusal : nil, !Task.isShuttingDownGracefully {
+        // The guard marked the lease lost with the reason it stepped down for.
+        if fence.lease.isLost, !Task.isShuttingDownGracefully, let reason = fence.lease.invalidReason {
             // The guard stopped host I/O and the services; the lease (still valid after a
             // step-down for an unknown outcome) is handed back, so a standby takes over at once.
             lease.revoke()
